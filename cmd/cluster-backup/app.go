@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"go.uber.org/zap"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/logging"
+	"github.com/cluster-backup/cluster-backup/sink"
+)
+
+// app holds what both subcommands need: a logger, a connection to the API
+// server and an open store.
+type app struct {
+	cfg    config.Config
+	log    *zap.Logger
+	kube   *rest.Config
+	store  sink.Store
+	stderr io.Writer
+}
+
+func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*app, error) {
+	log := logging.New(stdout, cfg.LogLevel).With(zap.String(logging.KeyCluster, cfg.ClusterName))
+	a := &app{cfg: cfg, log: log, stderr: stderr}
+
+	kube, err := restConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.kube = kube
+	v, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion()
+	if err != nil {
+		log.Error("Failed to reach the API server", logging.Component("main"), logging.Op("discovery"), zap.Error(err),
+			logging.Data(map[string]any{"host": kube.Host}))
+		return nil, fmt.Errorf("reach API server %s: %w", kube.Host, err)
+	}
+	log.Info("Connected to the API server", logging.Component("main"), logging.Op("discovery"),
+		logging.Data(map[string]any{"host": kube.Host, "server_version": v.GitVersion, "cluster_domain": cfg.ClusterDomain}))
+
+	if a.store, err = openStore(ctx, cfg, log.With(logging.Component("sink"))); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// restConfig reads KUBECONFIG when set, else the in-cluster service account.
+func restConfig(cfg config.Config) (*rest.Config, error) {
+	var (
+		kube *rest.Config
+		err  error
+	)
+	if cfg.Kubeconfig != "" {
+		kube, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		kube, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config (set KUBECONFIG outside a cluster): %w", err)
+	}
+	kube.QPS, kube.Burst = cfg.APIQPS, cfg.APIBurst
+	kube.UserAgent = "cluster-backup/" + version
+	return kube, nil
+}
+
+// openStore connects to MinIO, or opens the directory store when no
+// endpoint is configured.
+func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.Store, error) {
+	if cfg.MinIOEndpoint == "" {
+		d, err := sink.NewDir(cfg.BackupDir)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("Using the local directory store", logging.Op("minio_connect"),
+			logging.Data(map[string]any{"dir": cfg.BackupDir}))
+		return d, nil
+	}
+	return sink.NewMinIO(ctx, sink.MinIOOptions{
+		Endpoint:  cfg.MinIOEndpoint,
+		AccessKey: cfg.MinIOAccessKey,
+		SecretKey: cfg.MinIOSecretKey,
+		Bucket:    cfg.MinIOBucket,
+		UseSSL:    cfg.MinIOUseSSL,
+		CAFile:    cfg.MinIOCAFile,
+	}, log)
+}
+
+// run is the always-on mode.
+func (a *app) run(ctx context.Context) error {
+	a.log.Info("Started", logging.Component("main"))
+	<-ctx.Done()
+	a.log.Info("Stopped", logging.Component("main"))
+	return nil
+}
+
+// snapshot is the one-shot mode.
+func (a *app) snapshot(ctx context.Context) error {
+	return ctx.Err()
+}

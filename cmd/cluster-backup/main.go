@@ -1,0 +1,110 @@
+// Command cluster-backup keeps an S3-compatible bucket (or a directory) in
+// step with a Kubernetes cluster: one clean YAML file per object, written
+// within seconds of every change, with a periodic reconcile pass.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/cluster-backup/cluster-backup/config"
+)
+
+// Set at link time: -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // a run or pass that could not complete
+	exitUsage  = 2 // bad configuration or arguments
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "version", "--version":
+		fmt.Fprintf(stdout, "cluster-backup %s (commit %s, %s %s/%s)\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case "help", "-h", "--help":
+		usage(stdout)
+		return exitOK
+	case "run", "snapshot":
+	default:
+		fmt.Fprintf(stderr, "error: unknown command %q\n", cmd)
+		usage(stderr)
+		return exitUsage
+	}
+
+	cfg, err := config.Load(cmd, rest, lookupEnv, stdout)
+	if errors.Is(err, config.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return exitUsage
+	}
+
+	app, err := newApp(ctx, cfg, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return exitFailed
+	}
+	if cmd == "snapshot" {
+		err = app.snapshot(ctx)
+	} else {
+		err = app.run(ctx)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `cluster-backup keeps a bucket in step with a Kubernetes cluster, one YAML file per object.
+
+Usage:
+  cluster-backup run        always-on: watch every selected resource, write each change, reconcile periodically
+  cluster-backup snapshot   one full pass (list, write, prune), then exit
+  cluster-backup version    print version, commit and Go version
+
+Run "cluster-backup run --help" for every setting.
+`)
+}
+
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,322 @@
+// Package config turns environment variables, flags and the mounted filtering
+// ConfigMap into one validated Config. Every setting is declared once in a
+// table, which drives the flags, the --help text, the defaults and the error
+// messages, so the four can never drift apart.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/logging"
+)
+
+// Config is the complete, validated configuration of one process.
+type Config struct {
+	ClusterName      string
+	ClusterDomain    string
+	MinIOEndpoint    string
+	MinIOAccessKey   string
+	MinIOSecretKey   string
+	MinIOBucket      string
+	MinIOUseSSL      bool
+	MinIOCAFile      string
+	BackupPrefix     string
+	BackupDir        string
+	BackupConfigDir  string
+	Kubeconfig       string
+	LogLevel         zapcore.Level
+	MetricsAddr      string
+	BatchSize        int
+	RetryAttempts    int
+	RetryDelay       time.Duration
+	Debounce         time.Duration
+	SnapshotInterval time.Duration
+	APIQPS           float32
+	APIBurst         int
+
+	// Rules are the filtering rules of the ConfigMap in BackupConfigDir, or
+	// the defaults when it is unset.
+	Rules filter.Rules
+}
+
+// Error is a configuration error caused by the user. It names the key and,
+// unless the key holds a credential, the value.
+type Error struct {
+	Key    string
+	Value  string
+	Secret bool
+	Reason string
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Secret:
+		return fmt.Sprintf("invalid %s: %s", e.Key, e.Reason)
+	case strings.TrimSpace(e.Value) == "" && e.Reason == "required":
+		return fmt.Sprintf("%s is required", e.Key)
+	default:
+		return fmt.Sprintf("invalid %s %q: %s", e.Key, e.Value, e.Reason)
+	}
+}
+
+// ErrHelp is returned by Load when the user asked for --help.
+var ErrHelp = flag.ErrHelp
+
+// setting is one environment variable and its flag.
+type setting struct {
+	env    string
+	def    string
+	usage  string
+	secret bool
+	isBool bool
+	apply  func(c *Config, v string) error
+}
+
+// flagName derives the flag from the environment variable:
+// MINIO_ENDPOINT -> minio-endpoint.
+func (s setting) flagName() string {
+	return strings.ToLower(strings.ReplaceAll(s.env, "_", "-"))
+}
+
+func settings() []setting {
+	return []setting{
+		{env: "CLUSTER_NAME", usage: "path segment identifying the cluster (required)", apply: func(c *Config, v string) error {
+			if v == "" {
+				return errors.New("required")
+			}
+			if strings.ContainsAny(v, "/\\") || v == "." || v == ".." {
+				return errors.New("must be a single path segment")
+			}
+			c.ClusterName = v
+			return nil
+		}},
+		{env: "CLUSTER_DOMAIN", def: "cluster.local", usage: "cluster domain, recorded in logs", apply: func(c *Config, v string) error {
+			c.ClusterDomain = v
+			return nil
+		}},
+		{env: "MINIO_ENDPOINT", usage: "MinIO/S3 endpoint host:port; unset stores to BACKUP_DIR", apply: func(c *Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			if strings.Contains(v, "://") || strings.Contains(v, "/") {
+				return errors.New("want host:port without scheme or path (TLS is MINIO_USE_SSL)")
+			}
+			c.MinIOEndpoint = v
+			return nil
+		}},
+		{env: "MINIO_ACCESS_KEY", secret: true, usage: "MinIO access key (never logged)", apply: func(c *Config, v string) error {
+			c.MinIOAccessKey = v
+			return nil
+		}},
+		{env: "MINIO_SECRET_KEY", secret: true, usage: "MinIO secret key (never logged)", apply: func(c *Config, v string) error {
+			c.MinIOSecretKey = v
+			return nil
+		}},
+		{env: "MINIO_BUCKET", def: "cluster-backups", usage: "bucket, created with versioning when missing", apply: func(c *Config, v string) error {
+			if v == "" {
+				return errors.New("required")
+			}
+			c.MinIOBucket = v
+			return nil
+		}},
+		{env: "MINIO_USE_SSL", def: "true", isBool: true, usage: "use TLS to MinIO", apply: func(c *Config, v string) (err error) {
+			c.MinIOUseSSL, err = parseBool(v)
+			return err
+		}},
+		{env: "MINIO_CA_FILE", usage: "extra CA bundle (PEM) for a private MinIO CA", apply: func(c *Config, v string) error {
+			c.MinIOCAFile = v
+			return nil
+		}},
+		{env: "BACKUP_PREFIX", def: "clusterbackup", usage: "first path segment inside the bucket", apply: func(c *Config, v string) error {
+			v = strings.Trim(v, "/")
+			if v == "" {
+				return errors.New("required")
+			}
+			c.BackupPrefix = v
+			return nil
+		}},
+		{env: "BACKUP_DIR", def: "./backup", usage: "root of the local directory store when MINIO_ENDPOINT is unset", apply: func(c *Config, v string) error {
+			c.BackupDir = v
+			return nil
+		}},
+		{env: "BACKUP_CONFIG_DIR", usage: "directory of the mounted filtering ConfigMap (one file per key)", apply: func(c *Config, v string) error {
+			c.BackupConfigDir = v
+			return nil
+		}},
+		{env: "KUBECONFIG", usage: "kubeconfig file; unset uses the in-cluster service account", apply: func(c *Config, v string) error {
+			c.Kubeconfig = v
+			return nil
+		}},
+		{env: "LOG_LEVEL", def: "info", usage: "debug, info, warn or error", apply: func(c *Config, v string) (err error) {
+			c.LogLevel, err = logging.ParseLevel(v)
+			return err
+		}},
+		{env: "METRICS_ADDR", def: ":8080", usage: "address serving /metrics, /healthz and /readyz", apply: func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want host:port or :port")
+			}
+			c.MetricsAddr = v
+			return nil
+		}},
+		{env: "BATCH_SIZE", def: "50", usage: "objects written concurrently and per snapshot batch", apply: func(c *Config, v string) (err error) {
+			c.BatchSize, err = parseInt(v, 1)
+			return err
+		}},
+		{env: "RETRY_ATTEMPTS", def: "3", usage: "store and API retries before an error is counted", apply: func(c *Config, v string) (err error) {
+			c.RetryAttempts, err = parseInt(v, 0)
+			return err
+		}},
+		{env: "RETRY_DELAY", def: "5s", usage: "first retry delay, exponential backoff with jitter after it", apply: func(c *Config, v string) (err error) {
+			c.RetryDelay, err = parseDuration(v)
+			return err
+		}},
+		{env: "DEBOUNCE", def: "1s", usage: "per-object quiet window: a burst of changes becomes one write", apply: func(c *Config, v string) (err error) {
+			c.Debounce, err = parseDuration(v)
+			return err
+		}},
+		{env: "SNAPSHOT_INTERVAL", def: "1h", usage: "period of the full reconcile pass in run (0 disables it)", apply: func(c *Config, v string) (err error) {
+			c.SnapshotInterval, err = parseDuration(v)
+			return err
+		}},
+		{env: "API_QPS", def: "20", usage: "client-side queries per second toward the API server", apply: func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 32)
+			if err != nil || f <= 0 {
+				return errors.New("want a number above 0")
+			}
+			c.APIQPS = float32(f)
+			return nil
+		}},
+		{env: "API_BURST", def: "40", usage: "client-side burst toward the API server", apply: func(c *Config, v string) (err error) {
+			c.APIBurst, err = parseInt(v, 1)
+			return err
+		}},
+	}
+}
+
+// Load builds the Config of a subcommand from its arguments and the
+// environment; flags win over environment variables. lookupEnv is
+// os.LookupEnv outside tests. Errors caused by the user are *Error.
+func Load(name string, args []string, lookupEnv func(string) (string, bool), usageOut io.Writer) (Config, error) {
+	table := settings()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	values := make([]*rawValue, len(table))
+	for i, s := range table {
+		values[i] = &rawValue{isBool: s.isBool}
+		fs.Var(values[i], s.flagName(), s.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			PrintUsage(usageOut, name)
+			return Config{}, ErrHelp
+		}
+		return Config{}, &Error{Key: "arguments", Value: strings.Join(args, " "), Reason: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return Config{}, &Error{Key: "arguments", Value: strings.Join(fs.Args(), " "), Reason: "unexpected"}
+	}
+
+	var c Config
+	for i, s := range table {
+		key, v := s.env, s.def
+		if ev, ok := lookupEnv(s.env); ok {
+			v = ev
+		}
+		if values[i].set {
+			key, v = "--"+s.flagName(), values[i].s
+		}
+		if err := s.apply(&c, strings.TrimSpace(v)); err != nil {
+			return Config{}, &Error{Key: key, Value: v, Secret: s.secret, Reason: err.Error()}
+		}
+	}
+	if c.MinIOEndpoint != "" && (c.MinIOAccessKey == "") != (c.MinIOSecretKey == "") {
+		return Config{}, &Error{Key: "MINIO_ACCESS_KEY", Secret: true, Reason: "MINIO_ACCESS_KEY and MINIO_SECRET_KEY must be set together"}
+	}
+
+	c.Rules = filter.DefaultRules()
+	if c.BackupConfigDir != "" {
+		data, err := ReadDir(c.BackupConfigDir)
+		if err != nil {
+			return Config{}, err
+		}
+		cm, err := ParseConfigMap(data)
+		if err != nil {
+			return Config{}, err
+		}
+		cm.ApplyTo(&c)
+	}
+	return c, nil
+}
+
+// PrintUsage documents every setting, its flag, variable and default.
+func PrintUsage(w io.Writer, name string) {
+	fmt.Fprintf(w, "Usage: cluster-backup %s [flags]\n\n", name)
+	fmt.Fprintf(w, "Every flag can also be set by its environment variable; flags win.\n\n")
+	for _, s := range settings() {
+		def := ""
+		if s.def != "" {
+			def = fmt.Sprintf(" (default %q)", s.def)
+		}
+		fmt.Fprintf(w, "  --%-20s %-18s %s%s\n", s.flagName(), "$"+s.env, s.usage, def)
+	}
+	fmt.Fprintf(w, "\nFiltering keys are read from files in BACKUP_CONFIG_DIR:\n")
+	for _, k := range configMapKeys() {
+		fmt.Fprintf(w, "  %-28s %s\n", k.name, k.usage)
+	}
+}
+
+// rawValue records a flag's text and whether it was given, so that Load can
+// apply the precedence flag > env > default itself.
+type rawValue struct {
+	s      string
+	set    bool
+	isBool bool
+}
+
+func (v *rawValue) String() string   { return v.s }
+func (v *rawValue) IsBoolFlag() bool { return v.isBool }
+func (v *rawValue) Set(s string) error {
+	v.s, v.set = s, true
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return false, errors.New("want true or false")
+	}
+	return b, nil
+}
+
+func parseInt(v string, min int) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < min {
+		return 0, fmt.Errorf("want an integer >= %d", min)
+	}
+	return n, nil
+}
+
+func parseDuration(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if v == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New("want a duration such as 500ms, 5s or 1h")
+	}
+	if d < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	return d, nil
+}

@@ -1,0 +1,71 @@
+// Package filter decides which resource types and which objects are backed
+// up, and cleans objects before they are encoded. It does no I/O: every
+// decision is a pure function of the rules and the object, so that it can be
+// tested exhaustively and explained in a log line.
+package filter
+
+import "k8s.io/apimachinery/pkg/labels"
+
+// Mode is the filtering-mode of the ConfigMap.
+type Mode string
+
+// Filtering modes.
+const (
+	Whitelist Mode = "whitelist"
+	Blacklist Mode = "blacklist"
+	Hybrid    Mode = "hybrid"
+)
+
+// OpenShiftMode is the openshift-mode of the ConfigMap.
+type OpenShiftMode string
+
+// OpenShift modes.
+const (
+	OpenShiftAuto     OpenShiftMode = "auto"
+	OpenShiftEnabled  OpenShiftMode = "enabled"
+	OpenShiftDisabled OpenShiftMode = "disabled"
+)
+
+// Rules are the parsed filtering keys of the ConfigMap.
+type Rules struct {
+	Mode                      Mode
+	IncludeResources          []string
+	ExcludeResources          []string
+	IncludeNamespaces         []string
+	ExcludeNamespaces         []string
+	IncludeCRDs               []string
+	LabelSelector             labels.Selector
+	AnnotationSelector        labels.Selector
+	MaxResourceSize           int64 // bytes of encoded YAML; 0 means no limit
+	FollowOwnerReferences     bool
+	IncludeManagedFields      bool
+	IncludeStatus             bool
+	OpenShiftMode             OpenShiftMode
+	IncludeOpenShiftResources bool
+	ValidateYAML              bool
+	SkipInvalidResources      bool
+}
+
+// DefaultExcludeResources are excluded when the ConfigMap has no
+// exclude-resources key: high-churn types that are rebuilt by the cluster.
+var DefaultExcludeResources = []string{
+	"events",
+	"events.events.k8s.io",
+	"leases",
+	"endpoints",
+	"endpointslices",
+}
+
+// DefaultRules are the rules in force when the ConfigMap sets nothing.
+func DefaultRules() Rules {
+	return Rules{
+		Mode:                      Blacklist,
+		ExcludeResources:          append([]string(nil), DefaultExcludeResources...),
+		LabelSelector:             labels.Everything(),
+		AnnotationSelector:        labels.Everything(),
+		OpenShiftMode:             OpenShiftAuto,
+		IncludeOpenShiftResources: true,
+		ValidateYAML:              true,
+		SkipInvalidResources:      true,
+	}
+}

@@ -1,0 +1,194 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"go.uber.org/zap"
+
+	"github.com/cluster-backup/cluster-backup/logging"
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// MinIOOptions say how to reach the bucket.
+type MinIOOptions struct {
+	Endpoint  string
+	AccessKey string
+	SecretKey string
+	Bucket    string
+	UseSSL    bool
+	CAFile    string
+	// MaxRetries is minio-go's own retry count for transport errors and
+	// 5xx answers (0 keeps its default of 10).
+	MaxRetries int
+}
+
+// MinIO stores objects in an S3-compatible bucket.
+type MinIO struct {
+	client *minio.Client
+	bucket string
+	redact *strings.Replacer
+}
+
+// NewMinIO connects to the endpoint, makes sure the bucket exists (creating
+// it with versioning on when missing and permitted) and logs the outcome with
+// operation minio_connect. Errors never contain the credentials.
+func NewMinIO(ctx context.Context, opts MinIOOptions, log *zap.Logger) (*MinIO, error) {
+	log = log.With(logging.Op("minio_connect"))
+	m, versioning, err := connect(ctx, opts)
+	if err != nil {
+		log.Error("Failed to connect to MinIO", zap.Error(err),
+			logging.Data(map[string]any{"endpoint": opts.Endpoint, "bucket": opts.Bucket, "ssl": opts.UseSSL}))
+		return nil, err
+	}
+	log.Info("Connected to MinIO", logging.Data(map[string]any{
+		"endpoint": opts.Endpoint, "bucket": opts.Bucket, "ssl": opts.UseSSL, "versioning": versioning,
+	}))
+	return m, nil
+}
+
+func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
+	m := &MinIO{bucket: opts.Bucket, redact: redactor(opts.AccessKey, opts.SecretKey)}
+	transport, err := minio.DefaultTransport(opts.UseSSL)
+	if err != nil {
+		return nil, "", fmt.Errorf("minio transport: %w", err)
+	}
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("read MINIO_CA_FILE: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, "", fmt.Errorf("MINIO_CA_FILE %s holds no PEM certificate", opts.CAFile)
+		}
+		if transport.TLSClientConfig == nil {
+			transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		transport.TLSClientConfig.RootCAs = pool
+	}
+	m.client, err = minio.New(opts.Endpoint, &minio.Options{
+		Creds:      credentials.NewStaticV4(opts.AccessKey, opts.SecretKey, ""),
+		Secure:     opts.UseSSL,
+		Transport:  transport,
+		MaxRetries: opts.MaxRetries,
+	})
+	if err != nil {
+		return nil, "", m.wrap("connect", err)
+	}
+
+	exists, err := m.client.BucketExists(ctx, m.bucket)
+	if err != nil {
+		return nil, "", m.wrap("check bucket "+m.bucket, err)
+	}
+	if !exists {
+		if err := m.client.MakeBucket(ctx, m.bucket, minio.MakeBucketOptions{}); err != nil {
+			return nil, "", m.wrap("create bucket "+m.bucket, err)
+		}
+		if err := m.client.EnableVersioning(ctx, m.bucket); err != nil {
+			return nil, "", m.wrap("enable versioning on "+m.bucket, err)
+		}
+	}
+	versioning := "unknown"
+	if vc, err := m.client.GetBucketVersioning(ctx, m.bucket); err == nil {
+		versioning = strings.ToLower(vc.Status)
+		if versioning == "" {
+			versioning = "off"
+		}
+	}
+	return m, versioning, nil
+}
+
+// Put uploads body with meta as user metadata.
+func (m *MinIO) Put(ctx context.Context, key string, body []byte, meta object.Meta) error {
+	_, err := m.client.PutObject(ctx, m.bucket, key, bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{
+		ContentType:  "application/yaml",
+		UserMetadata: meta.Map(),
+		// A small body goes up in one request; no multipart, no extra
+		// checksum round trips.
+		DisableMultipart: true,
+	})
+	if err != nil {
+		return m.wrap("put "+key, err)
+	}
+	return nil
+}
+
+// Delete removes the current version of key; history stays in the bucket's
+// versions when versioning is on.
+func (m *MinIO) Delete(ctx context.Context, key string) error {
+	if err := m.client.RemoveObject(ctx, m.bucket, key, minio.RemoveObjectOptions{}); err != nil {
+		if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+			return nil
+		}
+		return m.wrap("delete "+key, err)
+	}
+	return nil
+}
+
+// List returns the keys under prefix with their user metadata, in one
+// listing and without downloading any object.
+func (m *MinIO) List(ctx context.Context, prefix string) ([]object.Stored, error) {
+	var out []object.Stored
+	for info := range m.client.ListObjects(ctx, m.bucket, minio.ListObjectsOptions{
+		Prefix:       prefix,
+		Recursive:    true,
+		WithMetadata: true,
+	}) {
+		if info.Err != nil {
+			return nil, m.wrap("list "+prefix, info.Err)
+		}
+		out = append(out, object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata)})
+	}
+	return out, nil
+}
+
+// Ping checks that the bucket is reachable, for readiness.
+func (m *MinIO) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := m.client.BucketExists(ctx, m.bucket); err != nil {
+		return m.wrap("ping", err)
+	}
+	return nil
+}
+
+// wrap classifies err and removes any trace of the credentials from it.
+func (m *MinIO) wrap(op string, err error) error {
+	msg := m.redact.Replace(err.Error())
+	resp := minio.ToErrorResponse(err)
+	switch resp.Code {
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName", "XMinioInvalidObjectName", "InvalidArgument":
+		return fmt.Errorf("%s: %s: %w", op, msg, ErrPermanent)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("%s: %s: %w", op, msg, ErrPermanent)
+	}
+	return fmt.Errorf("%s: %s", op, msg)
+}
+
+func redactor(secrets ...string) *strings.Replacer {
+	var pairs []string
+	for _, s := range secrets {
+		if s != "" {
+			pairs = append(pairs, s, "[redacted]")
+		}
+	}
+	return strings.NewReplacer(pairs...)
+}

@@ -1,0 +1,26 @@
+// Package sink is the write side of the pipeline: the Store interface, its
+// two real implementations (MinIO and a local directory), and the decorators
+// that add debouncing, retries, rate limiting and metrics around any Store
+// without the storage code knowing about them.
+package sink
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// Store holds one YAML document per key.
+type Store interface {
+	// Put writes body under key with meta; it is idempotent.
+	Put(ctx context.Context, key string, body []byte, meta object.Meta) error
+	// Delete removes key; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// List returns every key under prefix with its metadata.
+	List(ctx context.Context, prefix string) ([]object.Stored, error)
+}
+
+// ErrPermanent marks store errors that a retry cannot fix (access denied, a
+// missing bucket, an invalid key). Anything else is treated as transient.
+var ErrPermanent = errors.New("permanent store error")

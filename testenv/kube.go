@@ -1,0 +1,154 @@
+package testenv
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// KubeOptions choose what runs beside etcd and kube-apiserver.
+type KubeOptions struct {
+	// ControllerManager starts kube-controller-manager, for garbage
+	// collection, namespace deletion and workload controllers.
+	ControllerManager bool
+}
+
+// Kube is a real control plane on 127.0.0.1.
+type Kube struct {
+	Config     *rest.Config // cluster-admin
+	Kubeconfig string       // path of a kubeconfig file for Config
+
+	env *envtest.Environment
+	kcm *process
+	dir string
+}
+
+// StartKube starts etcd and kube-apiserver, and kube-controller-manager when
+// asked, and returns once the API server answers /readyz.
+func StartKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
+	for _, name := range []string{"etcd", "kube-apiserver"} {
+		if _, err := Binary(name); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "cluster-backup-kube-")
+	if err != nil {
+		return nil, err
+	}
+	k := &Kube{dir: dir}
+	apiLog, err := os.Create(filepath.Join(dir, "kube-apiserver.log"))
+	if err != nil {
+		return nil, err
+	}
+	etcdLog, err := os.Create(filepath.Join(dir, "etcd.log"))
+	if err != nil {
+		return nil, err
+	}
+	k.env = &envtest.Environment{
+		BinaryAssetsDirectory:    Assets(),
+		ControlPlaneStartTimeout: 90 * time.Second,
+		ControlPlaneStopTimeout:  30 * time.Second,
+		ControlPlane: envtest.ControlPlane{
+			APIServer: &envtest.APIServer{Out: apiLog, Err: apiLog},
+			Etcd:      &envtest.Etcd{Out: etcdLog, Err: etcdLog},
+		},
+	}
+	k.Config, err = k.env.Start()
+	if err != nil {
+		k.Stop()
+		return nil, fmt.Errorf("start control plane (logs in %s): %w", dir, err)
+	}
+	k.Config.QPS, k.Config.Burst = 200, 400
+	k.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(k.Kubeconfig, k.env.KubeConfig, 0o600); err != nil {
+		k.Stop()
+		return nil, err
+	}
+	if opts.ControllerManager {
+		if err := k.startControllerManager(ctx); err != nil {
+			k.Stop()
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+func (k *Kube) startControllerManager(ctx context.Context) error {
+	bin, err := Binary("kube-controller-manager")
+	if err != nil {
+		return err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return err
+	}
+	certDir := k.env.ControlPlane.GetAPIServer().CertDir
+	k.kcm, err = startProcess("kube-controller-manager", filepath.Join(k.dir, "kube-controller-manager.log"), nil, bin,
+		"--kubeconfig="+k.Kubeconfig,
+		"--authentication-kubeconfig="+k.Kubeconfig,
+		"--authorization-kubeconfig="+k.Kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(port),
+		"--leader-elect=false",
+		"--controllers=*",
+		"--service-account-private-key-file="+filepath.Join(certDir, "sa-signer.key"),
+		"--use-service-account-credentials=false",
+		"--concurrent-gc-syncs=5",
+	)
+	if err != nil {
+		return err
+	}
+	return k.waitControllerManager(ctx, port, 60*time.Second)
+}
+
+// waitControllerManager polls the controller manager's /healthz, which it
+// serves without authentication.
+func (k *Kube) waitControllerManager(ctx context.Context, port int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{
+		// The controller manager serves a self-signed certificate.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback test server
+	}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/healthz", port)
+	for {
+		if done, err := k.kcm.exited(); done {
+			log, _ := os.ReadFile(filepath.Join(k.dir, "kube-controller-manager.log"))
+			return fmt.Errorf("kube-controller-manager exited: %v\n%s", err, log)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kube-controller-manager not healthy: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Dir holds the servers' logs.
+func (k *Kube) Dir() string { return k.dir }
+
+// Stop ends every server and removes their data.
+func (k *Kube) Stop() {
+	k.kcm.stop(5 * time.Second)
+	if k.env != nil {
+		_ = k.env.Stop()
+	}
+	if os.Getenv("KEEP_TESTENV_LOGS") == "" {
+		_ = os.RemoveAll(k.dir)
+	}
+}
