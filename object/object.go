@@ -118,3 +118,10 @@ type Stored struct {
 	Key  string
 	Meta Meta
 }
+
+// Document is an object rendered for the store: its bytes and the metadata
+// stored beside them.
+type Document struct {
+	Body []byte
+	Meta Meta
+}

@@ -1,0 +1,151 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+// maxOwnerDepth bounds the owner chain walk; real chains are 2-3 long
+// (Deployment -> ReplicaSet -> Pod), and a cycle must not loop forever.
+const maxOwnerDepth = 10
+
+// Owners finds the owner an ownerReference points at, in the owned object's
+// namespace ("" for cluster-scoped owners). The second result is false when
+// the owner is not known. selected says whether the owner's type is backed
+// up, so that the owner itself can be judged.
+type Owners interface {
+	Owner(namespace string, ref metav1.OwnerReference) (owner *unstructured.Unstructured, selected, ok bool)
+}
+
+// KeepObject decides whether an object of a resource type is backed up.
+// typeSelected says whether its type passed SelectResources; with
+// follow-owner-references, an object of an unselected type, or one that the
+// selectors drop, is kept when its owner chain reaches a kept object. The
+// reason is empty when the object is kept.
+func (r Rules) KeepObject(res Resource, obj *unstructured.Unstructured, typeSelected bool, owners Owners) (bool, string) {
+	return r.keep(res.Group == "" && res.Resource == "namespaces", obj, typeSelected, owners, 0)
+}
+
+func (r Rules) keep(isNamespace bool, obj *unstructured.Unstructured, typeSelected bool, owners Owners, depth int) (bool, string) {
+	ns := obj.GetNamespace()
+	if isNamespace {
+		ns = obj.GetName()
+	}
+	if ns != "" {
+		if slices.Contains(r.ExcludeNamespaces, ns) {
+			return false, ReasonNamespaceExcluded
+		}
+		if len(r.IncludeNamespaces) > 0 && !slices.Contains(r.IncludeNamespaces, ns) {
+			return false, ReasonNamespaceNotListed
+		}
+	}
+	reason := ""
+	switch {
+	case !typeSelected:
+		reason = ReasonNotInWhitelist
+	case r.LabelSelector != nil && !r.LabelSelector.Matches(labels.Set(obj.GetLabels())):
+		reason = ReasonLabelSelector
+	case r.AnnotationSelector != nil && !r.AnnotationSelector.Matches(labels.Set(obj.GetAnnotations())):
+		reason = ReasonAnnotationSelector
+	}
+	if reason == "" {
+		return true, ""
+	}
+	if r.FollowOwnerReferences && owners != nil && depth < maxOwnerDepth {
+		for _, ref := range obj.GetOwnerReferences() {
+			owner, selected, ok := owners.Owner(obj.GetNamespace(), ref)
+			if !ok || owner.GetUID() != ref.UID {
+				continue
+			}
+			if kept, _ := r.keep(false, owner, selected, owners, depth+1); kept {
+				return true, ""
+			}
+		}
+	}
+	return false, reason
+}
+
+// Clean returns a copy of obj without the fields that change on every
+// write or are rebuilt by the cluster, so that a change of those alone
+// encodes to the same bytes.
+func (r Rules) Clean(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	out := obj.DeepCopy()
+	StripVolatile(out.Object, r.IncludeManagedFields, r.IncludeStatus)
+	unstructured.RemoveNestedField(out.Object, "metadata", "resourceVersion")
+	unstructured.RemoveNestedField(out.Object, "metadata", "selfLink")
+	return out
+}
+
+// StripVolatile removes managedFields and status in place unless kept. The
+// watcher calls it before objects enter the informer caches, so memory holds
+// only what will be stored.
+func StripVolatile(obj map[string]any, keepManagedFields, keepStatus bool) {
+	if !keepManagedFields {
+		unstructured.RemoveNestedField(obj, "metadata", "managedFields")
+	}
+	if !keepStatus {
+		delete(obj, "status")
+	}
+}
+
+// ErrInvalid marks an object that cannot be stored as it is: too large, or
+// not a valid document. Such objects are skipped and counted, or fail the
+// pass when skip-invalid-resources is false.
+var ErrInvalid = errors.New("invalid object")
+
+// Encode cleans obj and renders it as YAML with sorted keys, so that equal
+// objects give equal bytes. It enforces max-resource-size and, with
+// validate-yaml, re-parses the document. Errors wrap ErrInvalid and carry
+// the reason (ReasonTooLarge or ReasonInvalid) in an *InvalidError.
+func (r Rules) Encode(obj *unstructured.Unstructured) ([]byte, error) {
+	clean := r.Clean(obj)
+	body, err := yaml.Marshal(clean.Object)
+	if err != nil {
+		return nil, &InvalidError{Reason: ReasonInvalid, Err: err}
+	}
+	if r.MaxResourceSize > 0 && int64(len(body)) > r.MaxResourceSize {
+		return nil, &InvalidError{Reason: ReasonTooLarge, Err: fmt.Errorf("%d bytes exceed max-resource-size %d", len(body), r.MaxResourceSize)}
+	}
+	if r.ValidateYAML {
+		if err := validate(body, clean); err != nil {
+			return nil, &InvalidError{Reason: ReasonInvalid, Err: err}
+		}
+	}
+	return body, nil
+}
+
+// InvalidError says why an object cannot be stored.
+type InvalidError struct {
+	Reason string
+	Err    error
+}
+
+func (e *InvalidError) Error() string { return e.Reason + ": " + e.Err.Error() }
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// validate re-parses the document and checks that it names the same object.
+func validate(body []byte, want *unstructured.Unstructured) error {
+	var back map[string]any
+	if err := yaml.Unmarshal(body, &back); err != nil {
+		return fmt.Errorf("document does not parse: %w", err)
+	}
+	got := unstructured.Unstructured{Object: back}
+	switch {
+	case got.GetAPIVersion() == "" || got.GetKind() == "" || got.GetName() == "":
+		return errors.New("document lacks apiVersion, kind or metadata.name")
+	case got.GetAPIVersion() != want.GetAPIVersion() || got.GetKind() != want.GetKind() || got.GetName() != want.GetName():
+		return fmt.Errorf("document names %s %s %s, want %s %s %s",
+			got.GetAPIVersion(), got.GetKind(), got.GetName(), want.GetAPIVersion(), want.GetKind(), want.GetName())
+	}
+	return nil
+}

@@ -1,0 +1,350 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+
+	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/logging"
+	"github.com/cluster-backup/cluster-backup/metrics"
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// Source renders the latest state of an object, as the informer caches hold
+// it. ok is false when the object is gone or no longer selected, so its key
+// must not be in the store. An error wrapping filter.ErrInvalid means the
+// object cannot be stored as it is.
+type Source interface {
+	Document(ref object.Ref) (doc object.Document, ok bool, err error)
+}
+
+// WriterOptions configure a Writer.
+type WriterOptions struct {
+	Prefix  string
+	Cluster string
+	// Debounce is the per-object quiet window. An object that never goes
+	// quiet is still written at least every MaxWaitWindows windows.
+	Debounce time.Duration
+	// Workers is the number of concurrent store calls (BATCH_SIZE).
+	Workers int
+	// RetryDelay is the first delay before a failed key is tried again
+	// after the store's own retries gave up.
+	RetryDelay time.Duration
+	// MaxPending bounds the keys waiting to be written. Beyond it, changes
+	// are dropped, counted (queue_overflow) and left to the next snapshot
+	// pass, which repairs every difference.
+	MaxPending int
+	// SkipInvalid counts invalid objects as skipped rather than as errors.
+	SkipInvalid bool
+}
+
+// MaxWaitWindows bounds how long a busy object can wait for a quiet window.
+const MaxWaitWindows = 10
+
+// Writer is the debounced sink: it collapses bursts of changes to one
+// object into one write of its latest state, skips writes whose bytes the
+// store already holds, and keeps failed keys queued until the store is back.
+type Writer struct {
+	store   Store
+	src     Source
+	opts    WriterOptions
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	clock   clock.WithTicker
+
+	queue workqueue.TypedRateLimitingInterface[object.Ref]
+
+	mu       sync.Mutex
+	pending  map[object.Ref]*pendingItem
+	hashes   map[string]string // key -> SHA-256 of what the store holds
+	flushing bool
+
+	overflowed atomic.Bool
+}
+
+type pendingItem struct {
+	first time.Time // oldest change not yet written
+	last  time.Time // newest change
+}
+
+// NewWriter returns a Writer; call Seed, then Run.
+func NewWriter(store Store, src Source, opts WriterOptions, log *zap.Logger, m *metrics.Metrics, clk clock.WithTicker) *Writer {
+	if opts.Workers < 1 {
+		opts.Workers = 1
+	}
+	if opts.RetryDelay <= 0 {
+		opts.RetryDelay = time.Second
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 1 << 20
+	}
+	return &Writer{
+		store:   store,
+		src:     src,
+		opts:    opts,
+		log:     log,
+		metrics: m,
+		clock:   clk,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[object.Ref](opts.RetryDelay, 5*time.Minute),
+			workqueue.TypedRateLimitingQueueConfig[object.Ref]{Name: "writer", Clock: clk},
+		),
+		pending: map[object.Ref]*pendingItem{},
+		hashes:  map[string]string{},
+	}
+}
+
+// Seed learns what the store holds under the cluster's prefix, so that a
+// restart over an unchanged cluster writes nothing.
+func (w *Writer) Seed(ctx context.Context) error {
+	stored, err := w.store.List(ctx, object.ClusterPrefix(w.opts.Prefix, w.opts.Cluster))
+	if err != nil {
+		w.metrics.Errors.WithLabelValues("store_list").Inc()
+		return err
+	}
+	w.SetStored(stored)
+	return nil
+}
+
+// SetStored replaces the known stored state with a fresh listing.
+func (w *Writer) SetStored(stored []object.Stored) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.hashes = make(map[string]string, len(stored))
+	for _, s := range stored {
+		w.hashes[s.Key] = s.Meta.SHA256
+	}
+}
+
+// Enqueue records a change of ref, seen now. It never blocks.
+func (w *Writer) Enqueue(ref object.Ref) {
+	now := w.clock.Now()
+	w.mu.Lock()
+	p, ok := w.pending[ref]
+	if !ok {
+		if len(w.pending) >= w.opts.MaxPending {
+			w.mu.Unlock()
+			if !w.overflowed.Swap(true) {
+				w.log.Warn("Write queue is full; changes are dropped until the next snapshot pass repairs them",
+					logging.Op("object_write"), logging.Data(map[string]any{"max_pending": w.opts.MaxPending}))
+			}
+			w.metrics.Errors.WithLabelValues("queue_overflow").Inc()
+			return
+		}
+		p = &pendingItem{first: now}
+		w.pending[ref] = p
+	}
+	p.last = now
+	depth := len(w.pending)
+	w.mu.Unlock()
+	w.metrics.QueueDepth.Set(float64(depth))
+	if !ok {
+		w.queue.AddAfter(ref, w.opts.Debounce)
+	}
+}
+
+// Overflowed reports, and clears, whether changes were dropped since the
+// last call; the snapshot pass repairs them.
+func (w *Writer) Overflowed() bool { return w.overflowed.Swap(false) }
+
+// Pending returns the number of keys waiting to be written.
+func (w *Writer) Pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
+}
+
+// Run writes until ctx is cancelled, then flushes what is pending for at
+// most flushTimeout and returns.
+func (w *Writer) Run(ctx context.Context, flushTimeout time.Duration) {
+	// Store calls get their own context so that they outlive ctx during
+	// the flush, and are cut off when the flush deadline passes.
+	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelCalls()
+	var wg sync.WaitGroup
+	for range w.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w.processNext(callCtx) {
+			}
+		}()
+	}
+	<-ctx.Done()
+
+	// Flush: everything pending is due now.
+	w.mu.Lock()
+	w.flushing = true
+	refs := make([]object.Ref, 0, len(w.pending))
+	for ref := range w.pending {
+		refs = append(refs, ref)
+	}
+	w.mu.Unlock()
+	for _, ref := range refs {
+		w.queue.Add(ref)
+	}
+	drained := make(chan struct{})
+	go func() {
+		w.queue.ShutDownWithDrain()
+		close(drained)
+	}()
+	t := w.clock.NewTimer(flushTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C():
+		left := w.Pending()
+		w.log.Warn("Flush deadline passed; the next snapshot pass writes what is left",
+			logging.Op("object_write"), logging.Data(map[string]any{"pending": left}))
+		cancelCalls()
+		w.queue.ShutDown()
+	}
+	wg.Wait()
+}
+
+func (w *Writer) processNext(ctx context.Context) bool {
+	ref, shutdown := w.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer w.queue.Done(ref)
+
+	w.mu.Lock()
+	p := w.pending[ref]
+	if p == nil {
+		w.mu.Unlock()
+		w.queue.Forget(ref)
+		return true
+	}
+	if !w.flushing {
+		now := w.clock.Now()
+		due := p.last.Add(w.opts.Debounce)
+		if maxDue := p.first.Add(MaxWaitWindows * w.opts.Debounce); maxDue.Before(due) {
+			due = maxDue
+		}
+		if now.Before(due) {
+			w.mu.Unlock()
+			w.queue.AddAfter(ref, due.Sub(now))
+			return true
+		}
+	}
+	seen := p.first
+	delete(w.pending, ref)
+	depth := len(w.pending)
+	w.mu.Unlock()
+	w.metrics.QueueDepth.Set(float64(depth))
+
+	if err := w.sync(ctx, ref, seen); err != nil {
+		if ctx.Err() != nil {
+			return true
+		}
+		// Keep the key pending (with its original time) and try again
+		// later; a change that arrived meanwhile is already pending.
+		w.mu.Lock()
+		if _, ok := w.pending[ref]; !ok {
+			w.pending[ref] = &pendingItem{first: seen, last: seen}
+		}
+		depth = len(w.pending)
+		w.mu.Unlock()
+		w.metrics.QueueDepth.Set(float64(depth))
+		w.queue.AddRateLimited(ref)
+		return true
+	}
+	w.queue.Forget(ref)
+	return true
+}
+
+// sync makes the store hold the object's current state. It returns an error
+// only when a store call failed and the key must be tried again.
+func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time) error {
+	key := ref.Key(w.opts.Prefix, w.opts.Cluster)
+	resource := object.ResourceSegment(ref.Group, ref.Resource)
+	log := w.log.With(logging.Namespace(ref.Namespace), logging.Resource(resource))
+	doc, ok, err := w.src.Document(ref)
+	if err != nil {
+		w.invalid(log, ref, resource, err)
+		return nil
+	}
+	if !ok {
+		if !w.stored(key) {
+			return nil
+		}
+		start := w.clock.Now()
+		if err := w.store.Delete(ctx, key); err != nil {
+			w.metrics.Errors.WithLabelValues("object_delete").Inc()
+			log.Error("Failed to delete object", logging.Op("object_delete"), zap.Error(err), logging.Data(map[string]any{"key": key}))
+			return err
+		}
+		w.forget(key)
+		w.metrics.Resources.WithLabelValues(resource, metrics.Deleted).Inc()
+		w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
+		log.Debug("Object deleted", logging.Op("object_delete"), logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
+		return nil
+	}
+	if w.hash(key) == doc.Meta.SHA256 {
+		w.metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
+		return nil
+	}
+	start := w.clock.Now()
+	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); err != nil {
+		w.metrics.Errors.WithLabelValues("object_write").Inc()
+		log.Error("Failed to write object", logging.Op("object_write"), zap.Error(err), logging.Data(map[string]any{"key": key}))
+		return err
+	}
+	w.remember(key, doc.Meta.SHA256)
+	w.metrics.Resources.WithLabelValues(resource, metrics.Written).Inc()
+	w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
+	log.Debug("Object written", logging.Op("object_write"), logging.Duration(w.clock.Since(start)),
+		logging.Data(map[string]any{"key": key, "bytes": len(doc.Body)}))
+	return nil
+}
+
+// invalid counts an object that cannot be stored; whatever the store holds
+// for it (the last good state) stays.
+func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err error) {
+	reason := filter.ReasonInvalid
+	var inv *filter.InvalidError
+	if errors.As(err, &inv) {
+		reason = inv.Reason
+	}
+	data := logging.Data(map[string]any{"name": ref.Name, "reason": reason})
+	if w.opts.SkipInvalid {
+		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
+		log.Warn("Object skipped", logging.Op("resource_filter"), zap.Error(err), data)
+		return
+	}
+	w.metrics.Errors.WithLabelValues("object_encode").Inc()
+	log.Error("Object cannot be stored", logging.Op("object_write"), zap.Error(err), data)
+}
+
+func (w *Writer) hash(key string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hashes[key]
+}
+
+func (w *Writer) stored(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.hashes[key]
+	return ok
+}
+
+func (w *Writer) remember(key, sum string) {
+	w.mu.Lock()
+	w.hashes[key] = sum
+	w.mu.Unlock()
+}
+
+func (w *Writer) forget(key string) {
+	w.mu.Lock()
+	delete(w.hashes, key)
+	w.mu.Unlock()
+}

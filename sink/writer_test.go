@@ -1,0 +1,294 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"k8s.io/utils/clock"
+
+	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/metrics"
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// memStore is an in-memory Store that counts calls and can be made to fail.
+type memStore struct {
+	mu      sync.Mutex
+	objects map[string]object.Document
+	puts    int
+	deletes int
+	fail    error
+}
+
+func newMemStore() *memStore { return &memStore{objects: map[string]object.Document{}} }
+
+func (m *memStore) Put(_ context.Context, key string, body []byte, meta object.Meta) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.puts++
+	m.objects[key] = object.Document{Body: append([]byte(nil), body...), Meta: meta}
+	return nil
+}
+
+func (m *memStore) Delete(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	m.deletes++
+	delete(m.objects, key)
+	return nil
+}
+
+func (m *memStore) List(_ context.Context, prefix string) ([]object.Stored, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, m.fail
+	}
+	var out []object.Stored
+	for k, d := range m.objects {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, object.Stored{Key: k, Meta: d.Meta})
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) counts() (puts, deletes int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.puts, m.deletes
+}
+
+func (m *memStore) setFail(err error) {
+	m.mu.Lock()
+	m.fail = err
+	m.mu.Unlock()
+}
+
+func (m *memStore) body(key string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.objects[key]
+	return string(d.Body), ok
+}
+
+// fakeSource serves documents from a map that tests change.
+type fakeSource struct {
+	mu   sync.Mutex
+	docs map[object.Ref]string
+	bad  map[object.Ref]error
+}
+
+func (s *fakeSource) set(ref object.Ref, body string) {
+	s.mu.Lock()
+	s.docs[ref] = body
+	s.mu.Unlock()
+}
+
+func (s *fakeSource) remove(ref object.Ref) {
+	s.mu.Lock()
+	delete(s.docs, ref)
+	s.mu.Unlock()
+}
+
+func (s *fakeSource) Document(ref object.Ref) (object.Document, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.bad[ref]; err != nil {
+		return object.Document{}, false, err
+	}
+	body, ok := s.docs[ref]
+	if !ok {
+		return object.Document{}, false, nil
+	}
+	return object.Document{Body: []byte(body), Meta: object.Meta{SHA256: object.Digest([]byte(body)), APIVersion: "v1"}}, true, nil
+}
+
+type harness struct {
+	store  *memStore
+	src    *fakeSource
+	w      *Writer
+	m      *metrics.Metrics
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness {
+	t.Helper()
+	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}}, done: make(chan struct{})}
+	h.m = metrics.New(prometheus.NewRegistry())
+	h.w = NewWriter(store, h.src, WriterOptions{
+		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, SkipInvalid: true,
+	}, zap.NewNop(), h.m, clock.RealClock{})
+	if err := h.w.Seed(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var ctx context.Context
+	ctx, h.cancel = context.WithCancel(context.Background())
+	go func() {
+		h.w.Run(ctx, 5*time.Second)
+		close(h.done)
+	}()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	<-h.done
+}
+
+func ref(name string) object.Ref {
+	return object.Ref{Resource: "configmaps", Namespace: "default", Name: name}
+}
+
+func keyOf(name string) string { return ref(name).Key("clusterbackup", "c") }
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestBurstBecomesOneWrite(t *testing.T) {
+	h := startWriter(t, 200*time.Millisecond, newMemStore())
+	r := ref("a")
+	for i := range 20 {
+		h.src.set(r, fmt.Sprintf("v%d", i))
+		h.w.Enqueue(r)
+	}
+	eventually(t, 5*time.Second, "the write", func() bool { p, _ := h.store.counts(); return p >= 1 })
+	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
+	if p, _ := h.store.counts(); p > 2 {
+		t.Errorf("20 updates in the window gave %d writes, want <= 2", p)
+	}
+	if body, _ := h.store.body(keyOf("a")); body != "v19" {
+		t.Errorf("stored %q, want the latest state v19", body)
+	}
+}
+
+func TestBusyObjectIsStillWritten(t *testing.T) {
+	debounce := 20 * time.Millisecond
+	h := startWriter(t, debounce, newMemStore())
+	r := ref("busy")
+	stop := time.Now().Add(MaxWaitWindows * debounce * 3)
+	for i := 0; time.Now().Before(stop); i++ {
+		h.src.set(r, fmt.Sprintf("v%d", i))
+		h.w.Enqueue(r)
+		time.Sleep(debounce / 4) // never quiet for a whole window
+	}
+	if p, _ := h.store.counts(); p < 2 {
+		t.Errorf("an object changing for 30 windows was written %d times, want >= 2", p)
+	}
+}
+
+func TestUnchangedIsNotWritten(t *testing.T) {
+	store := newMemStore()
+	body := "same"
+	_ = store.Put(context.Background(), keyOf("a"), []byte(body), object.Meta{SHA256: object.Digest([]byte(body))})
+	store.puts = 0
+	h := startWriter(t, time.Millisecond, store)
+	h.src.set(ref("a"), body)
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "unchanged count", func() bool {
+		return testutil.ToFloat64(h.m.Resources.WithLabelValues("configmaps", metrics.Unchanged)) == 1
+	})
+	if p, _ := store.counts(); p != 0 {
+		t.Errorf("an unchanged object was written %d times", p)
+	}
+}
+
+func TestDeletes(t *testing.T) {
+	h := startWriter(t, time.Millisecond, newMemStore())
+	h.src.set(ref("a"), "x")
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "write", func() bool { _, ok := h.store.body(keyOf("a")); return ok })
+	h.src.remove(ref("a"))
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "delete", func() bool { _, ok := h.store.body(keyOf("a")); return !ok })
+	// An object the store never held is not deleted.
+	h.w.Enqueue(ref("never"))
+	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
+	if _, d := h.store.counts(); d != 1 {
+		t.Errorf("deletes = %d, want 1", d)
+	}
+}
+
+func TestStoreOutageKeepsChanges(t *testing.T) {
+	store := newMemStore()
+	h := startWriter(t, time.Millisecond, store)
+	store.setFail(errors.New("connection refused"))
+	for i := range 10 {
+		h.src.set(ref(fmt.Sprint(i)), "x")
+		h.w.Enqueue(ref(fmt.Sprint(i)))
+	}
+	eventually(t, 5*time.Second, "write errors", func() bool {
+		return testutil.ToFloat64(h.m.Errors.WithLabelValues("object_write")) >= 10
+	})
+	if h.w.Pending() != 10 {
+		t.Errorf("pending = %d during the outage, want 10", h.w.Pending())
+	}
+	store.setFail(nil)
+	eventually(t, 10*time.Second, "all 10 written", func() bool { p, _ := store.counts(); return p == 10 })
+}
+
+func TestInvalidObjectIsSkipped(t *testing.T) {
+	h := startWriter(t, time.Millisecond, newMemStore())
+	h.src.mu.Lock()
+	h.src.bad[ref("big")] = &filter.InvalidError{Reason: filter.ReasonTooLarge, Err: errors.New("too big")}
+	h.src.mu.Unlock()
+	h.w.Enqueue(ref("big"))
+	eventually(t, 5*time.Second, "skip count", func() bool {
+		return testutil.ToFloat64(h.m.Resources.WithLabelValues("configmaps", metrics.Skipped)) == 1
+	})
+	if p, _ := h.store.counts(); p != 0 {
+		t.Errorf("invalid object written")
+	}
+}
+
+func TestShutdownFlushesPending(t *testing.T) {
+	h := startWriter(t, time.Hour, newMemStore())
+	h.src.set(ref("a"), "x")
+	h.w.Enqueue(ref("a"))
+	h.stop()
+	if _, ok := h.store.body(keyOf("a")); !ok {
+		t.Error("pending write was not flushed on shutdown")
+	}
+}
+
+func TestOverflowIsCounted(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry())
+	w := NewWriter(newMemStore(), &fakeSource{}, WriterOptions{Debounce: time.Hour, MaxPending: 2}, zap.NewNop(), m, clock.RealClock{})
+	for i := range 5 {
+		w.Enqueue(ref(fmt.Sprint(i)))
+	}
+	if got := testutil.ToFloat64(m.Errors.WithLabelValues("queue_overflow")); got != 3 {
+		t.Errorf("queue_overflow = %v, want 3", got)
+	}
+	if !w.Overflowed() || w.Overflowed() {
+		t.Error("Overflowed must report once")
+	}
+	if got := testutil.ToFloat64(m.QueueDepth); got != 2 {
+		t.Errorf("queue depth = %v, want 2", got)
+	}
+}
