@@ -56,7 +56,10 @@ func TestSelectResources(t *testing.T) {
 		{"default blacklist", DefaultRules(), false, []string{"configmaps", "deployments.apps", "ingresses.networking.k8s.io", "namespaces", "nodes", "replicasets.apps", "secrets", "services", "workflows.argoproj.io"}},
 		{"blacklist by kind, short name and singular", with(func(r *Rules) { r.ExcludeResources = []string{"Secret", "svc", "node", "workflows.argoproj.io"} }), false,
 			[]string{"configmaps", "deployments.apps", "endpoints", "events", "ingresses.networking.k8s.io", "leases.coordination.k8s.io", "endpointslices.discovery.k8s.io", "namespaces", "replicasets.apps"}},
-		{"whitelist", with(func(r *Rules) { r.Mode = Whitelist; r.IncludeResources = []string{"deployments", "CM", "ingresses.networking.k8s.io"} }), false,
+		{"whitelist", with(func(r *Rules) {
+			r.Mode = Whitelist
+			r.IncludeResources = []string{"deployments", "CM", "ingresses.networking.k8s.io"}
+		}), false,
 			[]string{"configmaps", "deployments.apps", "ingresses.networking.k8s.io"}},
 		{"whitelist with crds", with(func(r *Rules) {
 			r.Mode = Whitelist
@@ -77,8 +80,16 @@ func TestSelectResources(t *testing.T) {
 		{"hybrid with empty include is everything minus excludes", with(func(r *Rules) { r.Mode = Hybrid; r.ExcludeResources = []string{"nodes"} }), false,
 			[]string{"configmaps", "deployments.apps", "endpoints", "events", "ingresses.networking.k8s.io", "leases.coordination.k8s.io", "endpointslices.discovery.k8s.io", "namespaces", "replicasets.apps", "secrets", "services", "workflows.argoproj.io"}},
 		{"bare events names the core group only", with(func(r *Rules) { r.Mode = Whitelist; r.ExcludeResources = nil; r.IncludeResources = []string{"events"} }), false, []string{"events"}},
-		{"dotted events names the other group", with(func(r *Rules) { r.Mode = Whitelist; r.ExcludeResources = nil; r.IncludeResources = []string{"events.events.k8s.io"} }), false, []string{"events.events.k8s.io"}},
-		{"both event groups are stored once", with(func(r *Rules) { r.Mode = Whitelist; r.ExcludeResources = nil; r.IncludeResources = []string{"events", "events.events.k8s.io"} }), false, []string{"events"}},
+		{"dotted events names the other group", with(func(r *Rules) {
+			r.Mode = Whitelist
+			r.ExcludeResources = nil
+			r.IncludeResources = []string{"events.events.k8s.io"}
+		}), false, []string{"events.events.k8s.io"}},
+		{"both event groups are stored once", with(func(r *Rules) {
+			r.Mode = Whitelist
+			r.ExcludeResources = nil
+			r.IncludeResources = []string{"events", "events.events.k8s.io"}
+		}), false, []string{"events"}},
 		{"openshift on", with(func(r *Rules) { r.Mode = Whitelist; r.IncludeResources = []string{"routes"} }), true, []string{"routes.route.openshift.io"}},
 		{"openshift resources off", with(func(r *Rules) {
 			r.Mode = Whitelist
