@@ -43,6 +43,7 @@ type Config struct {
 	SnapshotInterval time.Duration
 	APIQPS           float32
 	APIBurst         int
+	StoreQPS         float64
 
 	// Rules are the filtering rules of the ConfigMap in BackupConfigDir, or
 	// the defaults when it is unset.
@@ -199,6 +200,14 @@ func settings() []setting {
 		{env: "API_BURST", def: "40", usage: "client-side burst toward the API server", apply: func(c *Config, v string) (err error) {
 			c.APIBurst, err = parseInt(v, 1)
 			return err
+		}},
+		{env: "STORE_QPS", def: "0", usage: "maximum store writes and deletes per second (0: unlimited)", apply: func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || f < 0 {
+				return errors.New("want a number >= 0")
+			}
+			c.StoreQPS = f
+			return nil
 		}},
 	}
 }

@@ -125,3 +125,27 @@ type Document struct {
 	Body []byte
 	Meta Meta
 }
+
+// ParseKey is the inverse of Ref.Key for keys under prefix and cluster. A
+// bare resource segment parses to the core group; its key is the same. ok is
+// false for keys that are not in the layout.
+func ParseKey(prefix, cluster, key string) (Ref, bool) {
+	rest, found := strings.CutPrefix(key, ClusterPrefix(prefix, cluster))
+	if !found {
+		return Ref{}, false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return Ref{}, false
+	}
+	name, found := strings.CutSuffix(parts[2], ".yaml")
+	if !found || name == "" || parts[0] == "" || parts[1] == "" {
+		return Ref{}, false
+	}
+	r := Ref{Namespace: parts[0], Name: name}
+	if r.Namespace == ClusterScope {
+		r.Namespace = ""
+	}
+	r.Resource, r.Group, _ = strings.Cut(parts[1], ".")
+	return r, true
+}

@@ -45,6 +45,20 @@ type WriterOptions struct {
 	SkipInvalid bool
 }
 
+// Outcome is what handling one key did.
+type Outcome int
+
+// Outcomes of Apply.
+const (
+	Failed    Outcome = iota // a store call failed; the key stays queued
+	Written                  // the object was put
+	Unchanged                // the store already held these bytes
+	Deleted                  // the key was removed
+	Absent                   // nothing to store and nothing stored
+	Skipped                  // the object cannot be stored (too large, invalid) and was skipped
+	Invalid                  // the object cannot be stored and skip-invalid-resources is off
+)
+
 // MaxWaitWindows bounds how long a busy object can wait for a quiet window.
 const MaxWaitWindows = 10
 
@@ -53,7 +67,6 @@ const MaxWaitWindows = 10
 // store already holds, and keeps failed keys queued until the store is back.
 type Writer struct {
 	store   Store
-	src     Source
 	opts    WriterOptions
 	log     *zap.Logger
 	metrics *metrics.Metrics
@@ -62,8 +75,10 @@ type Writer struct {
 	queue workqueue.TypedRateLimitingInterface[object.Ref]
 
 	mu       sync.Mutex
+	src      Source
 	pending  map[object.Ref]*pendingItem
 	hashes   map[string]string // key -> SHA-256 of what the store holds
+	forced   map[object.Ref]chan Outcome
 	flushing bool
 
 	overflowed atomic.Bool
@@ -74,8 +89,9 @@ type pendingItem struct {
 	last  time.Time // newest change
 }
 
-// NewWriter returns a Writer; call Seed, then Run.
-func NewWriter(store Store, src Source, opts WriterOptions, log *zap.Logger, m *metrics.Metrics, clk clock.WithTicker) *Writer {
+// NewWriter returns a Writer; call Seed, then Run. Enqueue may be called
+// before Run.
+func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metrics, clk clock.WithTicker) *Writer {
 	if opts.Workers < 1 {
 		opts.Workers = 1
 	}
@@ -87,7 +103,6 @@ func NewWriter(store Store, src Source, opts WriterOptions, log *zap.Logger, m *
 	}
 	return &Writer{
 		store:   store,
-		src:     src,
 		opts:    opts,
 		log:     log,
 		metrics: m,
@@ -98,6 +113,7 @@ func NewWriter(store Store, src Source, opts WriterOptions, log *zap.Logger, m *
 		),
 		pending: map[object.Ref]*pendingItem{},
 		hashes:  map[string]string{},
+		forced:  map[object.Ref]chan Outcome{},
 	}
 }
 
@@ -150,6 +166,39 @@ func (w *Writer) Enqueue(ref object.Ref) {
 	}
 }
 
+// Apply handles refs at once, bypassing the debounce window and the
+// known-hash shortcut: each present object is put and each absent one is
+// deleted. It goes through the same queue as watch events, so it never races
+// a debounced write of the same key, and whichever runs last writes the
+// newest cached state. It returns each ref's outcome, or Failed for those
+// still waiting when ctx ends.
+func (w *Writer) Apply(ctx context.Context, refs []object.Ref) []Outcome {
+	now := w.clock.Now()
+	chans := make([]chan Outcome, len(refs))
+	w.mu.Lock()
+	for i, ref := range refs {
+		ch := make(chan Outcome, 1)
+		chans[i] = ch
+		w.forced[ref] = ch
+		if _, ok := w.pending[ref]; !ok {
+			w.pending[ref] = &pendingItem{first: now, last: now}
+		}
+	}
+	w.mu.Unlock()
+	for _, ref := range refs {
+		w.queue.Add(ref)
+	}
+	out := make([]Outcome, len(refs))
+	for i, ch := range chans {
+		select {
+		case out[i] = <-ch:
+		case <-ctx.Done():
+			out[i] = Failed
+		}
+	}
+	return out
+}
+
 // Overflowed reports, and clears, whether changes were dropped since the
 // last call; the snapshot pass repairs them.
 func (w *Writer) Overflowed() bool { return w.overflowed.Swap(false) }
@@ -161,9 +210,12 @@ func (w *Writer) Pending() int {
 	return len(w.pending)
 }
 
-// Run writes until ctx is cancelled, then flushes what is pending for at
-// most flushTimeout and returns.
-func (w *Writer) Run(ctx context.Context, flushTimeout time.Duration) {
+// Run writes the state that src renders until ctx is cancelled, then
+// flushes what is pending for at most flushTimeout and returns.
+func (w *Writer) Run(ctx context.Context, src Source, flushTimeout time.Duration) {
+	w.mu.Lock()
+	w.src = src
+	w.mu.Unlock()
 	// Store calls get their own context so that they outlive ctx during
 	// the flush, and are cut off when the flush deadline passes.
 	callCtx, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
@@ -223,7 +275,8 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		w.queue.Forget(ref)
 		return true
 	}
-	if !w.flushing {
+	done, forced := w.forced[ref]
+	if !w.flushing && !forced {
 		now := w.clock.Now()
 		due := p.last.Add(w.opts.Debounce)
 		if maxDue := p.first.Add(MaxWaitWindows * w.opts.Debounce); maxDue.Before(due) {
@@ -237,11 +290,16 @@ func (w *Writer) processNext(ctx context.Context) bool {
 	}
 	seen := p.first
 	delete(w.pending, ref)
+	delete(w.forced, ref)
 	depth := len(w.pending)
 	w.mu.Unlock()
 	w.metrics.QueueDepth.Set(float64(depth))
 
-	if err := w.sync(ctx, ref, seen); err != nil {
+	outcome, err := w.sync(ctx, ref, seen, forced)
+	if done != nil {
+		done <- outcome
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return true
 		}
@@ -262,53 +320,56 @@ func (w *Writer) processNext(ctx context.Context) bool {
 }
 
 // sync makes the store hold the object's current state. It returns an error
-// only when a store call failed and the key must be tried again.
-func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time) error {
+// only when a store call failed and the key must be tried again. forced
+// skips the known-hash shortcut: the caller has seen the store differ.
+func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, forced bool) (Outcome, error) {
 	key := ref.Key(w.opts.Prefix, w.opts.Cluster)
 	resource := object.ResourceSegment(ref.Group, ref.Resource)
 	log := w.log.With(logging.Namespace(ref.Namespace), logging.Resource(resource))
-	doc, ok, err := w.src.Document(ref)
+	w.mu.Lock()
+	src := w.src
+	w.mu.Unlock()
+	doc, ok, err := src.Document(ref)
 	if err != nil {
-		w.invalid(log, ref, resource, err)
-		return nil
+		return w.invalid(log, ref, resource, err), nil
 	}
 	if !ok {
-		if !w.stored(key) {
-			return nil
+		if !forced && !w.stored(key) {
+			return Absent, nil
 		}
 		start := w.clock.Now()
 		if err := w.store.Delete(ctx, key); err != nil {
 			w.metrics.Errors.WithLabelValues("object_delete").Inc()
 			log.Error("Failed to delete object", logging.Op("object_delete"), zap.Error(err), logging.Data(map[string]any{"key": key}))
-			return err
+			return Failed, err
 		}
 		w.forget(key)
 		w.metrics.Resources.WithLabelValues(resource, metrics.Deleted).Inc()
 		w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
 		log.Debug("Object deleted", logging.Op("object_delete"), logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
-		return nil
+		return Deleted, nil
 	}
-	if w.hash(key) == doc.Meta.SHA256 {
+	if !forced && w.hash(key) == doc.Meta.SHA256 {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
-		return nil
+		return Unchanged, nil
 	}
 	start := w.clock.Now()
 	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); err != nil {
 		w.metrics.Errors.WithLabelValues("object_write").Inc()
 		log.Error("Failed to write object", logging.Op("object_write"), zap.Error(err), logging.Data(map[string]any{"key": key}))
-		return err
+		return Failed, err
 	}
 	w.remember(key, doc.Meta.SHA256)
 	w.metrics.Resources.WithLabelValues(resource, metrics.Written).Inc()
 	w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
 	log.Debug("Object written", logging.Op("object_write"), logging.Duration(w.clock.Since(start)),
 		logging.Data(map[string]any{"key": key, "bytes": len(doc.Body)}))
-	return nil
+	return Written, nil
 }
 
 // invalid counts an object that cannot be stored; whatever the store holds
 // for it (the last good state) stays.
-func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err error) {
+func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err error) Outcome {
 	reason := filter.ReasonInvalid
 	var inv *filter.InvalidError
 	if errors.As(err, &inv) {
@@ -318,10 +379,11 @@ func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err e
 	if w.opts.SkipInvalid {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 		log.Warn("Object skipped", logging.Op("resource_filter"), zap.Error(err), data)
-		return
+		return Skipped
 	}
 	w.metrics.Errors.WithLabelValues("object_encode").Inc()
 	log.Error("Object cannot be stored", logging.Op("object_write"), zap.Error(err), data)
+	return Invalid
 }
 
 func (w *Writer) hash(key string) string {

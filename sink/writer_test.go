@@ -131,7 +131,7 @@ func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness
 	t.Helper()
 	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
-	h.w = NewWriter(store, h.src, WriterOptions{
+	h.w = NewWriter(store, WriterOptions{
 		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, SkipInvalid: true,
 	}, zap.NewNop(), h.m, clock.RealClock{})
 	if err := h.w.Seed(context.Background()); err != nil {
@@ -140,7 +140,7 @@ func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness
 	var ctx context.Context
 	ctx, h.cancel = context.WithCancel(context.Background())
 	go func() {
-		h.w.Run(ctx, 5*time.Second)
+		h.w.Run(ctx, h.src, 5*time.Second)
 		close(h.done)
 	}()
 	t.Cleanup(h.stop)
@@ -278,7 +278,7 @@ func TestShutdownFlushesPending(t *testing.T) {
 
 func TestOverflowIsCounted(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
-	w := NewWriter(newMemStore(), &fakeSource{}, WriterOptions{Debounce: time.Hour, MaxPending: 2}, zap.NewNop(), m, clock.RealClock{})
+	w := NewWriter(newMemStore(), WriterOptions{Debounce: time.Hour, MaxPending: 2}, zap.NewNop(), m, clock.RealClock{})
 	for i := range 5 {
 		w.Enqueue(ref(fmt.Sprint(i)))
 	}

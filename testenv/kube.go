@@ -152,3 +152,18 @@ func (k *Kube) Stop() {
 		_ = os.RemoveAll(k.dir)
 	}
 }
+
+// AddUser creates a client-certificate user in the given groups and writes
+// a kubeconfig for it, for tests of what a restricted service account sees.
+func (k *Kube) AddUser(name string, groups ...string) (string, error) {
+	u, err := k.env.AddUser(envtest.User{Name: name, Groups: groups}, k.Config)
+	if err != nil {
+		return "", err
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(k.dir, "kubeconfig-"+name)
+	return path, os.WriteFile(path, kc, 0o600)
+}

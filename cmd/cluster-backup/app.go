@@ -89,16 +89,3 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 		CAFile:    cfg.MinIOCAFile,
 	}, log)
 }
-
-// run is the always-on mode.
-func (a *app) run(ctx context.Context) error {
-	a.log.Info("Started", logging.Component("main"))
-	<-ctx.Done()
-	a.log.Info("Stopped", logging.Component("main"))
-	return nil
-}
-
-// snapshot is the one-shot mode.
-func (a *app) snapshot(ctx context.Context) error {
-	return ctx.Err()
-}

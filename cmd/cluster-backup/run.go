@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/clock"
+
+	"github.com/cluster-backup/cluster-backup/logging"
+	"github.com/cluster-backup/cluster-backup/metrics"
+	"github.com/cluster-backup/cluster-backup/sink"
+	"github.com/cluster-backup/cluster-backup/snapshot"
+	"github.com/cluster-backup/cluster-backup/watcher"
+)
+
+// Shutdown budget (SPEC: flush for at most 25 s, exit within 30 s).
+const flushTimeout = 25 * time.Second
+
+// pipeline is the wired service: informers feeding the debounced writer,
+// and the snapshot pass over both.
+type pipeline struct {
+	manager *watcher.Manager
+	writer  *sink.Writer
+	health  *sink.Health
+	pass    *snapshot.Pass
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+}
+
+func (a *app) build() (*pipeline, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	dyn, err := dynamic.NewForConfig(a.kube)
+	if err != nil {
+		return nil, err
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(a.kube)
+	if err != nil {
+		return nil, err
+	}
+
+	var limiter *rate.Limiter
+	if a.cfg.StoreQPS > 0 {
+		limiter = rate.NewLimiter(rate.Limit(a.cfg.StoreQPS), max(1, a.cfg.BatchSize))
+	}
+	health := sink.WithHealth(sink.WithRateLimit(a.store, limiter))
+	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
+
+	writer := sink.NewWriter(store, sink.WriterOptions{
+		Prefix:      a.cfg.BackupPrefix,
+		Cluster:     a.cfg.ClusterName,
+		Debounce:    a.cfg.Debounce,
+		Workers:     a.cfg.BatchSize,
+		RetryDelay:  a.cfg.RetryDelay,
+		SkipInvalid: a.cfg.Rules.SkipInvalidResources,
+	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
+	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules}, a.log.With(logging.Component("watcher")), m)
+	pass := &snapshot.Pass{
+		Prefix:      a.cfg.BackupPrefix,
+		Cluster:     a.cfg.ClusterName,
+		BatchSize:   a.cfg.BatchSize,
+		SkipInvalid: a.cfg.Rules.SkipInvalidResources,
+		Source:      manager,
+		Store:       store,
+		Writer:      writer,
+		Log:         a.log,
+		Metrics:     m,
+	}
+	return &pipeline{manager: manager, writer: writer, health: health, pass: pass, reg: reg, metrics: m}, nil
+}
+
+// start seeds the writer, starts the informers and the writer, and waits for
+// the caches to sync. The returned function stops everything: informers
+// first, then a bounded flush of pending writes.
+func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
+	begin := time.Now()
+	if err := p.writer.Seed(ctx); err != nil {
+		return nil, fmt.Errorf("list the store: %w", err)
+	}
+	if err := p.manager.Start(ctx); err != nil {
+		return nil, err
+	}
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	writeCtx, stopWriting := context.WithCancel(context.WithoutCancel(ctx))
+	managerDone, writerDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		p.manager.Run(watchCtx)
+		close(managerDone)
+	}()
+	go func() {
+		p.writer.Run(writeCtx, p.manager, flushTimeout)
+		close(writerDone)
+	}()
+	stop = func() {
+		stopWatching()
+		<-managerDone
+		stopWriting()
+		<-writerDone
+	}
+	if err := p.manager.WaitForSync(ctx); err != nil {
+		stop()
+		return nil, err
+	}
+	a.log.Info("Informers synced", logging.Component("watcher"), logging.Op("discovery"), logging.Duration(time.Since(begin)))
+	return stop, nil
+}
+
+// run is the always-on mode: watch, write, reconcile every
+// SNAPSHOT_INTERVAL, serve metrics and health, until SIGTERM.
+func (a *app) run(ctx context.Context) error {
+	p, err := a.build()
+	if err != nil {
+		return err
+	}
+	var synced atomic.Bool
+	srv := a.serve(p, synced.Load)
+	defer a.shutdownServer(srv)
+
+	stop, err := a.start(ctx, p)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	synced.Store(true)
+	defer stop()
+
+	var tick <-chan time.Time
+	if a.cfg.SnapshotInterval > 0 {
+		t := time.NewTicker(a.cfg.SnapshotInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		if _, err := p.pass.Run(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Info("Shutting down: flushing pending writes", logging.Component("main"),
+				logging.Data(map[string]any{"pending": p.writer.Pending()}))
+			return nil
+		case <-tick:
+		}
+	}
+}
+
+// snapshot is the one-shot mode: one full pass, then exit.
+func (a *app) snapshot(ctx context.Context) error {
+	p, err := a.build()
+	if err != nil {
+		return err
+	}
+	stop, err := a.start(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if isTerminal(a.stderr) {
+		p.pass.Progress = func(done, total, written int) {
+			fmt.Fprintf(a.stderr, "\rsnapshot: %d/%d objects handled, %d written", done, total, written)
+			if done == total {
+				fmt.Fprintln(a.stderr)
+			}
+		}
+	}
+	res, err := p.pass.Run(ctx)
+	fmt.Fprintln(a.stderr, res.Summary())
+	return err
+}
+
+// serve exposes /metrics, /healthz and /readyz on METRICS_ADDR.
+func (a *app) serve(p *pipeline, synced func() bool) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !synced():
+			http.Error(w, "informers not synced\n", http.StatusServiceUnavailable)
+		case !p.health.Healthy():
+			http.Error(w, "store unreachable at its last call\n", http.StatusServiceUnavailable)
+		default:
+			_, _ = w.Write([]byte("ok\n"))
+		}
+	})
+	srv := &http.Server{Addr: a.cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("Metrics server failed", logging.Component("main"), zap.Error(err))
+		}
+	}()
+	return srv
+}
+
+func (a *app) shutdownServer(srv *http.Server) {
+	// A fresh context: the run's context is already cancelled here.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}

@@ -1,0 +1,89 @@
+// Package watcher finds every resource type the cluster serves and keeps one
+// dynamic informer running per selected type, so that every add, update and
+// delete reaches the sink within seconds. It re-discovers when CRDs change and
+// periodically for aggregated APIs, starting and stopping informers without a
+// restart. Its caches are also the snapshot pass's view of the cluster.
+package watcher
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+
+	"github.com/cluster-backup/cluster-backup/filter"
+)
+
+// openShiftGroupVersions are the APIs whose presence means OpenShift.
+var openShiftGroupVersions = []string{
+	"route.openshift.io/v1",
+	"build.openshift.io/v1",
+	"image.openshift.io/v1",
+	"apps.openshift.io/v1",
+}
+
+// discovered is one discovery round.
+type discovered struct {
+	resources []filter.Resource
+	// failedGroups could not be discovered this round (an aggregated API
+	// that is down); their informers are left as they are.
+	failedGroups map[string]error
+	openshift    bool
+}
+
+// discover lists the preferred version of every group and keeps the
+// resource types that can be listed and watched. A partial failure is
+// reported in failedGroups, not as an error.
+func discover(client discovery.DiscoveryInterface) (discovered, error) {
+	lists, err := client.ServerPreferredResources()
+	d := discovered{failedGroups: map[string]error{}}
+	if err != nil {
+		var gdf *discovery.ErrGroupDiscoveryFailed
+		if !errors.As(err, &gdf) {
+			return d, fmt.Errorf("discovery: %w", err)
+		}
+		for gv, gerr := range gdf.Groups {
+			d.failedGroups[gv.Group] = gerr
+		}
+	}
+	for _, list := range lists {
+		gv, err := schema.ParseGroupVersion(list.GroupVersion)
+		if err != nil {
+			continue
+		}
+		if slices.Contains(openShiftGroupVersions, list.GroupVersion) {
+			d.openshift = true
+		}
+		for _, r := range list.APIResources {
+			if strings.Contains(r.Name, "/") || !slices.Contains(r.Verbs, "list") || !slices.Contains(r.Verbs, "watch") {
+				continue
+			}
+			d.resources = append(d.resources, filter.Resource{
+				Group:      gv.Group,
+				Version:    gv.Version,
+				Resource:   r.Name,
+				Singular:   r.SingularName,
+				Kind:       r.Kind,
+				ShortNames: r.ShortNames,
+				Namespaced: r.Namespaced,
+			})
+		}
+	}
+	sort.Slice(d.resources, func(i, j int) bool { return d.resources[i].GroupResource() < d.resources[j].GroupResource() })
+	return d, nil
+}
+
+// OpenShift decides whether OpenShift handling is on.
+func OpenShift(mode filter.OpenShiftMode, detected bool) bool {
+	switch mode {
+	case filter.OpenShiftEnabled:
+		return true
+	case filter.OpenShiftDisabled:
+		return false
+	}
+	return detected
+}

@@ -1,0 +1,495 @@
+package watcher
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/logging"
+	"github.com/cluster-backup/cluster-backup/metrics"
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// Queue receives every change the informers see.
+type Queue interface {
+	Enqueue(ref object.Ref)
+}
+
+// Options configure a Manager.
+type Options struct {
+	Rules filter.Rules
+	// Rediscover is the period of discovery for aggregated APIs (60s).
+	Rediscover time.Duration
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// Manager runs one dynamic informer per selected resource type.
+type Manager struct {
+	dyn     dynamic.Interface
+	disc    discovery.DiscoveryInterface
+	queue   Queue
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	opts    Options
+
+	mu        sync.RWMutex
+	rules     filter.Rules
+	informers map[schema.GroupResource]*informer
+	kinds     map[schema.GroupKind]schema.GroupResource
+	openshift *bool // nil until the first discovery
+	dropped   map[string]string
+	forbidden map[schema.GroupResource]bool // logged once
+
+	trigger chan struct{}
+}
+
+// informer is one running informer and what it watches.
+type informer struct {
+	res      filter.Resource
+	gvr      schema.GroupVersionResource
+	selected atomic.Bool // backed up; false: watched only to follow owner references
+	inf      cache.SharedIndexInformer
+	cancel   context.CancelFunc
+	stopped  chan struct{}
+	denied   atomic.Bool
+}
+
+// New returns a Manager; Start begins watching.
+func New(dyn dynamic.Interface, disc discovery.DiscoveryInterface, queue Queue, opts Options, log *zap.Logger, m *metrics.Metrics) *Manager {
+	if opts.Rediscover <= 0 {
+		opts.Rediscover = time.Minute
+	}
+	return &Manager{
+		dyn:       dyn,
+		disc:      disc,
+		queue:     queue,
+		log:       log,
+		metrics:   m,
+		opts:      opts,
+		rules:     opts.Rules,
+		informers: map[schema.GroupResource]*informer{},
+		kinds:     map[schema.GroupKind]schema.GroupResource{},
+		dropped:   map[string]string{},
+		forbidden: map[schema.GroupResource]bool{},
+		trigger:   make(chan struct{}, 1),
+	}
+}
+
+// Start discovers the resource types and starts their informers. It fails
+// only when discovery fails as a whole.
+func (m *Manager) Start(ctx context.Context) error {
+	return m.reconcile(ctx)
+}
+
+// Run re-discovers when CRDs change and every Rediscover period, until ctx
+// is done; then it stops every informer.
+func (m *Manager) Run(ctx context.Context) {
+	defer m.stopAll()
+	m.watchCRDs(ctx)
+	tick := time.NewTicker(m.opts.Rediscover)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-m.trigger:
+			// Let a burst of CRD events (create, then Established) settle.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("Discovery failed; informers keep running", logging.Op("discovery"), zap.Error(err))
+		}
+	}
+}
+
+// Rediscover asks Run for a discovery round soon.
+func (m *Manager) Rediscover() {
+	select {
+	case m.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// SetRules replaces the filtering rules and applies them at once: informers
+// for newly selected types start, those for deselected types stop, and all
+// restart when the server-side selector changes.
+func (m *Manager) SetRules(ctx context.Context, rules filter.Rules) error {
+	m.mu.Lock()
+	restart := serverSelector(m.rules) != serverSelector(rules) ||
+		m.rules.IncludeManagedFields != rules.IncludeManagedFields || m.rules.IncludeStatus != rules.IncludeStatus
+	m.rules = rules
+	var old []*informer
+	if restart {
+		old = slices.Collect(maps.Values(m.informers))
+		m.informers = map[schema.GroupResource]*informer{}
+	}
+	m.mu.Unlock()
+	for _, inf := range old {
+		inf.stop()
+	}
+	return m.reconcile(ctx)
+}
+
+// watchCRDs triggers discovery whenever a CRD is added, changes (becomes
+// Established) or goes away, so new types are backed up within seconds.
+func (m *Manager) watchCRDs(ctx context.Context) {
+	inf := dynamicinformer.NewFilteredDynamicInformer(m.dyn, crdGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if u, ok := obj.(*unstructured.Unstructured); ok {
+			// Only the event matters here, not the (large) schema.
+			unstructured.RemoveNestedField(u.Object, "spec", "versions")
+		}
+		return obj, nil
+	})
+	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		if apierrors.IsForbidden(err) {
+			m.log.Info("Cannot watch CRDs; new types are found by periodic discovery", logging.Op("discovery"), zap.Error(err))
+		}
+	})
+	kick := func() { m.Rediscover() }
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { kick() },
+		UpdateFunc: func(any, any) { kick() },
+		DeleteFunc: func(any) { kick() },
+	})
+	go inf.RunWithContext(ctx)
+}
+
+// reconcile runs one discovery round and makes the informers match it.
+func (m *Manager) reconcile(ctx context.Context) error {
+	start := time.Now()
+	d, err := discover(m.disc)
+	if err != nil {
+		m.metrics.Errors.WithLabelValues("discovery").Inc()
+		return err
+	}
+	for group, gerr := range d.failedGroups {
+		m.metrics.Errors.WithLabelValues("discovery").Inc()
+		m.log.Warn("API group discovery failed; retrying later", logging.Op("discovery"), zap.Error(gerr),
+			logging.Data(map[string]any{"group": group}))
+	}
+
+	m.mu.Lock()
+	rules := m.rules
+	openshift := OpenShift(rules.OpenShiftMode, d.openshift)
+	if m.openshift == nil || *m.openshift != openshift {
+		m.log.Info("OpenShift detection", logging.Op("discovery"), logging.Data(map[string]any{
+			"openshift": openshift, "mode": string(rules.OpenShiftMode), "detected": d.openshift,
+		}))
+		m.openshift = &openshift
+	}
+	selected, dropped := rules.SelectResources(d.resources, openshift)
+	m.logDropped(dropped)
+
+	want := map[schema.GroupResource]*informer{}
+	for _, r := range selected {
+		want[groupResource(r)] = newInformer(r, true)
+	}
+	if rules.FollowOwnerReferences {
+		// Types outside the mode are watched too, so that an object whose
+		// owner is backed up can be found and kept.
+		for _, dr := range dropped {
+			if dr.Reason == filter.ReasonNotInWhitelist {
+				want[groupResource(dr.Resource)] = newInformer(dr.Resource, false)
+			}
+		}
+	}
+	m.kinds = map[schema.GroupKind]schema.GroupResource{}
+	for _, r := range d.resources {
+		m.kinds[schema.GroupKind{Group: r.Group, Kind: r.Kind}] = groupResource(r)
+	}
+
+	var toStop []*informer
+	for gr, running := range m.informers {
+		w, ok := want[gr]
+		_, groupFailed := d.failedGroups[gr.Group]
+		switch {
+		case !ok && groupFailed:
+			// Discovery of its group failed this round: keep watching.
+		case !ok, w.res.Version != running.res.Version, running.denied.Load():
+			toStop = append(toStop, running)
+			delete(m.informers, gr)
+		default:
+			running.selected.Store(w.selected.Load())
+		}
+	}
+	var started []string
+	for gr, w := range want {
+		if _, ok := m.informers[gr]; ok {
+			continue
+		}
+		m.startInformer(ctx, w, rules)
+		m.informers[gr] = w
+		started = append(started, gr.String())
+	}
+	watched := 0
+	for _, inf := range m.informers {
+		if inf.selected.Load() {
+			watched++
+		}
+	}
+	m.mu.Unlock()
+
+	for _, inf := range toStop {
+		inf.stop()
+	}
+	m.metrics.Watched.Set(float64(watched))
+	if len(started) > 0 || len(toStop) > 0 {
+		sort.Strings(started)
+		stopped := make([]string, 0, len(toStop))
+		for _, inf := range toStop {
+			stopped = append(stopped, groupResource(inf.res).String())
+		}
+		m.log.Info("Watching resource types", logging.Op("discovery"), logging.Duration(time.Since(start)), logging.Data(map[string]any{
+			"watched": watched, "started": started, "stopped": stopped, "discovered": len(d.resources),
+		}))
+	}
+	return nil
+}
+
+// logDropped explains, once per change, each resource type left out.
+func (m *Manager) logDropped(dropped []filter.Dropped) {
+	now := map[string]string{}
+	for _, d := range dropped {
+		gr := d.Resource.GroupResource()
+		now[gr] = d.Reason
+		if m.dropped[gr] != d.Reason {
+			m.log.Debug("Resource filtered out by configuration", logging.Op("resource_filter"),
+				logging.Resource(d.Resource.Segment()), logging.Data(map[string]any{"reason": d.Reason}))
+		}
+	}
+	m.dropped = now
+}
+
+func groupResource(r filter.Resource) schema.GroupResource {
+	return schema.GroupResource{Group: r.Group, Resource: r.Resource}
+}
+
+// serverSelector is the label selector sent to the API server. With
+// follow-owner-references it is applied client-side instead, because an
+// owned object must be seen even when its labels do not match.
+func serverSelector(r filter.Rules) string {
+	if r.FollowOwnerReferences || r.LabelSelector == nil {
+		return ""
+	}
+	return r.LabelSelector.String()
+}
+
+func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.Rules) {
+	w.gvr = schema.GroupVersionResource{Group: w.res.Group, Version: w.res.Version, Resource: w.res.Resource}
+	selector := serverSelector(rules)
+	w.inf = dynamicinformer.NewFilteredDynamicInformer(m.dyn, w.gvr, metav1.NamespaceAll, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) { o.LabelSelector = selector }).Informer()
+	keepMF, keepStatus := rules.IncludeManagedFields, rules.IncludeStatus
+	_ = w.inf.SetTransform(func(obj any) (any, error) {
+		if u, ok := obj.(*unstructured.Unstructured); ok {
+			filter.StripVolatile(u.Object, keepMF, keepStatus)
+		}
+		return obj, nil
+	})
+	gr := groupResource(w.res)
+	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+			return
+		}
+		w.denied.Store(true)
+		m.mu.Lock()
+		first := !m.forbidden[gr]
+		m.forbidden[gr] = true
+		m.mu.Unlock()
+		if first {
+			m.metrics.Errors.WithLabelValues("resource_list").Inc()
+			m.log.Error("Failed to list resources", logging.Op("resource_list"), logging.Resource(w.res.Segment()), zap.Error(err))
+		}
+		// Stop retrying until the next discovery round, which starts a
+		// fresh informer in case permissions were granted meanwhile.
+		w.cancel()
+	})
+	enqueue := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		o, err := metaAccessor(obj)
+		if err != nil {
+			return // not an object: nothing to key
+		}
+		m.queue.Enqueue(object.Ref{Group: w.res.Group, Resource: w.res.Resource, Namespace: o.GetNamespace(), Name: o.GetName()})
+	}
+	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: enqueue,
+	})
+	ictx, cancel := context.WithCancel(ctx)
+	w.cancel = cancel
+	w.stopped = make(chan struct{})
+	go func() {
+		defer close(w.stopped)
+		w.inf.RunWithContext(ictx)
+	}()
+}
+
+func metaAccessor(obj any) (metav1.Object, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		return u, nil
+	}
+	if o, ok := obj.(metav1.Object); ok {
+		return o, nil
+	}
+	return nil, fmt.Errorf("%T is not an object", obj)
+}
+
+func newInformer(r filter.Resource, selected bool) *informer {
+	w := &informer{res: r}
+	w.selected.Store(selected)
+	return w
+}
+
+func (w *informer) stop() {
+	w.cancel()
+	<-w.stopped
+}
+
+// stopAll stops every informer but keeps their caches readable, so that the
+// writer's final flush still renders the objects it has pending.
+func (m *Manager) stopAll() {
+	m.mu.RLock()
+	all := slices.Collect(maps.Values(m.informers))
+	m.mu.RUnlock()
+	for _, inf := range all {
+		inf.stop()
+	}
+	m.metrics.Watched.Set(0)
+}
+
+// WaitForSync waits until every informer has listed its type once, or was
+// denied access. It returns ctx's error if ctx ends first.
+func (m *Manager) WaitForSync(ctx context.Context) error {
+	return wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+		return m.Synced(), nil
+	})
+}
+
+// Synced reports whether every informer has synced or was denied.
+func (m *Manager) Synced() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, inf := range m.informers {
+		if !inf.inf.HasSynced() && !inf.denied.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// Document renders the current state of ref from the caches (sink.Source).
+func (m *Manager) Document(ref object.Ref) (object.Document, bool, error) {
+	m.mu.RLock()
+	inf := m.informers[schema.GroupResource{Group: ref.Group, Resource: ref.Resource}]
+	rules := m.rules
+	m.mu.RUnlock()
+	if inf == nil {
+		return object.Document{}, false, nil
+	}
+	key := ref.Name
+	if ref.Namespace != "" {
+		key = ref.Namespace + "/" + ref.Name
+	}
+	item, exists, err := inf.inf.GetStore().GetByKey(key)
+	if err != nil || !exists {
+		return object.Document{}, false, nil
+	}
+	obj, ok := item.(*unstructured.Unstructured)
+	if !ok {
+		return object.Document{}, false, nil
+	}
+	return m.render(rules, inf, obj)
+}
+
+func (m *Manager) render(rules filter.Rules, inf *informer, obj *unstructured.Unstructured) (object.Document, bool, error) {
+	if keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), m); !keep {
+		if inf.selected.Load() {
+			m.log.Debug("Object filtered out by configuration", logging.Op("resource_filter"),
+				logging.Namespace(obj.GetNamespace()), logging.Resource(inf.res.Segment()),
+				logging.Data(map[string]any{"name": obj.GetName(), "reason": reason}))
+		}
+		return object.Document{}, false, nil
+	}
+	body, err := rules.Encode(obj)
+	if err != nil {
+		return object.Document{}, false, err
+	}
+	return object.Document{Body: body, Meta: object.Meta{
+		ResourceVersion: obj.GetResourceVersion(),
+		UID:             string(obj.GetUID()),
+		APIVersion:      obj.GetAPIVersion(),
+		SHA256:          object.Digest(body),
+	}}, true, nil
+}
+
+// Owner finds an owner in the caches (filter.Owners).
+func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (*unstructured.Unstructured, bool, bool) {
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	if err != nil {
+		return nil, false, false
+	}
+	m.mu.RLock()
+	gr, ok := m.kinds[schema.GroupKind{Group: gv.Group, Kind: ref.Kind}]
+	inf := m.informers[gr]
+	m.mu.RUnlock()
+	if !ok || inf == nil {
+		return nil, false, false
+	}
+	key := ref.Name
+	if inf.res.Namespaced {
+		key = namespace + "/" + ref.Name
+	}
+	item, exists, err := inf.inf.GetStore().GetByKey(key)
+	if err != nil || !exists {
+		return nil, false, false
+	}
+	u, ok := item.(*unstructured.Unstructured)
+	return u, inf.selected.Load(), ok
+}
+
+// Each renders every cached object of every watched type (snapshot.Source).
+func (m *Manager) Each(visit func(ref object.Ref, doc object.Document, ok bool, err error)) {
+	m.mu.RLock()
+	rules := m.rules
+	all := slices.Collect(maps.Values(m.informers))
+	m.mu.RUnlock()
+	for _, inf := range all {
+		for _, item := range inf.inf.GetStore().List() {
+			obj, isObj := item.(*unstructured.Unstructured)
+			if !isObj {
+				continue
+			}
+			ref := object.Ref{Group: inf.res.Group, Resource: inf.res.Resource, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+			doc, ok, err := m.render(rules, inf, obj)
+			visit(ref, doc, ok, err)
+		}
+	}
+}
