@@ -49,10 +49,10 @@ type Pass struct {
 	// than as errors (skip-invalid-resources).
 	SkipInvalid bool
 	Source      Source
-	Store     Lister
-	Writer    Applier
-	Log       *zap.Logger
-	Metrics   *metrics.Metrics
+	Store       Lister
+	Writer      Applier
+	Log         *zap.Logger
+	Metrics     *metrics.Metrics
 	// Progress, when set, is called after each batch with the objects
 	// handled so far, the objects to handle and those written.
 	Progress func(done, total, written int)
