@@ -45,7 +45,7 @@ fuzz:
 	go test ./config -run '^$$' -fuzz FuzzParseConfigMap -fuzztime $(FUZZTIME)
 
 demo: build
-	hack/provision.sh etcd kube-apiserver minio >/dev/null
+	hack/provision.sh etcd kube-apiserver kube-controller-manager minio
 	go run ./hack/demo --binary bin/cluster-backup
 
 clean:

@@ -122,7 +122,7 @@ func (k *Kube) waitControllerManager(ctx context.Context, port int, timeout time
 	for {
 		if done, err := k.kcm.exited(); done {
 			log, _ := os.ReadFile(filepath.Join(k.dir, "kube-controller-manager.log"))
-			return fmt.Errorf("kube-controller-manager exited: %v\n%s", err, log)
+			return fmt.Errorf("kube-controller-manager exited: %w\n%s", err, log)
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := client.Do(req); err == nil {

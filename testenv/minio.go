@@ -85,7 +85,7 @@ func (m *MinIO) waitReady(ctx context.Context, timeout time.Duration) error {
 	for {
 		if done, err := m.proc.exited(); done {
 			log, _ := os.ReadFile(filepath.Join(m.dir, "minio.log"))
-			return fmt.Errorf("minio exited during start-up: %v\n%s", err, log)
+			return fmt.Errorf("minio exited during start-up: %w\n%s", err, log)
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {

@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		e2e.bin = filepath.Join(dir, "cluster-backup")
 		if out, err := exec.Command("go", "build", "-race", "-o", e2e.bin, ".").CombinedOutput(); err != nil {
-			e2e.err = fmt.Errorf("build: %v\n%s", err, out)
+			e2e.err = fmt.Errorf("build: %w\n%s", err, out)
 			return m.Run()
 		}
 		if e2e.kube, e2e.err = testenv.StartKube(ctx, testenv.KubeOptions{ControllerManager: true}); e2e.err != nil {
