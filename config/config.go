@@ -48,6 +48,8 @@ type Config struct {
 	// Rules are the filtering rules of the ConfigMap in BackupConfigDir, or
 	// the defaults when it is unset.
 	Rules filter.Rules
+	// ConfigData is the ConfigMap content the rules came from.
+	ConfigData map[string]string
 }
 
 // Error is a configuration error caused by the user. It names the key and,
@@ -263,6 +265,7 @@ func Load(name string, args []string, lookupEnv func(string) (string, bool), usa
 			return Config{}, err
 		}
 		cm.ApplyTo(&c)
+		c.ConfigData = data
 	}
 	return c, nil
 }

@@ -81,7 +81,8 @@ type Writer struct {
 	forced   map[object.Ref]chan Outcome
 	flushing bool
 
-	overflowed atomic.Bool
+	overflowed  atomic.Bool
+	skipInvalid atomic.Bool
 }
 
 type pendingItem struct {
@@ -101,7 +102,7 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 1 << 20
 	}
-	return &Writer{
+	w := &Writer{
 		store:   store,
 		opts:    opts,
 		log:     log,
@@ -115,7 +116,12 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 		hashes:  map[string]string{},
 		forced:  map[object.Ref]chan Outcome{},
 	}
+	w.skipInvalid.Store(opts.SkipInvalid)
+	return w
 }
+
+// SetSkipInvalid changes skip-invalid-resources at run time.
+func (w *Writer) SetSkipInvalid(skip bool) { w.skipInvalid.Store(skip) }
 
 // Seed learns what the store holds under the cluster's prefix, so that a
 // restart over an unchanged cluster writes nothing.
@@ -376,7 +382,7 @@ func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err e
 		reason = inv.Reason
 	}
 	data := logging.Data(map[string]any{"name": ref.Name, "reason": reason})
-	if w.opts.SkipInvalid {
+	if w.skipInvalid.Load() {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 		log.Warn("Object skipped", logging.Op("resource_filter"), zap.Error(err), data)
 		return Skipped

@@ -28,6 +28,9 @@ type Source interface {
 	// its rendered document; ok is false when the filters leave it out, and
 	// err wraps filter.ErrInvalid when it cannot be stored.
 	Each(visit func(ref object.Ref, doc object.Document, ok bool, err error))
+	// Incomplete names the resource segments whose caches are not
+	// complete (syncing, or access denied); their stored keys are kept.
+	Incomplete() map[string]bool
 }
 
 // Lister lists what the store holds.
@@ -144,6 +147,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 			todo = append(todo, ref)
 		}
 	})
+	incomplete := p.Source.Incomplete()
 	for key := range have {
 		if live[key] {
 			continue
@@ -151,6 +155,9 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 		ref, ok := object.ParseKey(p.Prefix, p.Cluster, key)
 		if !ok {
 			continue // not one of ours: never touch it
+		}
+		if incomplete[object.ResourceSegment(ref.Group, ref.Resource)] {
+			continue // its type's cache is not complete: not known to be gone
 		}
 		todo = append(todo, ref)
 	}

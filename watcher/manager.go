@@ -405,6 +405,21 @@ func (m *Manager) Synced() bool {
 	return true
 }
 
+// Incomplete returns the resource segments of the watched types whose
+// caches are not complete (still syncing, or denied): the snapshot pass must
+// not take their stored objects for orphans.
+func (m *Manager) Incomplete() map[string]bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]bool{}
+	for _, inf := range m.informers {
+		if !inf.inf.HasSynced() || inf.denied.Load() {
+			out[inf.res.Segment()] = true
+		}
+	}
+	return out
+}
+
 // Document renders the current state of ref from the caches (sink.Source).
 func (m *Manager) Document(ref object.Ref) (object.Document, bool, error) {
 	m.mu.RLock()
@@ -475,13 +490,17 @@ func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (*unstructu
 	return u, inf.selected.Load(), ok
 }
 
-// Each renders every cached object of every watched type (snapshot.Source).
+// Each renders every cached object of every watched type whose cache is
+// complete (snapshot.Source).
 func (m *Manager) Each(visit func(ref object.Ref, doc object.Document, ok bool, err error)) {
 	m.mu.RLock()
 	rules := m.rules
 	all := slices.Collect(maps.Values(m.informers))
 	m.mu.RUnlock()
 	for _, inf := range all {
+		if !inf.inf.HasSynced() || inf.denied.Load() {
+			continue
+		}
 		for _, item := range inf.inf.GetStore().List() {
 			obj, isObj := item.(*unstructured.Unstructured)
 			if !isObj {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/clock"
 
+	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/sink"
@@ -145,18 +146,60 @@ func (a *app) run(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	reloads := a.watchConfig(ctx, p)
 	for {
-		if _, err := p.pass.Run(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
-		}
+		a.runPass(ctx, p)
 		select {
 		case <-ctx.Done():
 			a.log.Info("Shutting down: flushing pending writes", logging.Component("main"),
 				logging.Data(map[string]any{"pending": p.writer.Pending()}))
 			return nil
 		case <-tick:
+		case cm := <-reloads:
+			// Apply the new rules, then pass at once so that what is no
+			// longer selected leaves the bucket now, not in an hour.
+			if err := p.manager.SetRules(ctx, cm.Rules); err != nil {
+				a.log.Warn("Discovery after reload failed; retrying later", logging.Op("config_reload"), zap.Error(err))
+			}
+			p.writer.SetSkipInvalid(cm.Rules.SkipInvalidResources)
+			p.pass.SkipInvalid = cm.Rules.SkipInvalidResources
 		}
 	}
+}
+
+// runPass makes one snapshot pass once the caches are complete.
+func (a *app) runPass(ctx context.Context, p *pipeline) {
+	if err := p.manager.WaitForSync(ctx); err != nil {
+		return
+	}
+	if _, err := p.pass.Run(ctx); err != nil && ctx.Err() == nil {
+		a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
+	}
+}
+
+// watchConfig delivers each new valid version of the mounted ConfigMap.
+// batch-size, retry-attempts and retry-delay take effect at the next start.
+func (a *app) watchConfig(ctx context.Context, p *pipeline) <-chan config.ConfigMap {
+	out := make(chan config.ConfigMap)
+	if a.cfg.BackupConfigDir == "" {
+		return out
+	}
+	log := a.log.With(logging.Component("config"))
+	go func() {
+		err := config.Watch(ctx, a.cfg.BackupConfigDir, a.cfg.ConfigData, log,
+			func(cm config.ConfigMap) {
+				select {
+				case out <- cm:
+				case <-ctx.Done():
+				}
+			},
+			func(error) { p.metrics.Errors.WithLabelValues("config_reload").Inc() })
+		if err != nil {
+			p.metrics.Errors.WithLabelValues("config_reload").Inc()
+			log.Error("Cannot watch the ConfigMap; changes need a restart", logging.Op("config_reload"), zap.Error(err))
+		}
+	}()
+	return out
 }
 
 // snapshot is the one-shot mode: one full pass, then exit.
