@@ -23,7 +23,7 @@ func Watch(ctx context.Context, dir string, current map[string]string, log *zap.
 	if err != nil {
 		return err
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	if err := w.Add(dir); err != nil {
 		return &Error{Key: "BACKUP_CONFIG_DIR", Value: dir, Reason: "cannot watch: " + err.Error()}
 	}
