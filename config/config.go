@@ -30,6 +30,7 @@ type Config struct {
 	MinIOBucket      string
 	MinIOUseSSL      bool
 	MinIOCAFile      string
+	MinIORegion      string
 	BackupPrefix     string
 	BackupDir        string
 	BackupConfigDir  string
@@ -138,6 +139,10 @@ func settings() []setting {
 		}},
 		{env: "MINIO_CA_FILE", usage: "extra CA bundle (PEM) for a private MinIO CA", apply: func(c *Config, v string) error {
 			c.MinIOCAFile = v
+			return nil
+		}},
+		{env: "MINIO_REGION", def: "us-east-1", usage: "bucket region; set so no location lookup is needed", apply: func(c *Config, v string) error {
+			c.MinIORegion = v
 			return nil
 		}},
 		{env: "BACKUP_PREFIX", def: "clusterbackup", usage: "first path segment inside the bucket", apply: func(c *Config, v string) error {

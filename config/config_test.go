@@ -32,6 +32,7 @@ func TestDefaults(t *testing.T) {
 		ClusterDomain:    "cluster.local",
 		MinIOBucket:      "cluster-backups",
 		MinIOUseSSL:      true,
+		MinIORegion:      "us-east-1",
 		BackupPrefix:     "clusterbackup",
 		BackupDir:        "./backup",
 		LogLevel:         zapcore.InfoLevel,

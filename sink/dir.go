@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,9 +16,10 @@ import (
 // Dir stores objects as files under a root directory with the same key
 // layout as the bucket, for clusters that back up to a volume.
 //
-// A file system has no user metadata, so List reports only the SHA-256 of
-// each file, computed from its content; that is all the snapshot pass needs
-// to tell unchanged objects apart.
+// A file system has no user metadata, so each object's metadata is kept
+// alongside it in a hidden file (.name.yaml.meta, JSON). List computes the
+// SHA-256 from the file itself rather than trusting the sidecar, so a file
+// edited by hand is repaired by the next snapshot pass.
 type Dir struct {
 	root string
 }
@@ -38,9 +40,9 @@ func (d *Dir) path(key string) (string, error) {
 	return filepath.Join(d.root, clean), nil
 }
 
-// Put writes through a temporary file and a rename, so a reader or a crash
-// never sees half a document.
-func (d *Dir) Put(_ context.Context, key string, body []byte, _ object.Meta) error {
+// Put writes the metadata, then the document, each through a temporary file
+// and a rename, so a reader or a crash never sees half a document.
+func (d *Dir) Put(_ context.Context, key string, body []byte, meta object.Meta) error {
 	p, err := d.path(key)
 	if err != nil {
 		return err
@@ -48,25 +50,40 @@ func (d *Dir) Put(_ context.Context, key string, body []byte, _ object.Meta) err
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	sidecar, err := json.Marshal(meta.Map())
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := writeAtomic(metaPath(p), sidecar); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := writeAtomic(p, body); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+func metaPath(p string) string {
+	return filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".meta")
+}
+
+func writeAtomic(p string, body []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
 	if _, err := tmp.Write(body); err != nil {
 		tmp.Close()
-		return fmt.Errorf("put %s: %w", key, err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return err
 	}
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), p)
 }
 
 // Delete removes the file and any directories it leaves empty.
@@ -76,6 +93,9 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 		return err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	if err := os.Remove(metaPath(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
 	for dir := filepath.Dir(p); dir != d.root && strings.HasPrefix(dir, d.root); dir = filepath.Dir(dir) {
@@ -99,8 +119,8 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]object.Stored, error) 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".tmp-") {
-			return nil
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			return nil // sidecars and temporary files
 		}
 		rel, err := filepath.Rel(d.root, p)
 		if err != nil {
@@ -114,7 +134,13 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]object.Stored, error) 
 		if err != nil {
 			return err
 		}
-		out = append(out, object.Stored{Key: key, Meta: object.Meta{SHA256: object.Digest(body)}})
+		var md map[string]string
+		if b, err := os.ReadFile(metaPath(p)); err == nil {
+			_ = json.Unmarshal(b, &md) // a damaged sidecar only loses metadata
+		}
+		meta := object.MetaFromMap(md)
+		meta.SHA256 = object.Digest(body)
+		out = append(out, object.Stored{Key: key, Meta: meta})
 		return nil
 	})
 	if err != nil {

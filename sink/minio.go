@@ -28,6 +28,7 @@ type MinIOOptions struct {
 	Bucket    string
 	UseSSL    bool
 	CAFile    string
+	Region    string
 	// MaxRetries is minio-go's own retry count for transport errors and
 	// 5xx answers (0 keeps its default of 10).
 	MaxRetries int
@@ -84,6 +85,7 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 		Creds:      credentials.NewStaticV4(opts.AccessKey, opts.SecretKey, ""),
 		Secure:     opts.UseSSL,
 		Transport:  transport,
+		Region:     opts.Region,
 		MaxRetries: opts.MaxRetries,
 	})
 	if err != nil {
@@ -95,7 +97,7 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 		return nil, "", m.wrap("check bucket "+m.bucket, err)
 	}
 	if !exists {
-		if err := m.client.MakeBucket(ctx, m.bucket, minio.MakeBucketOptions{}); err != nil {
+		if err := m.client.MakeBucket(ctx, m.bucket, minio.MakeBucketOptions{Region: opts.Region}); err != nil {
 			return nil, "", m.wrap("create bucket "+m.bucket, err)
 		}
 		if err := m.client.EnableVersioning(ctx, m.bucket); err != nil {

@@ -87,5 +87,6 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 		Bucket:    cfg.MinIOBucket,
 		UseSSL:    cfg.MinIOUseSSL,
 		CAFile:    cfg.MinIOCAFile,
+		Region:    cfg.MinIORegion,
 	}, log)
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -558,4 +561,63 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+func TestDirectoryStore(t *testing.T) {
+	requireServers(t)
+	ns := "e2e-dir"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "on-disk", map[string]string{"a": "b"}, nil, nil)
+	dir := t.TempDir()
+	s := startService(t, "dir", serviceOptions{
+		env:       map[string]string{"MINIO_ENDPOINT": "", "BACKUP_DIR": dir},
+		configMap: map[string]string{"include-namespaces": ns},
+	})
+	s.waitReady()
+	s.waitPass(1)
+	path := filepath.Join(dir, "clusterbackup", "dir", ns, "configmaps", "on-disk.yaml")
+	eventually(t, 5*time.Second, "the file", func() bool { _, err := os.Stat(path); return err == nil })
+	if err := e2e.cs.CoreV1().ConfigMaps(ns).Delete(bg, "on-disk", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the file to go", func() bool { _, err := os.Stat(path); return errors.Is(err, os.ErrNotExist) })
+}
+
+func TestUnavailableAPIGroupDoesNotStopTheRest(t *testing.T) {
+	requireServers(t)
+	ns := "e2e-aggregated"
+	createNamespace(t, ns)
+	apiservice := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiregistration.k8s.io/v1",
+		"kind":       "APIService",
+		"metadata":   map[string]any{"name": "v1.broken.example.com"},
+		"spec": map[string]any{
+			"group": "broken.example.com", "version": "v1",
+			"groupPriorityMinimum": int64(1000), "versionPriority": int64(15),
+			"insecureSkipTLSVerify": true,
+			"service":               map[string]any{"name": "nowhere", "namespace": ns, "port": int64(443)},
+		},
+	}}
+	gvr := schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+	if _, err := e2e.dyn.Resource(gvr).Create(bg, apiservice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e2e.dyn.Resource(gvr).Delete(bg, "v1.broken.example.com", metav1.DeleteOptions{}) })
+	s := startService(t, "aggregated", serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
+	s.waitReady()
+	s.waitPass(1)
+	createConfigMap(t, ns, "still-works", map[string]string{"a": "b"}, nil, nil)
+	eventually(t, 5*time.Second, "a change backed up", func() bool { return s.body(s.key(ns, "configmaps", "still-works")) != "" })
+	warned := false
+	for _, l := range s.logs("discovery") {
+		if d, ok := l["data"].(map[string]any); ok && l["level"] == "warn" && d["group"] == "broken.example.com" {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Error("no discovery warning for the unavailable group")
+	}
+	if s.metric("cluster_backup_errors_total", map[string]string{"operation": "discovery"}) < 1 {
+		t.Error("discovery failure not counted")
+	}
 }

@@ -1,0 +1,57 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+func TestDirStore(t *testing.T) {
+	root := t.TempDir()
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := "clusterbackup/east/default/configmaps/a.yaml"
+	body := []byte("kind: ConfigMap\n")
+	meta := object.Meta{ResourceVersion: "7", UID: "u", APIVersion: "v1", SHA256: object.Digest(body)}
+	if err := d.Put(ctx, key, body, meta); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(root, key))
+	if err != nil || string(got) != string(body) {
+		t.Fatalf("file %q %v", got, err)
+	}
+	list, err := d.List(ctx, "clusterbackup/east/")
+	if err != nil || len(list) != 1 || list[0].Key != key || list[0].Meta != meta {
+		t.Fatalf("list %+v %v", list, err)
+	}
+	// A file edited by hand reports its real digest.
+	if err := os.WriteFile(filepath.Join(root, key), []byte("edited"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = d.List(ctx, "clusterbackup/east/")
+	if list[0].Meta.SHA256 != object.Digest([]byte("edited")) {
+		t.Error("digest taken from the sidecar, not the file")
+	}
+	if other, _ := d.List(ctx, "clusterbackup/west/"); len(other) != 0 {
+		t.Errorf("other prefix listed %v", other)
+	}
+	if err := d.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Delete(ctx, key); err != nil {
+		t.Errorf("second delete: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "clusterbackup")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("empty directories left behind: %v", err)
+	}
+	if err := d.Put(ctx, "../escape.yaml", body, meta); !errors.Is(err, ErrPermanent) {
+		t.Errorf("a key escaping the root was accepted: %v", err)
+	}
+}
