@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 
@@ -35,10 +36,15 @@ type discovered struct {
 	openshift    bool
 }
 
+// preferred is the part of the discovery client that discover needs.
+type preferred interface {
+	ServerPreferredResources() ([]*metav1.APIResourceList, error)
+}
+
 // discover lists the preferred version of every group and keeps the
 // resource types that can be listed and watched. A partial failure is
 // reported in failedGroups, not as an error.
-func discover(client discovery.DiscoveryInterface) (discovered, error) {
+func discover(client preferred) (discovered, error) {
 	lists, err := client.ServerPreferredResources()
 	d := discovered{failedGroups: map[string]error{}}
 	if err != nil {
