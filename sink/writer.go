@@ -43,6 +43,8 @@ type WriterOptions struct {
 	MaxPending int
 	// SkipInvalid counts invalid objects as skipped rather than as errors.
 	SkipInvalid bool
+	// QueueMetrics, when set, exports the queue's workqueue metrics.
+	QueueMetrics workqueue.MetricsProvider
 }
 
 // Outcome is what handling one key did.
@@ -110,7 +112,7 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 		clock:   clk,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[object.Ref](opts.RetryDelay, 5*time.Minute),
-			workqueue.TypedRateLimitingQueueConfig[object.Ref]{Name: "writer", Clock: clk},
+			workqueue.TypedRateLimitingQueueConfig[object.Ref]{Name: "writer", Clock: clk, MetricsProvider: opts.QueueMetrics},
 		),
 		pending: map[object.Ref]*pendingItem{},
 		hashes:  map[string]string{},

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -104,6 +106,22 @@ func TestChangesReachTheBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "cluster-scoped delete", func() bool { _, ok := s.stored()[roleKey]; return !ok })
+
+	if s.metric("rest_client_requests_total", nil) == 0 || s.metric("workqueue_adds_total", map[string]string{"name": "writer"}) == 0 {
+		t.Error("client-go request or workqueue metrics not exported")
+	}
+	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.New(resp.Body).Lint()
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
 
 	// The namespace itself, and nothing of the default-excluded types.
 	if s.body(s.key("", "namespaces", ns)) == "" {

@@ -43,6 +43,7 @@ func (a *app) build() (*pipeline, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
+	metrics.RegisterClientGo(reg)
 
 	dyn, err := dynamic.NewForConfig(a.kube)
 	if err != nil {
@@ -61,12 +62,13 @@ func (a *app) build() (*pipeline, error) {
 	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
 
 	writer := sink.NewWriter(store, sink.WriterOptions{
-		Prefix:      a.cfg.BackupPrefix,
-		Cluster:     a.cfg.ClusterName,
-		Debounce:    a.cfg.Debounce,
-		Workers:     a.cfg.BatchSize,
-		RetryDelay:  a.cfg.RetryDelay,
-		SkipInvalid: a.cfg.Rules.SkipInvalidResources,
+		Prefix:       a.cfg.BackupPrefix,
+		Cluster:      a.cfg.ClusterName,
+		Debounce:     a.cfg.Debounce,
+		Workers:      a.cfg.BatchSize,
+		RetryDelay:   a.cfg.RetryDelay,
+		SkipInvalid:  a.cfg.Rules.SkipInvalidResources,
+		QueueMetrics: metrics.NewWorkqueueProvider(reg),
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
 	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules}, a.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
