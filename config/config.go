@@ -45,6 +45,10 @@ type Config struct {
 	APIQPS           float32
 	APIBurst         int
 	StoreQPS         float64
+	LeaderElect      bool
+	LeaseNamespace   string
+	LeaseDuration    time.Duration
+	PodName          string
 
 	// Rules are the filtering rules of the ConfigMap in BackupConfigDir, or
 	// the defaults when it is unset.
@@ -207,6 +211,25 @@ func settings() []setting {
 		{env: "API_BURST", def: "40", usage: "client-side burst toward the API server", apply: func(c *Config, v string) (err error) {
 			c.APIBurst, err = parseInt(v, 1)
 			return err
+		}},
+		{env: "LEADER_ELECT", def: "false", isBool: true, usage: "with several replicas, only the holder of a Lease writes; the others stand by", apply: func(c *Config, v string) (err error) {
+			c.LeaderElect, err = parseBool(v)
+			return err
+		}},
+		{env: "LEADER_ELECTION_NAMESPACE", usage: "namespace of the Lease (default: the pod's namespace)", apply: func(c *Config, v string) error {
+			c.LeaseNamespace = v
+			return nil
+		}},
+		{env: "LEASE_DURATION", def: "15s", usage: "how long a standby waits for a silent leader before taking over", apply: func(c *Config, v string) (err error) {
+			c.LeaseDuration, err = parseDuration(v)
+			if err == nil && c.LeaseDuration < 2*time.Second {
+				err = errors.New("must be at least 2s")
+			}
+			return err
+		}},
+		{env: "POD_NAME", usage: "identity in leader election (default: the host name)", apply: func(c *Config, v string) error {
+			c.PodName = v
+			return nil
 		}},
 		{env: "STORE_QPS", def: "0", usage: "maximum store writes and deletes per second (0: unlimited)", apply: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

@@ -44,6 +44,7 @@ func TestDefaults(t *testing.T) {
 		SnapshotInterval: time.Hour,
 		APIQPS:           20,
 		APIBurst:         40,
+		LeaseDuration:    15 * time.Second,
 		Rules:            filter.DefaultRules(),
 	}
 	if !reflect.DeepEqual(c, want) {

@@ -22,6 +22,7 @@ var Operations = []string{
 	"queue_overflow",
 	"snapshot",
 	"config_reload",
+	"leader_election",
 }
 
 // Actions of cluster_backup_resources_total.
@@ -42,6 +43,7 @@ type Metrics struct {
 	Watched       prometheus.Gauge
 	QueueDepth    prometheus.Gauge
 	ChangeLatency prometheus.Histogram
+	Leader        prometheus.Gauge
 }
 
 // New creates the metrics on reg.
@@ -81,6 +83,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name:    "cluster_backup_change_latency_seconds",
 			Help:    "Time from a watch event to the object being durable in the store.",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300},
+		}),
+		Leader: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_leader",
+			Help: "1 when this replica backs the cluster up (holds the lease, or leader election is off), 0 on standby.",
 		}),
 	}
 	for _, op := range Operations {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -13,8 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/clock"
 
 	"github.com/cluster-backup/cluster-backup/config"
@@ -122,16 +128,49 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 }
 
 // run is the always-on mode: watch, write, reconcile every
-// SNAPSHOT_INTERVAL, serve metrics and health, until SIGTERM.
+// SNAPSHOT_INTERVAL, serve metrics and health, until SIGTERM. With
+// LEADER_ELECT, only the replica holding the Lease does this; the others
+// stand by, ready, and take over when its lease runs out.
 func (a *app) run(ctx context.Context) error {
 	p, err := a.build()
 	if err != nil {
 		return err
 	}
-	var synced atomic.Bool
-	srv := a.serve(p, synced.Load)
+	var st status
+	srv := a.serve(p, st.ready(p.health))
 	defer a.shutdownServer(srv)
+	if !a.cfg.LeaderElect {
+		st.leading.Store(true)
+		p.metrics.Leader.Set(1)
+		return a.lead(ctx, p, &st)
+	}
+	return a.elect(ctx, p, &st)
+}
 
+// status is what /readyz reports on.
+type status struct {
+	leading atomic.Bool
+	synced  atomic.Bool
+}
+
+// ready: a standby replica is ready (idle); the leader once its caches have
+// synced and while the store answers.
+func (st *status) ready(h *sink.Health) func() error {
+	return func() error {
+		switch {
+		case !st.leading.Load():
+			return nil
+		case !st.synced.Load():
+			return errors.New("informers not synced")
+		case !h.Healthy():
+			return errors.New("store unreachable at its last call")
+		}
+		return nil
+	}
+}
+
+// lead runs the pipeline until ctx ends.
+func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
 	stop, err := a.start(ctx, p)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -139,7 +178,7 @@ func (a *app) run(ctx context.Context) error {
 		}
 		return err
 	}
-	synced.Store(true)
+	st.synced.Store(true)
 	defer stop()
 
 	var tick <-chan time.Time
@@ -167,6 +206,79 @@ func (a *app) run(ctx context.Context) error {
 			p.pass.SkipInvalid = cm.Rules.SkipInvalidResources
 		}
 	}
+}
+
+// elect takes part in leader election on a Lease and leads while it holds
+// it. Losing the lease (not a shutdown) ends the process with an error, so
+// that it restarts as a standby with a clean state.
+func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
+	id := a.cfg.PodName
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	ns := a.cfg.LeaseNamespace
+	if ns == "" {
+		ns = "default"
+		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+			ns = strings.TrimSpace(string(b))
+		}
+	}
+	cs, err := kubernetes.NewForConfig(a.kube)
+	if err != nil {
+		return err
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Name: "cluster-backup-" + a.cfg.ClusterName, Namespace: ns},
+		Client:     cs.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	log := a.log.With(logging.Component("main"), logging.Op("leader_election"))
+	d := a.cfg.LeaseDuration
+	var (
+		leadErr error
+		led     = make(chan struct{})
+		started atomic.Bool
+	)
+	log.Info("Standing by for leader election", logging.Data(map[string]any{"lease": ns + "/" + lock.LeaseMeta.Name, "identity": id}))
+	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   d,
+		RenewDeadline:   d * 2 / 3,
+		RetryPeriod:     max(d/7, 500*time.Millisecond),
+		ReleaseOnCancel: true,
+		Name:            "cluster-backup",
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(lctx context.Context) {
+				started.Store(true)
+				defer close(led)
+				log.Info("Leading: this replica backs the cluster up", logging.Data(map[string]any{"identity": id}))
+				st.leading.Store(true)
+				p.metrics.Leader.Set(1)
+				leadErr = a.lead(lctx, p, st)
+			},
+			OnStoppedLeading: func() {
+				p.metrics.Leader.Set(0)
+				log.Info("Leadership ended", logging.Data(map[string]any{"identity": id}))
+			},
+			OnNewLeader: func(leader string) {
+				if leader != id {
+					log.Info("Standing by", logging.Data(map[string]any{"leader": leader, "identity": id}))
+				}
+			},
+		},
+	})
+	if started.Load() {
+		<-led // the flush has finished
+	}
+	if leadErr != nil {
+		return leadErr
+	}
+	if ctx.Err() == nil {
+		p.metrics.Errors.WithLabelValues("leader_election").Inc()
+		log.Error("Lost the leader lease", logging.Data(map[string]any{"identity": id}))
+		return errors.New("lost the leader lease; restarting as a standby")
+	}
+	return nil
 }
 
 // runPass makes one snapshot pass once the caches are complete.
@@ -229,21 +341,18 @@ func (a *app) snapshot(ctx context.Context) error {
 }
 
 // serve exposes /metrics, /healthz and /readyz on METRICS_ADDR.
-func (a *app) serve(p *pipeline, synced func() bool) *http.Server {
+func (a *app) serve(p *pipeline, ready func() error) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case !synced():
-			http.Error(w, "informers not synced\n", http.StatusServiceUnavailable)
-		case !p.health.Healthy():
-			http.Error(w, "store unreachable at its last call\n", http.StatusServiceUnavailable)
-		default:
-			_, _ = w.Write([]byte("ok\n"))
+		if err := ready(); err != nil {
+			http.Error(w, err.Error()+"\n", http.StatusServiceUnavailable)
+			return
 		}
+		_, _ = w.Write([]byte("ok\n"))
 	})
 	srv := &http.Server{Addr: a.cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
