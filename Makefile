@@ -15,7 +15,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 export CLUSTER_BACKUP_ASSETS := $(shell hack/provision.sh --print-dir)
 GOLANGCI_LINT := $(CLUSTER_BACKUP_ASSETS)/golangci-lint
-TEST_SERVERS  := etcd kube-apiserver kube-controller-manager kubectl minio mc
+TEST_SERVERS  := etcd kube-apiserver kube-controller-manager kubectl minio mc helm
 FUZZTIME ?= 30s
 
 .PHONY: all build test unit lint provision fuzz demo clean
@@ -26,7 +26,7 @@ build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/cluster-backup ./cmd/cluster-backup
 
 provision:
-	hack/provision.sh $(TEST_SERVERS) golangci-lint
+	hack/provision.sh $(TEST_SERVERS) golangci-lint dockerfilelint
 
 test: provision lint
 	go test -race -count=1 -timeout 30m ./...
@@ -36,10 +36,13 @@ unit:
 	CLUSTER_BACKUP_ASSETS=/nonexistent CI= go test -race -count=1 ./...
 
 lint:
-	@hack/provision.sh golangci-lint >/dev/null
+	@hack/provision.sh golangci-lint dockerfilelint helm >/dev/null
 	@out=$$(gofmt -l . | grep -v '^hack/.*/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	$(GOLANGCI_LINT) run ./...
+	$(CLUSTER_BACKUP_ASSETS)/dockerfilelint Dockerfile
+	$(CLUSTER_BACKUP_ASSETS)/helm lint --strict charts/cluster-backup -f charts/cluster-backup/ci/default-values.yaml
+	$(CLUSTER_BACKUP_ASSETS)/helm lint --strict charts/cluster-backup -f charts/cluster-backup/ci/full-values.yaml
 
 fuzz:
 	go test ./config -run '^$$' -fuzz FuzzParseConfigMap -fuzztime $(FUZZTIME)

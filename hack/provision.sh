@@ -5,7 +5,8 @@
 #
 # Usage: hack/provision.sh [--print-dir] [tool...]
 #   tools: etcd kube-apiserver kube-controller-manager kubectl minio mc helm
-#          staticcheck golangci-lint (default: the test servers and mc)
+#          staticcheck golangci-lint dockerfilelint (default: the test servers
+#          and mc)
 #   --print-dir  print the directory holding the binaries and exit
 #
 # The binaries end up in one directory (printed on the last line), which the
@@ -20,6 +21,7 @@ MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
 HELM_VERSION=v3.22.0
 STATICCHECK_VERSION=v0.8.2
 GOLANGCI_LINT_VERSION=v2.15.0
+DOCKERFILELINT_VERSION=1.8.0
 
 cache_root=${CLUSTER_BACKUP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cluster-backup}
 platform="$(go env GOVERSION)-$(go env GOOS)-$(go env GOARCH)"
@@ -58,6 +60,7 @@ version_of() {
 	helm) echo "$HELM_VERSION" ;;
 	staticcheck) echo "$STATICCHECK_VERSION" ;;
 	golangci-lint) echo "$GOLANGCI_LINT_VERSION" ;;
+	dockerfilelint) echo "$DOCKERFILELINT_VERSION" ;;
 	*)
 		log "unknown tool $1"
 		exit 2
@@ -157,6 +160,13 @@ for tool in "${tools[@]}"; do
 	staticcheck) build_go_install staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ;;
 	golangci-lint)
 		CGO_ENABLED=1 build_go_install golangci-lint "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
+		;;
+	dockerfilelint)
+		# From the npm registry, into a prefix of its own in the cache.
+		prefix="$assets/npm-dockerfilelint-$DOCKERFILELINT_VERSION"
+		npm install --silent --no-audit --no-fund --prefix "$prefix" "dockerfilelint@$DOCKERFILELINT_VERSION" >&2
+		ln -sfn "npm-dockerfilelint-$DOCKERFILELINT_VERSION/node_modules/.bin/dockerfilelint" "$assets/dockerfilelint-$DOCKERFILELINT_VERSION"
+		ln -sfn "dockerfilelint-$DOCKERFILELINT_VERSION" "$assets/dockerfilelint"
 		;;
 	*) version_of "$tool" >/dev/null ;;
 	esac

@@ -44,6 +44,7 @@ type Metrics struct {
 	QueueDepth    prometheus.Gauge
 	ChangeLatency prometheus.Histogram
 	Leader        prometheus.Gauge
+	StoreUp       prometheus.Gauge
 }
 
 // New creates the metrics on reg.
@@ -88,7 +89,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "cluster_backup_leader",
 			Help: "1 when this replica backs the cluster up (holds the lease, or leader election is off), 0 on standby.",
 		}),
+		StoreUp: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_store_up",
+			Help: "1 when the store's last call succeeded, 0 from a failed call until the next success.",
+		}),
 	}
+	m.StoreUp.Set(1)
 	for _, op := range Operations {
 		m.Errors.WithLabelValues(op)
 	}

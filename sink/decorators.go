@@ -104,19 +104,24 @@ func (s *limited) Delete(ctx context.Context, key string) error {
 type Health struct {
 	Store
 	failing atomic.Bool
+	up      interface{ Set(float64) }
 }
 
-// WithHealth wraps s so that its calls update the health state.
-func WithHealth(s Store) *Health { return &Health{Store: s} }
+// WithHealth wraps s so that its calls update the health state, mirrored
+// in the gauge up (1 healthy, 0 failing).
+func WithHealth(s Store, up interface{ Set(float64) }) *Health { return &Health{Store: s, up: up} }
 
 // Healthy reports whether the last call succeeded.
 func (h *Health) Healthy() bool { return !h.failing.Load() }
 
 func (h *Health) record(err error) error {
-	if err != nil && !errors.Is(err, context.Canceled) {
-		h.failing.Store(true)
-	} else if err == nil {
+	switch {
+	case err == nil:
 		h.failing.Store(false)
+		h.up.Set(1)
+	case !errors.Is(err, context.Canceled):
+		h.failing.Store(true)
+		h.up.Set(0)
 	}
 	return err
 }

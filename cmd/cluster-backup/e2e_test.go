@@ -516,6 +516,9 @@ func TestStoreOutageLosesNothing(t *testing.T) {
 		createConfigMap(t, ns, fmt.Sprintf("during-outage-%d", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
 	}
 	eventually(t, 20*time.Second, "readyz to report the store down", func() bool { return s.get("/readyz") == 503 })
+	if s.metric("cluster_backup_store_up", nil) != 0 {
+		t.Error("cluster_backup_store_up is not 0 while the store is down")
+	}
 	for time.Since(outage) < 20*time.Second { // the outage lasts 20 s by design
 		if s.get("/healthz") != 200 {
 			t.Fatal("process not live during the store outage")

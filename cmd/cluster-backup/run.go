@@ -64,7 +64,7 @@ func (a *app) build() (*pipeline, error) {
 	if a.cfg.StoreQPS > 0 {
 		limiter = rate.NewLimiter(rate.Limit(a.cfg.StoreQPS), max(1, a.cfg.BatchSize))
 	}
-	health := sink.WithHealth(sink.WithRateLimit(a.store, limiter))
+	health := sink.WithHealth(sink.WithRateLimit(a.store, limiter), m.StoreUp)
 	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
 
 	writer := sink.NewWriter(store, sink.WriterOptions{

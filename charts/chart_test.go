@@ -1,0 +1,471 @@
+// Package charts holds the tests of the Helm chart: lint, rendering of each
+// feature, and a server-side dry run of the rendered manifests against a real
+// API server.
+package charts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/cluster-backup/cluster-backup/testenv"
+)
+
+const chart = "cluster-backup"
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	bin := testenv.Require(t, "helm")[0]
+	var out, stderr bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", errors.New(stderr.String() + out.String())
+	}
+	return out.String(), nil
+}
+
+// render templates the chart with the given values files and --set flags.
+func render(t *testing.T, files []string, set ...string) []*unstructured.Unstructured {
+	t.Helper()
+	args := []string{"template", "release", chart, "--namespace", "backup-system"}
+	for _, f := range files {
+		args = append(args, "-f", f)
+	}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	return decode(t, out)
+}
+
+func decode(t *testing.T, manifests string) []*unstructured.Unstructured {
+	t.Helper()
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifests), 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs
+			}
+			t.Fatal(err)
+		}
+		if m != nil {
+			objs = append(objs, &unstructured.Unstructured{Object: m})
+		}
+	}
+}
+
+func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func one(t *testing.T, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
+	t.Helper()
+	found := find(objs, kind)
+	if len(found) != 1 {
+		t.Fatalf("want one %s, got %d", kind, len(found))
+	}
+	return found[0]
+}
+
+var defaults = []string{chart + "/ci/default-values.yaml"}
+var full = []string{chart + "/ci/full-values.yaml"}
+
+func TestLintStrict(t *testing.T) {
+	for _, f := range append(defaults, full...) {
+		if out, err := helm(t, "lint", "--strict", chart, "-f", f); err != nil {
+			t.Errorf("helm lint --strict -f %s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+func podSpec(t *testing.T, o *unstructured.Unstructured) map[string]any {
+	t.Helper()
+	path := []string{"spec", "template", "spec"}
+	if o.GetKind() == "CronJob" {
+		path = []string{"spec", "jobTemplate", "spec", "template", "spec"}
+	}
+	spec, ok, err := unstructured.NestedMap(o.Object, path...)
+	if !ok || err != nil {
+		t.Fatalf("no pod spec in %s", o.GetKind())
+	}
+	return spec
+}
+
+func container(t *testing.T, spec map[string]any) map[string]any {
+	t.Helper()
+	cs, _, _ := unstructured.NestedSlice(spec, "containers")
+	if len(cs) != 1 {
+		t.Fatalf("%d containers", len(cs))
+	}
+	return cs[0].(map[string]any)
+}
+
+func TestSecurityAndResources(t *testing.T) {
+	spec := podSpec(t, one(t, render(t, defaults), "Deployment"))
+	c := container(t, spec)
+	for path, want := range map[string]any{
+		"securityContext.runAsNonRoot":                   true,
+		"securityContext.runAsUser":                      int64(1001),
+		"securityContext.runAsGroup":                     int64(1001),
+		"securityContext.seccompProfile.type":            "RuntimeDefault",
+		"c.securityContext.readOnlyRootFilesystem":       true,
+		"c.securityContext.allowPrivilegeEscalation":     false,
+		"c.securityContext.runAsNonRoot":                 true,
+		"c.resources.requests.cpu":                       "200m",
+		"c.resources.requests.memory":                    "512Mi",
+		"c.resources.limits.cpu":                         "1000m",
+		"c.resources.limits.memory":                      "1Gi",
+		"c.livenessProbe.httpGet.path":                   "/healthz",
+		"c.readinessProbe.httpGet.path":                  "/readyz",
+		"c.ports.0.containerPort":                        int64(8080),
+		"c.securityContext.capabilities.drop.0":          "ALL",
+		"serviceAccountName":                             "release-cluster-backup",
+		"containers.0.env.0.value":                       "production-east",
+		"containers.0.volumeMounts.0.mountPath":          "/etc/cluster-backup/config",
+		"containers.0.args.0":                            "run",
+		"containers.0.volumeMounts.1.mountPath":          "/var/lib/cluster-backup",
+		"containers.0.securityContext.capabilities.drop": []any{"ALL"},
+	} {
+		root, p := spec, path
+		if strings.HasPrefix(path, "c.") {
+			root, p = c, path[2:]
+		}
+		if got := walk(root, strings.Split(p, ".")); !equal(got, want) {
+			t.Errorf("%s = %#v, want %#v", path, got, want)
+		}
+	}
+}
+
+// walk follows a dotted path through maps and list indexes.
+func walk(v any, path []string) any {
+	for _, p := range path {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[p]
+		case []any:
+			i := 0
+			for _, ch := range p {
+				i = i*10 + int(ch-'0')
+			}
+			if i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+func equal(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb)
+}
+
+func TestRBACIsReadOnly(t *testing.T) {
+	read := []string{"get", "list", "watch"}
+	for _, tc := range []struct {
+		name      string
+		files     []string
+		wantLease bool
+	}{{"one replica", defaults, false}, {"two replicas", full, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := render(t, tc.files)
+			rules, _, _ := unstructured.NestedSlice(one(t, objs, "ClusterRole").Object, "rules")
+			for _, r := range rules {
+				verbs, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "verbs")
+				for _, v := range verbs {
+					if !slices.Contains(read, v) {
+						t.Errorf("ClusterRole grants %q", v)
+					}
+				}
+			}
+			roles := find(objs, "Role")
+			if (len(roles) == 1) != tc.wantLease {
+				t.Fatalf("%d Roles, want lease role %v", len(roles), tc.wantLease)
+			}
+			if tc.wantLease {
+				rules, _, _ := unstructured.NestedSlice(roles[0].Object, "rules")
+				for _, r := range rules {
+					res, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+					groups, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "apiGroups")
+					if !slices.Equal(res, []string{"leases"}) || !slices.Equal(groups, []string{"coordination.k8s.io"}) {
+						t.Errorf("the namespaced Role grants more than leases: %v", r)
+					}
+				}
+				if one(t, objs, "RoleBinding").GetNamespace() != "" && one(t, objs, "RoleBinding").GetNamespace() != "backup-system" {
+					t.Error("lease RoleBinding outside the release namespace")
+				}
+			}
+		})
+	}
+}
+
+func envOf(t *testing.T, o *unstructured.Unstructured) map[string]map[string]any {
+	t.Helper()
+	env, _ := container(t, podSpec(t, o))["env"].([]any)
+	out := map[string]map[string]any{}
+	for _, e := range env {
+		m := e.(map[string]any)
+		out[m["name"].(string)] = m
+	}
+	return out
+}
+
+func TestCredentials(t *testing.T) {
+	objs := render(t, full)
+	secret := one(t, objs, "Secret")
+	env := envOf(t, one(t, objs, "Deployment"))
+	if walk(env["MINIO_SECRET_KEY"], []string{"valueFrom", "secretKeyRef", "name"}) != secret.GetName() {
+		t.Error("MINIO_SECRET_KEY does not come from the chart's Secret")
+	}
+	if _, literal := env["MINIO_SECRET_KEY"]["value"]; literal {
+		t.Error("secret key set as a literal env value")
+	}
+
+	objs = render(t, full, "minio.existingSecret=my-minio", "minio.accessKey=", "minio.secretKey=")
+	if len(find(objs, "Secret")) != 0 {
+		t.Error("a Secret was rendered with existingSecret")
+	}
+	env = envOf(t, one(t, objs, "Deployment"))
+	for _, k := range []string{"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"} {
+		if walk(env[k], []string{"valueFrom", "secretKeyRef", "name"}) != "my-minio" {
+			t.Errorf("%s does not come from the existing Secret", k)
+		}
+	}
+	if _, err := helm(t, "template", "r", chart, "-f", full[0], "--set", "minio.secretKey="); err == nil {
+		t.Error("a missing secret key without existingSecret rendered")
+	}
+}
+
+func TestOpenShiftLeavesUIDToTheSCC(t *testing.T) {
+	spec := podSpec(t, one(t, render(t, defaults, "openshift.enabled=true"), "Deployment"))
+	for _, k := range []string{"runAsUser", "runAsGroup", "fsGroup"} {
+		if walk(spec, []string{"securityContext", k}) != nil || walk(container(t, spec), []string{"securityContext", k}) != nil {
+			t.Errorf("%s set with openshift.enabled", k)
+		}
+	}
+	if walk(spec, []string{"securityContext", "runAsNonRoot"}) != true {
+		t.Error("runAsNonRoot dropped with openshift.enabled")
+	}
+}
+
+func TestOptionalObjects(t *testing.T) {
+	objs := render(t, defaults)
+	for _, k := range []string{"ServiceMonitor", "PrometheusRule", "Role", "CronJob"} {
+		if len(find(objs, k)) != 0 {
+			t.Errorf("%s rendered by default", k)
+		}
+	}
+	objs = render(t, full)
+	one(t, objs, "ServiceMonitor")
+	rules := one(t, objs, "PrometheusRule")
+	var alerts []string
+	groups, _, _ := unstructured.NestedSlice(rules.Object, "spec", "groups")
+	for _, g := range groups {
+		rs, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+		for _, r := range rs {
+			alerts = append(alerts, r.(map[string]any)["alert"].(string))
+		}
+	}
+	slices.Sort(alerts)
+	if want := []string{"ClusterBackupChangeLatencyHigh", "ClusterBackupErrors", "ClusterBackupSnapshotStale", "ClusterBackupStoreUnreachable"}; !slices.Equal(alerts, want) {
+		t.Errorf("alerts %v, want %v", alerts, want)
+	}
+	var dashboard *unstructured.Unstructured
+	for _, cm := range find(objs, "ConfigMap") {
+		if cm.GetLabels()["grafana_dashboard"] == "1" {
+			dashboard = cm
+		}
+	}
+	if dashboard == nil {
+		t.Fatal("no dashboard ConfigMap with the sidecar label")
+	}
+	body, _, _ := unstructured.NestedString(dashboard.Object, "data", "cluster-backup.json")
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(body), &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var exprs []string
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	for _, metric := range []string{
+		"cluster_backup_duration_seconds", "cluster_backup_last_success_timestamp_seconds", "cluster_backup_resources_total",
+		"cluster_backup_errors_total", "cluster_backup_queue_depth", "cluster_backup_change_latency_seconds",
+	} {
+		if !strings.Contains(strings.Join(exprs, "\n"), metric) {
+			t.Errorf("dashboard shows nothing of %s", metric)
+		}
+	}
+}
+
+func TestCronJobMode(t *testing.T) {
+	objs := render(t, defaults, "mode=cronjob")
+	if len(find(objs, "Deployment")) != 0 || len(find(objs, "Service")) != 0 {
+		t.Error("cronjob mode rendered a Deployment or Service")
+	}
+	cj := one(t, objs, "CronJob")
+	c := container(t, podSpec(t, cj))
+	if walk(c, []string{"args", "0"}) != "snapshot" {
+		t.Errorf("CronJob runs %v", c["args"])
+	}
+	if walk(podSpec(t, cj), []string{"restartPolicy"}) != "Never" {
+		t.Error("CronJob pods must not restart in place")
+	}
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	for _, set := range []string{
+		"mode=weekly",
+		"filtering.filteringMode=greylist",
+		"filtering.openshiftMode=sometimes",
+		"replicas=0",
+		"debounce=soon",
+		"minio.endpoint=http://minio:9000",
+		"logLevel=loud",
+		"unknownValue=1",
+	} {
+		if _, err := helm(t, "template", "r", chart, "-f", defaults[0], "--set", set); err == nil {
+			t.Errorf("--set %s rendered", set)
+		}
+	}
+	if _, err := helm(t, "template", "r", chart); err == nil || !strings.Contains(err.Error(), "clusterName") {
+		t.Errorf("no clusterName: %v", err)
+	}
+}
+
+// TestServerSideDryRun sends every rendered object to a real API server with
+// dryRun=All and strict field validation.
+func TestServerSideDryRun(t *testing.T) {
+	testenv.Require(t, "etcd", "kube-apiserver")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	k, err := testenv.StartKube(ctx, testenv.KubeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	dyn := dynamic.NewForConfigOrDie(k.Config)
+	// The Prometheus operator's types, as a cluster with it has them.
+	for _, plural := range []string{"servicemonitors", "prometheusrules"} {
+		kind := map[string]string{"servicemonitors": "ServiceMonitor", "prometheusrules": "PrometheusRule"}[plural]
+		crd := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": plural + ".monitoring.coreos.com"},
+			"spec": map[string]any{
+				"group": "monitoring.coreos.com", "scope": "Namespaced",
+				"names": map[string]any{"plural": plural, "kind": kind},
+				"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+					"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+			},
+		}}
+		if _, err := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}).
+			Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "backup-system"}}}
+	if _, err := dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(discovery.NewDiscoveryClientForConfigOrDie(k.Config)))
+
+	for name, objs := range map[string][]*unstructured.Unstructured{
+		"default":   render(t, defaults),
+		"full":      render(t, full),
+		"cronjob":   render(t, defaults, "mode=cronjob"),
+		"openshift": render(t, full, "openshift.enabled=true"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, o := range objs {
+				gvk := o.GroupVersionKind()
+				var mapping *metav1.GroupVersionResource
+				err := wait(ctx, func() error {
+					mapper.Reset()
+					m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+					if err == nil {
+						mapping = &metav1.GroupVersionResource{Group: m.Resource.Group, Version: m.Resource.Version, Resource: m.Resource.Resource}
+					}
+					return err
+				})
+				if err != nil {
+					t.Fatalf("%s: %v", gvk, err)
+				}
+				gvr := schema.GroupVersionResource{Group: mapping.Group, Version: mapping.Version, Resource: mapping.Resource}
+				var ri dynamic.ResourceInterface = dyn.Resource(gvr)
+				if o.GetNamespace() != "" || isNamespaced(o) {
+					ri = dyn.Resource(gvr).Namespace("backup-system")
+				}
+				_, err = ri.Create(ctx, o, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"})
+				if err != nil && !apierrors.IsAlreadyExists(err) {
+					t.Errorf("%s %s: %v", o.GetKind(), o.GetName(), err)
+				}
+			}
+		})
+	}
+}
+
+func isNamespaced(o *unstructured.Unstructured) bool {
+	switch o.GetKind() {
+	case "ClusterRole", "ClusterRoleBinding", "Namespace", "CustomResourceDefinition":
+		return false
+	}
+	return true
+}
+
+// wait retries f until it succeeds or ctx ends; new CRDs take a moment to
+// appear in discovery.
+func wait(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
