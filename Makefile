@@ -18,7 +18,7 @@ GOLANGCI_LINT := $(CLUSTER_BACKUP_ASSETS)/golangci-lint
 TEST_SERVERS  := etcd kube-apiserver kube-controller-manager kubectl minio mc helm
 FUZZTIME ?= 30s
 
-.PHONY: all build test unit lint provision fuzz demo clean
+.PHONY: all build test unit lint provision fuzz demo image clean
 
 all: build
 
@@ -50,6 +50,10 @@ fuzz:
 demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio
 	go run ./hack/demo --binary bin/cluster-backup
+
+# Assembles and starts the runtime image with buildah (no Docker engine needed).
+image:
+	hack/image.sh
 
 clean:
 	rm -rf bin backup
