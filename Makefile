@@ -18,7 +18,7 @@ GOLANGCI_LINT := $(CLUSTER_BACKUP_ASSETS)/golangci-lint
 TEST_SERVERS  := etcd kube-apiserver kube-controller-manager kubectl minio mc helm
 FUZZTIME ?= 30s
 
-.PHONY: all build test unit lint provision fuzz demo image clean
+.PHONY: all build test unit lint provision fuzz demo image bench clean
 
 all: build
 
@@ -50,6 +50,12 @@ fuzz:
 demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio
 	go run ./hack/demo --binary bin/cluster-backup
+
+# Benchmarks on real servers (not part of make test; about 10-15 minutes).
+# BENCH_FLAGS='-sizes 1000,10000 -latency-duration 30s' for a shorter run.
+bench:
+	hack/provision.sh etcd kube-apiserver minio
+	go run ./bench $(BENCH_FLAGS)
 
 # Assembles and starts the runtime image with buildah (no Docker engine needed).
 image:

@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -52,6 +54,9 @@ func StartKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
 	if err != nil {
 		return nil, err
 	}
+	// envtest logs through controller-runtime's logger; without one set it
+	// prints a stack trace to say so.
+	ctrllog.SetLogger(logr.Discard())
 	k.env = &envtest.Environment{
 		BinaryAssetsDirectory:    Assets(),
 		ControlPlaneStartTimeout: 90 * time.Second,

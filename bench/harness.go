@@ -1,0 +1,523 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cluster-backup/cluster-backup/testenv"
+)
+
+type config struct {
+	sizes           []int
+	scenarios       map[string]bool
+	latencyRate     int
+	latencyDuration time.Duration
+	latencyObjects  int
+	statusObjects   int
+	burstObjects    int
+	burstUpdates    int
+	bodyBytes       int
+	concurrency     int // BATCH_SIZE, also the ceiling's concurrency
+	debounce        time.Duration
+	namespaces      int
+	seeders         int
+	out             string
+}
+
+func defaultConfig() config {
+	return config{
+		latencyRate:     100,
+		latencyDuration: 60 * time.Second,
+		latencyObjects:  1000,
+		statusObjects:   1000,
+		burstObjects:    10,
+		burstUpdates:    20,
+		bodyBytes:       2048,
+		concurrency:     50,
+		debounce:        time.Second,
+		namespaces:      10,
+		seeders:         16,
+		out:             "bench/results",
+	}
+}
+
+const bucket = "bench"
+
+// env is the real servers and the programs under measurement.
+type env struct {
+	cfg     config
+	log     func(string, ...any)
+	work    string
+	kube    *testenv.Kube
+	minio   *testenv.MinIO
+	proxy   *proxy
+	cs      kubernetes.Interface
+	dyn     dynamic.Interface
+	s3      *minio.Client
+	service string // binary
+	naive   string // binary
+	seeded  int
+	runs    int
+}
+
+func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, error) {
+	e := &env{cfg: cfg, log: log}
+	var err error
+	if e.work, err = os.MkdirTemp("", "cluster-backup-bench-"); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(e.work)
+	if err := e.build(); err != nil {
+		return nil, err
+	}
+	log("starting kube-apiserver + etcd and MinIO on 127.0.0.1")
+	if e.kube, err = testenv.StartKube(ctx, testenv.KubeOptions{}); err != nil {
+		return nil, err
+	}
+	defer e.kube.Stop()
+	if e.minio, err = testenv.StartMinIO(ctx, e.work); err != nil {
+		return nil, err
+	}
+	defer e.minio.Stop()
+	if e.proxy, err = startProxy(e.minio.Endpoint, bucket); err != nil {
+		return nil, err
+	}
+	defer e.proxy.srv.Close()
+	e.kube.Config.QPS, e.kube.Config.Burst = 2000, 4000
+	e.cs = kubernetes.NewForConfigOrDie(e.kube.Config)
+	e.dyn = dynamic.NewForConfigOrDie(e.kube.Config)
+	if e.s3, err = minio.New(e.proxy.addr, &minio.Options{Creds: credentials.NewStaticV4(e.minio.AccessKey, e.minio.SecretKey, "")}); err != nil {
+		return nil, err
+	}
+	if err := e.s3.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+		return nil, err
+	}
+	if err := e.s3.EnableVersioning(ctx, bucket); err != nil {
+		return nil, err
+	}
+	for i := range cfg.namespaces {
+		if err := e.namespace(ctx, fmt.Sprintf("bench-%02d", i)); err != nil {
+			return nil, err
+		}
+	}
+
+	res := &results{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg.describe()}
+	sizes := append([]int(nil), cfg.sizes...)
+	sort.Ints(sizes)
+	if cfg.scenarios["initial"] {
+		for _, n := range sizes {
+			r, err := e.initial(ctx, n)
+			if err != nil {
+				return nil, fmt.Errorf("initial backup of %d: %w", n, err)
+			}
+			res.Initial = append(res.Initial, r)
+		}
+	}
+	if cfg.scenarios["latency"] || cfg.scenarios["amplification"] {
+		if err := e.seed(ctx, max(e.seeded, cfg.latencyObjects)); err != nil {
+			return nil, err
+		}
+		if err := e.steadyState(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// build compiles the service and the baseline once.
+func (e *env) build() error {
+	e.service = filepath.Join(e.work, "cluster-backup")
+	e.naive = filepath.Join(e.work, "naive")
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return fmt.Errorf("find the module: %w", err)
+	}
+	for out, pkg := range map[string]string{e.service: "./cmd/cluster-backup", e.naive: "./bench/naive"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+		cmd.Dir = strings.TrimSpace(string(root))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
+		}
+	}
+	return nil
+}
+
+func (e *env) namespace(ctx context.Context, name string) error {
+	_, err := e.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+func cmName(i int) string { return fmt.Sprintf("cm-%06d", i) }
+
+func (e *env) cmNamespace(i int) string { return fmt.Sprintf("bench-%02d", i%e.cfg.namespaces) }
+
+// seed creates ConfigMaps of ~bodyBytes until there are n, with parallel
+// clients (kubectl would take minutes for thousands).
+func (e *env) seed(ctx context.Context, n int) error {
+	if n <= e.seeded {
+		return nil
+	}
+	start := time.Now()
+	blob := strings.Repeat("x", e.cfg.bodyBytes-200)
+	var next atomic.Int64
+	next.Store(int64(e.seeded))
+	errs := make(chan error, e.cfg.seeders)
+	var wg sync.WaitGroup
+	for range e.cfg.seeders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				cm := &corev1.ConfigMap{
+					ObjectMeta: metav1.ObjectMeta{Name: cmName(i), Labels: map[string]string{"app": "bench", "shard": strconv.Itoa(i % 7)}},
+					Data:       map[string]string{"index": strconv.Itoa(i), "payload": blob, "mode": "on"},
+				}
+				if _, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(i)).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	e.log("seeded %d ConfigMaps of ~%d B in %s", n-e.seeded, e.cfg.bodyBytes, time.Since(start).Round(time.Millisecond))
+	e.seeded = n
+	return nil
+}
+
+// serviceConfig selects the bench namespaces' ConfigMaps and the status CRD.
+func (e *env) serviceConfig() string {
+	dir := filepath.Join(e.work, fmt.Sprintf("config-%d", e.runs))
+	_ = os.MkdirAll(dir, 0o755)
+	var ns []string
+	for i := range e.cfg.namespaces {
+		ns = append(ns, fmt.Sprintf("bench-%02d", i))
+	}
+	ns = append(ns, "bench-status")
+	files := map[string]string{
+		"filtering-mode":     "whitelist",
+		"include-resources":  "configmaps",
+		"include-crds":       "benchitems.bench.example.com",
+		"include-namespaces": strings.Join(ns, "\n"),
+	}
+	for k, v := range files {
+		_ = os.WriteFile(filepath.Join(dir, k), []byte(v), 0o644)
+	}
+	return dir
+}
+
+// startService runs the real binary against the servers, through the proxy.
+func (e *env) startService(cluster string, extra map[string]string) (*process, error) {
+	e.runs++
+	port, err := testenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{
+		"CLUSTER_NAME":      cluster,
+		"KUBECONFIG":        e.kube.Kubeconfig,
+		"MINIO_ENDPOINT":    e.proxy.addr,
+		"MINIO_ACCESS_KEY":  e.minio.AccessKey,
+		"MINIO_SECRET_KEY":  e.minio.SecretKey,
+		"MINIO_BUCKET":      bucket,
+		"MINIO_USE_SSL":     "false",
+		"METRICS_ADDR":      fmt.Sprintf("127.0.0.1:%d", port),
+		"BATCH_SIZE":        strconv.Itoa(e.cfg.concurrency),
+		"DEBOUNCE":          e.cfg.debounce.String(),
+		"SNAPSHOT_INTERVAL": "1h",
+		"BACKUP_CONFIG_DIR": e.serviceConfig(),
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return startProcess(e.service, []string{"run"}, env, filepath.Join(e.work, fmt.Sprintf("service-%d.log", e.runs)))
+}
+
+// waitIdle waits until the service's queue is empty and the PUT count has
+// not moved for a debounce window and a half.
+func (e *env) waitIdle(p *process, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last, since := e.proxy.puts.Load(), time.Now()
+	for {
+		depth, err := p.metric("cluster_backup_queue_depth", nil)
+		if err == nil && depth == 0 && e.proxy.puts.Load() == last && time.Since(since) > e.cfg.debounce*3/2 {
+			return nil
+		}
+		if n := e.proxy.puts.Load(); n != last {
+			last, since = n, time.Now()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("service not idle within %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// apiRequests scrapes the API server's request counters by verb and resource.
+func (e *env) apiRequests(ctx context.Context) (map[string]float64, error) {
+	body, err := e.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, verb := range []string{"LIST", "WATCH", "GET"} {
+		for _, res := range []string{"configmaps", "benchitems"} {
+			v, err := sumMetric(bytes.NewReader(body), "apiserver_request_total", map[string]string{"verb": verb, "resource": res})
+			if err != nil {
+				return nil, err
+			}
+			out[verb+" "+res] = v
+		}
+	}
+	return out, nil
+}
+
+// apiRequestsSince waits for the WATCH of configmaps to be counted (it is
+// counted when it closes), then returns the requests since before.
+func (e *env) apiRequestsSince(ctx context.Context, before map[string]float64) (map[string]int, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after, err := e.apiRequests(ctx)
+		if err != nil {
+			return nil, err
+		}
+		d := diff(after, before)
+		if d["WATCH configmaps"] > 0 || time.Now().After(deadline) {
+			return d, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func diff(after, before map[string]float64) map[string]int {
+	out := map[string]int{}
+	for k, v := range after {
+		out[k] = int(v - before[k])
+	}
+	return out
+}
+
+// ceiling PUTs n bodies of the service's size straight through the same
+// proxy into the same MinIO at the same concurrency: what the store can take.
+func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration, error) {
+	cm := &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: cmName(0), Namespace: "bench-00", Labels: map[string]string{"app": "bench"}},
+		Data:       map[string]string{"index": "0", "payload": strings.Repeat("x", e.cfg.bodyBytes-200), "mode": "on"},
+	}
+	body, err := yaml.Marshal(cm)
+	if err != nil {
+		return 0, err
+	}
+	meta := map[string]string{"resource-version": "1", "uid": "u", "api-version": "v1", "sha256": strings.Repeat("0", 64)}
+	var next atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range e.cfg.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				_, err := e.s3.PutObject(ctx, bucket, fmt.Sprintf("%s/%s/configmaps/%s.yaml", prefix, e.cmNamespace(i), cmName(i)),
+					bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{ContentType: "application/yaml", UserMetadata: meta, DisableMultipart: true})
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// initial measures the first backup of n ConfigMaps, the same-run ceiling,
+// peak memory against the naive baseline, and API requests at start-up.
+func (e *env) initial(ctx context.Context, n int) (initialResult, error) {
+	if err := e.seed(ctx, n); err != nil {
+		return initialResult{}, err
+	}
+	r := initialResult{N: n}
+	cluster := fmt.Sprintf("initial-%d", n)
+	apiBefore, err := e.apiRequests(ctx)
+	if err != nil {
+		return r, err
+	}
+	putsBefore := e.proxy.puts.Load()
+	start := time.Now()
+	p, err := e.startService(cluster, nil)
+	if err != nil {
+		return r, err
+	}
+	defer p.stop()
+	for e.proxy.puts.Load()-putsBefore < int64(n) {
+		select {
+		case <-p.done:
+			return r, fmt.Errorf("service exited")
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Since(start) > 15*time.Minute {
+			return r, fmt.Errorf("only %d of %d written", e.proxy.puts.Load()-putsBefore, n)
+		}
+	}
+	r.Seconds = time.Since(start).Seconds()
+	if err := p.waitPasses(1, 5*time.Minute); err != nil {
+		return r, err
+	}
+	if err := e.waitIdle(p, 2*time.Minute); err != nil {
+		return r, err
+	}
+	r.PutsTotal = int(e.proxy.puts.Load() - putsBefore)
+	if r.PeakRSS, err = p.peakRSS(); err != nil {
+		return r, err
+	}
+	p.stop()
+	// A WATCH is counted when it ends: read the counters once the
+	// service's watches have closed.
+	if r.APIRequests, err = e.apiRequestsSince(ctx, apiBefore); err != nil {
+		return r, err
+	}
+	r.ObjectsPerSecond = float64(n) / r.Seconds
+	e.log("initial backup of %d: %.1fs (%.0f objects/s), %d PUTs, peak RSS %s", n, r.Seconds, r.ObjectsPerSecond, r.PutsTotal, mib(r.PeakRSS))
+
+	d, err := e.ceiling(ctx, n, "ceiling-"+strconv.Itoa(n))
+	if err != nil {
+		return r, err
+	}
+	r.CeilingSeconds = d.Seconds()
+	r.CeilingPerSecond = float64(n) / d.Seconds()
+	r.RatioToCeiling = r.ObjectsPerSecond / r.CeilingPerSecond
+	e.log("raw PUT ceiling for %d at concurrency %d: %.1fs (%.0f/s); ratio %.2f", n, e.cfg.concurrency, d.Seconds(), r.CeilingPerSecond, r.RatioToCeiling)
+
+	if r.BaselineRSS, err = e.naiveRSS(); err != nil {
+		return r, err
+	}
+	r.RSSRatio = float64(r.PeakRSS) / float64(r.BaselineRSS)
+	e.log("naive informer baseline: peak RSS %s; ratio %.2f", mib(r.BaselineRSS), r.RSSRatio)
+	return r, nil
+}
+
+// naiveRSS runs the baseline over the same resources until its caches sync.
+func (e *env) naiveRSS() (int64, error) {
+	e.runs++
+	p, err := startProcess(e.naive, []string{"--kubeconfig", e.kube.Kubeconfig, "--resources", "v1/configmaps"},
+		nil, filepath.Join(e.work, fmt.Sprintf("naive-%d.log", e.runs)))
+	if err != nil {
+		return 0, err
+	}
+	defer p.stop()
+	select {
+	case <-p.synced:
+	case <-p.done:
+		return 0, fmt.Errorf("baseline exited")
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("baseline did not sync")
+	}
+	// Let the heap settle as the service's did while it was measured.
+	time.Sleep(2 * time.Second)
+	return p.peakRSS()
+}
+
+var benchItems = schema.GroupVersionResource{Group: "bench.example.com", Version: "v1", Resource: "benchitems"}
+
+// installStatusCRD installs a CRD with a status subresource and creates its
+// objects, for the status-only scenario.
+func (e *env) installStatusCRD(ctx context.Context, n int) error {
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "benchitems.bench.example.com"},
+		"spec": map[string]any{
+			"group": "bench.example.com", "scope": "Namespaced",
+			"names": map[string]any{"plural": "benchitems", "singular": "benchitem", "kind": "BenchItem"},
+			"versions": []any{map[string]any{
+				"name": "v1", "served": true, "storage": true,
+				"subresources": map[string]any{"status": map[string]any{}},
+				"schema":       map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+			}},
+		},
+	}}
+	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	if _, err := e.dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	if err := e.namespace(ctx, "bench-status"); err != nil {
+		return err
+	}
+	for i := range n {
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "bench.example.com/v1", "kind": "BenchItem",
+			"metadata": map[string]any{"name": fmt.Sprintf("item-%05d", i)},
+			"spec":     map[string]any{"size": int64(i)},
+		}}
+		for {
+			_, err := e.dyn.Resource(benchItems).Namespace("bench-status").Create(ctx, obj, metav1.CreateOptions{})
+			if err == nil || apierrors.IsAlreadyExists(err) {
+				break
+			}
+			if !apierrors.IsNotFound(err) || ctx.Err() != nil {
+				return err // NotFound: the CRD is not served yet
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func machine() string {
+	cpus := 0
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		cpus = strings.Count(string(b), "processor\t:")
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0]); len(f) >= 2 {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			mem = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return fmt.Sprintf("%d cores, %s, %s", cpus, mem, goVersion())
+}

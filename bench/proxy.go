@@ -1,0 +1,104 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// proxy sits between the service and MinIO and counts what the service asks
+// of the store, so write amplification is measured from outside the service.
+// It also reports each successful object PUT with the resource version the
+// service stored, for the change-latency scenario.
+type proxy struct {
+	srv     *http.Server
+	addr    string
+	puts    atomic.Int64
+	deletes atomic.Int64
+	lists   atomic.Int64
+
+	mu     sync.Mutex
+	onPut  func(key, resourceVersion string, at time.Time)
+	bucket string
+}
+
+func startProxy(target, bucket string) (*proxy, error) {
+	u, err := url.Parse("http://" + target)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &proxy{addr: l.Addr().String(), bucket: bucket}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256}
+	p.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		rp.ServeHTTP(rec, r)
+		p.count(r, rec.code)
+	})}
+	go func() { _ = p.srv.Serve(l) }()
+	return p, nil
+}
+
+// objectKey returns the key of an object request (/bucket/key), or "" for
+// bucket-level requests.
+func (p *proxy) objectKey(r *http.Request) string {
+	rest, ok := strings.CutPrefix(r.URL.Path, "/"+p.bucket+"/")
+	if !ok {
+		return ""
+	}
+	return rest
+}
+
+func (p *proxy) count(r *http.Request, code int) {
+	key := p.objectKey(r)
+	switch {
+	case r.Method == http.MethodPut && key != "":
+		p.puts.Add(1)
+		if code/100 == 2 {
+			p.mu.Lock()
+			f := p.onPut
+			p.mu.Unlock()
+			if f != nil {
+				f(key, r.Header.Get("X-Amz-Meta-Resource-Version"), time.Now())
+			}
+		}
+	case r.Method == http.MethodDelete && key != "":
+		p.deletes.Add(1)
+	case r.Method == http.MethodPost && r.URL.Query().Has("delete"):
+		p.deletes.Add(1)
+	case r.Method == http.MethodGet && key == "" && (r.URL.Query().Has("list-type") || r.URL.Query().Has("prefix")):
+		p.lists.Add(1)
+	}
+}
+
+// watchPuts sets the callback for successful PUTs (nil to stop).
+func (p *proxy) watchPuts(f func(key, resourceVersion string, at time.Time)) {
+	p.mu.Lock()
+	p.onPut = f
+	p.mu.Unlock()
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}

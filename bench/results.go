@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+type initialResult struct {
+	N                int            `json:"n"`
+	Seconds          float64        `json:"seconds"`
+	ObjectsPerSecond float64        `json:"objects_per_second"`
+	PutsTotal        int            `json:"puts_total"`
+	CeilingSeconds   float64        `json:"ceiling_seconds"`
+	CeilingPerSecond float64        `json:"ceiling_per_second"`
+	RatioToCeiling   float64        `json:"ratio_to_ceiling"`
+	PeakRSS          int64          `json:"peak_rss_bytes"`
+	BaselineRSS      int64          `json:"baseline_rss_bytes"`
+	RSSRatio         float64        `json:"rss_ratio"`
+	APIRequests      map[string]int `json:"api_requests_at_start"`
+}
+
+type latencyResult struct {
+	Updates    int     `json:"updates"`
+	Landed     int     `json:"landed"`
+	Rate       int     `json:"rate_per_second"`
+	Seconds    float64 `json:"seconds"`
+	Objects    int     `json:"objects"`
+	Debounce   float64 `json:"debounce_seconds"`
+	P50        float64 `json:"p50_seconds"`
+	P95        float64 `json:"p95_seconds"`
+	P99        float64 `json:"p99_seconds"`
+	Max        float64 `json:"max_seconds"`
+	ServiceP50 float64 `json:"service_p50_seconds"`
+	ServiceP95 float64 `json:"service_p95_seconds"`
+	ServiceP99 float64 `json:"service_p99_seconds"`
+}
+
+type amplification struct {
+	BurstObjects       int            `json:"burst_objects"`
+	BurstUpdates       int            `json:"burst_updates_each"`
+	BurstPuts          int            `json:"burst_puts"`
+	BurstMaxPerObject  int            `json:"burst_max_puts_per_object"`
+	StatusUpdates      int            `json:"status_updates"`
+	StatusPuts         int            `json:"status_puts"`
+	RestartPuts        int            `json:"restart_puts"`
+	RestartAPIRequests map[string]int `json:"restart_api_requests"`
+	PassAPIRequests    map[string]int `json:"snapshot_pass_api_requests"`
+}
+
+type results struct {
+	Date          string          `json:"date"`
+	Machine       string          `json:"machine"`
+	Config        string          `json:"config"`
+	Initial       []initialResult `json:"initial"`
+	Latency       *latencyResult  `json:"latency,omitempty"`
+	Amplification *amplification  `json:"amplification,omitempty"`
+}
+
+func (c config) describe() string {
+	return fmt.Sprintf("ConfigMaps of ~%d B in %d namespaces; BATCH_SIZE %d; DEBOUNCE %s; MinIO single drive on disk behind a counting proxy",
+		c.bodyBytes, c.namespaces, c.concurrency, c.debounce)
+}
+
+func goVersion() string { return runtime.Version() }
+
+func metav1PatchOptions() metav1.PatchOptions { return metav1.PatchOptions{FieldManager: "bench"} }
+
+func (r *results) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(r.markdown()), 0o644)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func requests(m map[string]int) string {
+	var keys []string
+	for k, v := range m {
+		if v != 0 {
+			keys = append(keys, fmt.Sprintf("%s %d", k, v))
+		}
+	}
+	sort.Strings(keys)
+	if len(keys) == 0 {
+		return "none"
+	}
+	return strings.Join(keys, ", ")
+}
+
+func (r *results) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured %s on %s. %s.\n\n", r.Date, r.Machine, r.Config)
+	if len(r.Initial) > 0 {
+		b.WriteString("| ConfigMaps | initial backup | objects/s | raw PUT ceiling/s | ratio | PUTs | peak RSS | naive baseline RSS | RSS ratio | API requests at start |\n")
+		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, i := range r.Initial {
+			fmt.Fprintf(&b, "| %d | %.1f s | %.0f | %.0f | %.2f | %d | %s | %s | %.2f | %s |\n",
+				i.N, i.Seconds, i.ObjectsPerSecond, i.CeilingPerSecond, i.RatioToCeiling, i.PutsTotal, mib(i.PeakRSS), mib(i.BaselineRSS), i.RSSRatio, requests(i.APIRequests))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("| figure | target | measured | verdict |\n| --- | --- | --- | --- |\n")
+	for _, i := range r.Initial {
+		if i.N == 10000 {
+			fmt.Fprintf(&b, "| initial backup, 10,000 ConfigMaps | >= 0.8 x raw PUT ceiling | %.2f x | %s |\n", i.RatioToCeiling, verdict(i.RatioToCeiling >= 0.8))
+		}
+		if i.N == 50000 {
+			fmt.Fprintf(&b, "| peak RSS at 50,000 ConfigMaps | <= 0.6 x naive baseline and < 512 MiB | %.2f x, %s | %s |\n",
+				i.RSSRatio, mib(i.PeakRSS), verdict(i.RSSRatio <= 0.6 && i.PeakRSS < 512<<20))
+		}
+	}
+	if l := r.Latency; l != nil {
+		target := l.Debounce + 0.5
+		fmt.Fprintf(&b, "| change latency, %d updates/s over %d objects for %.0f s | p99 <= DEBOUNCE + 0.5 s = %.1f s | p50 %.3f s, p95 %.3f s, p99 %.3f s (service's own histogram: p50 %.3f s, p99 %.3f s) | %s |\n",
+			l.Rate, l.Objects, l.Seconds, target, l.P50, l.P95, l.P99, l.ServiceP50, l.ServiceP99, verdict(l.P99 <= target))
+	}
+	if a := r.Amplification; a != nil {
+		fmt.Fprintf(&b, "| restart over an unchanged cluster | 0 PUTs | %d PUTs | %s |\n", a.RestartPuts, verdict(a.RestartPuts == 0))
+		fmt.Fprintf(&b, "| %d status-only updates | 0 PUTs | %d PUTs | %s |\n", a.StatusUpdates, a.StatusPuts, verdict(a.StatusPuts == 0))
+		fmt.Fprintf(&b, "| bursts of %d updates to one object in the window (%d objects) | <= 2 PUTs each | max %d, total %d | %s |\n",
+			a.BurstUpdates, a.BurstObjects, a.BurstMaxPerObject, a.BurstPuts, verdict(a.BurstMaxPerObject <= 2))
+		fmt.Fprintf(&b, "| API requests at a restart | one LIST and one WATCH per type, no GET | %s | %s |\n", requests(a.RestartAPIRequests), verdict(apiOK(a.RestartAPIRequests)))
+		fmt.Fprintf(&b, "| API requests in a snapshot pass | zero LISTs | %s | %s |\n", requests(a.PassAPIRequests), verdict(a.PassAPIRequests["LIST configmaps"] == 0 && a.PassAPIRequests["LIST benchitems"] == 0))
+	}
+	if len(r.Initial) >= 2 {
+		first, last := r.Initial[0], r.Initial[len(r.Initial)-1]
+		for _, i := range r.Initial {
+			if i.N == 10000 {
+				first = i
+			}
+		}
+		if last.N > first.N {
+			scale := float64(last.N) / float64(first.N)
+			t := last.Seconds / first.Seconds
+			m := float64(last.PeakRSS) / float64(first.PeakRSS)
+			fmt.Fprintf(&b, "| scaling %d -> %d (x%.0f) | time and memory grow no faster than linearly | time x%.2f, memory x%.2f | %s |\n",
+				first.N, last.N, scale, t, m, verdict(t <= scale*1.1 && m <= scale*1.1))
+		}
+	}
+	return b.String()
+}
+
+// apiOK: at most one LIST and one WATCH per type at start, and no GET.
+func apiOK(m map[string]int) bool {
+	for k, v := range m {
+		verb := strings.SplitN(k, " ", 2)[0]
+		if (verb == "GET" && v > 0) || v > 1 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// steadyState runs the always-on scenarios against one service: change
+// latency, bursts, status-only updates, a snapshot pass's API load and a
+// restart over an unchanged cluster.
+func (e *env) steadyState(ctx context.Context, res *results) error {
+	cluster := "steady"
+	if len(res.Initial) > 0 {
+		// The largest initial run stored every ConfigMap: reuse its prefix,
+		// so this service starts over an unchanged bucket.
+		cluster = fmt.Sprintf("initial-%d", res.Initial[len(res.Initial)-1].N)
+	}
+	extra := map[string]string{"SNAPSHOT_INTERVAL": "20s"}
+	p, err := e.startService(cluster, extra)
+	if err != nil {
+		return err
+	}
+	defer func() { p.stop() }()
+	if err := p.waitPasses(1, 5*time.Minute); err != nil {
+		return err
+	}
+	if err := e.waitIdle(p, 2*time.Minute); err != nil {
+		return err
+	}
+
+	if e.cfg.scenarios["latency"] {
+		lat, err := e.latency(ctx, p)
+		if err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+		res.Latency = &lat
+	}
+	if !e.cfg.scenarios["amplification"] {
+		return nil
+	}
+	amp := &amplification{}
+	res.Amplification = amp
+
+	// Bursts inside the window.
+	if err := e.seed(ctx, e.cfg.latencyObjects+e.cfg.burstObjects); err != nil {
+		return err
+	}
+	if err := e.waitIdle(p, 2*time.Minute); err != nil {
+		return err
+	}
+	perKey := map[string]int{}
+	var mu sync.Mutex
+	e.proxy.watchPuts(func(key, _ string, _ time.Time) {
+		mu.Lock()
+		perKey[key]++
+		mu.Unlock()
+	})
+	for j := range e.cfg.burstObjects {
+		i := e.cfg.latencyObjects + j
+		for u := range e.cfg.burstUpdates {
+			patch := fmt.Sprintf(`{"data":{"burst":"%d"}}`, u)
+			if _, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(i)).Patch(ctx, cmName(i), types.MergePatchType, []byte(patch), metav1PatchOptions()); err != nil {
+				return err
+			}
+		}
+	}
+	if err := e.waitIdle(p, time.Minute); err != nil {
+		return err
+	}
+	e.proxy.watchPuts(nil)
+	mu.Lock()
+	for _, n := range perKey {
+		amp.BurstPuts += n
+		amp.BurstMaxPerObject = max(amp.BurstMaxPerObject, n)
+	}
+	mu.Unlock()
+	amp.BurstObjects, amp.BurstUpdates = e.cfg.burstObjects, e.cfg.burstUpdates
+	e.log("bursts: %d objects x %d updates -> %d PUTs (max %d per object)", amp.BurstObjects, amp.BurstUpdates, amp.BurstPuts, amp.BurstMaxPerObject)
+
+	// Status-only updates of objects with a status subresource.
+	before := e.proxy.puts.Load()
+	if err := e.installStatusCRD(ctx, e.cfg.statusObjects); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for e.proxy.puts.Load()-before < int64(e.cfg.statusObjects) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("status objects not backed up: %d of %d", e.proxy.puts.Load()-before, e.cfg.statusObjects)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.waitIdle(p, time.Minute); err != nil {
+		return err
+	}
+	unchanged := func() float64 {
+		v, _ := p.metric("cluster_backup_resources_total", map[string]string{"resource": "benchitems.bench.example.com", "action": "unchanged"})
+		return v
+	}
+	u0, before := unchanged(), e.proxy.puts.Load()
+	for i := range e.cfg.statusObjects {
+		patch := fmt.Sprintf(`{"status":{"observed":%d,"phase":"Ready"}}`, time.Now().UnixNano())
+		if _, err := e.dyn.Resource(benchItems).Namespace("bench-status").Patch(ctx, fmt.Sprintf("item-%05d", i), types.MergePatchType, []byte(patch), metav1PatchOptions(), "status"); err != nil {
+			return err
+		}
+	}
+	deadline = time.Now().Add(2 * time.Minute)
+	for unchanged()-u0 < float64(e.cfg.statusObjects) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("status updates not all seen: %v of %d", unchanged()-u0, e.cfg.statusObjects)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := e.waitIdle(p, time.Minute); err != nil {
+		return err
+	}
+	amp.StatusUpdates = e.cfg.statusObjects
+	amp.StatusPuts = int(e.proxy.puts.Load() - before)
+	e.log("status-only: %d updates -> %d PUTs", amp.StatusUpdates, amp.StatusPuts)
+
+	// A snapshot pass reads the caches, not the API server.
+	n := p.passCount()
+	if err := p.waitPasses(n+1, 2*time.Minute); err != nil {
+		return err
+	}
+	apiBefore, err := e.apiRequests(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.waitPasses(n+2, 2*time.Minute); err != nil {
+		return err
+	}
+	apiAfter, err := e.apiRequests(ctx)
+	if err != nil {
+		return err
+	}
+	amp.PassAPIRequests = diff(apiAfter, apiBefore)
+	e.log("a snapshot pass: API requests %v", amp.PassAPIRequests)
+
+	// Restart over an unchanged cluster.
+	p.stop()
+	before = e.proxy.puts.Load()
+	apiBefore, err = e.apiRequests(ctx)
+	if err != nil {
+		return err
+	}
+	if p, err = e.startService(cluster, extra); err != nil {
+		return err
+	}
+	if err := p.waitPasses(1, 5*time.Minute); err != nil {
+		return err
+	}
+	if err := e.waitIdle(p, time.Minute); err != nil {
+		return err
+	}
+	amp.RestartPuts = int(e.proxy.puts.Load() - before)
+	p.stop()
+	if amp.RestartAPIRequests, err = e.apiRequestsSince(ctx, apiBefore); err != nil {
+		return err
+	}
+	e.log("restart over an unchanged cluster: %d PUTs; API requests %v", amp.RestartPuts, amp.RestartAPIRequests)
+	return nil
+}
+
+// latency makes latencyRate updates per second for latencyDuration, spread
+// over latencyObjects, and times each from the API server's answer to the
+// proxy seeing the store accept a PUT of that state or a newer one.
+func (e *env) latency(ctx context.Context, p *process) (latencyResult, error) {
+	type pending struct {
+		rv int64
+		at time.Time
+	}
+	var (
+		mu      sync.Mutex
+		waiting = map[string][]pending{}
+		samples []float64
+		sent    int
+	)
+	keyOf := func(i int) string {
+		return fmt.Sprintf("clusterbackup/%s/%s/configmaps/%s.yaml", "", e.cmNamespace(i), cmName(i))
+	}
+	e.proxy.watchPuts(func(key, rv string, at time.Time) {
+		r, err := strconv.ParseInt(rv, 10, 64)
+		if err != nil {
+			return
+		}
+		// Keys differ only in their cluster segment: match on the rest.
+		parts := strings.SplitN(key, "/", 3)
+		if len(parts) < 3 {
+			return
+		}
+		k := "clusterbackup//" + parts[2]
+		mu.Lock()
+		defer mu.Unlock()
+		left := waiting[k][:0]
+		for _, w := range waiting[k] {
+			if w.rv <= r {
+				samples = append(samples, at.Sub(w.at).Seconds())
+			} else {
+				left = append(left, w)
+			}
+		}
+		waiting[k] = left
+	})
+	defer e.proxy.watchPuts(nil)
+
+	h0, err := histogram(p, "cluster_backup_change_latency_seconds")
+	if err != nil {
+		return latencyResult{}, err
+	}
+	interval := time.Second / time.Duration(e.cfg.latencyRate)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	end := time.Now().Add(e.cfg.latencyDuration)
+	var wg sync.WaitGroup
+	var firstErr error
+	for i := 0; time.Now().Before(end); i++ {
+		<-tick.C
+		obj := i % e.cfg.latencyObjects
+		wg.Add(1)
+		go func(seq, obj int) {
+			defer wg.Done()
+			patch := fmt.Sprintf(`{"data":{"stamp":"%d"}}`, seq)
+			cm, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(obj)).Patch(ctx, cmName(obj), types.MergePatchType, []byte(patch), metav1PatchOptions())
+			at := time.Now()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			rv, _ := strconv.ParseInt(cm.ResourceVersion, 10, 64)
+			waiting[keyOf(obj)] = append(waiting[keyOf(obj)], pending{rv: rv, at: at})
+			sent++
+		}(i, obj)
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return latencyResult{}, firstErr
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(samples)
+		mu.Unlock()
+		if n >= sent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h1, err := histogram(p, "cluster_backup_change_latency_seconds")
+	if err != nil {
+		return latencyResult{}, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sort.Float64s(samples)
+	r := latencyResult{
+		Updates: sent, Landed: len(samples), Rate: e.cfg.latencyRate, Seconds: e.cfg.latencyDuration.Seconds(),
+		Objects: e.cfg.latencyObjects, Debounce: e.cfg.debounce.Seconds(),
+		P50: quantile(samples, 0.50), P95: quantile(samples, 0.95), P99: quantile(samples, 0.99), Max: quantile(samples, 1),
+		ServiceP50: h1.delta(h0).quantile(0.50), ServiceP95: h1.delta(h0).quantile(0.95), ServiceP99: h1.delta(h0).quantile(0.99),
+	}
+	e.log("change latency over %d updates (%d landed): p50 %.3fs p95 %.3fs p99 %.3fs; the service's histogram: p50 %.3fs p99 %.3fs",
+		r.Updates, r.Landed, r.P50, r.P95, r.P99, r.ServiceP50, r.ServiceP99)
+	if r.Landed < r.Updates {
+		return r, fmt.Errorf("%d of %d updates never landed", r.Updates-r.Landed, r.Updates)
+	}
+	return r, nil
+}
+
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// hist is a snapshot of a cumulative histogram.
+type hist struct {
+	bounds []float64
+	counts []float64
+}
+
+func histogram(p *process, name string) (hist, error) {
+	resp, err := http.Get("http://" + p.metrics + "/metrics")
+	if err != nil {
+		return hist{}, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return hist{}, err
+	}
+	var h hist
+	for _, m := range fams[name].GetMetric() {
+		for _, b := range m.GetHistogram().GetBucket() {
+			h.bounds = append(h.bounds, b.GetUpperBound())
+			h.counts = append(h.counts, float64(b.GetCumulativeCount()))
+		}
+	}
+	return h, nil
+}
+
+func (h hist) delta(before hist) hist {
+	out := hist{bounds: h.bounds, counts: make([]float64, len(h.counts))}
+	for i := range h.counts {
+		out.counts[i] = h.counts[i]
+		if i < len(before.counts) {
+			out.counts[i] -= before.counts[i]
+		}
+	}
+	return out
+}
+
+// quantile interpolates inside the bucket, as PromQL's histogram_quantile.
+func (h hist) quantile(q float64) float64 {
+	if len(h.counts) == 0 || h.counts[len(h.counts)-1] == 0 {
+		return 0
+	}
+	rank := q * h.counts[len(h.counts)-1]
+	prevBound, prevCount := 0.0, 0.0
+	for i, c := range h.counts {
+		if c >= rank {
+			if c == prevCount {
+				return h.bounds[i]
+			}
+			return prevBound + (h.bounds[i]-prevBound)*(rank-prevCount)/(c-prevCount)
+		}
+		prevBound, prevCount = h.bounds[i], c
+	}
+	return prevBound
+}
