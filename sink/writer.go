@@ -79,12 +79,27 @@ type Writer struct {
 	mu       sync.Mutex
 	src      Source
 	pending  map[object.Ref]*pendingItem
-	hashes   map[string]string // key -> SHA-256 of what the store holds
-	forced   map[object.Ref]chan Outcome
+	hashes   map[string]storedState // what the store holds, by key
+	seq      uint64                 // counts successful writes
+	forced   map[object.Ref]forcedItem
 	flushing bool
 
 	overflowed  atomic.Bool
 	skipInvalid atomic.Bool
+}
+
+// storedState is what the writer knows a key holds: its SHA-256, and the
+// sequence number of the writer's own write of it (0 when learnt from a
+// listing).
+type storedState struct {
+	sum string
+	seq uint64
+}
+
+// forcedItem is a key that Apply wants handled now.
+type forcedItem struct {
+	done  chan Outcome
+	since uint64
 }
 
 type pendingItem struct {
@@ -115,8 +130,8 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 			workqueue.TypedRateLimitingQueueConfig[object.Ref]{Name: "writer", Clock: clk, MetricsProvider: opts.QueueMetrics},
 		),
 		pending: map[object.Ref]*pendingItem{},
-		hashes:  map[string]string{},
-		forced:  map[object.Ref]chan Outcome{},
+		hashes:  map[string]storedState{},
+		forced:  map[object.Ref]forcedItem{},
 	}
 	w.skipInvalid.Store(opts.SkipInvalid)
 	return w
@@ -141,9 +156,9 @@ func (w *Writer) Seed(ctx context.Context) error {
 func (w *Writer) SetStored(stored []object.Stored) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.hashes = make(map[string]string, len(stored))
+	w.hashes = make(map[string]storedState, len(stored))
 	for _, s := range stored {
-		w.hashes[s.Key] = s.Meta.SHA256
+		w.hashes[s.Key] = storedState{sum: s.Meta.SHA256}
 	}
 }
 
@@ -174,20 +189,30 @@ func (w *Writer) Enqueue(ref object.Ref) {
 	}
 }
 
-// Apply handles refs at once, bypassing the debounce window and the
-// known-hash shortcut: each present object is put and each absent one is
-// deleted. It goes through the same queue as watch events, so it never races
-// a debounced write of the same key, and whichever runs last writes the
-// newest cached state. It returns each ref's outcome, or Failed for those
-// still waiting when ctx ends.
-func (w *Writer) Apply(ctx context.Context, refs []object.Ref) []Outcome {
+// Seq returns the writer's write sequence number. A caller that lists the
+// store passes the number it read before listing to Apply, so that keys the
+// writer has written since are not written again.
+func (w *Writer) Seq() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.seq
+}
+
+// Apply handles refs at once, bypassing the debounce window: each present
+// object is put and each absent one is deleted, unless the writer itself
+// wrote the same bytes after since (the listing the caller compared with is
+// older than that write). It goes through the same queue as watch events, so
+// it never races a debounced write of the same key, and whichever runs last
+// writes the newest cached state. It returns each ref's outcome, or Failed
+// for those still waiting when ctx ends.
+func (w *Writer) Apply(ctx context.Context, refs []object.Ref, since uint64) []Outcome {
 	now := w.clock.Now()
 	chans := make([]chan Outcome, len(refs))
 	w.mu.Lock()
 	for i, ref := range refs {
 		ch := make(chan Outcome, 1)
 		chans[i] = ch
-		w.forced[ref] = ch
+		w.forced[ref] = forcedItem{done: ch, since: since}
 		if _, ok := w.pending[ref]; !ok {
 			w.pending[ref] = &pendingItem{first: now, last: now}
 		}
@@ -283,7 +308,7 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		w.queue.Forget(ref)
 		return true
 	}
-	done, forced := w.forced[ref]
+	force, forced := w.forced[ref]
 	if !w.flushing && !forced {
 		now := w.clock.Now()
 		due := p.last.Add(w.opts.Debounce)
@@ -303,9 +328,9 @@ func (w *Writer) processNext(ctx context.Context) bool {
 	w.mu.Unlock()
 	w.metrics.QueueDepth.Set(float64(depth))
 
-	outcome, err := w.sync(ctx, ref, seen, forced)
-	if done != nil {
-		done <- outcome
+	outcome, err := w.sync(ctx, ref, seen, forced, force.since)
+	if force.done != nil {
+		force.done <- outcome
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -329,8 +354,9 @@ func (w *Writer) processNext(ctx context.Context) bool {
 
 // sync makes the store hold the object's current state. It returns an error
 // only when a store call failed and the key must be tried again. forced
-// skips the known-hash shortcut: the caller has seen the store differ.
-func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, forced bool) (Outcome, error) {
+// trusts only the writer's own writes after since: the caller has seen the
+// store differ in an older listing.
+func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, forced bool, since uint64) (Outcome, error) {
 	key := ref.Key(w.opts.Prefix, w.opts.Cluster)
 	resource := object.ResourceSegment(ref.Group, ref.Resource)
 	log := w.log.With(logging.Namespace(ref.Namespace), logging.Resource(resource))
@@ -357,7 +383,7 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		log.Debug("Object deleted", logging.Op("object_delete"), logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
 		return Deleted, nil
 	}
-	if !forced && w.hash(key) == doc.Meta.SHA256 {
+	if st := w.state(key); st.sum == doc.Meta.SHA256 && (!forced || st.seq > since) {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
 		return Unchanged, nil
 	}
@@ -394,7 +420,7 @@ func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err e
 	return Invalid
 }
 
-func (w *Writer) hash(key string) string {
+func (w *Writer) state(key string) storedState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.hashes[key]
@@ -409,7 +435,8 @@ func (w *Writer) stored(key string) bool {
 
 func (w *Writer) remember(key, sum string) {
 	w.mu.Lock()
-	w.hashes[key] = sum
+	w.seq++
+	w.hashes[key] = storedState{sum: sum, seq: w.seq}
 	w.mu.Unlock()
 }
 

@@ -40,7 +40,10 @@ type Lister interface {
 
 // Applier writes or deletes keys now, through the writer's queue.
 type Applier interface {
-	Apply(ctx context.Context, refs []object.Ref) []sink.Outcome
+	// Seq is read before listing the store and passed to Apply, so that
+	// keys the writer wrote after the listing are not written twice.
+	Seq() uint64
+	Apply(ctx context.Context, refs []object.Ref, since uint64) []sink.Outcome
 }
 
 // Pass is one configured reconcile pass.
@@ -83,6 +86,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	log.Info("Snapshot pass started", logging.Op("snapshot_start"))
 
 	prefix := object.ClusterPrefix(p.Prefix, p.Cluster)
+	since := p.Writer.Seq()
 	stored, err := p.Store.List(ctx, prefix)
 	if err != nil {
 		p.Metrics.Errors.WithLabelValues("store_list").Inc()
@@ -163,11 +167,14 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	}
 	sort.Slice(todo, func(i, j int) bool { return todo[i].Key("", "") < todo[j].Key("", "") })
 
+	// The writer runs BATCH_SIZE store calls at a time; the pass keeps it
+	// fed with chunks of several batches, so no batch waits for the slowest
+	// call of the one before.
 	done, written := 0, 0
-	batch := max(p.BatchSize, 1)
+	batch := max(p.BatchSize, 1) * 20
 	for i := 0; i < len(todo) && ctx.Err() == nil; i += batch {
 		refs := todo[i:min(i+batch, len(todo))]
-		for j, outcome := range p.Writer.Apply(ctx, refs) {
+		for j, outcome := range p.Writer.Apply(ctx, refs, since) {
 			c := count(object.ResourceSegment(refs[j].Group, refs[j].Resource))
 			switch outcome {
 			case sink.Written:

@@ -47,7 +47,9 @@ type fakeWriter struct {
 	outcome func(object.Ref) sink.Outcome
 }
 
-func (f *fakeWriter) Apply(_ context.Context, refs []object.Ref) []sink.Outcome {
+func (f *fakeWriter) Seq() uint64 { return 0 }
+
+func (f *fakeWriter) Apply(_ context.Context, refs []object.Ref, _ uint64) []sink.Outcome {
 	out := make([]sink.Outcome, len(refs))
 	for i, r := range refs {
 		f.applied = append(f.applied, r)

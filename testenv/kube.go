@@ -28,9 +28,10 @@ type Kube struct {
 	Config     *rest.Config // cluster-admin
 	Kubeconfig string       // path of a kubeconfig file for Config
 
-	env *envtest.Environment
-	kcm *process
-	dir string
+	env     *envtest.Environment
+	kcm     *process
+	dir     string
+	pidFile string
 }
 
 // StartKube starts etcd and kube-apiserver, and kube-controller-manager when
@@ -41,6 +42,7 @@ func StartKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
 			return nil, err
 		}
 	}
+	reapOrphans()
 	dir, err := os.MkdirTemp("", "cluster-backup-kube-")
 	if err != nil {
 		return nil, err
@@ -70,6 +72,10 @@ func StartKube(ctx context.Context, opts KubeOptions) (*Kube, error) {
 	if err != nil {
 		k.Stop()
 		return nil, fmt.Errorf("start control plane (logs in %s): %w", dir, err)
+	}
+	if k.pidFile, err = recordChildren("etcd", "kube-apiserver"); err != nil {
+		k.Stop()
+		return nil, err
 	}
 	k.Config.QPS, k.Config.Burst = 200, 400
 	k.Kubeconfig = filepath.Join(dir, "kubeconfig")
@@ -152,6 +158,9 @@ func (k *Kube) Stop() {
 	k.kcm.stop(5 * time.Second)
 	if k.env != nil {
 		_ = k.env.Stop()
+	}
+	if k.pidFile != "" {
+		_ = os.Remove(k.pidFile)
 	}
 	if os.Getenv("KEEP_TESTENV_LOGS") == "" {
 		_ = os.RemoveAll(k.dir)
