@@ -150,7 +150,7 @@ type ownerMap map[string]struct {
 	selected bool
 }
 
-func (m ownerMap) Owner(ns string, ref metav1.OwnerReference) (*unstructured.Unstructured, bool, bool) {
+func (m ownerMap) Owner(ns string, ref metav1.OwnerReference) (metav1.Object, bool, bool) {
 	o, ok := m[ns+"/"+ref.Name]
 	if !ok {
 		return nil, false, false

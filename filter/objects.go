@@ -20,7 +20,7 @@ const maxOwnerDepth = 10
 // the owner is not known. selected says whether the owner's type is backed
 // up, so that the owner itself can be judged.
 type Owners interface {
-	Owner(namespace string, ref metav1.OwnerReference) (owner *unstructured.Unstructured, selected, ok bool)
+	Owner(namespace string, ref metav1.OwnerReference) (owner metav1.Object, selected, ok bool)
 }
 
 // KeepObject decides whether an object of a resource type is backed up.
@@ -28,11 +28,11 @@ type Owners interface {
 // follow-owner-references, an object of an unselected type, or one that the
 // selectors drop, is kept when its owner chain reaches a kept object. The
 // reason is empty when the object is kept.
-func (r Rules) KeepObject(res Resource, obj *unstructured.Unstructured, typeSelected bool, owners Owners) (bool, string) {
+func (r Rules) KeepObject(res Resource, obj metav1.Object, typeSelected bool, owners Owners) (bool, string) {
 	return r.keep(res.Group == "" && res.Resource == "namespaces", obj, typeSelected, owners, 0)
 }
 
-func (r Rules) keep(isNamespace bool, obj *unstructured.Unstructured, typeSelected bool, owners Owners, depth int) (bool, string) {
+func (r Rules) keep(isNamespace bool, obj metav1.Object, typeSelected bool, owners Owners, depth int) (bool, string) {
 	ns := obj.GetNamespace()
 	if isNamespace {
 		ns = obj.GetName()
@@ -76,16 +76,29 @@ func (r Rules) keep(isNamespace bool, obj *unstructured.Unstructured, typeSelect
 // encodes to the same bytes.
 func (r Rules) Clean(obj *unstructured.Unstructured) *unstructured.Unstructured {
 	out := obj.DeepCopy()
-	StripVolatile(out.Object, r.IncludeManagedFields, r.IncludeStatus)
+	stripVolatile(out.Object, r.IncludeManagedFields, r.IncludeStatus)
 	unstructured.RemoveNestedField(out.Object, "metadata", "resourceVersion")
 	unstructured.RemoveNestedField(out.Object, "metadata", "selfLink")
 	return out
 }
 
-// StripVolatile removes managedFields and status in place unless kept. The
-// watcher calls it before objects enter the informer caches, so memory holds
-// only what will be stored.
-func StripVolatile(obj map[string]any, keepManagedFields, keepStatus bool) {
+// AnnotationKeys are the annotation keys the rules look at: those of the
+// annotation selector. A cache that keeps only these holds no large
+// annotations (such as kubectl's last-applied-configuration) twice.
+func (r Rules) AnnotationKeys() []string {
+	if r.AnnotationSelector == nil {
+		return nil
+	}
+	reqs, _ := r.AnnotationSelector.Requirements()
+	keys := make([]string, 0, len(reqs))
+	for _, req := range reqs {
+		keys = append(keys, req.Key())
+	}
+	return keys
+}
+
+// stripVolatile removes managedFields and status in place unless kept.
+func stripVolatile(obj map[string]any, keepManagedFields, keepStatus bool) {
 	if !keepManagedFields {
 		unstructured.RemoveNestedField(obj, "metadata", "managedFields")
 	}

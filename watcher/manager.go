@@ -138,8 +138,7 @@ func (m *Manager) Rediscover() {
 // restart when the server-side selector changes.
 func (m *Manager) SetRules(ctx context.Context, rules filter.Rules) error {
 	m.mu.Lock()
-	restart := serverSelector(m.rules) != serverSelector(rules) ||
-		m.rules.IncludeManagedFields != rules.IncludeManagedFields || m.rules.IncludeStatus != rules.IncludeStatus
+	restart := cacheKey(m.rules) != cacheKey(rules)
 	m.rules = rules
 	var old []*informer
 	if restart {
@@ -284,6 +283,13 @@ func (m *Manager) logDropped(dropped []filter.Dropped) {
 	m.dropped = now
 }
 
+// cacheKey covers every rule that shapes what the caches hold; informers
+// restart when it changes.
+func cacheKey(r filter.Rules) string {
+	return fmt.Sprintf("%s|%v|%v|%v|%d|%d|%v", serverSelector(r), r.IncludeManagedFields, r.IncludeStatus,
+		r.ValidateYAML, r.MaxResourceSize, len(r.AnnotationKeys()), r.AnnotationKeys())
+}
+
 func groupResource(r filter.Resource) schema.GroupResource {
 	return schema.GroupResource{Group: r.Group, Resource: r.Resource}
 }
@@ -303,13 +309,7 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 	selector := serverSelector(rules)
 	w.inf = dynamicinformer.NewFilteredDynamicInformer(m.dyn, w.gvr, metav1.NamespaceAll, 0, cache.Indexers{},
 		func(o *metav1.ListOptions) { o.LabelSelector = selector }).Informer()
-	keepMF, keepStatus := rules.IncludeManagedFields, rules.IncludeStatus
-	_ = w.inf.SetTransform(func(obj any) (any, error) {
-		if u, ok := obj.(*unstructured.Unstructured); ok {
-			filter.StripVolatile(u.Object, keepMF, keepStatus)
-		}
-		return obj, nil
-	})
+	_ = w.inf.SetTransform(compact(rules, rules.AnnotationKeys()))
 	gr := groupResource(w.res)
 	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
@@ -437,14 +437,14 @@ func (m *Manager) Document(ref object.Ref) (object.Document, bool, error) {
 	if err != nil || !exists {
 		return object.Document{}, false, nil
 	}
-	obj, ok := item.(*unstructured.Unstructured)
+	obj, ok := item.(*cached)
 	if !ok {
 		return object.Document{}, false, nil
 	}
 	return m.render(rules, inf, obj)
 }
 
-func (m *Manager) render(rules filter.Rules, inf *informer, obj *unstructured.Unstructured) (object.Document, bool, error) {
+func (m *Manager) render(rules filter.Rules, inf *informer, obj *cached) (object.Document, bool, error) {
 	if keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), m); !keep {
 		if inf.selected.Load() {
 			m.log.Debug("Object filtered out by configuration", logging.Op("resource_filter"),
@@ -453,20 +453,15 @@ func (m *Manager) render(rules filter.Rules, inf *informer, obj *unstructured.Un
 		}
 		return object.Document{}, false, nil
 	}
-	body, err := rules.Encode(obj)
+	doc, err := obj.document()
 	if err != nil {
 		return object.Document{}, false, err
 	}
-	return object.Document{Body: body, Meta: object.Meta{
-		ResourceVersion: obj.GetResourceVersion(),
-		UID:             string(obj.GetUID()),
-		APIVersion:      obj.GetAPIVersion(),
-		SHA256:          object.Digest(body),
-	}}, true, nil
+	return doc, true, nil
 }
 
 // Owner finds an owner in the caches (filter.Owners).
-func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (*unstructured.Unstructured, bool, bool) {
+func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (metav1.Object, bool, bool) {
 	gv, err := schema.ParseGroupVersion(ref.APIVersion)
 	if err != nil {
 		return nil, false, false
@@ -486,8 +481,8 @@ func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (*unstructu
 	if err != nil || !exists {
 		return nil, false, false
 	}
-	u, ok := item.(*unstructured.Unstructured)
-	return u, inf.selected.Load(), ok
+	c, ok := item.(*cached)
+	return c, inf.selected.Load(), ok
 }
 
 // Each renders every cached object of every watched type whose cache is
@@ -502,7 +497,7 @@ func (m *Manager) Each(visit func(ref object.Ref, doc object.Document, ok bool, 
 			continue
 		}
 		for _, item := range inf.inf.GetStore().List() {
-			obj, isObj := item.(*unstructured.Unstructured)
+			obj, isObj := item.(*cached)
 			if !isObj {
 				continue
 			}
