@@ -49,6 +49,7 @@ type Config struct {
 	LeaseNamespace   string
 	LeaseDuration    time.Duration
 	PodName          string
+	EnablePprof      bool
 
 	// Rules are the filtering rules of the ConfigMap in BackupConfigDir, or
 	// the defaults when it is unset.
@@ -230,6 +231,10 @@ func settings() []setting {
 		{env: "POD_NAME", usage: "identity in leader election (default: the host name)", apply: func(c *Config, v string) error {
 			c.PodName = v
 			return nil
+		}},
+		{env: "ENABLE_PPROF", def: "false", isBool: true, usage: "serve Go's /debug/pprof/ profiles on METRICS_ADDR", apply: func(c *Config, v string) (err error) {
+			c.EnablePprof, err = parseBool(v)
+			return err
 		}},
 		{env: "STORE_QPS", def: "0", usage: "maximum store writes and deletes per second (0: unlimited)", apply: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

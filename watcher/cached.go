@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"bytes"
 	"errors"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,7 +78,10 @@ func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error)
 				}
 			}
 		}
-		c.body, c.err = rules.Encode(u)
+		body, err := rules.Encode(u)
+		// The encoder's buffer has grown by doubling: keep an exact copy,
+		// not up to twice the document.
+		c.body, c.err = bytes.Clone(body), err
 		if c.err == nil {
 			c.sum = object.Digest(c.body)
 		} else if !errors.Is(c.err, filter.ErrInvalid) {
