@@ -167,40 +167,59 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	}
 	sort.Slice(todo, func(i, j int) bool { return todo[i].Key("", "") < todo[j].Key("", "") })
 
-	// The writer runs BATCH_SIZE store calls at a time; the pass keeps it
-	// fed with chunks of several batches, so no batch waits for the slowest
-	// call of the one before.
+	// The writer runs BATCH_SIZE store calls at a time. The pass feeds it
+	// chunks of several batches, two chunks in flight, so the writer never
+	// idles while a chunk waits for its slowest call.
+	type chunk struct {
+		refs []object.Ref
+		out  []sink.Outcome
+		done chan struct{}
+	}
+	size := max(p.BatchSize, 1) * 20
+	var chunks []*chunk
+	for i := 0; i < len(todo); i += size {
+		chunks = append(chunks, &chunk{refs: todo[i:min(i+size, len(todo))], done: make(chan struct{})})
+	}
+	inFlight := make(chan struct{}, 2)
+	go func() {
+		for _, c := range chunks {
+			inFlight <- struct{}{}
+			go func() {
+				defer func() { <-inFlight }()
+				if ctx.Err() != nil {
+					c.out = make([]sink.Outcome, len(c.refs)) // all Failed
+				} else {
+					c.out = p.Writer.Apply(ctx, c.refs, since)
+				}
+				close(c.done)
+			}()
+		}
+	}()
 	done, written := 0, 0
-	batch := max(p.BatchSize, 1) * 20
-	for i := 0; i < len(todo) && ctx.Err() == nil; i += batch {
-		refs := todo[i:min(i+batch, len(todo))]
-		for j, outcome := range p.Writer.Apply(ctx, refs, since) {
-			c := count(object.ResourceSegment(refs[j].Group, refs[j].Resource))
+	for _, c := range chunks {
+		<-c.done
+		for j, outcome := range c.out {
+			cnt := count(object.ResourceSegment(c.refs[j].Group, c.refs[j].Resource))
 			switch outcome {
 			case sink.Written:
-				c.backedUp++
+				cnt.backedUp++
 				written++
 			case sink.Unchanged:
-				c.unchanged++
+				cnt.unchanged++
 			case sink.Deleted:
-				c.deleted++
+				cnt.deleted++
 			case sink.Skipped:
-				c.skipped++
+				cnt.skipped++
 			case sink.Invalid:
-				c.invalid++
-				c.errors++
+				cnt.invalid++
+				cnt.errors++
 			case sink.Failed:
-				c.errors++
+				cnt.errors++
 			}
 		}
-		done = i + len(refs)
+		done += len(c.refs)
 		if p.Progress != nil {
 			p.Progress(done, len(todo), written)
-		}
-	}
-	if ctx.Err() != nil {
-		for _, r := range todo[done:] {
-			count(object.ResourceSegment(r.Group, r.Resource)).errors++
 		}
 	}
 
