@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"sigs.k8s.io/yaml"
+	goyaml "go.yaml.in/yaml/v2"
 )
 
 // maxOwnerDepth bounds the owner chain walk; real chains are 2-3 long
@@ -118,7 +118,7 @@ var ErrInvalid = errors.New("invalid object")
 // the reason (ReasonTooLarge or ReasonInvalid) in an *InvalidError.
 func (r Rules) Encode(obj *unstructured.Unstructured) ([]byte, error) {
 	clean := r.Clean(obj)
-	body, err := yaml.Marshal(clean.Object)
+	body, err := marshalYAML(clean.Object)
 	if err != nil {
 		return nil, &InvalidError{Reason: ReasonInvalid, Err: err}
 	}
@@ -146,19 +146,33 @@ func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
 
 func (e *InvalidError) Unwrap() error { return e.Err }
 
+// marshalYAML renders a decoded JSON object as YAML with sorted keys. It
+// emits the map directly instead of going through JSON and a YAML parser, as
+// sigs.k8s.io/yaml does, for the same output at a fraction of the cost (see
+// BenchmarkEncode); strings that YAML would read as another type ("yes",
+// "on", "1.0", "") stay quoted.
+func marshalYAML(obj map[string]any) ([]byte, error) {
+	return goyaml.Marshal(obj)
+}
+
 // validate re-parses the document and checks that it names the same object.
 func validate(body []byte, want *unstructured.Unstructured) error {
 	var back map[string]any
-	if err := yaml.Unmarshal(body, &back); err != nil {
+	if err := goyaml.Unmarshal(body, &back); err != nil {
 		return fmt.Errorf("document does not parse: %w", err)
 	}
-	got := unstructured.Unstructured{Object: back}
+	str := func(v any) string { s, _ := v.(string); return s }
+	name := ""
+	if md, ok := back["metadata"].(map[any]any); ok {
+		name = str(md["name"])
+	}
+	apiVersion, kind := str(back["apiVersion"]), str(back["kind"])
 	switch {
-	case got.GetAPIVersion() == "" || got.GetKind() == "" || got.GetName() == "":
+	case apiVersion == "" || kind == "" || name == "":
 		return errors.New("document lacks apiVersion, kind or metadata.name")
-	case got.GetAPIVersion() != want.GetAPIVersion() || got.GetKind() != want.GetKind() || got.GetName() != want.GetName():
+	case apiVersion != want.GetAPIVersion() || kind != want.GetKind() || name != want.GetName():
 		return fmt.Errorf("document names %s %s %s, want %s %s %s",
-			got.GetAPIVersion(), got.GetKind(), got.GetName(), want.GetAPIVersion(), want.GetKind(), want.GetName())
+			apiVersion, kind, name, want.GetAPIVersion(), want.GetKind(), want.GetName())
 	}
 	return nil
 }
