@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"slices"
 
+	goyaml "go.yaml.in/yaml/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	goyaml "go.yaml.in/yaml/v2"
 )
 
 // maxOwnerDepth bounds the owner chain walk; real chains are 2-3 long
