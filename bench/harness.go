@@ -103,7 +103,7 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 	if e.proxy, err = startProxy(e.minio.Endpoint, bucket); err != nil {
 		return nil, err
 	}
-	defer e.proxy.srv.Close()
+	defer func() { _ = e.proxy.srv.Close() }()
 	e.kube.Config.QPS, e.kube.Config.Burst = 2000, 4000
 	e.cs = kubernetes.NewForConfigOrDie(e.kube.Config)
 	e.dyn = dynamic.NewForConfigOrDie(e.kube.Config)

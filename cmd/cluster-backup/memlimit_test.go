@@ -19,7 +19,6 @@ func TestSetMemoryLimit(t *testing.T) {
 		return p
 	}
 	t.Setenv("GOMEMLIMIT", "")
-	os.Unsetenv("GOMEMLIMIT")
 	if got := setMemoryLimit(write("1073741824\n")); got != 1073741824/10*9 || debug.SetMemoryLimit(-1) != got {
 		t.Errorf("limit %d", got)
 	}
