@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,7 +183,6 @@ func (e *env) seed(ctx context.Context, n int) error {
 		return nil
 	}
 	start := time.Now()
-	blob := strings.Repeat("x", e.cfg.bodyBytes-200)
 	var next atomic.Int64
 	next.Store(int64(e.seeded))
 	errs := make(chan error, e.cfg.seeders)
@@ -196,11 +196,7 @@ func (e *env) seed(ctx context.Context, n int) error {
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				cm := &corev1.ConfigMap{
-					ObjectMeta: metav1.ObjectMeta{Name: cmName(i), Labels: map[string]string{"app": "bench", "shard": strconv.Itoa(i % 7)}},
-					Data:       map[string]string{"index": strconv.Itoa(i), "payload": blob, "mode": "on"},
-				}
-				if _, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(i)).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				if _, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(i)).Create(ctx, e.configMap(i), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 					errs <- err
 					return
 				}
@@ -215,6 +211,24 @@ func (e *env) seed(ctx context.Context, n int) error {
 	e.log("seeded %d ConfigMaps of ~%d B in %s", n-e.seeded, e.cfg.bodyBytes, time.Since(start).Round(time.Millisecond))
 	e.seeded = n
 	return nil
+}
+
+// configMap is the i-th seeded ConfigMap: an application's properties file
+// of ~bodyBytes, different in every object, as compressible as real
+// configuration text (neither a repeated byte nor random noise).
+func (e *env) configMap(i int) *corev1.ConfigMap {
+	words := []string{"server", "client", "timeout", "retries", "cache", "pool", "max", "min", "enabled",
+		"url", "path", "level", "feature", "region", "replica", "batch", "queue", "worker", "limit", "tls"}
+	r := rand.New(rand.NewPCG(uint64(i), 42))
+	var b strings.Builder
+	for b.Len() < e.cfg.bodyBytes-250 {
+		fmt.Fprintf(&b, "%s.%s.%s=%d\n", words[r.IntN(len(words))], words[r.IntN(len(words))], words[r.IntN(len(words))], r.IntN(100000))
+	}
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: cmName(i), Namespace: e.cmNamespace(i), Labels: map[string]string{"app": "bench", "shard": strconv.Itoa(i % 7)}},
+		Data:       map[string]string{"index": strconv.Itoa(i), "application.properties": b.String(), "mode": "on"},
+	}
 }
 
 // serviceConfig selects the bench namespaces' ConfigMaps and the status CRD.
@@ -332,14 +346,13 @@ func diff(after, before map[string]float64) map[string]int {
 // ceiling PUTs n bodies of the service's size straight through the same
 // proxy into the same MinIO at the same concurrency: what the store can take.
 func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration, error) {
-	cm := &corev1.ConfigMap{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{Name: cmName(0), Namespace: "bench-00", Labels: map[string]string{"app": "bench"}},
-		Data:       map[string]string{"index": "0", "payload": strings.Repeat("x", e.cfg.bodyBytes-200), "mode": "on"},
-	}
-	body, err := yaml.Marshal(cm)
-	if err != nil {
-		return 0, err
+	bodies := make([][]byte, n)
+	for i := range n {
+		b, err := yaml.Marshal(e.configMap(i))
+		if err != nil {
+			return 0, err
+		}
+		bodies[i] = b
 	}
 	meta := map[string]string{"resource-version": "1", "uid": "u", "api-version": "v1", "sha256": strings.Repeat("0", 64)}
 	var next atomic.Int64
@@ -356,7 +369,7 @@ func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration,
 					return
 				}
 				_, err := e.s3.PutObject(ctx, bucket, fmt.Sprintf("%s/%s/configmaps/%s.yaml", prefix, e.cmNamespace(i), cmName(i)),
-					bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{ContentType: "application/yaml", UserMetadata: meta, DisableMultipart: true})
+					bytes.NewReader(bodies[i]), int64(len(bodies[i])), minio.PutObjectOptions{ContentType: "application/yaml", UserMetadata: meta, DisableMultipart: true})
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return

@@ -1,0 +1,79 @@
+package watcher
+
+import (
+	"errors"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+func deployment() *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{
+			"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "42",
+			"labels":      map[string]any{"app": "web"},
+			"annotations": map[string]any{"backup.io/skip": "false", "kubectl.kubernetes.io/last-applied-configuration": "{...large...}"},
+			"managedFields": []any{map[string]any{"manager": "kubectl"}},
+		},
+		"spec": map[string]any{
+			"replicas": int64(2),
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": map[string]any{"app": "web"}},
+				"spec": map[string]any{"containers": []any{map[string]any{
+					"name": "web", "image": "registry.example/web:1.0", "imagePullPolicy": "IfNotPresent",
+					"terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+				}}, "dnsPolicy": "ClusterFirst", "restartPolicy": "Always", "schedulerName": "default-scheduler"},
+			},
+		},
+		"status": map[string]any{"replicas": int64(2)},
+	}}
+}
+
+func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
+	rules := filter.DefaultRules()
+	want, err := rules.Encode(deployment())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := compact(rules, []string{"backup.io/skip"})(deployment())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := out.(*cached)
+	doc, err := c.document()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(doc.Body) != string(want) {
+		t.Errorf("document:\n%s\nwant:\n%s", doc.Body, want)
+	}
+	if doc.Meta != (object.Meta{ResourceVersion: "42", UID: "u-1", APIVersion: "apps/v1", SHA256: object.Digest(want)}) {
+		t.Errorf("meta %+v", doc.Meta)
+	}
+	if c.GetLabels()["app"] != "web" || len(c.GetAnnotations()) != 1 || c.GetAnnotations()["backup.io/skip"] != "false" {
+		t.Errorf("labels %v annotations %v", c.GetLabels(), c.GetAnnotations())
+	}
+	if len(c.packed) >= len(want) {
+		t.Errorf("compressed %d bytes of %d", len(c.packed), len(want))
+	}
+	t.Logf("document %d bytes, cached compressed %d bytes", len(want), len(c.packed))
+	if again, _ := compact(rules, nil)(c); again != c {
+		t.Error("compact is not idempotent on a cached object")
+	}
+	cp := c.DeepCopyObject().(*cached)
+	cp.Labels["app"] = "changed"
+	if c.Labels["app"] != "web" {
+		t.Error("DeepCopyObject shares labels")
+	}
+
+	rules.MaxResourceSize = 10
+	out, _ = compact(rules, nil)(deployment())
+	if _, err := out.(*cached).document(); !errors.Is(err, filter.ErrInvalid) {
+		t.Errorf("oversized object: %v", err)
+	}
+}
