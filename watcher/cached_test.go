@@ -15,8 +15,8 @@ func deployment() *unstructured.Unstructured {
 		"apiVersion": "apps/v1", "kind": "Deployment",
 		"metadata": map[string]any{
 			"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "42",
-			"labels":      map[string]any{"app": "web"},
-			"annotations": map[string]any{"backup.io/skip": "false", "kubectl.kubernetes.io/last-applied-configuration": "{...large...}"},
+			"labels":        map[string]any{"app": "web"},
+			"annotations":   map[string]any{"backup.io/skip": "false", "kubectl.kubernetes.io/last-applied-configuration": "{...large...}"},
 			"managedFields": []any{map[string]any{"manager": "kubectl"}},
 		},
 		"spec": map[string]any{
