@@ -308,7 +308,7 @@ func (e *env) apiRequests(ctx context.Context) (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, verb := range []string{"LIST", "WATCH", "GET"} {
 		for _, res := range []string{"configmaps", "benchitems"} {
-			v, err := sumMetric(bytes.NewReader(body), "apiserver_request_total", map[string]string{"verb": verb, "resource": res})
+			v, err := testenv.SumMetric(bytes.NewReader(body), "apiserver_request_total", map[string]string{"verb": verb, "resource": res})
 			if err != nil {
 				return nil, err
 			}

@@ -15,8 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
 // process is a program under measurement: the service or the baseline.
@@ -140,33 +139,5 @@ func (p *process) metric(name string, match map[string]string) (float64, error) 
 		return 0, err
 	}
 	defer resp.Body.Close()
-	return sumMetric(resp.Body, name, match)
-}
-
-func sumMetric(r io.Reader, name string, match map[string]string) (float64, error) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(r)
-	if err != nil {
-		return 0, err
-	}
-	total := 0.0
-next:
-	for _, m := range fams[name].GetMetric() {
-		for k, v := range match {
-			found := false
-			for _, l := range m.GetLabel() {
-				found = found || (l.GetName() == k && l.GetValue() == v)
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			total += m.GetGauge().GetValue()
-		}
-	}
-	return total, nil
+	return testenv.SumMetric(resp.Body, name, match)
 }

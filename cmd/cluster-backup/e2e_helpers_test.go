@@ -18,8 +18,6 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -281,39 +279,11 @@ func (s *service) metric(name string, match map[string]string) float64 {
 		s.t.Fatalf("scrape: %v", err)
 	}
 	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
+	v, err := testenv.SumMetric(resp.Body, name, match)
 	if err != nil {
 		s.t.Fatalf("parse metrics: %v", err)
 	}
-	total := 0.0
-	fam, ok := families[name]
-	if !ok {
-		return 0
-	}
-next:
-	for _, m := range fam.GetMetric() {
-		for k, v := range match {
-			found := false
-			for _, l := range m.GetLabel() {
-				if l.GetName() == k && l.GetValue() == v {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			total += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			total += float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return total
+	return v
 }
 
 func (s *service) key(ns, resource, name string) string {
