@@ -76,10 +76,14 @@ func (r Rules) keep(isNamespace bool, obj metav1.Object, typeSelected bool, owne
 // encodes to the same bytes.
 func (r Rules) Clean(obj *unstructured.Unstructured) *unstructured.Unstructured {
 	out := obj.DeepCopy()
-	stripVolatile(out.Object, r.IncludeManagedFields, r.IncludeStatus)
-	unstructured.RemoveNestedField(out.Object, "metadata", "resourceVersion")
-	unstructured.RemoveNestedField(out.Object, "metadata", "selfLink")
+	r.cleanInPlace(out)
 	return out
+}
+
+func (r Rules) cleanInPlace(obj *unstructured.Unstructured) {
+	stripVolatile(obj.Object, r.IncludeManagedFields, r.IncludeStatus)
+	unstructured.RemoveNestedField(obj.Object, "metadata", "resourceVersion")
+	unstructured.RemoveNestedField(obj.Object, "metadata", "selfLink")
 }
 
 // AnnotationKeys are the annotation keys the rules look at: those of the
@@ -117,7 +121,14 @@ var ErrInvalid = errors.New("invalid object")
 // validate-yaml, re-parses the document. Errors wrap ErrInvalid and carry
 // the reason (ReasonTooLarge or ReasonInvalid) in an *InvalidError.
 func (r Rules) Encode(obj *unstructured.Unstructured) ([]byte, error) {
-	clean := r.Clean(obj)
+	return r.EncodeOwned(obj.DeepCopy())
+}
+
+// EncodeOwned is Encode for an object the caller owns and no longer needs:
+// it is cleaned in place, without a copy. The informers' transform uses it
+// on each freshly decoded object.
+func (r Rules) EncodeOwned(clean *unstructured.Unstructured) ([]byte, error) {
+	r.cleanInPlace(clean)
 	body, err := marshalYAML(clean.Object)
 	if err != nil {
 		return nil, &InvalidError{Reason: ReasonInvalid, Err: err}

@@ -84,7 +84,9 @@ func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error)
 				}
 			}
 		}
-		body, err := rules.Encode(u)
+		// The decoded object is ours and dropped after this: clean it in
+		// place. Everything the filters read was copied out above.
+		body, err := rules.EncodeOwned(u)
 		c.err = err
 		if err == nil {
 			c.sum = object.Digest(body)
