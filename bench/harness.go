@@ -183,29 +183,14 @@ func (e *env) seed(ctx context.Context, n int) error {
 		return nil
 	}
 	start := time.Now()
-	var next atomic.Int64
-	next.Store(int64(e.seeded))
-	errs := make(chan error, e.cfg.seeders)
-	var wg sync.WaitGroup
-	for range e.cfg.seeders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if _, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(i)).Create(ctx, e.configMap(i), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err := forEach(ctx, e.seeded, n, e.cfg.seeders, func(i int) error {
+		_, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(i)).Create(ctx, e.configMap(i), metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	e.log("seeded %d ConfigMaps of ~%d B in %s", n-e.seeded, e.cfg.bodyBytes, time.Since(start).Round(time.Millisecond))
@@ -355,33 +340,45 @@ func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration,
 		bodies[i] = b
 	}
 	meta := map[string]string{"resource-version": "1", "uid": "u", "api-version": "v1", "sha256": strings.Repeat("0", 64)}
-	var next atomic.Int64
-	var firstErr atomic.Value
 	start := time.Now()
+	err := forEach(ctx, 0, n, e.cfg.concurrency, func(i int) error {
+		_, err := e.s3.PutObject(ctx, bucket, fmt.Sprintf("%s/%s/configmaps/%s.yaml", prefix, e.cmNamespace(i), cmName(i)),
+			bytes.NewReader(bodies[i]), int64(len(bodies[i])), minio.PutObjectOptions{ContentType: "application/yaml", UserMetadata: meta, DisableMultipart: true})
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// forEach calls f for every i in [from, to) from workers goroutines and
+// returns the first error; after an error the workers stop taking work.
+func forEach(ctx context.Context, from, to, workers int, f func(i int) error) error {
+	var next atomic.Int64
+	next.Store(int64(from))
+	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	for range e.cfg.concurrency {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for firstErr.Load() == nil && ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
+				if i >= to {
 					return
 				}
-				_, err := e.s3.PutObject(ctx, bucket, fmt.Sprintf("%s/%s/configmaps/%s.yaml", prefix, e.cmNamespace(i), cmName(i)),
-					bytes.NewReader(bodies[i]), int64(len(bodies[i])), minio.PutObjectOptions{ContentType: "application/yaml", UserMetadata: meta, DisableMultipart: true})
-				if err != nil {
+				if err := f(i); err != nil {
 					firstErr.CompareAndSwap(nil, err)
-					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
 	if err, ok := firstErr.Load().(error); ok {
-		return 0, err
+		return err
 	}
-	return time.Since(start), nil
+	return ctx.Err()
 }
 
 // initial measures the first backup of n ConfigMaps, the same-run ceiling,

@@ -117,37 +117,12 @@ func (k *Kube) startControllerManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return k.waitControllerManager(ctx, port, 60*time.Second)
-}
-
-// waitControllerManager polls the controller manager's /healthz, which it
-// serves without authentication.
-func (k *Kube) waitControllerManager(ctx context.Context, port int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// The controller manager serves /healthz without authentication, on a
+	// self-signed certificate.
 	client := &http.Client{Transport: &http.Transport{
-		// The controller manager serves a self-signed certificate.
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback test server
 	}}
-	url := fmt.Sprintf("https://127.0.0.1:%d/healthz", port)
-	for {
-		if done, err := k.kcm.exited(); done {
-			log, _ := os.ReadFile(filepath.Join(k.dir, "kube-controller-manager.log"))
-			return fmt.Errorf("kube-controller-manager exited: %w\n%s", err, log)
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kube-controller-manager not healthy: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return k.kcm.waitHTTP(ctx, client, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), 60*time.Second)
 }
 
 // Dir holds the servers' logs.

@@ -73,33 +73,9 @@ func (m *MinIO) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return m.waitReady(ctx, 60*time.Second)
-}
-
-// waitReady polls /minio/health/cluster, which only answers 200 once the
-// server accepts writes (live and ready answer earlier).
-func (m *MinIO) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	url := "http://" + m.Endpoint + "/minio/health/cluster"
-	for {
-		if done, err := m.proc.exited(); done {
-			log, _ := os.ReadFile(filepath.Join(m.dir, "minio.log"))
-			return fmt.Errorf("minio exited during start-up: %w\n%s", err, log)
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("minio at %s not ready: %w", m.Endpoint, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	// /minio/health/cluster only answers 200 once the server accepts
+	// writes (live and ready answer earlier).
+	return m.proc.waitHTTP(ctx, http.DefaultClient, "http://"+m.Endpoint+"/minio/health/cluster", 60*time.Second)
 }
 
 // Kill stops the server abruptly, keeping its data, to simulate an outage.

@@ -9,9 +9,11 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +92,8 @@ func FreePort() (int, error) {
 // process is a child server. It dies with the test binary even when that
 // binary is killed (Pdeathsig), so no server outlives its test run.
 type process struct {
+	name string
+	log  string // path of its stdout and stderr
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
@@ -108,7 +112,7 @@ func startProcess(name string, logPath string, env []string, bin string, args ..
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
+	p := &process{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logFile.Close()
@@ -133,6 +137,31 @@ func (p *process) stop(grace time.Duration) {
 	case <-time.After(grace):
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
+	}
+}
+
+// waitHTTP polls url until it answers 200, the process exits (its log is
+// returned in the error) or timeout passes.
+func (p *process) waitHTTP(ctx context.Context, client *http.Client, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		if done, err := p.exited(); done {
+			log, _ := os.ReadFile(p.log)
+			return fmt.Errorf("%s exited during start-up: %w\n%s", p.name, err, log)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready at %s: %w", p.name, url, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
