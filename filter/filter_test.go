@@ -325,14 +325,40 @@ func TestEncodeLimits(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) || !errors.As(err, &inv) || inv.Reason != ReasonTooLarge {
 		t.Errorf("want too_large, got %v", err)
 	}
-	r = DefaultRules()
+}
+
+func TestCheck(t *testing.T) {
+	r := DefaultRules()
+	obj := sampleObject()
+	body, err := r.Encode(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(body, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+		t.Errorf("a good document failed the check: %v", err)
+	}
+	var inv *InvalidError
 	nameless := sampleObject()
 	unstructured.RemoveNestedField(nameless.Object, "metadata", "name")
-	if _, err := r.Encode(nameless); !errors.As(err, &inv) || inv.Reason != ReasonInvalid {
-		t.Errorf("want invalid for a nameless object, got %v", err)
+	namelessBody, err := r.Encode(nameless)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, apiVersion, kind, objName string
+		body                            []byte
+	}{
+		{"nameless", obj.GetAPIVersion(), obj.GetKind(), "", namelessBody},
+		{"other name", obj.GetAPIVersion(), obj.GetKind(), "other", body},
+		{"other kind", obj.GetAPIVersion(), "Secret", obj.GetName(), body},
+		{"not YAML", obj.GetAPIVersion(), obj.GetKind(), obj.GetName(), []byte("a: [b")},
+	} {
+		if err := r.Check(tc.body, tc.apiVersion, tc.kind, tc.objName); !errors.As(err, &inv) || inv.Reason != ReasonInvalid {
+			t.Errorf("%s: want invalid, got %v", tc.name, err)
+		}
 	}
 	r.ValidateYAML = false
-	if _, err := r.Encode(nameless); err != nil {
+	if err := r.Check([]byte("a: [b"), "v1", "ConfigMap", "x"); err != nil {
 		t.Errorf("validate-yaml false still validated: %v", err)
 	}
 }

@@ -117,9 +117,9 @@ func stripVolatile(obj map[string]any, keepManagedFields, keepStatus bool) {
 var ErrInvalid = errors.New("invalid object")
 
 // Encode cleans obj and renders it as YAML with sorted keys, so that equal
-// objects give equal bytes. It enforces max-resource-size and, with
-// validate-yaml, re-parses the document. Errors wrap ErrInvalid and carry
-// the reason (ReasonTooLarge or ReasonInvalid) in an *InvalidError.
+// objects give equal bytes. It enforces max-resource-size. Errors wrap
+// ErrInvalid and carry the reason (ReasonTooLarge or ReasonInvalid) in an
+// *InvalidError. Check re-parses a document before it is written.
 func (r Rules) Encode(obj *unstructured.Unstructured) ([]byte, error) {
 	return r.EncodeOwned(obj.DeepCopy())
 }
@@ -136,12 +136,21 @@ func (r Rules) EncodeOwned(clean *unstructured.Unstructured) ([]byte, error) {
 	if r.MaxResourceSize > 0 && int64(len(body)) > r.MaxResourceSize {
 		return nil, &InvalidError{Reason: ReasonTooLarge, Err: fmt.Errorf("%d bytes exceed max-resource-size %d", len(body), r.MaxResourceSize)}
 	}
-	if r.ValidateYAML {
-		if err := validate(body, clean); err != nil {
-			return nil, &InvalidError{Reason: ReasonInvalid, Err: err}
-		}
-	}
 	return body, nil
+}
+
+// Check is validate-yaml: it re-parses a document that is about to be
+// written and checks that it names the object it was encoded from. It runs
+// at write time, so that documents the store already holds are never
+// parsed again. With validate-yaml off it accepts everything.
+func (r Rules) Check(body []byte, apiVersion, kind, name string) error {
+	if !r.ValidateYAML {
+		return nil
+	}
+	if err := validate(body, apiVersion, kind, name); err != nil {
+		return &InvalidError{Reason: ReasonInvalid, Err: err}
+	}
+	return nil
 }
 
 // InvalidError says why an object cannot be stored.
@@ -167,7 +176,7 @@ func marshalYAML(obj map[string]any) ([]byte, error) {
 }
 
 // validate re-parses the document and checks that it names the same object.
-func validate(body []byte, want *unstructured.Unstructured) error {
+func validate(body []byte, wantAPIVersion, wantKind, wantName string) error {
 	var back map[string]any
 	if err := goyaml.Unmarshal(body, &back); err != nil {
 		return fmt.Errorf("document does not parse: %w", err)
@@ -181,9 +190,9 @@ func validate(body []byte, want *unstructured.Unstructured) error {
 	switch {
 	case apiVersion == "" || kind == "" || name == "":
 		return errors.New("document lacks apiVersion, kind or metadata.name")
-	case apiVersion != want.GetAPIVersion() || kind != want.GetKind() || name != want.GetName():
+	case apiVersion != wantAPIVersion || kind != wantKind || name != wantName:
 		return fmt.Errorf("document names %s %s %s, want %s %s %s",
-			apiVersion, kind, name, want.GetAPIVersion(), want.GetKind(), want.GetName())
+			apiVersion, kind, name, wantAPIVersion, wantKind, wantName)
 	}
 	return nil
 }

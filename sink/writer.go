@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,9 @@ import (
 // object cannot be stored as it is.
 type Source interface {
 	Document(ref object.Ref) (doc object.Document, ok bool, err error)
+	// Check runs just before doc is written (validate-yaml); an error
+	// wrapping filter.ErrInvalid keeps it out of the store.
+	Check(ref object.Ref, doc object.Document) error
 }
 
 // WriterOptions configure a Writer.
@@ -105,7 +109,11 @@ type forcedItem struct {
 type pendingItem struct {
 	first time.Time // oldest change not yet written
 	last  time.Time // newest change
+	now   bool      // offered: no debounce window
 }
+
+// offerWindow bounds Offer: at most this many batches of keys wait.
+const offerWindow = 20
 
 // NewWriter returns a Writer; call Seed, then Run. Enqueue may be called
 // before Run.
@@ -162,6 +170,22 @@ func (w *Writer) SetStored(stored []object.Stored) {
 	}
 }
 
+// List returns what the writer knows the store to hold under prefix: the
+// Seed listing, updated by its own writes and deletes since. The snapshot
+// pass right after start-up reads it instead of listing the store again
+// moments after Seed did.
+func (w *Writer) List(_ context.Context, prefix string) ([]object.Stored, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]object.Stored, 0, len(w.hashes))
+	for key, st := range w.hashes {
+		if strings.HasPrefix(key, prefix) {
+			out = append(out, object.Stored{Key: key, Meta: object.Meta{SHA256: st.sum}})
+		}
+	}
+	return out, nil
+}
+
 // Enqueue records a change of ref, seen now. It never blocks.
 func (w *Writer) Enqueue(ref object.Ref) {
 	now := w.clock.Now()
@@ -187,6 +211,30 @@ func (w *Writer) Enqueue(ref object.Ref) {
 	if !ok {
 		w.queue.AddAfter(ref, w.opts.Debounce)
 	}
+}
+
+// Offer queues ref to be written at once, without a debounce window, unless
+// offerWindow batches of keys are already pending. It reports whether it
+// did. The informers offer the objects of their first list as they stream
+// in; what the writer cannot take then, the snapshot pass that follows
+// writes, so the queue stays small however large the cluster.
+func (w *Writer) Offer(ref object.Ref) bool {
+	now := w.clock.Now()
+	w.mu.Lock()
+	if _, ok := w.pending[ref]; ok {
+		w.mu.Unlock()
+		return true
+	}
+	if len(w.pending) >= offerWindow*w.opts.Workers || len(w.pending) >= w.opts.MaxPending {
+		w.mu.Unlock()
+		return false
+	}
+	w.pending[ref] = &pendingItem{first: now, last: now, now: true}
+	depth := len(w.pending)
+	w.mu.Unlock()
+	w.metrics.QueueDepth.Set(float64(depth))
+	w.queue.Add(ref)
+	return true
 }
 
 // Seq returns the writer's write sequence number. A caller that lists the
@@ -309,7 +357,7 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		return true
 	}
 	force, forced := w.forced[ref]
-	if !w.flushing && !forced {
+	if !w.flushing && !forced && !p.now {
 		now := w.clock.Now()
 		due := p.last.Add(w.opts.Debounce)
 		if maxDue := p.first.Add(MaxWaitWindows * w.opts.Debounce); maxDue.Before(due) {
@@ -340,7 +388,7 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		// later; a change that arrived meanwhile is already pending.
 		w.mu.Lock()
 		if _, ok := w.pending[ref]; !ok {
-			w.pending[ref] = &pendingItem{first: seen, last: seen}
+			w.pending[ref] = &pendingItem{first: seen, last: seen, now: p.now}
 		}
 		depth = len(w.pending)
 		w.mu.Unlock()
@@ -386,6 +434,9 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 	if st := w.state(key); st.sum == doc.Meta.SHA256 && (!forced || st.seq > since) {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
 		return Unchanged, nil
+	}
+	if err := src.Check(ref, doc); err != nil {
+		return w.invalid(log, ref, resource, err), nil
 	}
 	start := w.clock.Now()
 	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); err != nil {

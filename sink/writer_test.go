@@ -90,7 +90,9 @@ func (m *memStore) body(key string) (string, bool) {
 type fakeSource struct {
 	mu   sync.Mutex
 	docs map[object.Ref]string
-	bad  map[object.Ref]error
+	bad  map[object.Ref]error // Document fails
+	// unparsable documents fail Check, as validate-yaml would fail them.
+	unparsable map[object.Ref]bool
 }
 
 func (s *fakeSource) set(ref object.Ref, body string) {
@@ -103,6 +105,15 @@ func (s *fakeSource) remove(ref object.Ref) {
 	s.mu.Lock()
 	delete(s.docs, ref)
 	s.mu.Unlock()
+}
+
+func (s *fakeSource) Check(ref object.Ref, _ object.Document) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unparsable[ref] {
+		return &filter.InvalidError{Reason: filter.ReasonInvalid, Err: errors.New("does not parse")}
+	}
+	return nil
 }
 
 func (s *fakeSource) Document(ref object.Ref) (object.Document, bool, error) {
@@ -129,7 +140,7 @@ type harness struct {
 
 func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness {
 	t.Helper()
-	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}}, done: make(chan struct{})}
+	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
 	h.w = NewWriter(store, WriterOptions{
 		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, SkipInvalid: true,
@@ -266,6 +277,29 @@ func TestInvalidObjectIsSkipped(t *testing.T) {
 	}
 }
 
+func TestUnparsableDocumentIsNotWritten(t *testing.T) {
+	store := newMemStore()
+	h := startWriter(t, time.Millisecond, store)
+	h.w.SetSkipInvalid(false)
+	h.src.set(ref("a"), "a: 1\n")
+	h.src.mu.Lock()
+	h.src.unparsable[ref("a")] = true
+	h.src.mu.Unlock()
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "encode error counted", func() bool {
+		return testutil.ToFloat64(h.m.Errors.WithLabelValues("object_encode")) == 1
+	})
+	if p, _ := store.counts(); p != 0 {
+		t.Errorf("a document that failed the check was written")
+	}
+	// Once it parses, it is written.
+	h.src.mu.Lock()
+	h.src.unparsable[ref("a")] = false
+	h.src.mu.Unlock()
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "written", func() bool { p, _ := store.counts(); return p == 1 })
+}
+
 func TestShutdownFlushesPending(t *testing.T) {
 	h := startWriter(t, time.Hour, newMemStore())
 	h.src.set(ref("a"), "x")
@@ -311,5 +345,53 @@ func TestApplyDoesNotRewriteWhatTheWriterJustWrote(t *testing.T) {
 	}
 	if p, _ := h.store.counts(); p != 2 {
 		t.Errorf("puts = %d, want 2", p)
+	}
+}
+
+func TestOfferWritesAtOnceWithinAWindow(t *testing.T) {
+	store := newMemStore()
+	h := startWriter(t, time.Hour, store)
+	h.src.set(ref("a"), "a")
+	if !h.w.Offer(ref("a")) {
+		t.Fatal("offer refused by an empty queue")
+	}
+	eventually(t, 5*time.Second, "the offered write, long before the debounce window", func() bool {
+		_, ok := store.body(keyOf("a"))
+		return ok
+	})
+
+	// With the store down, offered keys stay pending, and the queue takes
+	// no more than its window.
+	store.setFail(errors.New("down"))
+	accepted := 0
+	for i := range 200 {
+		r := ref(fmt.Sprint("k", i))
+		h.src.set(r, "x")
+		if h.w.Offer(r) {
+			accepted++
+		}
+	}
+	// The 4 workers' keys in flight are not pending while they are tried.
+	if window := offerWindow * 4; accepted < window || accepted > window+4 {
+		t.Errorf("offer took %d keys, want the window of %d (+4 in flight)", accepted, window)
+	}
+	store.setFail(nil)
+	eventually(t, 10*time.Second, "the accepted keys written", func() bool { return h.w.Pending() == 0 })
+	if p, _ := store.counts(); p != accepted+1 {
+		t.Errorf("%d puts, want %d", p, accepted+1)
+	}
+
+	// List reports what the writer knows the store holds.
+	listed, err := h.w.List(context.Background(), "clusterbackup/c/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != accepted+1 {
+		t.Errorf("List has %d keys, want %d", len(listed), accepted+1)
+	}
+	for _, s := range listed {
+		if body, _ := store.body(s.Key); object.Digest([]byte(body)) != s.Meta.SHA256 {
+			t.Errorf("List says %s holds %s, the store holds %q", s.Key, s.Meta.SHA256, body)
+		}
 	}
 }

@@ -6,9 +6,11 @@
 package snapshot
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,9 +27,9 @@ import (
 // Source is the cluster as the informer caches hold it.
 type Source interface {
 	// Each calls visit for every cached object of every watched type with
-	// its rendered document; ok is false when the filters leave it out, and
-	// err wraps filter.ErrInvalid when it cannot be stored.
-	Each(visit func(ref object.Ref, doc object.Document, ok bool, err error))
+	// the SHA-256 of its document; ok is false when the filters leave it
+	// out, and err wraps filter.ErrInvalid when it cannot be stored.
+	Each(visit func(ref object.Ref, sum string, ok bool, err error))
 	// Incomplete names the resource segments whose caches are not
 	// complete (syncing, or access denied); their stored keys are kept.
 	Incomplete() map[string]bool
@@ -45,6 +47,10 @@ type Applier interface {
 	Seq() uint64
 	Apply(ctx context.Context, refs []object.Ref, since uint64) []sink.Outcome
 }
+
+// batchesInFlight is how many batches of BATCH_SIZE keys a pass has queued
+// in the writer at once.
+const batchesInFlight = 16
 
 // Pass is one configured reconcile pass.
 type Pass struct {
@@ -111,7 +117,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	live := map[string]bool{}
 	namespaces := map[string]bool{}
 	var todo []object.Ref
-	p.Source.Each(func(ref object.Ref, doc object.Document, ok bool, err error) {
+	p.Source.Each(func(ref object.Ref, sum string, ok bool, err error) {
 		resource := object.ResourceSegment(ref.Group, ref.Resource)
 		switch {
 		case err != nil:
@@ -143,7 +149,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 			if ref.Namespace != "" {
 				namespaces[ref.Namespace] = true
 			}
-			if have[key] == doc.Meta.SHA256 {
+			if have[key] == sum {
 				count(resource).unchanged++
 				p.Metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
 				return
@@ -165,22 +171,23 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 		}
 		todo = append(todo, ref)
 	}
-	sort.Slice(todo, func(i, j int) bool { return todo[i].Key("", "") < todo[j].Key("", "") })
+	todo = interleave(todo)
 
 	// The writer runs BATCH_SIZE store calls at a time. The pass feeds it
-	// chunks of several batches, two chunks in flight, so the writer never
-	// idles while a chunk waits for its slowest call.
+	// batches, many in flight, so the writer never idles while a batch
+	// waits for its slowest call, and the queue never holds more than a
+	// window of keys however large the cluster.
 	type chunk struct {
 		refs []object.Ref
 		out  []sink.Outcome
 		done chan struct{}
 	}
-	size := max(p.BatchSize, 1) * 20
+	size := max(p.BatchSize, 1)
 	var chunks []*chunk
 	for i := 0; i < len(todo); i += size {
 		chunks = append(chunks, &chunk{refs: todo[i:min(i+size, len(todo))], done: make(chan struct{})})
 	}
-	inFlight := make(chan struct{}, 2)
+	inFlight := make(chan struct{}, batchesInFlight)
 	go func() {
 		for _, c := range chunks {
 			inFlight <- struct{}{}
@@ -263,6 +270,41 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	p.Metrics.Namespaces.Set(float64(res.Namespaces))
 	log.Info("Backup completed successfully", logging.Op("backup_complete"), logging.Duration(res.Duration), data)
 	return res, nil
+}
+
+// interleave orders refs so that consecutive writes go to different
+// folders ({namespace}/{resource}/) in turn: on a filesystem-backed store
+// (MinIO on a drive), concurrent writes into one folder contend for it, and
+// a pass over a cluster sorted by namespace would write one folder at a
+// time. The order is deterministic.
+func interleave(refs []object.Ref) []object.Ref {
+	slices.SortFunc(refs, func(a, b object.Ref) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Group, b.Group),
+			cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.Name, b.Name))
+	})
+	var folders [][]object.Ref
+	for i := 0; i < len(refs); {
+		j := i + 1
+		for j < len(refs) && sameFolder(refs[i], refs[j]) {
+			j++
+		}
+		folders = append(folders, refs[i:j])
+		i = j
+	}
+	out := make([]object.Ref, 0, len(refs))
+	for len(out) < len(refs) {
+		for k, f := range folders {
+			if len(f) > 0 {
+				out = append(out, f[0])
+				folders[k] = f[1:]
+			}
+		}
+	}
+	return out
+}
+
+func sameFolder(a, b object.Ref) bool {
+	return a.Namespace == b.Namespace && a.Group == b.Group && a.Resource == b.Resource
 }
 
 // Summary is the one-line human summary of a pass, for stderr.

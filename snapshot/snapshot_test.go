@@ -3,7 +3,9 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,10 +30,9 @@ type fakeSource struct {
 	incomplete map[string]bool
 }
 
-func (f fakeSource) Each(visit func(object.Ref, object.Document, bool, error)) {
+func (f fakeSource) Each(visit func(object.Ref, string, bool, error)) {
 	for _, o := range f.objects {
-		doc := object.Document{Body: []byte(o.body), Meta: object.Meta{SHA256: object.Digest([]byte(o.body))}}
-		visit(o.ref, doc, !o.drop && o.err == nil, o.err)
+		visit(o.ref, object.Digest([]byte(o.body)), !o.drop && o.err == nil, o.err)
 	}
 }
 
@@ -43,6 +44,7 @@ func (f fakeStore) List(context.Context, string) ([]object.Stored, error) { retu
 
 // fakeWriter records what the pass asked for and answers as told.
 type fakeWriter struct {
+	mu      sync.Mutex
 	applied []object.Ref
 	outcome func(object.Ref) sink.Outcome
 }
@@ -50,6 +52,8 @@ type fakeWriter struct {
 func (f *fakeWriter) Seq() uint64 { return 0 }
 
 func (f *fakeWriter) Apply(_ context.Context, refs []object.Ref, _ uint64) []sink.Outcome {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	out := make([]sink.Outcome, len(refs))
 	for i, r := range refs {
 		f.applied = append(f.applied, r)
@@ -103,6 +107,7 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 	for _, r := range w.applied {
 		names = append(names, r.Name)
 	}
+	sort.Strings(names) // batches run concurrently
 	if got := strings.Join(names, ","); got != "changed,filtered,gone,missing" {
 		t.Errorf("applied %s", got)
 	}
@@ -131,5 +136,23 @@ func TestPassWithErrorsKeepsLastSuccess(t *testing.T) {
 	}
 	if testutil.ToFloat64(m.Errors.WithLabelValues("snapshot")) != 1 {
 		t.Error("failed pass not counted")
+	}
+}
+
+func TestInterleaveSpreadsFolders(t *testing.T) {
+	var refs []object.Ref
+	for _, ns := range []string{"b", "a"} {
+		for _, name := range []string{"3", "1", "2"} {
+			refs = append(refs, cm(ns, name))
+		}
+	}
+	refs = append(refs, object.Ref{Resource: "secrets", Namespace: "a", Name: "s"})
+	var got []string
+	for _, r := range interleave(refs) {
+		got = append(got, r.Namespace+"/"+r.Resource+"/"+r.Name)
+	}
+	want := "a/configmaps/1 a/secrets/s b/configmaps/1 a/configmaps/2 b/configmaps/2 a/configmaps/3 b/configmaps/3"
+	if strings.Join(got, " ") != want {
+		t.Errorf("order %s\nwant  %s", strings.Join(got, " "), want)
 	}
 }

@@ -14,8 +14,8 @@ import (
 )
 
 // cached is what the informer caches hold for each object: the metadata the
-// filters read (names, labels, the annotations the selector looks at, owner
-// references) and the document already cleaned and encoded for the store,
+// filters read (names, owner references, labels when a label selector is
+// set, the annotations the annotation selector looks at) and the document already cleaned and encoded for the store,
 // compressed (S2: YAML of Kubernetes objects shrinks 2-4x, at a few
 // microseconds per object). The decoded object is dropped as soon as it
 // arrives, so the caches hold a fraction of a tree of maps, and a snapshot
@@ -57,6 +57,7 @@ func (c *cached) document() (object.Document, error) {
 // compact turns a decoded object into its cached form under rules. It is the
 // informers' transform: it runs before an object enters a cache.
 func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error) {
+	keepLabels := rules.LabelSelector != nil
 	return func(obj any) (any, error) {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
@@ -69,9 +70,11 @@ func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error)
 				Namespace:       u.GetNamespace(),
 				UID:             u.GetUID(),
 				ResourceVersion: u.GetResourceVersion(),
-				Labels:          u.GetLabels(),
 				OwnerReferences: u.GetOwnerReferences(),
 			},
+		}
+		if keepLabels {
+			c.Labels = u.GetLabels()
 		}
 		if len(annotationKeys) > 0 {
 			all := u.GetAnnotations()

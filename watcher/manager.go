@@ -29,7 +29,12 @@ import (
 
 // Queue receives every change the informers see.
 type Queue interface {
+	// Enqueue records a change, written after the debounce window.
 	Enqueue(ref object.Ref)
+	// Offer asks for an object of a first list to be written at once; it
+	// returns false when the queue is full, and the snapshot pass that
+	// follows the list writes the object instead.
+	Offer(ref object.Ref) bool
 }
 
 // Options configure a Manager.
@@ -59,6 +64,7 @@ type Manager struct {
 	forbidden map[schema.GroupResource]bool // logged once
 
 	trigger chan struct{}
+	synced  chan struct{}
 }
 
 // informer is one running informer and what it watches.
@@ -70,6 +76,14 @@ type informer struct {
 	cancel   context.CancelFunc
 	stopped  chan struct{}
 	denied   atomic.Bool
+	passed   atomic.Bool // a snapshot pass has visited its complete cache
+
+	// While the first list streams in, the objects already transformed
+	// wait in the reflector's own store, out of reach of the cache: they
+	// are staged here so that the writer can render them.
+	stageMu sync.RWMutex
+	listing bool
+	staged  map[string]*cached // by cache key (namespace/name)
 }
 
 // New returns a Manager; Start begins watching.
@@ -90,6 +104,7 @@ func New(dyn dynamic.Interface, disc discovery.DiscoveryInterface, queue Queue, 
 		dropped:   map[string]string{},
 		forbidden: map[schema.GroupResource]bool{},
 		trigger:   make(chan struct{}, 1),
+		synced:    make(chan struct{}, 1),
 	}
 }
 
@@ -286,8 +301,8 @@ func (m *Manager) logDropped(dropped []filter.Dropped) {
 // cacheKey covers every rule that shapes what the caches hold; informers
 // restart when it changes.
 func cacheKey(r filter.Rules) string {
-	return fmt.Sprintf("%s|%v|%v|%v|%d|%d|%v", serverSelector(r), r.IncludeManagedFields, r.IncludeStatus,
-		r.ValidateYAML, r.MaxResourceSize, len(r.AnnotationKeys()), r.AnnotationKeys())
+	return fmt.Sprintf("%s|%v|%v|%v|%d|%d|%v", serverSelector(r), r.LabelSelector != nil, r.IncludeManagedFields, r.IncludeStatus,
+		r.MaxResourceSize, len(r.AnnotationKeys()), r.AnnotationKeys())
 }
 
 func groupResource(r filter.Resource) schema.GroupResource {
@@ -309,7 +324,7 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 	selector := serverSelector(rules)
 	w.inf = dynamicinformer.NewFilteredDynamicInformer(m.dyn, w.gvr, metav1.NamespaceAll, 0, cache.Indexers{},
 		func(o *metav1.ListOptions) { o.LabelSelector = selector }).Informer()
-	_ = w.inf.SetTransform(compact(rules, rules.AnnotationKeys()))
+	_ = w.inf.SetTransform(m.transform(w, rules))
 	gr := groupResource(w.res)
 	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
@@ -338,18 +353,118 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 		}
 		m.queue.Enqueue(object.Ref{Group: w.res.Group, Resource: w.res.Resource, Namespace: o.GetNamespace(), Name: o.GetName()})
 	}
-	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
+	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(obj any, isInInitialList bool) {
+			// The first list is backed up by the snapshot pass that
+			// follows the sync, in bounded batches, rather than by
+			// queueing every object at once.
+			if !isInInitialList {
+				enqueue(obj)
+			}
+		},
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: enqueue,
 	})
 	ictx, cancel := context.WithCancel(ctx)
 	w.cancel = cancel
 	w.stopped = make(chan struct{})
+	w.setListing(true)
 	go func() {
 		defer close(w.stopped)
 		w.inf.RunWithContext(ictx)
 	}()
+	go func() {
+		synced := cache.WaitForCacheSync(ictx.Done(), w.inf.HasSynced)
+		w.setListing(false)
+		if synced && !w.passed.Load() {
+			select {
+			case m.synced <- struct{}{}:
+			default:
+			}
+		}
+	}()
+}
+
+// transform is the informer's transform: it compacts each object and,
+// during the first list, stages it and offers it to the writer, so that the
+// first backup of a large type runs while its list is still streaming
+// rather than after it. With follow-owner-references objects wait for the
+// pass after the sync, because an owner may not be cached yet.
+func (m *Manager) transform(w *informer, rules filter.Rules) cache.TransformFunc {
+	compactObject := compact(rules, rules.AnnotationKeys())
+	stream := !rules.FollowOwnerReferences
+	return func(obj any) (any, error) {
+		out, err := compactObject(obj)
+		c, fresh := out.(*cached)
+		if _, decoded := obj.(*unstructured.Unstructured); !decoded || !fresh || !stream || err != nil {
+			return out, err
+		}
+		if w.stage(c) {
+			m.queue.Offer(object.Ref{Group: w.res.Group, Resource: w.res.Resource, Namespace: c.Namespace, Name: c.Name})
+		}
+		return out, nil
+	}
+}
+
+// setListing starts or ends the first list; at its end the staged objects
+// are in the cache.
+func (w *informer) setListing(on bool) {
+	w.stageMu.Lock()
+	defer w.stageMu.Unlock()
+	w.listing = on
+	if on {
+		w.staged = map[string]*cached{}
+	} else {
+		w.staged = nil
+	}
+}
+
+// stage keeps c until the first list ends. It returns false once it has.
+func (w *informer) stage(c *cached) bool {
+	w.stageMu.Lock()
+	defer w.stageMu.Unlock()
+	if !w.listing {
+		return false
+	}
+	w.staged[cacheKeyOf(c.Namespace, c.Name)] = c
+	return true
+}
+
+// get finds an object in the cache, or among the staged ones.
+func (w *informer) get(key string) (*cached, bool) {
+	if item, exists, err := w.inf.GetStore().GetByKey(key); err == nil && exists {
+		c, ok := item.(*cached)
+		return c, ok
+	}
+	w.stageMu.RLock()
+	defer w.stageMu.RUnlock()
+	c, ok := w.staged[key]
+	return c, ok
+}
+
+func cacheKeyOf(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
+// Listed receives after an informer has completed its first list. Its
+// objects are in no write queue: a snapshot pass backs them up. NeedsPass
+// tells whether a pass has done so meanwhile.
+func (m *Manager) Listed() <-chan struct{} { return m.synced }
+
+// NeedsPass reports whether an informer has completed its first list since
+// the last snapshot pass.
+func (m *Manager) NeedsPass() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, inf := range m.informers {
+		if inf.inf.HasSynced() && !inf.denied.Load() && !inf.passed.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 func metaAccessor(obj any) (metav1.Object, error) {
@@ -429,28 +544,29 @@ func (m *Manager) Document(ref object.Ref) (object.Document, bool, error) {
 	if inf == nil {
 		return object.Document{}, false, nil
 	}
-	key := ref.Name
-	if ref.Namespace != "" {
-		key = ref.Namespace + "/" + ref.Name
-	}
-	item, exists, err := inf.inf.GetStore().GetByKey(key)
-	if err != nil || !exists {
-		return object.Document{}, false, nil
-	}
-	obj, ok := item.(*cached)
+	obj, ok := inf.get(cacheKeyOf(ref.Namespace, ref.Name))
 	if !ok {
 		return object.Document{}, false, nil
 	}
 	return m.render(rules, inf, obj)
 }
 
+// Check re-parses a document about to be written, when validate-yaml is on
+// (sink.Source).
+func (m *Manager) Check(ref object.Ref, doc object.Document) error {
+	m.mu.RLock()
+	rules := m.rules
+	inf := m.informers[schema.GroupResource{Group: ref.Group, Resource: ref.Resource}]
+	m.mu.RUnlock()
+	kind := ""
+	if inf != nil {
+		kind = inf.res.Kind
+	}
+	return rules.Check(doc.Body, doc.Meta.APIVersion, kind, ref.Name)
+}
+
 func (m *Manager) render(rules filter.Rules, inf *informer, obj *cached) (object.Document, bool, error) {
-	if keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), m); !keep {
-		if inf.selected.Load() {
-			m.log.Debug("Object filtered out by configuration", logging.Op("resource_filter"),
-				logging.Namespace(obj.GetNamespace()), logging.Resource(inf.res.Segment()),
-				logging.Data(map[string]any{"name": obj.GetName(), "reason": reason}))
-		}
+	if !m.keep(rules, inf, obj) {
 		return object.Document{}, false, nil
 	}
 	doc, err := obj.document()
@@ -458,6 +574,17 @@ func (m *Manager) render(rules filter.Rules, inf *informer, obj *cached) (object
 		return object.Document{}, false, err
 	}
 	return doc, true, nil
+}
+
+// keep applies the object filters.
+func (m *Manager) keep(rules filter.Rules, inf *informer, obj *cached) bool {
+	keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), m)
+	if !keep && inf.selected.Load() {
+		m.log.Debug("Object filtered out by configuration", logging.Op("resource_filter"),
+			logging.Namespace(obj.GetNamespace()), logging.Resource(inf.res.Segment()),
+			logging.Data(map[string]any{"name": obj.GetName(), "reason": reason}))
+	}
+	return keep
 }
 
 // Owner finds an owner in the caches (filter.Owners).
@@ -485,9 +612,10 @@ func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (metav1.Obj
 	return c, inf.selected.Load(), ok
 }
 
-// Each renders every cached object of every watched type whose cache is
-// complete (snapshot.Source).
-func (m *Manager) Each(visit func(ref object.Ref, doc object.Document, ok bool, err error)) {
+// Each visits every cached object of every watched type whose cache is
+// complete with its document's hash, without decompressing the document
+// (snapshot.Source).
+func (m *Manager) Each(visit func(ref object.Ref, sum string, ok bool, err error)) {
 	m.mu.RLock()
 	rules := m.rules
 	all := slices.Collect(maps.Values(m.informers))
@@ -496,14 +624,21 @@ func (m *Manager) Each(visit func(ref object.Ref, doc object.Document, ok bool, 
 		if !inf.inf.HasSynced() || inf.denied.Load() {
 			continue
 		}
+		inf.passed.Store(true)
 		for _, item := range inf.inf.GetStore().List() {
 			obj, isObj := item.(*cached)
 			if !isObj {
 				continue
 			}
 			ref := object.Ref{Group: inf.res.Group, Resource: inf.res.Resource, Namespace: obj.GetNamespace(), Name: obj.GetName()}
-			doc, ok, err := m.render(rules, inf, obj)
-			visit(ref, doc, ok, err)
+			switch {
+			case !m.keep(rules, inf, obj):
+				visit(ref, "", false, nil)
+			case obj.err != nil:
+				visit(ref, "", false, obj.err)
+			default:
+				visit(ref, obj.sum, true, nil)
+			}
 		}
 	}
 }

@@ -69,6 +69,10 @@ func restConfig(cfg config.Config) (*rest.Config, error) {
 	}
 	kube.QPS, kube.Burst = cfg.APIQPS, cfg.APIBurst
 	kube.UserAgent = "cluster-backup/" + version
+	// The service talks to its own cluster's API server: gzip would cost
+	// CPU at both ends (a large share of decoding a full list) to save
+	// bandwidth on a local network.
+	kube.DisableCompression = true
 	return kube, nil
 }
 

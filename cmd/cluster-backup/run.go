@@ -32,6 +32,10 @@ import (
 	"github.com/cluster-backup/cluster-backup/watcher"
 )
 
+// passRetryDelay is how soon a pass that could not list the store is tried
+// again while objects an informer listed wait for it.
+const passRetryDelay = 10 * time.Second
+
 // Shutdown budget (SPEC: flush for at most 25 s, exit within 30 s).
 const flushTimeout = 25 * time.Second
 
@@ -90,6 +94,19 @@ func (a *app) build() (*pipeline, error) {
 		Metrics:     m,
 	}
 	return &pipeline{manager: manager, writer: writer, health: health, pass: pass, reg: reg, metrics: m}, nil
+}
+
+// passFor returns the pass to run. The first pass after start-up compares
+// the caches with what the writer learnt from listing the store moments
+// earlier (Seed) and wrote since; later passes list the store, so that they
+// also repair changes made to the bucket from outside.
+func (p *pipeline) passFor(first bool) *snapshot.Pass {
+	if !first {
+		return p.pass
+	}
+	pass := *p.pass
+	pass.Store = p.writer
+	return &pass
 }
 
 // start seeds the writer, starts the informers and the writer, and waits for
@@ -189,14 +206,38 @@ func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
 		tick = t.C
 	}
 	reloads := a.watchConfig(ctx, p)
-	for {
-		a.runPass(ctx, p)
-		select {
-		case <-ctx.Done():
+	for first := true; ; first = false {
+		a.runPass(ctx, p, first)
+		if !a.awaitPass(ctx, p, tick, reloads) {
 			a.log.Info("Shutting down: flushing pending writes", logging.Component("main"),
 				logging.Data(map[string]any{"pending": p.writer.Pending()}))
 			return nil
+		}
+	}
+}
+
+// awaitPass waits until the next pass is due: the interval has passed, an
+// informer has listed objects no pass has seen (a new CRD, a type now
+// permitted), or a new ConfigMap was applied. It returns false when ctx ends.
+func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time, reloads <-chan config.ConfigMap) bool {
+	// A pass that failed before it read the caches (the store could not
+	// be listed) left listed objects unsaved: try again soon.
+	var retry <-chan time.Time
+	if p.manager.NeedsPass() {
+		retry = time.After(passRetryDelay)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
 		case <-tick:
+			return true
+		case <-retry:
+			return true
+		case <-p.manager.Listed():
+			if p.manager.NeedsPass() {
+				return true
+			}
 		case cm := <-reloads:
 			// Apply the new rules, then pass at once so that what is no
 			// longer selected leaves the bucket now, not in an hour.
@@ -205,6 +246,7 @@ func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
 			}
 			p.writer.SetSkipInvalid(cm.Rules.SkipInvalidResources)
 			p.pass.SkipInvalid = cm.Rules.SkipInvalidResources
+			return true
 		}
 	}
 }
@@ -283,11 +325,11 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 }
 
 // runPass makes one snapshot pass once the caches are complete.
-func (a *app) runPass(ctx context.Context, p *pipeline) {
+func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
 	if err := p.manager.WaitForSync(ctx); err != nil {
 		return
 	}
-	if _, err := p.pass.Run(ctx); err != nil && ctx.Err() == nil {
+	if _, err := p.passFor(first).Run(ctx); err != nil && ctx.Err() == nil {
 		a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
 	}
 }
@@ -336,7 +378,7 @@ func (a *app) snapshot(ctx context.Context) error {
 			}
 		}
 	}
-	res, err := p.pass.Run(ctx)
+	res, err := p.passFor(true).Run(ctx)
 	fmt.Fprintln(a.stderr, res.Summary())
 	return err
 }
