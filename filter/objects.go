@@ -86,6 +86,12 @@ func (r Rules) cleanInPlace(obj *unstructured.Unstructured) {
 	unstructured.RemoveNestedField(obj.Object, "metadata", "selfLink")
 }
 
+// SelectsLabels reports whether the label selector selects anything less
+// than everything, so that objects' labels must be kept for it.
+func (r Rules) SelectsLabels() bool {
+	return r.LabelSelector != nil && !r.LabelSelector.Empty()
+}
+
 // AnnotationKeys are the annotation keys the rules look at: those of the
 // annotation selector. A cache that keeps only these holds no large
 // annotations (such as kubectl's last-applied-configuration) twice.

@@ -2,6 +2,8 @@ package sink
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"sync"
@@ -96,8 +98,21 @@ type Writer struct {
 // sequence number of the writer's own write of it (0 when learnt from a
 // listing).
 type storedState struct {
-	sum string
+	sum [sha256.Size]byte // zero when unknown
 	seq uint64
+}
+
+// digest parses a hex SHA-256; anything else (a key put by hand) gives the
+// zero digest, which matches no document.
+func digest(hexSum string) [sha256.Size]byte {
+	var d [sha256.Size]byte
+	if len(hexSum) != hex.EncodedLen(sha256.Size) {
+		return d
+	}
+	if _, err := hex.Decode(d[:], []byte(hexSum)); err != nil {
+		return [sha256.Size]byte{}
+	}
+	return d
 }
 
 // forcedItem is a key that Apply wants handled now.
@@ -166,7 +181,7 @@ func (w *Writer) SetStored(stored []object.Stored) {
 	defer w.mu.Unlock()
 	w.hashes = make(map[string]storedState, len(stored))
 	for _, s := range stored {
-		w.hashes[s.Key] = storedState{sum: s.Meta.SHA256}
+		w.hashes[s.Key] = storedState{sum: digest(s.Meta.SHA256)}
 	}
 }
 
@@ -180,7 +195,7 @@ func (w *Writer) List(_ context.Context, prefix string) ([]object.Stored, error)
 	out := make([]object.Stored, 0, len(w.hashes))
 	for key, st := range w.hashes {
 		if strings.HasPrefix(key, prefix) {
-			out = append(out, object.Stored{Key: key, Meta: object.Meta{SHA256: st.sum}})
+			out = append(out, object.Stored{Key: key, Meta: object.Meta{SHA256: hex.EncodeToString(st.sum[:])}})
 		}
 	}
 	return out, nil
@@ -407,7 +422,8 @@ func (w *Writer) processNext(ctx context.Context) bool {
 func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, forced bool, since uint64) (Outcome, error) {
 	key := ref.Key(w.opts.Prefix, w.opts.Cluster)
 	resource := object.ResourceSegment(ref.Group, ref.Resource)
-	log := w.log.With(logging.Namespace(ref.Namespace), logging.Resource(resource))
+	// Built only when a line is logged: most writes log nothing.
+	log := func() *zap.Logger { return w.log.With(logging.Namespace(ref.Namespace), logging.Resource(resource)) }
 	w.mu.Lock()
 	src := w.src
 	w.mu.Unlock()
@@ -422,16 +438,19 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		start := w.clock.Now()
 		if err := w.store.Delete(ctx, key); err != nil {
 			w.metrics.Errors.WithLabelValues("object_delete").Inc()
-			log.Error("Failed to delete object", logging.Op("object_delete"), zap.Error(err), logging.Data(map[string]any{"key": key}))
+			log().Error("Failed to delete object", logging.Op("object_delete"), zap.Error(err), logging.Data(map[string]any{"key": key}))
 			return Failed, err
 		}
 		w.forget(key)
 		w.metrics.Resources.WithLabelValues(resource, metrics.Deleted).Inc()
 		w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
-		log.Debug("Object deleted", logging.Op("object_delete"), logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
+		if ce := w.log.Check(zap.DebugLevel, "Object deleted"); ce != nil {
+			ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op("object_delete"),
+				logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
+		}
 		return Deleted, nil
 	}
-	if st := w.state(key); st.sum == doc.Meta.SHA256 && (!forced || st.seq > since) {
+	if st := w.state(key); st.sum == digest(doc.Meta.SHA256) && st.sum != ([sha256.Size]byte{}) && (!forced || st.seq > since) {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
 		return Unchanged, nil
 	}
@@ -441,20 +460,22 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 	start := w.clock.Now()
 	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); err != nil {
 		w.metrics.Errors.WithLabelValues("object_write").Inc()
-		log.Error("Failed to write object", logging.Op("object_write"), zap.Error(err), logging.Data(map[string]any{"key": key}))
+		log().Error("Failed to write object", logging.Op("object_write"), zap.Error(err), logging.Data(map[string]any{"key": key}))
 		return Failed, err
 	}
 	w.remember(key, doc.Meta.SHA256)
 	w.metrics.Resources.WithLabelValues(resource, metrics.Written).Inc()
 	w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
-	log.Debug("Object written", logging.Op("object_write"), logging.Duration(w.clock.Since(start)),
-		logging.Data(map[string]any{"key": key, "bytes": len(doc.Body)}))
+	if ce := w.log.Check(zap.DebugLevel, "Object written"); ce != nil {
+		ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op("object_write"),
+			logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key, "bytes": len(doc.Body)}))
+	}
 	return Written, nil
 }
 
 // invalid counts an object that cannot be stored; whatever the store holds
 // for it (the last good state) stays.
-func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err error) Outcome {
+func (w *Writer) invalid(log func() *zap.Logger, ref object.Ref, resource string, err error) Outcome {
 	reason := filter.ReasonInvalid
 	var inv *filter.InvalidError
 	if errors.As(err, &inv) {
@@ -463,11 +484,11 @@ func (w *Writer) invalid(log *zap.Logger, ref object.Ref, resource string, err e
 	data := logging.Data(map[string]any{"name": ref.Name, "reason": reason})
 	if w.skipInvalid.Load() {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
-		log.Warn("Object skipped", logging.Op("resource_filter"), zap.Error(err), data)
+		log().Warn("Object skipped", logging.Op("resource_filter"), zap.Error(err), data)
 		return Skipped
 	}
 	w.metrics.Errors.WithLabelValues("object_encode").Inc()
-	log.Error("Object cannot be stored", logging.Op("object_write"), zap.Error(err), data)
+	log().Error("Object cannot be stored", logging.Op("object_write"), zap.Error(err), data)
 	return Invalid
 }
 
@@ -487,7 +508,7 @@ func (w *Writer) stored(key string) bool {
 func (w *Writer) remember(key, sum string) {
 	w.mu.Lock()
 	w.seq++
-	w.hashes[key] = storedState{sum: sum, seq: w.seq}
+	w.hashes[key] = storedState{sum: digest(sum), seq: w.seq}
 	w.mu.Unlock()
 }
 

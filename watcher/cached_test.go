@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -45,7 +46,7 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := out.(*cached)
-	doc, err := c.document()
+	doc, err := c.document("apps/v1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +56,8 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	if doc.Meta != (object.Meta{ResourceVersion: "42", UID: "u-1", APIVersion: "apps/v1", SHA256: object.Digest(want)}) {
 		t.Errorf("meta %+v", doc.Meta)
 	}
-	if c.GetLabels()["app"] != "web" || len(c.GetAnnotations()) != 1 || c.GetAnnotations()["backup.io/skip"] != "false" {
-		t.Errorf("labels %v annotations %v", c.GetLabels(), c.GetAnnotations())
+	if c.GetLabels() != nil || len(c.GetAnnotations()) != 1 || c.GetAnnotations()["backup.io/skip"] != "false" {
+		t.Errorf("labels %v annotations %v: want no labels (no label selector) and the selector's annotation", c.GetLabels(), c.GetAnnotations())
 	}
 	if len(c.packed) >= len(want) {
 		t.Errorf("compressed %d bytes of %d", len(c.packed), len(want))
@@ -65,15 +66,23 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	if again, _ := compact(rules, nil)(c); again != c {
 		t.Error("compact is not idempotent on a cached object")
 	}
+	// With a label selector, labels are kept for it.
+	rules.LabelSelector = labels.SelectorFromSet(labels.Set{"app": "web"})
+	out, _ = compact(rules, nil)(deployment())
+	c = out.(*cached)
+	if c.GetLabels()["app"] != "web" {
+		t.Errorf("labels %v with a label selector", c.GetLabels())
+	}
 	cp := c.DeepCopyObject().(*cached)
 	cp.Labels["app"] = "changed"
 	if c.Labels["app"] != "web" {
 		t.Error("DeepCopyObject shares labels")
 	}
+	rules.LabelSelector = labels.Everything()
 
 	rules.MaxResourceSize = 10
 	out, _ = compact(rules, nil)(deployment())
-	if _, err := out.(*cached).document(); !errors.Is(err, filter.ErrInvalid) {
+	if _, err := out.(*cached).document("apps/v1"); !errors.Is(err, filter.ErrInvalid) {
 		t.Errorf("oversized object: %v", err)
 	}
 }

@@ -69,14 +69,15 @@ type Manager struct {
 
 // informer is one running informer and what it watches.
 type informer struct {
-	res      filter.Resource
-	gvr      schema.GroupVersionResource
-	selected atomic.Bool // backed up; false: watched only to follow owner references
-	inf      cache.SharedIndexInformer
-	cancel   context.CancelFunc
-	stopped  chan struct{}
-	denied   atomic.Bool
-	passed   atomic.Bool // a snapshot pass has visited its complete cache
+	res        filter.Resource
+	gvr        schema.GroupVersionResource
+	apiVersion string      // of every object it lists
+	selected   atomic.Bool // backed up; false: watched only to follow owner references
+	inf        cache.SharedIndexInformer
+	cancel     context.CancelFunc
+	stopped    chan struct{}
+	denied     atomic.Bool
+	passed     atomic.Bool // a snapshot pass has visited its complete cache
 
 	// While the first list streams in, the objects already transformed
 	// wait in the reflector's own store, out of reach of the cache: they
@@ -301,7 +302,7 @@ func (m *Manager) logDropped(dropped []filter.Dropped) {
 // cacheKey covers every rule that shapes what the caches hold; informers
 // restart when it changes.
 func cacheKey(r filter.Rules) string {
-	return fmt.Sprintf("%s|%v|%v|%v|%d|%d|%v", serverSelector(r), r.LabelSelector != nil, r.IncludeManagedFields, r.IncludeStatus,
+	return fmt.Sprintf("%s|%v|%v|%v|%d|%d|%v", serverSelector(r), r.SelectsLabels(), r.IncludeManagedFields, r.IncludeStatus,
 		r.MaxResourceSize, len(r.AnnotationKeys()), r.AnnotationKeys())
 }
 
@@ -321,6 +322,7 @@ func serverSelector(r filter.Rules) string {
 
 func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.Rules) {
 	w.gvr = schema.GroupVersionResource{Group: w.res.Group, Version: w.res.Version, Resource: w.res.Resource}
+	w.apiVersion = w.gvr.GroupVersion().String()
 	selector := serverSelector(rules)
 	w.inf = dynamicinformer.NewFilteredDynamicInformer(m.dyn, w.gvr, metav1.NamespaceAll, 0, cache.Indexers{},
 		func(o *metav1.ListOptions) { o.LabelSelector = selector }).Informer()
@@ -569,7 +571,7 @@ func (m *Manager) render(rules filter.Rules, inf *informer, obj *cached) (object
 	if !m.keep(rules, inf, obj) {
 		return object.Document{}, false, nil
 	}
-	doc, err := obj.document()
+	doc, err := obj.document(inf.apiVersion)
 	if err != nil {
 		return object.Document{}, false, err
 	}
@@ -637,7 +639,7 @@ func (m *Manager) Each(visit func(ref object.Ref, sum string, ok bool, err error
 			case obj.err != nil:
 				visit(ref, "", false, obj.err)
 			default:
-				visit(ref, obj.sum, true, nil)
+				visit(ref, obj.sumHex(), true, nil)
 			}
 		}
 	}
