@@ -18,7 +18,6 @@ import (
 	"golang.org/x/time/rate"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -56,7 +55,7 @@ func (a *app) build() (*pipeline, error) {
 	m := metrics.New(reg)
 	metrics.RegisterClientGo(reg)
 
-	dyn, err := dynamic.NewForConfig(a.kube)
+	dyn, err := watcher.NewDynamicClient(a.kube)
 	if err != nil {
 		return nil, err
 	}

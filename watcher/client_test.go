@@ -1,0 +1,127 @@
+package watcher
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+)
+
+// jsonDecoders returns the stream (envelope) and object decoders of a
+// negotiated serializer, as a watch uses them.
+func jsonDecoders(t *testing.T, ns runtime.NegotiatedSerializer) (envelope, obj runtime.Decoder) {
+	t.Helper()
+	for _, info := range ns.SupportedMediaTypes() {
+		if info.MediaType == runtime.ContentTypeJSON {
+			return info.StreamSerializer.Serializer, info.Serializer
+		}
+	}
+	t.Fatal("no JSON serializer")
+	return nil, nil
+}
+
+// decodeEvent decodes one watch frame the way client-go's watch decoder does.
+func decodeEvent(envelope, obj runtime.Decoder, frame []byte) (string, runtime.Object, error) {
+	var ev metav1.WatchEvent
+	res, _, err := envelope.Decode(frame, nil, &ev)
+	if err != nil {
+		return "", nil, err
+	}
+	if res != &ev {
+		return "", nil, fmt.Errorf("decoded into %T", res)
+	}
+	o, _, err := obj.Decode(ev.Object.Raw, nil, nil)
+	return ev.Type, o, err
+}
+
+const configMapJSON = `{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a","namespace":"n","uid":"u","resourceVersion":"7","labels":{"app":"x"}},"data":{"k":"line \"one\"\nline two","n":"1"},"binaryData":null}`
+
+func TestLeanDecoderMatchesTheStockOne(t *testing.T) {
+	stock := dynamic.ConfigFor(&rest.Config{}).NegotiatedSerializer
+	stockEnv, stockObj := jsonDecoders(t, stock)
+	leanEnv, leanObj := jsonDecoders(t, leanJSON{stock})
+
+	frames := []string{
+		`{"type":"ADDED","object":` + configMapJSON + `}`,
+		`{"type":"MODIFIED","object":` + configMapJSON + "}\n",
+		`{"type":"DELETED","object":` + configMapJSON + `}`,
+		`{"type":"BOOKMARK","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"resourceVersion":"9","annotations":{"k8s.io/initial-events-end":"true"}}}}`,
+		// Watch errors decode to a typed Status, which the reflector reads.
+		`{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version","reason":"Expired","code":410}}`,
+		// Shapes the fast path does not take: the stock decoder does.
+		`{"object":` + configMapJSON + `,"type":"ADDED"}`,
+		`{"type":"ADDED","object":` + configMapJSON + `,"extra":1}`,
+		`{"type":"ADDED", "object":` + configMapJSON + `}`,
+	}
+	for _, frame := range frames {
+		wantType, want, wantErr := decodeEvent(stockEnv, stockObj, []byte(frame))
+		gotType, got, gotErr := decodeEvent(leanEnv, leanObj, []byte(frame))
+		if (wantErr != nil) != (gotErr != nil) {
+			t.Errorf("%s\nerror %v, stock decoder: %v", frame, gotErr, wantErr)
+			continue
+		}
+		if gotType != wantType || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s\ndecoded %s %#v\nstock   %s %#v", frame, gotType, got, wantType, want)
+		}
+	}
+
+	// The error event is a typed Status, as the stock decoder makes it.
+	_, status, err := decodeEvent(leanEnv, leanObj, []byte(frames[4]))
+	if s, ok := status.(*metav1.Status); err != nil || !ok || s.Code != 410 {
+		t.Errorf("error event decoded to %T %v", status, err)
+	}
+	// Malformed objects fail as they do with the stock decoder.
+	if _, _, err := decodeEvent(leanEnv, leanObj, []byte(`{"type":"ADDED","object":{"kind":"ConfigMap",}}`)); err == nil {
+		t.Error("malformed object decoded")
+	}
+}
+
+func TestSplitEnvelope(t *testing.T) {
+	for frame, want := range map[string]bool{
+		`{"type":"ADDED","object":{}}`:               true,
+		` {"type":"ERROR","object":{"a":1}} ` + "\n": true,
+		`{"type":"OTHER","object":{}}`:               false,
+		`{"type":"ADDED","object":[]}`:               false,
+		`{"type":"ADDED","object":{},"x":1}`:         false,
+		`{"type":"ADDED"}`:                           false,
+		`{"type":"ADDED","object":{}`:                false,
+	} {
+		if _, _, ok := splitEnvelope([]byte(frame)); ok != want {
+			t.Errorf("splitEnvelope(%s) ok=%v, want %v", frame, ok, want)
+		}
+	}
+}
+
+// BenchmarkWatchDecode compares the lean decoder with the stock one on a
+// ConfigMap event of ~2 KiB.
+func BenchmarkWatchDecode(b *testing.B) {
+	data := make([]byte, 0, 2048)
+	for len(data) < 1800 {
+		data = fmt.Appendf(data, "server.pool.max=%d\\n", len(data))
+	}
+	frame := []byte(`{"type":"ADDED","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"a","namespace":"n","uid":"u","resourceVersion":"7"},"data":{"application.properties":"` + string(data) + `"}}}`)
+	stock := dynamic.ConfigFor(&rest.Config{}).NegotiatedSerializer
+	for _, tc := range []struct {
+		name string
+		ns   runtime.NegotiatedSerializer
+	}{{"stock", stock}, {"lean", leanJSON{stock}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var envelope, obj runtime.Decoder
+			for _, info := range tc.ns.SupportedMediaTypes() {
+				if info.MediaType == runtime.ContentTypeJSON {
+					envelope, obj = info.StreamSerializer.Serializer, info.Serializer
+				}
+			}
+			b.SetBytes(int64(len(frame)))
+			for range b.N {
+				if _, _, err := decodeEvent(envelope, obj, frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
