@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/sink"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
@@ -108,7 +110,15 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 	e.kube.Config.QPS, e.kube.Config.Burst = 2000, 4000
 	e.cs = kubernetes.NewForConfigOrDie(e.kube.Config)
 	e.dyn = dynamic.NewForConfigOrDie(e.kube.Config)
-	if e.s3, err = minio.New(e.proxy.addr, &minio.Options{Creds: credentials.NewStaticV4(e.minio.AccessKey, e.minio.SecretKey, "")}); err != nil {
+	// The ceiling's client keeps a connection per worker, as the service's
+	// does (sink.MinIOOptions.Connections): the ceiling measures the store,
+	// not connection setup.
+	transport, err := minio.DefaultTransport(false)
+	if err != nil {
+		return nil, err
+	}
+	transport.MaxIdleConnsPerHost = max(transport.MaxIdleConnsPerHost, cfg.concurrency)
+	if e.s3, err = minio.New(e.proxy.addr, &minio.Options{Creds: credentials.NewStaticV4(e.minio.AccessKey, e.minio.SecretKey, ""), Transport: transport, TrailingHeaders: true}); err != nil {
 		return nil, err
 	}
 	if err := e.s3.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
@@ -331,19 +341,22 @@ func diff(after, before map[string]float64) map[string]int {
 // ceiling PUTs n bodies of the service's size straight through the same
 // proxy into the same MinIO at the same concurrency: what the store can take.
 func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration, error) {
+	// The same bodies, sent as the service sends them (sink.PutOptions),
+	// with every digest computed before the clock starts.
 	bodies := make([][]byte, n)
+	opts := make([]minio.PutObjectOptions, n)
 	for i := range n {
 		b, err := yaml.Marshal(e.configMap(i))
 		if err != nil {
 			return 0, err
 		}
 		bodies[i] = b
+		opts[i] = sink.PutOptions(object.Meta{ResourceVersion: "1", UID: "u", APIVersion: "v1", SHA256: object.Digest(b)})
 	}
-	meta := map[string]string{"resource-version": "1", "uid": "u", "api-version": "v1", "sha256": strings.Repeat("0", 64)}
 	start := time.Now()
 	err := forEach(ctx, 0, n, e.cfg.concurrency, func(i int) error {
 		_, err := e.s3.PutObject(ctx, bucket, fmt.Sprintf("%s/%s/configmaps/%s.yaml", prefix, e.cmNamespace(i), cmName(i)),
-			bytes.NewReader(bodies[i]), int64(len(bodies[i])), minio.PutObjectOptions{ContentType: "application/yaml", UserMetadata: meta, DisableMultipart: true})
+			bytes.NewReader(bodies[i]), int64(len(bodies[i])), opts[i])
 		return err
 	})
 	if err != nil {

@@ -56,6 +56,13 @@ func TestMinIOStore(t *testing.T) {
 	if err := store.Put(ctx, "clusterbackup/west/default/configmaps/a.yaml", body, meta); err != nil {
 		t.Fatal(err)
 	}
+	// The store checks the document's SHA-256: a body that does not match
+	// its digest is refused.
+	corrupt := meta
+	corrupt.SHA256 = object.Digest([]byte("another document"))
+	if err := store.Put(ctx, "clusterbackup/east/default/configmaps/corrupt.yaml", body, corrupt); err == nil {
+		t.Error("a body that does not match its SHA-256 was stored")
+	}
 
 	// Read back with a plain minio-go client: bytes and user metadata.
 	raw, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})

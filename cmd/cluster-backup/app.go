@@ -96,5 +96,7 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 		UseSSL:    cfg.MinIOUseSSL,
 		CAFile:    cfg.MinIOCAFile,
 		Region:    cfg.MinIORegion,
+		// The writer's workers plus a pass's listing.
+		Connections: cfg.BatchSize + 1,
 	}, log)
 }
