@@ -20,6 +20,7 @@ func TestSmoke(t *testing.T) {
 	cfg.scenarios = map[string]bool{"initial": true, "latency": true, "amplification": true}
 	cfg.latencyRate, cfg.latencyDuration, cfg.latencyObjects = 20, 3*time.Second, 100
 	cfg.statusObjects, cfg.burstObjects = 50, 3
+	cfg.repeats = 2
 	cfg.out = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -31,7 +32,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	i := res.Initial[0]
-	if i.PutsTotal < 500 || i.CeilingPerSecond <= 0 || i.PeakRSS <= 0 || i.BaselineRSS <= 0 {
+	if i.Runs != 2 || i.PutsTotal < 500 || i.CeilingPerSecond <= 0 || i.PeakRSS <= 0 || i.BaselineRSS <= 0 {
 		t.Errorf("initial figures missing: %+v", i)
 	}
 	if i.APIRequests["GET configmaps"] != 0 {

@@ -28,6 +28,7 @@ func main() {
 	flag.DurationVar(&cfg.latencyDuration, "latency-duration", cfg.latencyDuration, "length of the latency scenario")
 	flag.IntVar(&cfg.latencyObjects, "latency-objects", cfg.latencyObjects, "objects the latency updates spread over")
 	flag.IntVar(&cfg.statusObjects, "status-objects", cfg.statusObjects, "objects of the status-only scenario")
+	flag.IntVar(&cfg.repeats, "repeats", cfg.repeats, "service/ceiling pairs of the initial backup for sizes up to 10000 (medians are reported)")
 	flag.StringVar(&cfg.out, "out", cfg.out, "directory for results.md and results.json")
 	flag.Parse()
 

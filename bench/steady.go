@@ -20,10 +20,10 @@ import (
 // restart over an unchanged cluster.
 func (e *env) steadyState(ctx context.Context, res *results) error {
 	cluster := "steady"
-	if len(res.Initial) > 0 {
+	if e.lastInitial != "" {
 		// The largest initial run stored every ConfigMap: reuse its prefix,
 		// so this service starts over an unchanged bucket.
-		cluster = fmt.Sprintf("initial-%d", res.Initial[len(res.Initial)-1].N)
+		cluster = e.lastInitial
 	}
 	extra := map[string]string{"SNAPSHOT_INTERVAL": "20s"}
 	p, err := e.startService(cluster, extra)
