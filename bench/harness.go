@@ -87,6 +87,8 @@ type env struct {
 	runs    int
 	// lastInitial is the cluster name of the latest initial backup.
 	lastInitial string
+	// baseWatches are the WATCHes open before any service ran.
+	baseWatches float64
 }
 
 func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, error) {
@@ -136,6 +138,9 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 		if err := e.namespace(ctx, fmt.Sprintf("bench-%02d", i)); err != nil {
 			return nil, err
 		}
+	}
+	if e.baseWatches, err = e.openWatches(ctx); err != nil {
+		return nil, err
 	}
 
 	res := &results{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg.describe()}
@@ -300,6 +305,45 @@ func (e *env) waitIdle(p *process, timeout time.Duration) error {
 }
 
 // apiRequests scrapes the API server's request counters by verb and resource.
+// watchesClosed waits until the API server holds no more open WATCHes on
+// the measured types than before any service ran (its own controllers
+// watch ConfigMaps): it counts a WATCH in apiserver_request_total only when
+// the watch ends, which happens shortly after the process holding it exits.
+func (e *env) watchesClosed(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		open, err := e.openWatches(ctx)
+		if err != nil {
+			return err
+		}
+		if open <= e.baseWatches {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%v watches still open, %v before any service ran", open, e.baseWatches)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// openWatches is the number of WATCH requests in progress on the measured
+// types.
+func (e *env) openWatches(ctx context.Context) (float64, error) {
+	body, err := e.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	open := 0.0
+	for _, res := range []string{"configmaps", "benchitems"} {
+		v, err := testenv.SumMetric(bytes.NewReader(body), "apiserver_longrunning_requests", map[string]string{"verb": "WATCH", "resource": res})
+		if err != nil {
+			return 0, err
+		}
+		open += v
+	}
+	return open, nil
+}
+
 func (e *env) apiRequests(ctx context.Context) (map[string]float64, error) {
 	body, err := e.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
@@ -465,6 +509,9 @@ func median(v []float64) float64 {
 // are in the bucket, PUTs, peak RSS, and API requests at start-up.
 func (e *env) firstBackup(ctx context.Context, n int, cluster string) (initialResult, error) {
 	r := initialResult{N: n}
+	if err := e.watchesClosed(ctx); err != nil {
+		return r, err
+	}
 	apiBefore, err := e.apiRequests(ctx)
 	if err != nil {
 		return r, err
@@ -500,8 +547,9 @@ func (e *env) firstBackup(ctx context.Context, n int, cluster string) (initialRe
 		return r, err
 	}
 	p.stop()
-	// A WATCH is counted when it ends: read the counters once the
-	// service's watches have closed.
+	if err := e.watchesClosed(ctx); err != nil {
+		return r, err
+	}
 	if r.APIRequests, err = e.apiRequestsSince(ctx, apiBefore); err != nil {
 		return r, err
 	}

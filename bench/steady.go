@@ -148,6 +148,9 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 
 	// Restart over an unchanged cluster.
 	p.stop()
+	if err := e.watchesClosed(ctx); err != nil {
+		return err
+	}
 	before = e.proxy.puts.Load()
 	apiBefore, err = e.apiRequests(ctx)
 	if err != nil {
@@ -164,6 +167,9 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 	}
 	amp.RestartPuts = int(e.proxy.puts.Load() - before)
 	p.stop()
+	if err := e.watchesClosed(ctx); err != nil {
+		return err
+	}
 	if amp.RestartAPIRequests, err = e.apiRequestsSince(ctx, apiBefore); err != nil {
 		return err
 	}
