@@ -19,11 +19,10 @@ import (
 // cached is what the informer caches hold for each object: the metadata the
 // filters read (names, owner references, labels when a label selector is
 // set, the annotations the annotation selector looks at) and the document
-// already cleaned and encoded for the store, compressed (zstd at its fastest
-// level: YAML of Kubernetes objects shrinks 2-4x, at about 10 microseconds
-// per object). The decoded object is dropped as soon as it
-// arrives, so the caches hold a fraction of a tree of maps, and a snapshot
-// pass compares hashes without encoding anything.
+// already cleaned and encoded for the store, zstd-compressed at its fastest
+// level (YAML of Kubernetes objects shrinks 2-4x). The decoded object is
+// dropped as soon as it arrives, so the caches hold a fraction of a tree of
+// maps, and a snapshot pass compares hashes without encoding anything.
 type cached struct {
 	metav1.ObjectMeta
 	packed []byte            // zstd-compressed document
