@@ -51,7 +51,7 @@ demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio
 	go run ./hack/demo --binary bin/cluster-backup
 
-# Benchmarks on real servers (not part of make test; about 10-15 minutes).
+# Benchmarks on real servers (not part of make test; about 8 minutes).
 # BENCH_FLAGS='-sizes 1000,10000 -latency-duration 30s' for a shorter run.
 bench:
 	hack/provision.sh etcd kube-apiserver minio
