@@ -436,3 +436,18 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCheck is validate-yaml's cost per written document.
+func BenchmarkCheck(b *testing.B) {
+	r := DefaultRules()
+	obj := sampleObject()
+	body, err := r.Encode(obj)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := r.Check(body, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

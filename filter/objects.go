@@ -183,16 +183,18 @@ func marshalYAML(obj map[string]any) ([]byte, error) {
 
 // validate re-parses the document and checks that it names the same object.
 func validate(body []byte, wantAPIVersion, wantKind, wantName string) error {
-	var back map[string]any
+	// The parser reads the whole document; only these fields are decoded.
+	var back struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+		Metadata   struct {
+			Name string `yaml:"name"`
+		} `yaml:"metadata"`
+	}
 	if err := goyaml.Unmarshal(body, &back); err != nil {
 		return fmt.Errorf("document does not parse: %w", err)
 	}
-	str := func(v any) string { s, _ := v.(string); return s }
-	name := ""
-	if md, ok := back["metadata"].(map[any]any); ok {
-		name = str(md["name"])
-	}
-	apiVersion, kind := str(back["apiVersion"]), str(back["kind"])
+	apiVersion, kind, name := back.APIVersion, back.Kind, back.Metadata.Name
 	switch {
 	case apiVersion == "" || kind == "" || name == "":
 		return errors.New("document lacks apiVersion, kind or metadata.name")
