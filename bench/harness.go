@@ -304,7 +304,6 @@ func (e *env) waitIdle(p *process, timeout time.Duration) error {
 	}
 }
 
-// apiRequests scrapes the API server's request counters by verb and resource.
 // watchesClosed waits until the API server holds no more open WATCHes on
 // the measured types than before any service ran (its own controllers
 // watch ConfigMaps): it counts a WATCH in apiserver_request_total only when
@@ -329,30 +328,30 @@ func (e *env) watchesClosed(ctx context.Context) error {
 // openWatches is the number of WATCH requests in progress on the measured
 // types.
 func (e *env) openWatches(ctx context.Context) (float64, error) {
-	body, err := e.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return 0, err
-	}
+	counts, err := e.apiserverMetric(ctx, "apiserver_longrunning_requests", "WATCH")
 	open := 0.0
-	for _, res := range []string{"configmaps", "benchitems"} {
-		v, err := testenv.SumMetric(bytes.NewReader(body), "apiserver_longrunning_requests", map[string]string{"verb": "WATCH", "resource": res})
-		if err != nil {
-			return 0, err
-		}
+	for _, v := range counts {
 		open += v
 	}
-	return open, nil
+	return open, err
 }
 
+// apiRequests scrapes the API server's request counters by verb and resource.
 func (e *env) apiRequests(ctx context.Context) (map[string]float64, error) {
+	return e.apiserverMetric(ctx, "apiserver_request_total", "LIST", "WATCH", "GET")
+}
+
+// apiserverMetric sums an API server metric for each verb on each measured
+// type, keyed "VERB resource".
+func (e *env) apiserverMetric(ctx context.Context, name string, verbs ...string) (map[string]float64, error) {
 	body, err := e.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]float64{}
-	for _, verb := range []string{"LIST", "WATCH", "GET"} {
+	for _, verb := range verbs {
 		for _, res := range []string{"configmaps", "benchitems"} {
-			v, err := testenv.SumMetric(bytes.NewReader(body), "apiserver_request_total", map[string]string{"verb": verb, "resource": res})
+			v, err := testenv.SumMetric(bytes.NewReader(body), name, map[string]string{"verb": verb, "resource": res})
 			if err != nil {
 				return nil, err
 			}
@@ -362,21 +361,17 @@ func (e *env) apiRequests(ctx context.Context) (map[string]float64, error) {
 	return out, nil
 }
 
-// apiRequestsSince waits for the WATCH of configmaps to be counted (it is
-// counted when it closes), then returns the requests since before.
+// apiRequestsSince returns the requests made since before, once the watches
+// of the service that made them have closed and been counted.
 func (e *env) apiRequestsSince(ctx context.Context, before map[string]float64) (map[string]int, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		after, err := e.apiRequests(ctx)
-		if err != nil {
-			return nil, err
-		}
-		d := diff(after, before)
-		if d["WATCH configmaps"] > 0 || time.Now().After(deadline) {
-			return d, nil
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := e.watchesClosed(ctx); err != nil {
+		return nil, err
 	}
+	after, err := e.apiRequests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return diff(after, before), nil
 }
 
 func diff(after, before map[string]float64) map[string]int {
@@ -547,9 +542,6 @@ func (e *env) firstBackup(ctx context.Context, n int, cluster string) (initialRe
 		return r, err
 	}
 	p.stop()
-	if err := e.watchesClosed(ctx); err != nil {
-		return r, err
-	}
 	if r.APIRequests, err = e.apiRequestsSince(ctx, apiBefore); err != nil {
 		return r, err
 	}

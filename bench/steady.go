@@ -167,9 +167,6 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 	}
 	amp.RestartPuts = int(e.proxy.puts.Load() - before)
 	p.stop()
-	if err := e.watchesClosed(ctx); err != nil {
-		return err
-	}
 	if amp.RestartAPIRequests, err = e.apiRequestsSince(ctx, apiBefore); err != nil {
 		return err
 	}

@@ -84,7 +84,7 @@ type informer struct {
 	// are staged here so that the writer can render them.
 	stageMu sync.RWMutex
 	listing bool
-	staged  map[string]*cached // by cache key (namespace/name)
+	staged  map[string]*cached // by cache key (cache.ObjectName)
 }
 
 // New returns a Manager; Start begins watching.
@@ -428,7 +428,7 @@ func (w *informer) stage(c *cached) bool {
 	if !w.listing {
 		return false
 	}
-	w.staged[cacheKeyOf(c.Namespace, c.Name)] = c
+	w.staged[cache.NewObjectName(c.Namespace, c.Name).String()] = c
 	return true
 }
 
@@ -442,13 +442,6 @@ func (w *informer) get(key string) (*cached, bool) {
 	defer w.stageMu.RUnlock()
 	c, ok := w.staged[key]
 	return c, ok
-}
-
-func cacheKeyOf(namespace, name string) string {
-	if namespace == "" {
-		return name
-	}
-	return namespace + "/" + name
 }
 
 // Listed receives after an informer has completed its first list. Its
@@ -546,7 +539,7 @@ func (m *Manager) Document(ref object.Ref) (object.Document, bool, error) {
 	if inf == nil {
 		return object.Document{}, false, nil
 	}
-	obj, ok := inf.get(cacheKeyOf(ref.Namespace, ref.Name))
+	obj, ok := inf.get(cache.NewObjectName(ref.Namespace, ref.Name).String())
 	if !ok {
 		return object.Document{}, false, nil
 	}
@@ -602,16 +595,14 @@ func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (metav1.Obj
 	if !ok || inf == nil {
 		return nil, false, false
 	}
-	key := ref.Name
-	if inf.res.Namespaced {
-		key = namespace + "/" + ref.Name
+	if !inf.res.Namespaced {
+		namespace = ""
 	}
-	item, exists, err := inf.inf.GetStore().GetByKey(key)
-	if err != nil || !exists {
+	c, ok := inf.get(cache.NewObjectName(namespace, ref.Name).String())
+	if !ok {
 		return nil, false, false
 	}
-	c, ok := item.(*cached)
-	return c, inf.selected.Load(), ok
+	return c, inf.selected.Load(), true
 }
 
 // Each visits every cached object of every watched type whose cache is
