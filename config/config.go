@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/logging"
@@ -50,6 +51,19 @@ type Config struct {
 	LeaseDuration    time.Duration
 	PodName          string
 	EnablePprof      bool
+	// SyncTimeout bounds the wait for the informers' first lists; types
+	// not listed by then are incomplete, never pruned, and retried.
+	SyncTimeout time.Duration
+	// RequireVersioning holds every delete back on a bucket that keeps no
+	// versions.
+	RequireVersioning bool
+	// NoncurrentRetention is the lifecycle rule set on a bucket the
+	// service creates; zero sets none.
+	NoncurrentRetention Retention
+	// MaxPruneFraction is max-prune-fraction (ConfigMap).
+	MaxPruneFraction float64
+	// AllowMassPrune lets a pass delete more than MaxPruneFraction.
+	AllowMassPrune bool
 
 	// Rules are the filtering rules of the ConfigMap in BackupConfigDir, or
 	// the defaults when it is unset.
@@ -99,12 +113,13 @@ func (s setting) flagName() string {
 
 func settings() []setting {
 	return []setting{
-		{env: "CLUSTER_NAME", usage: "path segment identifying the cluster (required)", apply: func(c *Config, v string) error {
+		{env: "CLUSTER_NAME", usage: "path segment identifying the cluster, a DNS-1123 label (required)", apply: func(c *Config, v string) error {
 			if v == "" {
 				return errors.New("required")
 			}
-			if strings.ContainsAny(v, "/\\") || v == "." || v == ".." {
-				return errors.New("must be a single path segment")
+			// The Lease name and the key layout are derived from it.
+			if errs := validation.IsDNS1123Label(v); len(errs) > 0 {
+				return errors.New("must be a DNS-1123 label: " + strings.Join(errs, "; "))
 			}
 			c.ClusterName = v
 			return nil
@@ -236,6 +251,25 @@ func settings() []setting {
 			c.EnablePprof, err = parseBool(v)
 			return err
 		}},
+		{env: "SYNC_TIMEOUT", def: "2m", usage: "after this, a pass proceeds with the types listed; the others are kept, never pruned, and retried", apply: func(c *Config, v string) (err error) {
+			c.SyncTimeout, err = parseDuration(v)
+			if err == nil && c.SyncTimeout == 0 {
+				err = errors.New("must be above 0")
+			}
+			return err
+		}},
+		{env: "REQUIRE_VERSIONING", def: "true", isBool: true, usage: "delete nothing from a bucket that keeps no versions", apply: func(c *Config, v string) (err error) {
+			c.RequireVersioning, err = parseBool(v)
+			return err
+		}},
+		{env: "NONCURRENT_RETENTION", usage: "lifecycle rule on a bucket the service creates: 30d, a count of noncurrent versions to keep (10), or both (30d,10)", apply: func(c *Config, v string) (err error) {
+			c.NoncurrentRetention, err = ParseRetention(v)
+			return err
+		}},
+		{env: "ALLOW_MASS_PRUNE", def: "false", isBool: true, usage: "let a pass delete more than max-prune-fraction of the stored objects", apply: func(c *Config, v string) (err error) {
+			c.AllowMassPrune, err = parseBool(v)
+			return err
+		}},
 		{env: "STORE_QPS", def: "0", usage: "maximum store writes and deletes per second (0: unlimited)", apply: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil || f < 0 {
@@ -288,6 +322,7 @@ func Load(name string, args []string, lookupEnv func(string) (string, bool), usa
 	}
 
 	c.Rules = filter.DefaultRules()
+	c.MaxPruneFraction = DefaultMaxPruneFraction
 	if c.BackupConfigDir != "" {
 		data, err := ReadDir(c.BackupConfigDir)
 		if err != nil {
@@ -349,6 +384,38 @@ func parseInt(v string, min int) (int, error) {
 		return 0, fmt.Errorf("want an integer >= %d", min)
 	}
 	return n, nil
+}
+
+// Retention is NONCURRENT_RETENTION: noncurrent versions expire after Days,
+// keeping the Newer newest ones.
+type Retention struct {
+	Days  int
+	Newer int
+}
+
+// ParseRetention reads "30d", "10" (versions) or "30d,10".
+func ParseRetention(v string) (Retention, error) {
+	var r Retention
+	if strings.TrimSpace(v) == "" {
+		return r, nil
+	}
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if days, ok := strings.CutSuffix(part, "d"); ok {
+			n, err := strconv.Atoi(days)
+			if err != nil || n < 1 || r.Days != 0 {
+				return Retention{}, errors.New("want a number of days such as 30d, a count of versions such as 10, or both: 30d,10")
+			}
+			r.Days = n
+			continue
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 1 || r.Newer != 0 {
+			return Retention{}, errors.New("want a number of days such as 30d, a count of versions such as 10, or both: 30d,10")
+		}
+		r.Newer = n
+	}
+	return r, nil
 }
 
 func parseDuration(v string) (time.Duration, error) {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,15 +18,17 @@ import (
 // ConfigMap is the parsed filtering ConfigMap: the rules, and the overrides
 // of the BATCH_SIZE, RETRY_ATTEMPTS and RETRY_DELAY variables.
 type ConfigMap struct {
-	Rules         filter.Rules
-	BatchSize     *int
-	RetryAttempts *int
-	RetryDelay    *time.Duration
+	Rules            filter.Rules
+	MaxPruneFraction float64
+	BatchSize        *int
+	RetryAttempts    *int
+	RetryDelay       *time.Duration
 }
 
 // ApplyTo puts the ConfigMap's rules and overrides into c.
 func (cm ConfigMap) ApplyTo(c *Config) {
 	c.Rules = cm.Rules
+	c.MaxPruneFraction = cm.MaxPruneFraction
 	if cm.BatchSize != nil {
 		c.BatchSize = *cm.BatchSize
 	}
@@ -36,6 +39,10 @@ func (cm ConfigMap) ApplyTo(c *Config) {
 		c.RetryDelay = *cm.RetryDelay
 	}
 }
+
+// DefaultMaxPruneFraction is max-prune-fraction when the ConfigMap does not
+// set it.
+const DefaultMaxPruneFraction = 0.1
 
 type configMapKey struct {
 	name  string
@@ -107,6 +114,14 @@ func configMapKeys() []configMapKey {
 		{"include-openshift-resources", "back up *.openshift.io resources when OpenShift is on (default true)", boolean(func(cm *ConfigMap) *bool { return &cm.Rules.IncludeOpenShiftResources })},
 		{"validate-yaml", "re-parse each document before writing (default true)", boolean(func(cm *ConfigMap) *bool { return &cm.Rules.ValidateYAML })},
 		{"skip-invalid-resources", "skip and count invalid or oversized objects instead of failing (default true)", boolean(func(cm *ConfigMap) *bool { return &cm.Rules.SkipInvalidResources })},
+		{"max-prune-fraction", "a pass deleting more than this share of the stored objects deletes nothing (default 0.1; 1 disables)", func(cm *ConfigMap, v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || f < 0 || f > 1 {
+				return errors.New("want a number from 0 to 1")
+			}
+			cm.MaxPruneFraction = f
+			return nil
+		}},
 		{"batch-size", "overrides BATCH_SIZE", func(cm *ConfigMap, v string) error {
 			n, err := parseInt(v, 1)
 			cm.BatchSize = &n
@@ -129,7 +144,7 @@ func configMapKeys() []configMapKey {
 // their defaults; a key that is present replaces its default. An unknown key
 // is an error, so that a misspelt key is not silently ignored.
 func ParseConfigMap(data map[string]string) (ConfigMap, error) {
-	cm := ConfigMap{Rules: filter.DefaultRules()}
+	cm := ConfigMap{Rules: filter.DefaultRules(), MaxPruneFraction: DefaultMaxPruneFraction}
 	known := map[string]configMapKey{}
 	for _, k := range configMapKeys() {
 		known[k.name] = k

@@ -1,9 +1,11 @@
 package filter
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -450,4 +452,98 @@ func BenchmarkCheck(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// roundTrip decodes a stored document the way kubectl apply does.
+func roundTrip(t testing.TB, body []byte) map[string]any {
+	t.Helper()
+	var back map[string]any
+	if err := sigsyaml.Unmarshal(body, &back); err != nil {
+		t.Fatalf("stored document does not parse: %v\n%s", err, body)
+	}
+	return back
+}
+
+func TestMergeKeyIsKeptAsAKey(t *testing.T) {
+	r := DefaultRules()
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Widget",
+		"metadata": map[string]any{"name": "w"},
+		"spec": map[string]any{
+			"<<":    map[string]any{"replicas": int64(1)},
+			"image": "x",
+			"list":  []any{map[string]any{"<<": "in a list"}},
+			"text":  "<<cluster-backup-merge-key: not a key\n<<: nor this\n",
+		},
+	}}
+	body, err := r.Encode(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(body, "example.com/v1", "Widget", "w"); err != nil {
+		t.Fatalf("check: %v\n%s", err, body)
+	}
+	want := r.Clean(obj).Object
+	if got := roundTrip(t, body); !jsonEqual(t, got, want) {
+		t.Errorf("round trip changed the object:\n%s", body)
+	}
+	// A plain << written by hand reads back merged: validate-yaml rejects it.
+	merged := []byte("apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  <<:\n    replicas: 1\n  image: x\n")
+	var inv *InvalidError
+	if err := r.Check(merged, "example.com/v1", "Widget", "w"); !errors.As(err, &inv) {
+		t.Errorf("a document that reads back merged passed validate-yaml")
+	}
+}
+
+// jsonEqual compares two decoded objects as JSON sees them.
+func jsonEqual(t testing.TB, a, b any) bool {
+	t.Helper()
+	norm := func(v any) any {
+		j, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out any
+		if err := json.Unmarshal(j, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
+}
+
+// FuzzEncodeRoundTrip: any JSON value stored in an object either reads back
+// from the stored YAML as the same object, or is rejected as invalid.
+func FuzzEncodeRoundTrip(f *testing.F) {
+	for _, seed := range []string{
+		`{"a":"b"}`, `{"<<":{"replicas":1},"image":"x"}`, `["yes","on","","1.0","0x1F","~",null]`,
+		`{"k":"line\nline","n":12345678901234567890,"f":1e300,"t":true}`, `{"":{"- a":"#"}}`,
+		`{"<<cluster-backup-merge-key":"x","<<":"y"}`, `"\u00e9\ud83d\ude00"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	r := DefaultRules()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return
+		}
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x"}, "data": v,
+		}}
+		want := r.Clean(obj).Object
+		body, err := r.Encode(obj)
+		if err == nil {
+			err = r.Check(body, "v1", "ConfigMap", "x")
+		}
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("rejected without ErrInvalid: %v", err)
+			}
+			return
+		}
+		if got := roundTrip(t, body); !jsonEqual(t, got, want) {
+			t.Fatalf("accepted but reads back different:\n%s", body)
+		}
+	})
 }

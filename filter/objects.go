@@ -1,8 +1,10 @@
 package filter
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 
 	goyaml "go.yaml.in/yaml/v2"
@@ -177,24 +179,78 @@ func (e *InvalidError) Unwrap() error { return e.Err }
 // sigs.k8s.io/yaml does, for the same output at a fraction of the cost (see
 // BenchmarkEncode); strings that YAML would read as another type ("yes",
 // "on", "1.0", "") stay quoted.
+//
+// A map key "<<" is YAML's merge key: written plain, a parser merges its
+// value into the enclosing map instead of keeping it as a key. The emitter
+// writes it plain, so such keys are renamed to a placeholder that sorts in
+// the same place and appears nowhere else in the document, and the
+// placeholder is then written back as "<<", quoted.
 func marshalYAML(obj map[string]any) ([]byte, error) {
-	return goyaml.Marshal(obj)
+	var renamed []map[string]any
+	collectMergeKeys(obj, &renamed)
+	if len(renamed) == 0 {
+		return goyaml.Marshal(obj)
+	}
+	for attempt := uint64(0); attempt < 8; attempt++ {
+		placeholder := fmt.Sprintf("<<cluster-backup-%016x", rand.Uint64())
+		for _, m := range renamed {
+			if v, ok := m["<<"]; ok {
+				delete(m, "<<")
+				m[placeholder] = v
+			}
+		}
+		body, err := goyaml.Marshal(obj)
+		for _, m := range renamed {
+			m["<<"] = m[placeholder]
+			delete(m, placeholder)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if bytes.Count(body, []byte(placeholder)) == len(renamed) && bytes.Count(body, []byte(placeholder+":")) == len(renamed) {
+			return bytes.ReplaceAll(body, []byte(placeholder+":"), []byte(`"<<":`)), nil
+		}
+	}
+	return nil, errors.New("no placeholder for a merge key is free in this document")
 }
 
-// validate re-parses the document and checks that it names the same object.
-func validate(body []byte, wantAPIVersion, wantKind, wantName string) error {
-	// The parser reads the whole document; only these fields are decoded.
-	var back struct {
-		APIVersion string `yaml:"apiVersion"`
-		Kind       string `yaml:"kind"`
-		Metadata   struct {
-			Name string `yaml:"name"`
-		} `yaml:"metadata"`
+// collectMergeKeys appends every map under v that has a "<<" key.
+func collectMergeKeys(v any, out *[]map[string]any) {
+	switch t := v.(type) {
+	case map[string]any:
+		if _, ok := t["<<"]; ok {
+			*out = append(*out, t)
+		}
+		for _, e := range t {
+			collectMergeKeys(e, out)
+		}
+	case []any:
+		for _, e := range t {
+			collectMergeKeys(e, out)
+		}
 	}
-	if err := goyaml.Unmarshal(body, &back); err != nil {
+}
+
+// validate re-parses the document, checks that it names the same object,
+// and that it is a fixed point of the round trip: parsed and encoded again,
+// it gives the same bytes. A parse that changes the structure (a merge key
+// merged, a value read as another type) cannot give them back.
+func validate(body []byte, wantAPIVersion, wantKind, wantName string) error {
+	var parsed map[string]any
+	if err := goyaml.Unmarshal(body, &parsed); err != nil {
 		return fmt.Errorf("document does not parse: %w", err)
 	}
-	apiVersion, kind, name := back.APIVersion, back.Kind, back.Metadata.Name
+	back, ok := stringKeys(parsed).(map[string]any)
+	if !ok {
+		return errors.New("document is not a map")
+	}
+	again, err := marshalYAML(back)
+	if err != nil || !bytes.Equal(again, body) {
+		return errors.New("document does not read back as the object it was encoded from")
+	}
+	str := func(v any) string { s, _ := v.(string); return s }
+	meta, _ := back["metadata"].(map[string]any)
+	apiVersion, kind, name := str(back["apiVersion"]), str(back["kind"]), str(meta["name"])
 	switch {
 	case apiVersion == "" || kind == "" || name == "":
 		return errors.New("document lacks apiVersion, kind or metadata.name")
@@ -203,4 +259,33 @@ func validate(body []byte, wantAPIVersion, wantKind, wantName string) error {
 			apiVersion, kind, name, wantAPIVersion, wantKind, wantName)
 	}
 	return nil
+}
+
+// stringKeys turns the parser's map[any]any trees into map[string]any, as
+// the encoder gets them; a map with a key that is not a string is left as it
+// is (it cannot read back as the JSON object it was encoded from).
+func stringKeys(v any) any {
+	switch t := v.(type) {
+	case map[any]any:
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			ks, ok := k.(string)
+			if !ok {
+				return t
+			}
+			out[ks] = stringKeys(e)
+		}
+		return out
+	case map[string]any:
+		for k, e := range t {
+			t[k] = stringKeys(e)
+		}
+		return t
+	case []any:
+		for i, e := range t {
+			t[i] = stringKeys(e)
+		}
+		return t
+	}
+	return v
 }

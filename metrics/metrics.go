@@ -23,6 +23,8 @@ var Operations = []string{
 	"snapshot",
 	"config_reload",
 	"leader_election",
+	"prune_guard",
+	"cluster_identity",
 }
 
 // Actions of cluster_backup_resources_total.
@@ -45,6 +47,14 @@ type Metrics struct {
 	ChangeLatency prometheus.Histogram
 	Leader        prometheus.Gauge
 	StoreUp       prometheus.Gauge
+	// PruneGuard is 1 while a pass's deletes are held back (too many, a
+	// foreign cluster's prefix, an unversioned bucket).
+	PruneGuard prometheus.Gauge
+	// Incomplete counts the selected types whose caches are not complete:
+	// their stored keys are never pruned.
+	Incomplete prometheus.Gauge
+	// Versioning is 1 when the bucket keeps versions.
+	Versioning prometheus.Gauge
 }
 
 // New creates the metrics on reg.
@@ -92,6 +102,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		StoreUp: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cluster_backup_store_up",
 			Help: "1 when the store's last call succeeded, 0 from a failed call until the next success.",
+		}),
+		PruneGuard: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_prune_guard_tripped",
+			Help: "1 while the last pass's deletes were held back by a guard (max-prune-fraction, cluster identity, bucket versioning).",
+		}),
+		Incomplete: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_incomplete_resources",
+			Help: "Resource types (and API groups failing discovery) whose caches are not complete; their stored objects are never pruned.",
+		}),
+		Versioning: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_bucket_versioning",
+			Help: "1 when the bucket keeps object versions, 0 when it does not (the directory store keeps none).",
 		}),
 	}
 	m.StoreUp.Set(1)

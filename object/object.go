@@ -65,6 +65,11 @@ type Meta struct {
 	UID             string
 	APIVersion      string // group/version, "v1" for the core group
 	SHA256          string // lower-case hex of the stored bytes
+	// ClusterUID identifies the cluster that wrote the object (the UID of
+	// its kube-system namespace), so that a service never deletes what
+	// another cluster of the same CLUSTER_NAME stored. Empty on objects
+	// written before it was recorded.
+	ClusterUID string
 }
 
 // User-metadata keys of Meta, as stored (S3 sends them as X-Amz-Meta-*).
@@ -73,16 +78,21 @@ const (
 	MetaUID             = "uid"
 	MetaAPIVersion      = "api-version"
 	MetaSHA256          = "sha256"
+	MetaClusterUID      = "cluster-uid"
 )
 
 // Map returns m as store user metadata.
 func (m Meta) Map() map[string]string {
-	return map[string]string{
+	out := map[string]string{
 		MetaResourceVersion: m.ResourceVersion,
 		MetaUID:             m.UID,
 		MetaAPIVersion:      m.APIVersion,
 		MetaSHA256:          m.SHA256,
 	}
+	if m.ClusterUID != "" {
+		out[MetaClusterUID] = m.ClusterUID
+	}
+	return out
 }
 
 // MetaFromMap reads Meta back from user metadata. Keys are matched without
@@ -102,6 +112,8 @@ func MetaFromMap(md map[string]string) Meta {
 			m.APIVersion = v
 		case MetaSHA256:
 			m.SHA256 = v
+		case MetaClusterUID:
+			m.ClusterUID = v
 		}
 	}
 	return m
@@ -111,6 +123,13 @@ func MetaFromMap(md map[string]string) Meta {
 func Digest(body []byte) string {
 	sum := sha256.Sum256(body)
 	return hex.EncodeToString(sum[:])
+}
+
+// IdentityKey is the key of the marker that records which cluster owns the
+// prefix {prefix}/{cluster}/ (its Meta.ClusterUID). It is outside the
+// object layout, so no pass ever takes it for an object.
+func IdentityKey(prefix, cluster string) string {
+	return path.Join(prefix, cluster, "cluster-identity.yaml")
 }
 
 // Stored is one entry of a store listing.
@@ -126,26 +145,56 @@ type Document struct {
 	Meta Meta
 }
 
-// ParseKey is the inverse of Ref.Key for keys under prefix and cluster. A
-// bare resource segment parses to the core group; its key is the same. ok is
-// false for keys that are not in the layout.
-func ParseKey(prefix, cluster, key string) (Ref, bool) {
+// Stored key of one object, as ParseKey reads it back: the resource segment
+// is kept as stored, because a bare plural ("deployments") does not say
+// which of the groups stored without suffix it belongs to. Only what
+// discovery knows can resolve it to a group (see Resolver).
+type Key struct {
+	Segment   string // {resource} of the layout
+	Namespace string // empty for cluster-scoped objects
+	Name      string
+}
+
+// Ref returns the object's identity once its segment has been resolved.
+func (k Key) Ref(group, resource string) Ref {
+	return Ref{Group: group, Resource: resource, Namespace: k.Namespace, Name: k.Name}
+}
+
+// ParseKey is the inverse of Ref.Key for keys under prefix and cluster. ok is
+// false for keys that are not in the layout (the cluster's identity marker,
+// keys put by hand).
+func ParseKey(prefix, cluster, key string) (Key, bool) {
 	rest, found := strings.CutPrefix(key, ClusterPrefix(prefix, cluster))
 	if !found {
-		return Ref{}, false
+		return Key{}, false
 	}
 	parts := strings.Split(rest, "/")
 	if len(parts) != 3 {
-		return Ref{}, false
+		return Key{}, false
 	}
 	name, found := strings.CutSuffix(parts[2], ".yaml")
 	if !found || name == "" || parts[0] == "" || parts[1] == "" {
-		return Ref{}, false
+		return Key{}, false
 	}
-	r := Ref{Namespace: parts[0], Name: name}
-	if r.Namespace == ClusterScope {
-		r.Namespace = ""
+	k := Key{Segment: parts[1], Namespace: parts[0], Name: name}
+	if k.Namespace == ClusterScope {
+		k.Namespace = ""
 	}
-	r.Resource, r.Group, _ = strings.Cut(parts[1], ".")
-	return r, true
+	return k, true
 }
+
+// State says what the informer caches know about one object.
+type State int
+
+// States of an object in the caches.
+const (
+	// Unknown: its type has no complete cache (not discovered, failing,
+	// denied, or still listing), so nothing may be concluded, least of
+	// all that the object is gone.
+	Unknown State = iota
+	// Present: the object exists and is selected.
+	Present
+	// Absent: its type's cache is complete and the object is not in it,
+	// or the rules in force leave it out. Its key must not be stored.
+	Absent
+)

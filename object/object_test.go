@@ -22,7 +22,7 @@ func TestKeys(t *testing.T) {
 			t.Errorf("%+v: key %q, want %q", tc.ref, got, tc.want)
 		}
 		back, ok := ParseKey("clusterbackup", "east", got)
-		if !ok || back.Key("clusterbackup", "east") != got {
+		if !ok || back.Ref(tc.ref.Group, tc.ref.Resource).Key("clusterbackup", "east") != got || back.Segment != ResourceSegment(tc.ref.Group, tc.ref.Resource) {
 			t.Errorf("ParseKey(%q) = %+v %v", got, back, ok)
 		}
 	}
@@ -32,6 +32,7 @@ func TestKeys(t *testing.T) {
 		"clusterbackup/east/configmaps/a.yaml",
 		"clusterbackup/east/a/b/c/d.yaml",
 		"clusterbackup/eastern/default/configmaps/a.yaml",
+		IdentityKey("clusterbackup", "east"),
 	} {
 		if _, ok := ParseKey("clusterbackup", "east", bad); ok {
 			t.Errorf("ParseKey(%q) accepted", bad)
@@ -40,7 +41,7 @@ func TestKeys(t *testing.T) {
 }
 
 func TestMetaRoundTrip(t *testing.T) {
-	m := Meta{ResourceVersion: "1", UID: "u", APIVersion: "apps/v1", SHA256: Digest([]byte("x"))}
+	m := Meta{ResourceVersion: "1", UID: "u", APIVersion: "apps/v1", SHA256: Digest([]byte("x")), ClusterUID: "c"}
 	served := map[string]string{}
 	for k, v := range m.Map() {
 		served["X-Amz-Meta-"+k] = v // how S3 listings return them

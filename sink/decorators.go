@@ -116,7 +116,8 @@ func (h *Health) Healthy() bool { return !h.failing.Load() }
 
 func (h *Health) record(err error) error {
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, ErrUnstorable):
+		// A key the store can never hold says nothing of its health.
 		h.failing.Store(false)
 		h.up.Set(1)
 	case !errors.Is(err, context.Canceled):

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -17,9 +18,12 @@ import (
 // layout as the bucket, for clusters that back up to a volume.
 //
 // A file system has no user metadata, so each object's metadata is kept
-// alongside it in a hidden file (.name.yaml.meta, JSON). List computes the
-// SHA-256 from the file itself rather than trusting the sidecar, so a file
-// edited by hand is repaired by the next snapshot pass.
+// beside it in a hidden folder (.meta/name.yaml, JSON): the sidecar's name
+// is no longer than the document's, so every name that fits in a file name
+// has its metadata too. List computes the SHA-256 from the file itself
+// rather than trusting the sidecar, so a file edited by hand is repaired by
+// the next snapshot pass. It lists every document it writes, whatever its
+// name (object names may start with a dot).
 type Dir struct {
 	root string
 }
@@ -47,24 +51,40 @@ func (d *Dir) Put(_ context.Context, key string, body []byte, meta object.Meta) 
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+	if err := os.MkdirAll(filepath.Dir(metaPath(p)), 0o755); err != nil {
+		return fmt.Errorf("put %s: %w", key, classify(err))
 	}
 	sidecar, err := json.Marshal(meta.Map())
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	if err := writeAtomic(metaPath(p), sidecar); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return fmt.Errorf("put %s: %w", key, classify(err))
 	}
 	if err := writeAtomic(p, body); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return fmt.Errorf("put %s: %w", key, classify(err))
 	}
 	return nil
 }
 
+// metaDir holds the sidecars of the documents in its parent folder.
+const metaDir = ".meta"
+
 func metaPath(p string) string {
+	return filepath.Join(filepath.Dir(p), metaDir, filepath.Base(p))
+}
+
+// legacyMetaPath is where earlier versions kept a document's sidecar.
+func legacyMetaPath(p string) string {
 	return filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".meta")
+}
+
+// classify marks names the file system can never hold as unstorable.
+func classify(err error) error {
+	if errors.Is(err, syscall.ENAMETOOLONG) {
+		return fmt.Errorf("%w: %w", ErrUnstorable, err)
+	}
+	return err
 }
 
 func writeAtomic(p string, body []byte) error {
@@ -95,9 +115,12 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
-	if err := os.Remove(metaPath(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete %s: %w", key, err)
+	for _, sidecar := range []string{metaPath(p), legacyMetaPath(p)} {
+		if err := os.Remove(sidecar); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
 	}
+	_ = os.Remove(filepath.Dir(metaPath(p))) // when it is empty
 	for dir := filepath.Dir(p); dir != d.root && strings.HasPrefix(dir, d.root); dir = filepath.Dir(dir) {
 		if os.Remove(dir) != nil {
 			break // not empty, or gone
@@ -119,8 +142,14 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]object.Stored, error) 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			return nil // sidecars and temporary files
+		if e.IsDir() {
+			if e.Name() == metaDir {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			return nil // temporary files and legacy sidecars
 		}
 		rel, err := filepath.Rel(d.root, p)
 		if err != nil {

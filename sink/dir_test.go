@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cluster-backup/cluster-backup/object"
@@ -53,5 +54,40 @@ func TestDirStore(t *testing.T) {
 	}
 	if err := d.Put(ctx, "../escape.yaml", body, meta); !errors.Is(err, ErrPermanent) {
 		t.Errorf("a key escaping the root was accepted: %v", err)
+	}
+}
+
+func TestDirStoreListsWhatItWrites(t *testing.T) {
+	d, err := NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	body := []byte("kind: ClusterRole\n")
+	meta := object.Meta{UID: "u", SHA256: object.Digest(body)}
+	for _, tc := range []struct {
+		name          string
+		unstorable    bool
+		wantInListing bool
+	}{
+		{name: ".dotted", wantInListing: true},
+		{name: strings.Repeat("a", 250), wantInListing: true}, // its file name is 255 bytes
+		{name: strings.Repeat("b", 251), unstorable: true},
+	} {
+		key := "clusterbackup/east/_cluster/clusterroles.rbac.authorization.k8s.io/" + tc.name + ".yaml"
+		err := d.Put(ctx, key, body, meta)
+		if tc.unstorable {
+			if !errors.Is(err, ErrUnstorable) {
+				t.Errorf("%d-byte name: %v, want ErrUnstorable", len(tc.name), err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%d-byte name: %v", len(tc.name), err)
+		}
+		list, err := d.List(ctx, key)
+		if err != nil || len(list) != 1 || list[0].Meta != meta {
+			t.Errorf("%q not listed with its metadata: %+v %v", tc.name[:min(len(tc.name), 10)], list, err)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/lifecycle"
 	"go.uber.org/zap"
 
 	"github.com/cluster-backup/cluster-backup/logging"
@@ -39,14 +40,26 @@ type MinIOOptions struct {
 	// That many connections stay open between calls, so that each call
 	// reuses one rather than dialing (and, with TLS, handshaking) again.
 	Connections int
+	// NoncurrentDays and NoncurrentNewer make the lifecycle rule set on a
+	// bucket the service creates: noncurrent versions expire after
+	// NoncurrentDays, keeping the NoncurrentNewer newest (NONCURRENT_RETENTION).
+	NoncurrentDays  int
+	NoncurrentNewer int
 }
 
 // MinIO stores objects in an S3-compatible bucket.
 type MinIO struct {
-	client *minio.Client
-	bucket string
-	redact *strings.Replacer
+	client     *minio.Client
+	bucket     string
+	redact     *strings.Replacer
+	versioning string // enabled, suspended, off or unknown
 }
+
+// maxKeyBytes is S3's limit on the length of a key.
+const maxKeyBytes = 1024
+
+// Versioning reports whether the bucket keeps versions, as read at start.
+func (m *MinIO) Versioning() bool { return m.versioning == "enabled" }
 
 // NewMinIO connects to the endpoint, makes sure the bucket exists (creating
 // it with versioning on when missing and permitted) and logs the outcome with
@@ -115,6 +128,11 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 		if err := m.client.EnableVersioning(ctx, m.bucket); err != nil {
 			return nil, "", m.wrap("enable versioning on "+m.bucket, err)
 		}
+		if opts.NoncurrentDays > 0 || opts.NoncurrentNewer > 0 {
+			if err := m.client.SetBucketLifecycle(ctx, m.bucket, retention(opts.NoncurrentDays, opts.NoncurrentNewer)); err != nil {
+				return nil, "", m.wrap("set the lifecycle rule on "+m.bucket, err)
+			}
+		}
 	}
 	versioning := "unknown"
 	if vc, err := m.client.GetBucketVersioning(ctx, m.bucket); err == nil {
@@ -123,7 +141,28 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 			versioning = "off"
 		}
 	}
+	m.versioning = versioning
 	return m, versioning, nil
+}
+
+// retention is the lifecycle rule of NONCURRENT_RETENTION: history does not
+// grow without bound (MinIO refuses writes past 10,000 versions of a key).
+// S3 needs a number of days; a count alone expires the older versions after
+// one day.
+func retention(days, newer int) *lifecycle.Configuration {
+	if days == 0 {
+		days = 1
+	}
+	cfg := lifecycle.NewConfiguration()
+	cfg.Rules = []lifecycle.Rule{{
+		ID:     "cluster-backup-noncurrent-retention",
+		Status: "Enabled",
+		NoncurrentVersionExpiration: lifecycle.NoncurrentVersionExpiration{
+			NoncurrentDays:          lifecycle.ExpirationDays(days),
+			NewerNoncurrentVersions: newer,
+		},
+	}}
+	return cfg
 }
 
 // PutOptions are the options of every upload: body and metadata in one
@@ -147,6 +186,9 @@ func PutOptions(meta object.Meta) minio.PutObjectOptions {
 
 // Put uploads body with meta as user metadata.
 func (m *MinIO) Put(ctx context.Context, key string, body []byte, meta object.Meta) error {
+	if len(key) > maxKeyBytes {
+		return fmt.Errorf("put %s: key of %d bytes exceeds S3's %d: %w", key, len(key), maxKeyBytes, ErrUnstorable)
+	}
 	_, err := m.client.PutObject(ctx, m.bucket, key, bytes.NewReader(body), int64(len(body)), PutOptions(meta))
 	if err != nil {
 		return m.wrap("put "+key, err)
@@ -198,7 +240,9 @@ func (m *MinIO) wrap(op string, err error) error {
 	msg := m.redact.Replace(err.Error())
 	resp := minio.ToErrorResponse(err)
 	switch resp.Code {
-	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName", "XMinioInvalidObjectName", "InvalidArgument":
+	case "KeyTooLongError", "XMinioInvalidObjectName":
+		return fmt.Errorf("%s: %s: %w", op, msg, ErrUnstorable)
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName", "InvalidArgument":
 		return fmt.Errorf("%s: %s: %w", op, msg, ErrPermanent)
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

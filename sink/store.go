@@ -7,6 +7,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -24,3 +25,8 @@ type Store interface {
 // ErrPermanent marks store errors that a retry cannot fix (access denied, a
 // missing bucket, an invalid key). Anything else is treated as transient.
 var ErrPermanent = errors.New("permanent store error")
+
+// ErrUnstorable marks a key that this store can never hold (too long for
+// S3 or for a file name). It is also permanent. The writer counts such a key
+// once, logs it once, and does not retry it: it is not a store outage.
+var ErrUnstorable = fmt.Errorf("key cannot be stored: %w", ErrPermanent)

@@ -21,11 +21,13 @@ import (
 )
 
 // Source renders the latest state of an object, as the informer caches hold
-// it. ok is false when the object is gone or no longer selected, so its key
-// must not be in the store. An error wrapping filter.ErrInvalid means the
-// object cannot be stored as it is.
+// it. The state is Absent when the object is gone or no longer selected, so
+// its key must not be in the store, and Unknown when the caches cannot tell
+// (its type is not completely listed): then the key is left as it is. An
+// error wrapping filter.ErrInvalid means the object cannot be stored as it
+// is.
 type Source interface {
-	Document(ref object.Ref) (doc object.Document, ok bool, err error)
+	Document(ref object.Ref) (doc object.Document, state object.State, err error)
 	// Check runs just before doc is written (validate-yaml); an error
 	// wrapping filter.ErrInvalid keeps it out of the store.
 	Check(ref object.Ref, doc object.Document) error
@@ -51,6 +53,9 @@ type WriterOptions struct {
 	SkipInvalid bool
 	// QueueMetrics, when set, exports the queue's workqueue metrics.
 	QueueMetrics workqueue.MetricsProvider
+	// Holds, when set, can hold every delete back (a foreign cluster's
+	// prefix, an unversioned bucket).
+	Holds *Holds
 }
 
 // Outcome is what handling one key did.
@@ -65,6 +70,7 @@ const (
 	Absent                   // nothing to store and nothing stored
 	Skipped                  // the object cannot be stored (too large, invalid) and was skipped
 	Invalid                  // the object cannot be stored and skip-invalid-resources is off
+	Kept                     // its type is not completely listed, or deletes are held: the key was left as it is
 )
 
 // MaxWaitWindows bounds how long a busy object can wait for a quiet window.
@@ -89,9 +95,16 @@ type Writer struct {
 	seq      uint64                 // counts successful writes
 	forced   map[object.Ref]forcedItem
 	flushing bool
+	// unstorable are the keys the store can never hold, counted and
+	// logged once, then skipped without a call.
+	unstorable map[string]bool
+	clusterUID string // stamped on every write
 
 	overflowed  atomic.Bool
 	skipInvalid atomic.Bool
+	holdOnce    sync.Once
+	abandon     chan struct{}
+	abandonOnce sync.Once
 }
 
 // storedState is what the writer knows a key holds: its SHA-256, and the
@@ -100,6 +113,9 @@ type Writer struct {
 type storedState struct {
 	sum [sha256.Size]byte // zero when unknown
 	seq uint64
+	// foreign: another cluster wrote it (its cluster UID is not ours);
+	// it is never deleted.
+	foreign bool
 }
 
 // digest parses a hex SHA-256; anything else (a key put by hand) gives the
@@ -152,9 +168,11 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 			workqueue.NewTypedItemExponentialFailureRateLimiter[object.Ref](opts.RetryDelay, 5*time.Minute),
 			workqueue.TypedRateLimitingQueueConfig[object.Ref]{Name: "writer", Clock: clk, MetricsProvider: opts.QueueMetrics},
 		),
-		pending: map[object.Ref]*pendingItem{},
-		hashes:  map[string]storedState{},
-		forced:  map[object.Ref]forcedItem{},
+		pending:    map[object.Ref]*pendingItem{},
+		hashes:     map[string]storedState{},
+		forced:     map[object.Ref]forcedItem{},
+		unstorable: map[string]bool{},
+		abandon:    make(chan struct{}),
 	}
 	w.skipInvalid.Store(opts.SkipInvalid)
 	return w
@@ -175,15 +193,32 @@ func (w *Writer) Seed(ctx context.Context) error {
 	return nil
 }
 
+// SetClusterUID sets the identity of the cluster stamped on every write;
+// keys stored with another identity are never deleted. Call it before Seed.
+func (w *Writer) SetClusterUID(uid string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.clusterUID = uid
+}
+
 // SetStored replaces the known stored state with a fresh listing.
 func (w *Writer) SetStored(stored []object.Stored) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.hashes = make(map[string]storedState, len(stored))
 	for _, s := range stored {
-		w.hashes[s.Key] = storedState{sum: digest(s.Meta.SHA256)}
+		w.hashes[s.Key] = storedState{sum: digest(s.Meta.SHA256), foreign: Foreign(s.Meta, w.clusterUID)}
 	}
 }
+
+// Foreign reports whether a stored object was written by another cluster
+// than the one identified by uid.
+func Foreign(meta object.Meta, uid string) bool {
+	return meta.ClusterUID != "" && uid != "" && meta.ClusterUID != uid
+}
+
+// foreignUID stands for another cluster's identity in List.
+const foreignUID = "another-cluster"
 
 // List returns what the writer knows the store to hold under prefix: the
 // Seed listing, updated by its own writes and deletes since. The snapshot
@@ -195,7 +230,11 @@ func (w *Writer) List(_ context.Context, prefix string) ([]object.Stored, error)
 	out := make([]object.Stored, 0, len(w.hashes))
 	for key, st := range w.hashes {
 		if strings.HasPrefix(key, prefix) {
-			out = append(out, object.Stored{Key: key, Meta: object.Meta{SHA256: hex.EncodeToString(st.sum[:])}})
+			meta := object.Meta{SHA256: hex.EncodeToString(st.sum[:])}
+			if st.foreign {
+				meta.ClusterUID = foreignUID
+			}
+			out = append(out, object.Stored{Key: key, Meta: meta})
 		}
 	}
 	return out, nil
@@ -325,7 +364,14 @@ func (w *Writer) Run(ctx context.Context, src Source, flushTimeout time.Duration
 			}
 		}()
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-w.abandon:
+		cancelCalls()
+		w.queue.ShutDown()
+		wg.Wait()
+		return
+	}
 
 	// Flush: everything pending is due now.
 	w.mu.Lock()
@@ -353,8 +399,21 @@ func (w *Writer) Run(ctx context.Context, src Source, flushTimeout time.Duration
 			logging.Op("object_write"), logging.Data(map[string]any{"pending": left}))
 		cancelCalls()
 		w.queue.ShutDown()
+	case <-w.abandon:
+		left := w.Pending()
+		w.log.Warn("Writes abandoned: another replica may be writing now; its first pass writes what is left",
+			logging.Op("object_write"), logging.Data(map[string]any{"pending": left}))
+		cancelCalls()
+		w.queue.ShutDown()
 	}
 	wg.Wait()
+}
+
+// Abandon stops every write at once, in flight or pending, and makes the
+// flush of Run end without writing: a replica that lost its lease must not
+// write after a new leader has taken over.
+func (w *Writer) Abandon() {
+	w.abandonOnce.Do(func() { close(w.abandon) })
 }
 
 func (w *Writer) processNext(ctx context.Context) bool {
@@ -427,13 +486,28 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 	w.mu.Lock()
 	src := w.src
 	w.mu.Unlock()
-	doc, ok, err := src.Document(ref)
+	doc, state, err := src.Document(ref)
 	if err != nil {
 		return w.invalid(log, ref, resource, err), nil
 	}
-	if !ok {
+	switch state {
+	case object.Unknown:
+		// Not known to be gone: the pass that follows its type's list
+		// writes it, or finds it gone.
+		return Kept, nil
+	case object.Absent:
 		if !forced && !w.stored(key) {
 			return Absent, nil
+		}
+		if w.state(key).foreign {
+			return Kept, nil // another cluster's object
+		}
+		if reason := w.opts.Holds.Reason(); reason != "" {
+			w.holdOnce.Do(func() {
+				log().Warn("Deletes are held back; stored objects stay", logging.Op("object_delete"),
+					logging.Data(map[string]any{"key": key, "reason": reason}))
+			})
+			return Kept, nil
 		}
 		start := w.clock.Now()
 		if err := w.store.Delete(ctx, key); err != nil {
@@ -457,8 +531,24 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 	if err := src.Check(ref, doc); err != nil {
 		return w.invalid(log, ref, resource, err), nil
 	}
+	if w.isUnstorable(key) {
+		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
+		return Skipped, nil
+	}
 	start := w.clock.Now()
-	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); err != nil {
+	w.mu.Lock()
+	doc.Meta.ClusterUID = w.clusterUID
+	w.mu.Unlock()
+	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); errors.Is(err, ErrUnstorable) {
+		w.mu.Lock()
+		w.unstorable[key] = true
+		w.mu.Unlock()
+		w.metrics.Errors.WithLabelValues("object_write").Inc()
+		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
+		log().Error("Object can never be stored under its key; skipped until it changes name", logging.Op("object_write"),
+			zap.Error(err), logging.Data(map[string]any{"name": ref.Name, "reason": "key_unstorable", "key_bytes": len(key)}))
+		return Skipped, nil
+	} else if err != nil {
 		w.metrics.Errors.WithLabelValues("object_write").Inc()
 		log().Error("Failed to write object", logging.Op("object_write"), zap.Error(err), logging.Data(map[string]any{"key": key}))
 		return Failed, err
@@ -496,6 +586,12 @@ func (w *Writer) state(key string) storedState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.hashes[key]
+}
+
+func (w *Writer) isUnstorable(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.unstorable[key]
 }
 
 func (w *Writer) stored(key string) bool {

@@ -91,6 +91,9 @@ type fakeSource struct {
 	mu   sync.Mutex
 	docs map[object.Ref]string
 	bad  map[object.Ref]error // Document fails
+	// unknown objects are neither present nor known to be gone (their
+	// type is not completely listed).
+	unknown map[object.Ref]bool
 	// unparsable documents fail Check, as validate-yaml would fail them.
 	unparsable map[object.Ref]bool
 }
@@ -116,17 +119,20 @@ func (s *fakeSource) Check(ref object.Ref, _ object.Document) error {
 	return nil
 }
 
-func (s *fakeSource) Document(ref object.Ref) (object.Document, bool, error) {
+func (s *fakeSource) Document(ref object.Ref) (object.Document, object.State, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.bad[ref]; err != nil {
-		return object.Document{}, false, err
+		return object.Document{}, object.Present, err
+	}
+	if s.unknown[ref] {
+		return object.Document{}, object.Unknown, nil
 	}
 	body, ok := s.docs[ref]
 	if !ok {
-		return object.Document{}, false, nil
+		return object.Document{}, object.Absent, nil
 	}
-	return object.Document{Body: []byte(body), Meta: object.Meta{SHA256: object.Digest([]byte(body)), APIVersion: "v1"}}, true, nil
+	return object.Document{Body: []byte(body), Meta: object.Meta{SHA256: object.Digest([]byte(body)), APIVersion: "v1"}}, object.Present, nil
 }
 
 type harness struct {
@@ -140,7 +146,7 @@ type harness struct {
 
 func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness {
 	t.Helper()
-	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}}, done: make(chan struct{})}
+	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}, unknown: map[object.Ref]bool{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
 	h.w = NewWriter(store, WriterOptions{
 		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, SkipInvalid: true,
@@ -242,6 +248,90 @@ func TestDeletes(t *testing.T) {
 	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
 	if _, d := h.store.counts(); d != 1 {
 		t.Errorf("deletes = %d, want 1", d)
+	}
+}
+
+func TestUnknownAndHeldDeletesKeepTheKey(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		unknown bool
+		hold    string
+		want    Outcome
+	}{
+		{name: "type not completely listed", unknown: true, want: Kept},
+		{name: "deletes held", hold: "bucket versioning is off", want: Kept},
+		{name: "absent and nothing held", want: Deleted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newMemStore()
+			h := startWriter(t, time.Millisecond, store)
+			h.src.set(ref("a"), "x")
+			if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, 0); got[0] != Written {
+				t.Fatalf("write: %v", got)
+			}
+			h.src.remove(ref("a"))
+			h.src.mu.Lock()
+			h.src.unknown[ref("a")] = tc.unknown
+			h.src.mu.Unlock()
+			if tc.hold != "" {
+				h.w.opts.Holds = &Holds{}
+				h.w.opts.Holds.Set("test", tc.hold)
+			}
+			if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, 0); got[0] != tc.want {
+				t.Errorf("outcome %v, want %v", got[0], tc.want)
+			}
+			_, stillStored := store.body(keyOf("a"))
+			if stillStored != (tc.want == Kept) {
+				t.Errorf("stored after the delete: %v", stillStored)
+			}
+		})
+	}
+}
+
+// unstorableStore refuses one key for good, as S3 refuses keys over 1,024
+// bytes.
+type unstorableStore struct {
+	*memStore
+	calls int
+}
+
+func (u *unstorableStore) Put(ctx context.Context, key string, body []byte, meta object.Meta) error {
+	u.mu.Lock()
+	u.calls++
+	u.mu.Unlock()
+	if strings.Contains(key, "/long") {
+		return fmt.Errorf("put %s: %w", key, ErrUnstorable)
+	}
+	return u.memStore.Put(ctx, key, body, meta)
+}
+
+func TestUnstorableKeyIsCountedOnceAndNotRetried(t *testing.T) {
+	store := &unstorableStore{memStore: newMemStore()}
+	m := metrics.New(prometheus.NewRegistry())
+	w := NewWriter(store, WriterOptions{Prefix: "clusterbackup", Cluster: "c", Workers: 2, RetryDelay: time.Millisecond},
+		zap.NewNop(), m, clock.RealClock{})
+	src := &fakeSource{docs: map[object.Ref]string{ref("long"): "x", ref("ok"): "y"}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx, src, time.Second); close(done) }()
+	defer func() { cancel(); <-done }()
+	for range 3 { // three passes
+		out := w.Apply(context.Background(), []object.Ref{ref("long"), ref("ok")}, 0)
+		if out[0] != Skipped {
+			t.Fatalf("unstorable key: outcome %v, want Skipped", out[0])
+		}
+	}
+	if got := testutil.ToFloat64(m.Errors.WithLabelValues("object_write")); got != 1 {
+		t.Errorf("object_write errors %v, want 1", got)
+	}
+	store.mu.Lock()
+	calls := store.calls
+	store.mu.Unlock()
+	if calls != 2 { // one refused put; the other key is written once, then unchanged
+		t.Errorf("%d puts, want 2", calls)
+	}
+	if w.Pending() != 0 {
+		t.Error("the unstorable key stays queued")
 	}
 }
 

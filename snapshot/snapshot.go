@@ -10,8 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -26,13 +26,20 @@ import (
 
 // Source is the cluster as the informer caches hold it.
 type Source interface {
-	// Each calls visit for every cached object of every watched type with
-	// the SHA-256 of its document; ok is false when the filters leave it
-	// out, and err wraps filter.ErrInvalid when it cannot be stored.
+	// Each calls visit for every cached object of every type whose cache
+	// is complete, with the SHA-256 of its document; ok is false when the
+	// filters leave it out, and err wraps filter.ErrInvalid when it cannot
+	// be stored.
 	Each(visit func(ref object.Ref, sum string, ok bool, err error))
-	// Incomplete names the resource segments whose caches are not
-	// complete (syncing, or access denied); their stored keys are kept.
-	Incomplete() map[string]bool
+	// Resolve maps a stored resource segment to its group and resource,
+	// and says whether a stored key of it may be deleted when Each did not
+	// visit its object: only when its type's cache is complete, or the
+	// type is known and left out by the rules. Keys of any other type are
+	// kept.
+	Resolve(segment string) (group, resource string, prunable bool)
+	// Incomplete names the types (and failing API groups) whose stored
+	// keys are kept because their caches are not complete.
+	Incomplete() []string
 }
 
 // Lister lists what the store holds.
@@ -60,32 +67,170 @@ type Pass struct {
 	// SkipInvalid counts objects that cannot be stored as skipped rather
 	// than as errors (skip-invalid-resources).
 	SkipInvalid bool
-	Source      Source
-	Store       Lister
-	Writer      Applier
-	Log         *zap.Logger
-	Metrics     *metrics.Metrics
+	// MaxPruneFraction is max-prune-fraction: a pass that would delete more
+	// than this share of the cluster's stored objects deletes nothing.
+	// 1 (or more) disables the guard.
+	MaxPruneFraction float64
+	// AllowMassPrune accepts, for this pass, deletes beyond
+	// MaxPruneFraction (snapshot --allow-mass-prune).
+	AllowMassPrune bool
+	// Holds, when set, can hold every delete back.
+	Holds *sink.Holds
+	// ClusterUID identifies this cluster: stored objects another cluster
+	// wrote are never deleted.
+	ClusterUID string
+	Source     Source
+	Store      Lister
+	Writer     Applier
+	Log        *zap.Logger
+	Metrics    *metrics.Metrics
 	// Progress, when set, is called after each batch with the objects
 	// handled so far, the objects to handle and those written.
 	Progress func(done, total, written int)
 }
 
-// Result counts what a pass did.
-type Result struct {
-	BackedUp   int
-	Unchanged  int
-	Deleted    int
-	Skipped    int
-	Invalid    int
-	Errors     int
-	Namespaces int
-	Duration   time.Duration
+// Counts are what a pass did, in total or for one resource.
+type Counts struct {
+	BackedUp  int
+	Unchanged int
+	Deleted   int
+	Skipped   int
+	Invalid   int
+	Errors    int
+	// Kept are stored objects of types whose caches are not complete, or
+	// whose deletes were held back: left as they are.
+	Kept int
 }
 
-type counts struct{ backedUp, unchanged, deleted, skipped, invalid, errors int }
+func (c *Counts) add(o Counts) {
+	c.BackedUp += o.BackedUp
+	c.Unchanged += o.Unchanged
+	c.Deleted += o.Deleted
+	c.Skipped += o.Skipped
+	c.Invalid += o.Invalid
+	c.Errors += o.Errors
+	c.Kept += o.Kept
+}
+
+// Result counts what a pass did.
+type Result struct {
+	Counts
+	Namespaces int
+	// Incomplete names the types whose stored objects were kept because
+	// their caches are not complete.
+	Incomplete []string
+	// PruneHeld says why the pass's deletes were held back, if they were.
+	PruneHeld string
+	Duration  time.Duration
+}
+
+// planned is what a pass decides to do before it does anything.
+type planned struct {
+	writes     []object.Ref
+	deletes    []object.Ref
+	objects    int // object keys stored under the cluster's prefix
+	namespaces int
+	counts     map[string]*Counts // by resource segment
+	// invalid are the objects that cannot be stored, with why, for the
+	// report.
+	invalid []invalidObject
+}
+
+type invalidObject struct {
+	ref object.Ref
+	err error
+}
+
+func (p *planned) count(resource string) *Counts {
+	c := p.counts[resource]
+	if c == nil {
+		c = &Counts{}
+		p.counts[resource] = c
+	}
+	return c
+}
+
+// plan compares the caches with the store listing. It is pure: it decides
+// which keys to write and which to delete, and counts the rest. A stored
+// key is deleted only when src says its type may be pruned and the caches
+// do not hold its object; keys outside the layout are never touched.
+func plan(prefix, cluster, clusterUID string, stored []object.Stored, src Source, skipInvalid bool) *planned {
+	p := &planned{counts: map[string]*Counts{}}
+	have := make(map[string]string, len(stored))
+	for _, s := range stored {
+		have[s.Key] = s.Meta.SHA256
+	}
+	live := map[string]bool{}
+	namespaces := map[string]bool{}
+	src.Each(func(ref object.Ref, sum string, ok bool, err error) {
+		resource := object.ResourceSegment(ref.Group, ref.Resource)
+		key := ref.Key(prefix, cluster)
+		switch {
+		case err != nil:
+			c := p.count(resource)
+			var inv *filter.InvalidError
+			if errors.As(err, &inv) && inv.Reason == filter.ReasonTooLarge {
+				c.Skipped++
+			} else {
+				c.Invalid++
+			}
+			if !skipInvalid {
+				c.Errors++
+			}
+			p.invalid = append(p.invalid, invalidObject{ref: ref, err: err})
+			live[key] = true // keep the last good version
+		case ok:
+			live[key] = true
+			if ref.Namespace != "" {
+				namespaces[ref.Namespace] = true
+			}
+			if have[key] == sum {
+				p.count(resource).Unchanged++
+				return
+			}
+			p.writes = append(p.writes, ref)
+		}
+	})
+	for _, s := range stored {
+		k, ok := object.ParseKey(prefix, cluster, s.Key)
+		if !ok {
+			continue // not one of ours: never touch it
+		}
+		p.objects++
+		if live[s.Key] {
+			continue
+		}
+		group, resource, prunable := src.Resolve(k.Segment)
+		if !prunable || sink.Foreign(s.Meta, clusterUID) {
+			p.count(k.Segment).Kept++ // not known to be gone
+			continue
+		}
+		p.deletes = append(p.deletes, k.Ref(group, resource))
+	}
+	p.namespaces = len(namespaces)
+	return p
+}
+
+// holdDeletes decides whether the planned deletes may run: not while a
+// standing hold is set, and not when they exceed maxFraction of the stored
+// objects (unless allowed). It returns why they are held, or "".
+func holdDeletes(deletes, objects int, maxFraction float64, allow bool, standing string) string {
+	switch {
+	case deletes == 0:
+		return ""
+	case standing != "":
+		return standing
+	case allow || maxFraction >= 1:
+		return ""
+	case float64(deletes) > maxFraction*float64(objects):
+		return fmt.Sprintf("%d of %d stored objects would be deleted, more than max-prune-fraction %g", deletes, objects, maxFraction)
+	}
+	return ""
+}
 
 // Run makes one pass. It completes what it can; an error means some keys
-// could not be repaired (they stay queued in the writer).
+// could not be repaired (they stay queued in the writer), or deletes were
+// held back.
 func (p *Pass) Run(ctx context.Context) (Result, error) {
 	start := time.Now()
 	log := p.Log.With(logging.Component("snapshot"))
@@ -98,85 +243,64 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 		p.Metrics.Errors.WithLabelValues("store_list").Inc()
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())
 		log.Error("Snapshot pass failed to list the store", logging.Op("backup_complete"), zap.Error(err))
-		return Result{Errors: 1, Duration: time.Since(start)}, fmt.Errorf("list store: %w", err)
+		return Result{Counts: Counts{Errors: 1}, Duration: time.Since(start)}, fmt.Errorf("list store: %w", err)
 	}
-	have := make(map[string]string, len(stored))
-	for _, s := range stored {
-		have[s.Key] = s.Meta.SHA256
-	}
-
-	byResource := map[string]*counts{}
-	count := func(resource string) *counts {
-		c := byResource[resource]
-		if c == nil {
-			c = &counts{}
-			byResource[resource] = c
-		}
-		return c
-	}
-	live := map[string]bool{}
-	namespaces := map[string]bool{}
-	var todo []object.Ref
-	p.Source.Each(func(ref object.Ref, sum string, ok bool, err error) {
-		resource := object.ResourceSegment(ref.Group, ref.Resource)
-		switch {
-		case err != nil:
-			c := count(resource)
-			var inv *filter.InvalidError
-			if errors.As(err, &inv) && inv.Reason == filter.ReasonTooLarge {
-				c.skipped++
-			} else {
-				c.invalid++
-			}
-			reason := filter.ReasonInvalid
-			if inv != nil {
-				reason = inv.Reason
-			}
-			data := logging.Data(map[string]any{"name": ref.Name, "reason": reason})
-			if p.SkipInvalid {
-				p.Metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
-				log.Warn("Object skipped", logging.Op("resource_filter"), logging.Namespace(ref.Namespace), logging.Resource(resource), zap.Error(err), data)
-			} else {
-				c.errors++
-				p.Metrics.Errors.WithLabelValues("object_encode").Inc()
-				log.Error("Object cannot be stored", logging.Op("object_write"), logging.Namespace(ref.Namespace), logging.Resource(resource), zap.Error(err), data)
-			}
-			key := ref.Key(p.Prefix, p.Cluster)
-			live[key] = true // keep the last good version
-		case ok:
-			key := ref.Key(p.Prefix, p.Cluster)
-			live[key] = true
-			if ref.Namespace != "" {
-				namespaces[ref.Namespace] = true
-			}
-			if have[key] == sum {
-				count(resource).unchanged++
-				p.Metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
-				return
-			}
-			todo = append(todo, ref)
-		}
-	})
+	// Incomplete is read before the caches, so that a type which completes
+	// meanwhile is reported as it was planned.
 	incomplete := p.Source.Incomplete()
-	for key := range have {
-		if live[key] {
-			continue
-		}
-		ref, ok := object.ParseKey(p.Prefix, p.Cluster, key)
-		if !ok {
-			continue // not one of ours: never touch it
-		}
-		if incomplete[object.ResourceSegment(ref.Group, ref.Resource)] {
-			continue // its type's cache is not complete: not known to be gone
-		}
-		todo = append(todo, ref)
-	}
-	todo = interleave(todo)
+	pl := plan(p.Prefix, p.Cluster, p.ClusterUID, stored, p.Source, p.SkipInvalid)
+	p.reportInvalid(log, pl.invalid)
 
-	// The writer runs BATCH_SIZE store calls at a time. The pass feeds it
-	// batches, many in flight, so the writer never idles while a batch
-	// waits for its slowest call, and the queue never holds more than a
-	// window of keys however large the cluster.
+	held := holdDeletes(len(pl.deletes), pl.objects, p.MaxPruneFraction, p.AllowMassPrune, p.Holds.Reason())
+	if held != "" {
+		p.Metrics.PruneGuard.Set(1)
+		p.Metrics.Errors.WithLabelValues("prune_guard").Inc()
+		log.Error("Deletes held back: no stored object is deleted by this pass", logging.Op("prune_guard"),
+			logging.Data(map[string]any{"would_delete": len(pl.deletes), "stored": pl.objects,
+				"max_prune_fraction": p.MaxPruneFraction, "reason": held}))
+		for _, ref := range pl.deletes {
+			pl.count(object.ResourceSegment(ref.Group, ref.Resource)).Kept++
+		}
+		pl.deletes = nil
+	} else {
+		p.Metrics.PruneGuard.Set(0)
+	}
+
+	p.apply(ctx, pl, since)
+	return p.report(log, pl, incomplete, held, start)
+}
+
+func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject) {
+	for _, o := range invalid {
+		resource := object.ResourceSegment(o.ref.Group, o.ref.Resource)
+		reason := filter.ReasonInvalid
+		var inv *filter.InvalidError
+		if errors.As(o.err, &inv) {
+			reason = inv.Reason
+		}
+		data := logging.Data(map[string]any{"name": o.ref.Name, "reason": reason})
+		if p.SkipInvalid {
+			p.Metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
+			log.Warn("Object skipped", logging.Op("resource_filter"), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
+		} else {
+			p.Metrics.Errors.WithLabelValues("object_encode").Inc()
+			log.Error("Object cannot be stored", logging.Op("object_write"), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
+		}
+	}
+}
+
+// apply hands the planned writes and deletes to the writer and counts the
+// outcomes. The writer runs BATCH_SIZE store calls at a time. The pass
+// feeds it batches, many in flight, so the writer never idles while a
+// batch waits for its slowest call, and the queue never holds more than a
+// window of keys however large the cluster.
+func (p *Pass) apply(ctx context.Context, pl *planned, since uint64) {
+	for r, c := range pl.counts {
+		if c.Unchanged > 0 {
+			p.Metrics.Resources.WithLabelValues(r, metrics.Unchanged).Add(float64(c.Unchanged))
+		}
+	}
+	todo := interleave(append(pl.writes, pl.deletes...))
 	type chunk struct {
 		refs []object.Ref
 		out  []sink.Outcome
@@ -206,22 +330,24 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	for _, c := range chunks {
 		<-c.done
 		for j, outcome := range c.out {
-			cnt := count(object.ResourceSegment(c.refs[j].Group, c.refs[j].Resource))
+			cnt := pl.count(object.ResourceSegment(c.refs[j].Group, c.refs[j].Resource))
 			switch outcome {
 			case sink.Written:
-				cnt.backedUp++
+				cnt.BackedUp++
 				written++
 			case sink.Unchanged:
-				cnt.unchanged++
+				cnt.Unchanged++
 			case sink.Deleted:
-				cnt.deleted++
+				cnt.Deleted++
 			case sink.Skipped:
-				cnt.skipped++
+				cnt.Skipped++
 			case sink.Invalid:
-				cnt.invalid++
-				cnt.errors++
+				cnt.Invalid++
+				cnt.Errors++
+			case sink.Kept:
+				cnt.Kept++
 			case sink.Failed:
-				cnt.errors++
+				cnt.Errors++
 			}
 		}
 		done += len(c.refs)
@@ -229,42 +355,49 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 			p.Progress(done, len(todo), written)
 		}
 	}
+}
 
-	var total counts
-	names := make([]string, 0, len(byResource))
-	for r := range byResource {
-		names = append(names, r)
-	}
-	sort.Strings(names)
-	for _, r := range names {
-		c := byResource[r]
-		total.backedUp += c.backedUp
-		total.unchanged += c.unchanged
-		total.deleted += c.deleted
-		total.skipped += c.skipped
-		total.invalid += c.invalid
-		total.errors += c.errors
+// report logs a line per resource and the pass's summary, and sets the
+// pass's metrics.
+func (p *Pass) report(log *zap.Logger, pl *planned, incomplete []string, held string, start time.Time) (Result, error) {
+	res := Result{Namespaces: pl.namespaces, Incomplete: incomplete, PruneHeld: held}
+	for _, r := range slices.Sorted(maps.Keys(pl.counts)) {
+		c := pl.counts[r]
+		res.add(*c)
 		log.Info("Resource backup completed", logging.Op("resource_backup_complete"), logging.Resource(r),
 			logging.Data(map[string]any{
-				"backed_up": c.backedUp, "unchanged": c.unchanged, "deleted": c.deleted,
-				"skipped": c.skipped, "invalid": c.invalid, "errors": c.errors,
+				"backed_up": c.BackedUp, "unchanged": c.Unchanged, "deleted": c.Deleted,
+				"skipped": c.Skipped, "invalid": c.Invalid, "errors": c.Errors, "kept": c.Kept,
 			}))
 	}
-	res := Result{
-		BackedUp: total.backedUp, Unchanged: total.unchanged, Deleted: total.deleted,
-		Skipped: total.skipped, Invalid: total.invalid, Errors: total.errors,
-		Namespaces: len(namespaces), Duration: time.Since(start),
+	if held != "" {
+		res.Errors++
 	}
+	res.Duration = time.Since(start)
 	p.Metrics.Duration.Observe(res.Duration.Seconds())
-	data := logging.Data(map[string]any{
+	p.Metrics.Incomplete.Set(float64(len(incomplete)))
+	fields := map[string]any{
 		"backed_up": res.BackedUp, "unchanged": res.Unchanged, "deleted": res.Deleted,
-		"skipped": res.Skipped, "invalid": res.Invalid, "errors": res.Errors,
+		"skipped": res.Skipped, "invalid": res.Invalid, "errors": res.Errors, "kept": res.Kept,
 		"namespaces": res.Namespaces, "duration_ms": logging.Millis(res.Duration),
-	})
+	}
+	if len(incomplete) > 0 {
+		fields["incomplete"] = incomplete
+	}
+	if held != "" {
+		fields["prune_held"] = held
+	}
+	data := logging.Data(fields)
 	if res.Errors > 0 {
 		p.Metrics.Errors.WithLabelValues("snapshot").Inc()
 		log.Error("Backup completed with errors", logging.Op("backup_complete"), logging.Duration(res.Duration), data)
 		return res, fmt.Errorf("snapshot pass: %d errors", res.Errors)
+	}
+	if len(incomplete) > 0 {
+		// Everything that could be listed is backed up; the pass does not
+		// count as a success while types are missing from it.
+		log.Warn("Backup completed without the types that could not be listed", logging.Op("backup_complete"), logging.Duration(res.Duration), data)
+		return res, fmt.Errorf("snapshot pass: types not listed: %s", strings.Join(incomplete, ", "))
 	}
 	p.Metrics.LastSuccess.SetToCurrentTime()
 	p.Metrics.Namespaces.Set(float64(res.Namespaces))
@@ -312,5 +445,14 @@ func (r Result) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "backup: %d written, %d unchanged, %d deleted, %d skipped, %d invalid, %d errors, %d namespaces in %s",
 		r.BackedUp, r.Unchanged, r.Deleted, r.Skipped, r.Invalid, r.Errors, r.Namespaces, r.Duration.Round(time.Millisecond))
+	if r.Kept > 0 {
+		fmt.Fprintf(&b, "; %d stored objects kept", r.Kept)
+	}
+	if len(r.Incomplete) > 0 {
+		fmt.Fprintf(&b, "; not listed: %s", strings.Join(r.Incomplete, ", "))
+	}
+	if r.PruneHeld != "" {
+		fmt.Fprintf(&b, "; deletes held back: %s", r.PruneHeld)
+	}
 	return b.String()
 }

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -28,6 +29,9 @@ type cached struct {
 type fakeSource struct {
 	objects    []cached
 	incomplete map[string]bool
+	// known are the segments discovery resolves (to the core group
+	// unless told otherwise); unknown segments are never prunable.
+	known map[string]string
 }
 
 func (f fakeSource) Each(visit func(object.Ref, string, bool, error)) {
@@ -36,7 +40,26 @@ func (f fakeSource) Each(visit func(object.Ref, string, bool, error)) {
 	}
 }
 
-func (f fakeSource) Incomplete() map[string]bool { return f.incomplete }
+func (f fakeSource) Incomplete() []string {
+	var out []string
+	for s := range f.incomplete {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f fakeSource) Resolve(seg string) (string, string, bool) {
+	group, known := f.known[seg]
+	if !known && f.known != nil {
+		return "", "", false
+	}
+	resource, g, _ := strings.Cut(seg, ".")
+	if group == "" {
+		group = g
+	}
+	return group, resource, !f.incomplete[seg]
+}
 
 type fakeStore struct{ stored []object.Stored }
 
@@ -98,10 +121,10 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 		return sink.Written
 	}}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Prefix: "clusterbackup", Cluster: "c", BatchSize: 2, SkipInvalid: true, Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Prefix: "clusterbackup", Cluster: "c", BatchSize: 2, SkipInvalid: true, MaxPruneFraction: 1, Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	if err == nil || !strings.Contains(err.Error(), "widgets.example.com") {
+		t.Fatalf("a pass with an incomplete type must fail naming it, got %v", err)
 	}
 	var names []string
 	for _, r := range w.applied {
@@ -111,11 +134,129 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 	if got := strings.Join(names, ","); got != "changed,filtered,gone,missing" {
 		t.Errorf("applied %s", got)
 	}
-	if res.BackedUp != 2 || res.Deleted != 2 || res.Unchanged != 1 || res.Skipped != 1 || res.Errors != 0 || res.Namespaces != 1 {
+	if res.BackedUp != 2 || res.Deleted != 2 || res.Unchanged != 1 || res.Skipped != 1 || res.Errors != 0 || res.Namespaces != 1 || res.Kept != 1 {
 		t.Errorf("result %+v", res)
 	}
-	if testutil.ToFloat64(m.LastSuccess) == 0 || testutil.ToFloat64(m.Namespaces) != 1 {
-		t.Error("success gauges not set")
+	if testutil.ToFloat64(m.LastSuccess) != 0 {
+		t.Error("a pass that left a type out moved the last-success time")
+	}
+	if testutil.ToFloat64(m.Incomplete) != 1 {
+		t.Error("incomplete gauge not set")
+	}
+}
+
+func TestPlanPrunesOnlyCompleteOrExcludedTypes(t *testing.T) {
+	deploy := object.Ref{Group: "apps", Resource: "deployments", Namespace: "a", Name: "d"}
+	for _, tc := range []struct {
+		name    string
+		src     fakeSource
+		stored  []object.Stored
+		deletes []object.Ref
+		kept    int
+	}{
+		{
+			name:    "complete type: absent objects are deleted",
+			src:     fakeSource{},
+			stored:  []object.Stored{stored(cm("a", "gone"), "x")},
+			deletes: []object.Ref{cm("a", "gone")},
+		},
+		{
+			name:   "incomplete type: kept",
+			src:    fakeSource{incomplete: map[string]bool{"configmaps": true}},
+			stored: []object.Stored{stored(cm("a", "gone"), "x")},
+			kept:   1,
+		},
+		{
+			name:   "type discovery does not know (group failing, informer gone): kept",
+			src:    fakeSource{known: map[string]string{}},
+			stored: []object.Stored{stored(cm("a", "gone"), "x"), stored(deploy, "d")},
+			kept:   2,
+		},
+		{
+			name:    "a segment without suffix resolves to its real group",
+			src:     fakeSource{known: map[string]string{"deployments": "apps"}},
+			stored:  []object.Stored{stored(deploy, "d")},
+			deletes: []object.Ref{deploy},
+		},
+		{
+			name: "another cluster's objects are kept",
+			src:  fakeSource{},
+			stored: []object.Stored{
+				{Key: cm("a", "theirs").Key("clusterbackup", "c"), Meta: object.Meta{ClusterUID: "theirs"}},
+				{Key: cm("a", "ours").Key("clusterbackup", "c"), Meta: object.Meta{ClusterUID: "ours"}},
+			},
+			deletes: []object.Ref{cm("a", "ours")},
+			kept:    1,
+		},
+		{
+			name:   "keys outside the layout are not counted or touched",
+			src:    fakeSource{},
+			stored: []object.Stored{{Key: "clusterbackup/c/identity.json"}, {Key: "clusterbackup/c/a/b/c/d.yaml"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pl := plan("clusterbackup", "c", "ours", tc.stored, tc.src, true)
+			if fmt.Sprint(pl.deletes) != fmt.Sprint(tc.deletes) {
+				t.Errorf("deletes %v, want %v", pl.deletes, tc.deletes)
+			}
+			kept := 0
+			for _, c := range pl.counts {
+				kept += c.Kept
+			}
+			if kept != tc.kept {
+				t.Errorf("kept %d, want %d", kept, tc.kept)
+			}
+		})
+	}
+}
+
+func TestHoldDeletes(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		deletes, objects int
+		fraction         float64
+		allow            bool
+		standing         string
+		held             bool
+	}{
+		{name: "nothing to delete", deletes: 0, objects: 0, fraction: 0.1},
+		{name: "within the fraction", deletes: 10, objects: 100, fraction: 0.1},
+		{name: "beyond the fraction", deletes: 11, objects: 100, fraction: 0.1, held: true},
+		{name: "everything", deletes: 100, objects: 100, fraction: 0.1, held: true},
+		{name: "allowed by the operator", deletes: 100, objects: 100, fraction: 0.1, allow: true},
+		{name: "guard disabled", deletes: 100, objects: 100, fraction: 1},
+		{name: "standing hold wins over allow", deletes: 1, objects: 100, fraction: 1, allow: true, standing: "foreign cluster", held: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := holdDeletes(tc.deletes, tc.objects, tc.fraction, tc.allow, tc.standing)
+			if (got != "") != tc.held {
+				t.Errorf("held %q, want held=%v", got, tc.held)
+			}
+		})
+	}
+}
+
+func TestPruneGuardHoldsEveryDelete(t *testing.T) {
+	var st fakeStore
+	for i := range 10 {
+		st.stored = append(st.stored, stored(cm("a", fmt.Sprint(i)), "x"))
+	}
+	w := &fakeWriter{outcome: func(object.Ref) sink.Outcome { return sink.Deleted }}
+	m := metrics.New(prometheus.NewRegistry())
+	p := &Pass{Prefix: "clusterbackup", Cluster: "c", MaxPruneFraction: 0.1, Source: fakeSource{}, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	res, err := p.Run(context.Background())
+	if err == nil || res.PruneHeld == "" || res.Kept != 10 || len(w.applied) != 0 {
+		t.Fatalf("err %v, result %+v, applied %v", err, res, w.applied)
+	}
+	if testutil.ToFloat64(m.PruneGuard) != 1 || testutil.ToFloat64(m.Errors.WithLabelValues("prune_guard")) != 1 {
+		t.Error("guard gauge or error not set")
+	}
+	p.AllowMassPrune = true
+	if res, err = p.Run(context.Background()); err != nil || res.Deleted != 10 {
+		t.Fatalf("allowed: err %v, result %+v", err, res)
+	}
+	if testutil.ToFloat64(m.PruneGuard) != 0 {
+		t.Error("guard gauge not cleared")
 	}
 }
 

@@ -83,6 +83,18 @@ func discover(client preferred) (discovered, error) {
 	return d, nil
 }
 
+// openShiftGroupFailed reports whether an API group that OpenShift
+// detection looks at failed discovery this round.
+func (d discovered) openShiftGroupFailed() bool {
+	for _, gv := range openShiftGroupVersions {
+		group, _, _ := strings.Cut(gv, "/")
+		if _, failed := d.failedGroups[group]; failed {
+			return true
+		}
+	}
+	return false
+}
+
 // OpenShift decides whether OpenShift handling is on.
 func OpenShift(mode filter.OpenShiftMode, detected bool) bool {
 	switch mode {

@@ -55,21 +55,39 @@ type Manager struct {
 	metrics *metrics.Metrics
 	opts    Options
 
-	mu        sync.RWMutex
+	mu sync.RWMutex
+	// desired are the rules last asked for; rules are those in force: the
+	// informers were built for them by the last successful discovery
+	// round. Every read of the caches judges objects by rules, so that a
+	// reload that cannot be applied yet (the API server is down) never
+	// judges old caches by new rules.
+	desired   filter.Rules
 	rules     filter.Rules
 	informers map[schema.GroupResource]*informer
 	kinds     map[schema.GroupKind]schema.GroupResource
-	openshift *bool // nil until the first discovery
-	dropped   map[string]string
-	forbidden map[schema.GroupResource]bool // logged once
+	// segments resolves a stored resource segment to its type, for the
+	// types of the last discovery round and the running informers;
+	// watched is false for a type the rules in force leave out.
+	segments     map[string]segment
+	failedGroups []string // groups whose discovery failed last round
+	openshift    *bool    // nil until the first discovery
+	dropped      map[string]string
+	forbidden    map[schema.GroupResource]bool // logged once
 
 	trigger chan struct{}
 	synced  chan struct{}
 }
 
+// segment is what the manager knows of one stored resource segment.
+type segment struct {
+	gr      schema.GroupResource
+	watched bool
+}
+
 // informer is one running informer and what it watches.
 type informer struct {
 	res        filter.Resource
+	key        string // cacheKey of the rules it was built for
 	gvr        schema.GroupVersionResource
 	apiVersion string      // of every object it lists
 	selected   atomic.Bool // backed up; false: watched only to follow owner references
@@ -77,7 +95,8 @@ type informer struct {
 	cancel     context.CancelFunc
 	stopped    chan struct{}
 	denied     atomic.Bool
-	passed     atomic.Bool // a snapshot pass has visited its complete cache
+	failures   atomic.Int64 // list errors before its first complete list
+	passed     atomic.Bool  // a snapshot pass has visited its complete cache
 
 	// While the first list streams in, the objects already transformed
 	// wait in the reflector's own store, out of reach of the cache: they
@@ -99,9 +118,11 @@ func New(dyn dynamic.Interface, disc discovery.DiscoveryInterface, queue Queue, 
 		log:       log,
 		metrics:   m,
 		opts:      opts,
+		desired:   opts.Rules,
 		rules:     opts.Rules,
 		informers: map[schema.GroupResource]*informer{},
 		kinds:     map[schema.GroupKind]schema.GroupResource{},
+		segments:  map[string]segment{},
 		dropped:   map[string]string{},
 		forbidden: map[schema.GroupResource]bool{},
 		trigger:   make(chan struct{}, 1),
@@ -122,11 +143,16 @@ func (m *Manager) Run(ctx context.Context) {
 	m.watchCRDs(ctx)
 	tick := time.NewTicker(m.opts.Rediscover)
 	defer tick.Stop()
+	// A failed round is retried sooner than the next tick, so that a
+	// reload made during an API outage applies soon after it ends.
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 64, Cap: m.opts.Rediscover}
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-retry:
 		case <-m.trigger:
 			// Let a burst of CRD events (create, then Established) settle.
 			select {
@@ -135,8 +161,12 @@ func (m *Manager) Run(ctx context.Context) {
 			case <-time.After(time.Second):
 			}
 		}
+		retry = nil
 		if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("Discovery failed; informers keep running", logging.Op("discovery"), zap.Error(err))
+			retry = time.After(backoff.Step())
+		} else {
+			backoff.Steps, backoff.Duration = 64, time.Second
 		}
 	}
 }
@@ -149,23 +179,21 @@ func (m *Manager) Rediscover() {
 	}
 }
 
-// SetRules replaces the filtering rules and applies them at once: informers
-// for newly selected types start, those for deselected types stop, and all
-// restart when the server-side selector changes.
+// SetRules asks for new filtering rules and applies them at once when
+// discovery succeeds: informers for newly selected types start, those for
+// deselected types stop, and those whose caches the rules shape are rebuilt,
+// each new informer replacing its old one. When discovery fails, the rules
+// in force, and every informer, stay until a later round succeeds (Run
+// retries it soon).
 func (m *Manager) SetRules(ctx context.Context, rules filter.Rules) error {
 	m.mu.Lock()
-	restart := cacheKey(m.rules) != cacheKey(rules)
-	m.rules = rules
-	var old []*informer
-	if restart {
-		old = slices.Collect(maps.Values(m.informers))
-		m.informers = map[schema.GroupResource]*informer{}
-	}
+	m.desired = rules
 	m.mu.Unlock()
-	for _, inf := range old {
-		inf.stop()
+	err := m.reconcile(ctx)
+	if err != nil {
+		m.Rediscover()
 	}
-	return m.reconcile(ctx)
+	return err
 }
 
 // watchCRDs triggers discovery whenever a CRD is added, changes (becomes
@@ -208,8 +236,14 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	}
 
 	m.mu.Lock()
-	rules := m.rules
-	openshift := OpenShift(rules.OpenShiftMode, d.openshift)
+	rules := m.desired
+	detected := d.openshift
+	if m.openshift != nil && *m.openshift && d.openShiftGroupFailed() {
+		// An OpenShift API that fails discovery (as they do during
+		// upgrades) is not evidence that OpenShift is gone.
+		detected = true
+	}
+	openshift := OpenShift(rules.OpenShiftMode, detected)
 	if m.openshift == nil || *m.openshift != openshift {
 		m.log.Info("OpenShift detection", logging.Op("discovery"), logging.Data(map[string]any{
 			"openshift": openshift, "mode": string(rules.OpenShiftMode), "detected": d.openshift,
@@ -219,16 +253,17 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	selected, dropped := rules.SelectResources(d.resources, openshift)
 	m.logDropped(dropped)
 
+	key := cacheKey(rules)
 	want := map[schema.GroupResource]*informer{}
 	for _, r := range selected {
-		want[groupResource(r)] = newInformer(r, true)
+		want[groupResource(r)] = newInformer(r, key, true)
 	}
 	if rules.FollowOwnerReferences {
 		// Types outside the mode are watched too, so that an object whose
 		// owner is backed up can be found and kept.
 		for _, dr := range dropped {
 			if dr.Reason == filter.ReasonNotInWhitelist {
-				want[groupResource(dr.Resource)] = newInformer(dr.Resource, false)
+				want[groupResource(dr.Resource)] = newInformer(dr.Resource, key, false)
 			}
 		}
 	}
@@ -237,6 +272,9 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		m.kinds[schema.GroupKind{Group: r.Group, Kind: r.Kind}] = groupResource(r)
 	}
 
+	// A replaced informer is stopped only after its successor runs; until
+	// the successor has listed its type, what it has not seen yet is
+	// Unknown, never Absent.
 	var toStop []*informer
 	for gr, running := range m.informers {
 		w, ok := want[gr]
@@ -244,7 +282,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		switch {
 		case !ok && groupFailed:
 			// Discovery of its group failed this round: keep watching.
-		case !ok, w.res.Version != running.res.Version, running.denied.Load():
+		case !ok, w.res.Version != running.res.Version, running.denied.Load(), running.key != key:
 			toStop = append(toStop, running)
 			delete(m.informers, gr)
 		default:
@@ -260,18 +298,27 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		m.informers[gr] = w
 		started = append(started, gr.String())
 	}
+	m.segments = map[string]segment{}
+	for _, dr := range dropped {
+		gr := groupResource(dr.Resource)
+		m.segments[dr.Resource.Segment()] = segment{gr: gr}
+	}
 	watched := 0
-	for _, inf := range m.informers {
+	for gr, inf := range m.informers {
+		m.segments[inf.res.Segment()] = segment{gr: gr, watched: true}
 		if inf.selected.Load() {
 			watched++
 		}
 	}
+	m.failedGroups = slices.Sorted(maps.Keys(d.failedGroups))
+	m.rules = rules
 	m.mu.Unlock()
 
 	for _, inf := range toStop {
 		inf.stop()
 	}
 	m.metrics.Watched.Set(float64(watched))
+	m.metrics.Incomplete.Set(float64(len(m.Incomplete())))
 	if len(started) > 0 || len(toStop) > 0 {
 		sort.Strings(started)
 		stopped := make([]string, 0, len(toStop))
@@ -330,6 +377,18 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 	gr := groupResource(w.res)
 	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+			// A type that cannot be listed (a conversion webhook that is
+			// down, a 5xx) stays incomplete, and the reflector keeps
+			// retrying with backoff; the others go on.
+			if w.inf.HasSynced() {
+				m.log.Debug("Watch ended; relisting", logging.Op("resource_list"), logging.Resource(w.res.Segment()), zap.Error(err))
+				return
+			}
+			m.metrics.Errors.WithLabelValues("resource_list").Inc()
+			if w.failures.Add(1) == 1 {
+				m.log.Error("Failed to list resources; retrying, its stored objects are kept", logging.Op("resource_list"),
+					logging.Resource(w.res.Segment()), zap.Error(err))
+			}
 			return
 		}
 		w.denied.Store(true)
@@ -455,7 +514,7 @@ func (m *Manager) NeedsPass() bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for _, inf := range m.informers {
-		if inf.inf.HasSynced() && !inf.denied.Load() && !inf.passed.Load() {
+		if inf.complete() && !inf.passed.Load() {
 			return true
 		}
 	}
@@ -472,8 +531,8 @@ func metaAccessor(obj any) (metav1.Object, error) {
 	return nil, fmt.Errorf("%T is not an object", obj)
 }
 
-func newInformer(r filter.Resource, selected bool) *informer {
-	w := &informer{res: r}
+func newInformer(r filter.Resource, key string, selected bool) *informer {
+	w := &informer{res: r, key: key}
 	w.selected.Store(selected)
 	return w
 }
@@ -495,12 +554,37 @@ func (m *Manager) stopAll() {
 	m.metrics.Watched.Set(0)
 }
 
+// complete reports whether the informer's cache holds its whole type: it
+// has completed a list in this process, is still running and is not
+// denied. Only then may an object missing from it be taken for gone.
+func (w *informer) complete() bool {
+	return w.inf.HasSynced() && !w.denied.Load()
+}
+
 // WaitForSync waits until every informer has listed its type once, or was
-// denied access. It returns ctx's error if ctx ends first.
-func (m *Manager) WaitForSync(ctx context.Context) error {
-	return wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+// denied access, or until timeout (0: no bound). It returns ctx's error if
+// ctx ends first. A type still not listed when it returns is incomplete
+// (Incomplete): its stored objects are kept, and its informer keeps
+// retrying.
+func (m *Manager) WaitForSync(ctx context.Context, timeout time.Duration) error {
+	wctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	err := wait.PollUntilContextCancel(wctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 		return m.Synced(), nil
 	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		m.metrics.Incomplete.Set(float64(len(m.Incomplete())))
+		m.log.Warn("Sync timeout passed; going on without the types not listed yet, whose stored objects are kept",
+			logging.Op("resource_list"), logging.Data(map[string]any{"incomplete": m.Incomplete(), "timeout_ms": timeout.Milliseconds()}))
+	}
+	return nil
 }
 
 // Synced reports whether every informer has synced or was denied.
@@ -515,35 +599,76 @@ func (m *Manager) Synced() bool {
 	return true
 }
 
-// Incomplete returns the resource segments of the watched types whose
-// caches are not complete (still syncing, or denied): the snapshot pass must
-// not take their stored objects for orphans.
-func (m *Manager) Incomplete() map[string]bool {
+// Incomplete names, sorted, the watched types whose caches are not
+// complete (listing, failing, or denied) and the API groups whose
+// discovery failed in the last round ("*.group"). Nothing stored for them
+// is ever pruned.
+func (m *Manager) Incomplete() []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	out := map[string]bool{}
+	var out []string
 	for _, inf := range m.informers {
-		if !inf.inf.HasSynced() || inf.denied.Load() {
-			out[inf.res.Segment()] = true
+		if !inf.complete() {
+			out = append(out, inf.res.Segment())
 		}
 	}
+	for _, g := range m.failedGroups {
+		out = append(out, "*."+g)
+	}
+	sort.Strings(out)
 	return out
 }
 
-// Document renders the current state of ref from the caches (sink.Source).
-func (m *Manager) Document(ref object.Ref) (object.Document, bool, error) {
+// Resolve maps a stored resource segment to its type, and reports whether
+// a stored key of it may be deleted when the caches do not hold its
+// object: only when its type has a complete cache, or when the last
+// discovery round found the type and the rules in force leave it out. A
+// type that is unknown (not served, or its group failing discovery),
+// listing, failing or denied is not prunable (snapshot.Source).
+func (m *Manager) Resolve(seg string) (group, resource string, prunable bool) {
 	m.mu.RLock()
-	inf := m.informers[schema.GroupResource{Group: ref.Group, Resource: ref.Resource}]
+	defer m.mu.RUnlock()
+	s, known := m.segments[seg]
+	if !known {
+		return "", "", false
+	}
+	if inf := m.informers[s.gr]; inf != nil {
+		return s.gr.Group, s.gr.Resource, inf.complete()
+	}
+	return s.gr.Group, s.gr.Resource, !s.watched
+}
+
+// Document renders the current state of ref from the caches (sink.Source).
+// Its state is Unknown when ref's type has no complete cache and the object
+// is not in it.
+func (m *Manager) Document(ref object.Ref) (object.Document, object.State, error) {
+	gr := schema.GroupResource{Group: ref.Group, Resource: ref.Resource}
+	m.mu.RLock()
+	inf := m.informers[gr]
 	rules := m.rules
+	s, known := m.segments[object.ResourceSegment(ref.Group, ref.Resource)]
 	m.mu.RUnlock()
 	if inf == nil {
-		return object.Document{}, false, nil
+		if known && s.gr == gr && !s.watched {
+			return object.Document{}, object.Absent, nil // left out by the rules in force
+		}
+		return object.Document{}, object.Unknown, nil
 	}
 	obj, ok := inf.get(cache.NewObjectName(ref.Namespace, ref.Name).String())
 	if !ok {
-		return object.Document{}, false, nil
+		if inf.complete() {
+			return object.Document{}, object.Absent, nil
+		}
+		return object.Document{}, object.Unknown, nil
 	}
-	return m.render(rules, inf, obj)
+	if !m.keep(rules, inf, obj) {
+		return object.Document{}, object.Absent, nil
+	}
+	doc, err := obj.document(inf.apiVersion)
+	if err != nil {
+		return object.Document{}, object.Present, err
+	}
+	return doc, object.Present, nil
 }
 
 // Check re-parses a document about to be written, when validate-yaml is on
@@ -558,17 +683,6 @@ func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 		kind = inf.res.Kind
 	}
 	return rules.Check(doc.Body, doc.Meta.APIVersion, kind, ref.Name)
-}
-
-func (m *Manager) render(rules filter.Rules, inf *informer, obj *cached) (object.Document, bool, error) {
-	if !m.keep(rules, inf, obj) {
-		return object.Document{}, false, nil
-	}
-	doc, err := obj.document(inf.apiVersion)
-	if err != nil {
-		return object.Document{}, false, err
-	}
-	return doc, true, nil
 }
 
 // keep applies the object filters.
@@ -614,7 +728,7 @@ func (m *Manager) Each(visit func(ref object.Ref, sum string, ok bool, err error
 	all := slices.Collect(maps.Values(m.informers))
 	m.mu.RUnlock()
 	for _, inf := range all {
-		if !inf.inf.HasSynced() || inf.denied.Load() {
+		if !inf.complete() {
 			continue
 		}
 		inf.passed.Store(true)

@@ -26,6 +26,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
+	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/sink"
 	"github.com/cluster-backup/cluster-backup/snapshot"
 	"github.com/cluster-backup/cluster-backup/watcher"
@@ -34,6 +35,14 @@ import (
 // passRetryDelay is how soon a pass that could not list the store is tried
 // again while objects an informer listed wait for it.
 const passRetryDelay = 10 * time.Second
+
+// leaderPassGrace is how long after SYNC_TIMEOUT a leader may go without
+// completing its first pass before /healthz fails.
+const leaderPassGrace = 10 * time.Minute
+
+// overflowCheck is how often the leader looks for changes dropped by a
+// full write queue.
+const overflowCheck = 5 * time.Second
 
 // Shutdown budget (SPEC: flush for at most 25 s, exit within 30 s).
 const flushTimeout = 25 * time.Second
@@ -44,6 +53,8 @@ type pipeline struct {
 	manager *watcher.Manager
 	writer  *sink.Writer
 	health  *sink.Health
+	store   sink.Store // decorated: retries, health, rate limit
+	holds   *sink.Holds
 	pass    *snapshot.Pass
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
@@ -70,6 +81,8 @@ func (a *app) build() (*pipeline, error) {
 	}
 	health := sink.WithHealth(sink.WithRateLimit(a.store, limiter), m.StoreUp)
 	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
+	holds := &sink.Holds{}
+	a.checkVersioning(m, holds)
 
 	writer := sink.NewWriter(store, sink.WriterOptions{
 		Prefix:       a.cfg.BackupPrefix,
@@ -79,20 +92,103 @@ func (a *app) build() (*pipeline, error) {
 		RetryDelay:   a.cfg.RetryDelay,
 		SkipInvalid:  a.cfg.Rules.SkipInvalidResources,
 		QueueMetrics: metrics.NewWorkqueueProvider(reg),
+		Holds:        holds,
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
 	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules}, a.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
 		Prefix:      a.cfg.BackupPrefix,
 		Cluster:     a.cfg.ClusterName,
 		BatchSize:   a.cfg.BatchSize,
-		SkipInvalid: a.cfg.Rules.SkipInvalidResources,
-		Source:      manager,
-		Store:       store,
-		Writer:      writer,
-		Log:         a.log,
-		Metrics:     m,
+		SkipInvalid:      a.cfg.Rules.SkipInvalidResources,
+		MaxPruneFraction: a.cfg.MaxPruneFraction,
+		AllowMassPrune:   a.cfg.AllowMassPrune,
+		Holds:            holds,
+		Source:           manager,
+		Store:            store,
+		Writer:           writer,
+		Log:              a.log,
+		Metrics:          m,
 	}
-	return &pipeline{manager: manager, writer: writer, health: health, pass: pass, reg: reg, metrics: m}, nil
+	return &pipeline{manager: manager, writer: writer, health: health, store: store, holds: holds, pass: pass, reg: reg, metrics: m}, nil
+}
+
+// checkVersioning exports whether the bucket keeps versions and, with
+// REQUIRE_VERSIONING, holds every delete back when it does not: a delete
+// from an unversioned bucket cannot be undone. The directory store keeps no
+// versions and is exempt (its deletes are final, as documented).
+func (a *app) checkVersioning(m *metrics.Metrics, holds *sink.Holds) {
+	v, isBucket := a.store.(interface{ Versioning() bool })
+	switch {
+	case !isBucket:
+		m.Versioning.Set(0)
+	case v.Versioning():
+		m.Versioning.Set(1)
+	default:
+		m.Versioning.Set(0)
+		data := logging.Data(map[string]any{"bucket": a.cfg.MinIOBucket, "require_versioning": a.cfg.RequireVersioning})
+		if a.cfg.RequireVersioning {
+			holds.Set("versioning", "bucket "+a.cfg.MinIOBucket+" keeps no versions (REQUIRE_VERSIONING=true)")
+			a.log.Warn("Bucket versioning is off: nothing will be deleted from it; enable versioning or set REQUIRE_VERSIONING=false",
+				logging.Component("sink"), logging.Op("minio_connect"), data)
+		} else {
+			a.log.Warn("Bucket versioning is off: a deleted object's last backup is gone for good",
+				logging.Component("sink"), logging.Op("minio_connect"), data)
+		}
+	}
+}
+
+// claimPrefix records this cluster's identity (the UID of its kube-system
+// namespace) in the marker under the cluster prefix, or finds it there. A
+// marker naming another cluster means two clusters share CLUSTER_NAME: this
+// service then deletes nothing. Every object it writes carries the identity
+// too, so that neither service ever deletes the other's objects.
+func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
+	cs, err := kubernetes.NewForConfig(a.kube)
+	if err != nil {
+		return err
+	}
+	log := a.log.With(logging.Component("main"), logging.Op("cluster_identity"))
+	ns, err := cs.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+	if err != nil {
+		// Without an identity, nothing tells this cluster from another.
+		p.holds.Set("cluster_identity", "the cluster's identity (kube-system namespace UID) could not be read")
+		p.metrics.Errors.WithLabelValues("cluster_identity").Inc()
+		log.Error("Cannot read the cluster's identity; nothing will be deleted from the store", zap.Error(err))
+		return nil
+	}
+	uid := string(ns.UID)
+	p.writer.SetClusterUID(uid)
+	p.pass.ClusterUID = uid
+	key := object.IdentityKey(a.cfg.BackupPrefix, a.cfg.ClusterName)
+	stored, err := p.store.List(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read the cluster identity marker %s: %w", key, err)
+	}
+	for _, s := range stored {
+		if s.Key != key || s.Meta.ClusterUID == uid {
+			continue
+		}
+		if s.Meta.ClusterUID != "" {
+			p.holds.Set("cluster_identity", fmt.Sprintf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s)",
+				a.cfg.ClusterName, s.Meta.ClusterUID, uid))
+			p.metrics.Errors.WithLabelValues("cluster_identity").Inc()
+			log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or delete the marker if this cluster replaced that one",
+				logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": s.Meta.ClusterUID, "cluster_uid": uid}))
+			return nil
+		}
+	}
+	for _, s := range stored {
+		if s.Key == key && s.Meta.ClusterUID == uid {
+			return nil
+		}
+	}
+	body := fmt.Sprintf("# Written by cluster-backup: the cluster that owns this prefix.\ncluster: %s\nkubeSystemUID: %s\n", a.cfg.ClusterName, uid)
+	meta := object.Meta{UID: uid, ClusterUID: uid, SHA256: object.Digest([]byte(body))}
+	if err := p.store.Put(ctx, key, []byte(body), meta); err != nil {
+		return fmt.Errorf("write the cluster identity marker %s: %w", key, err)
+	}
+	log.Info("Recorded the cluster's identity", logging.Data(map[string]any{"marker": key, "cluster_uid": uid}))
+	return nil
 }
 
 // passFor returns the pass to run. The first pass after start-up compares
@@ -113,6 +209,9 @@ func (p *pipeline) passFor(first bool) *snapshot.Pass {
 // first, then a bounded flush of pending writes.
 func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 	begin := time.Now()
+	if err := a.claimPrefix(ctx, p); err != nil {
+		return nil, err
+	}
 	if err := p.writer.Seed(ctx); err != nil {
 		return nil, fmt.Errorf("list the store: %w", err)
 	}
@@ -136,7 +235,7 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 		stopWriting()
 		<-writerDone
 	}
-	if err := p.manager.WaitForSync(ctx); err != nil {
+	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
 		stop()
 		return nil, err
 	}
@@ -154,9 +253,10 @@ func (a *app) run(ctx context.Context) error {
 		return err
 	}
 	var st status
-	srv := a.serve(p, st.ready(p.health))
+	srv := a.serve(p, st.ready(p.health), st.live(a.cfg.SyncTimeout+leaderPassGrace))
 	defer a.shutdownServer(srv)
 	if !a.cfg.LeaderElect {
+		st.leadingSince.Store(time.Now().UnixNano())
 		st.leading.Store(true)
 		p.metrics.Leader.Set(1)
 		return a.lead(ctx, p, &st)
@@ -164,10 +264,27 @@ func (a *app) run(ctx context.Context) error {
 	return a.elect(ctx, p, &st)
 }
 
-// status is what /readyz reports on.
+// status is what /readyz and /healthz report on.
 type status struct {
-	leading atomic.Bool
-	synced  atomic.Bool
+	leading      atomic.Bool
+	leadingSince atomic.Int64 // unix nanoseconds
+	synced       atomic.Bool
+	passed       atomic.Bool // a pass has run since this replica leads
+}
+
+// live fails for a leader that has not completed a pass within bound of
+// taking the lead: it holds the Lease but backs nothing up, and a restart
+// hands the Lease to another replica.
+func (st *status) live(bound time.Duration) func() error {
+	return func() error {
+		if !st.leading.Load() || st.passed.Load() {
+			return nil
+		}
+		if since := time.Since(time.Unix(0, st.leadingSince.Load())); since > bound {
+			return fmt.Errorf("leading for %s without completing a snapshot pass", since.Round(time.Second))
+		}
+		return nil
+	}
 }
 
 // ready: a standby replica is ready (idle); the leader once its caches have
@@ -207,6 +324,7 @@ func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
 	reloads := a.watchConfig(ctx, p)
 	for first := true; ; first = false {
 		a.runPass(ctx, p, first)
+		st.passed.Store(true)
 		if !a.awaitPass(ctx, p, tick, reloads) {
 			a.log.Info("Shutting down: flushing pending writes", logging.Component("main"),
 				logging.Data(map[string]any{"pending": p.writer.Pending()}))
@@ -225,6 +343,8 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 	if p.manager.NeedsPass() {
 		retry = time.After(passRetryDelay)
 	}
+	overflow := time.NewTicker(overflowCheck)
+	defer overflow.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -245,7 +365,15 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 			}
 			p.writer.SetSkipInvalid(cm.Rules.SkipInvalidResources)
 			p.pass.SkipInvalid = cm.Rules.SkipInvalidResources
+			p.pass.MaxPruneFraction = cm.MaxPruneFraction
 			return true
+		case <-overflow.C:
+			// Changes were dropped while the queue was full: a pass
+			// repairs them, whatever SNAPSHOT_INTERVAL says.
+			if p.writer.Overflowed() {
+				a.log.Info("Write queue overflowed; a snapshot pass repairs the dropped changes", logging.Component("main"), logging.Op("snapshot_start"))
+				return true
+			}
 		}
 	}
 }
@@ -282,7 +410,19 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 		started atomic.Bool
 	)
 	log.Info("Standing by for leader election", logging.Data(map[string]any{"lease": ns + "/" + lock.LeaseMeta.Name, "identity": id}))
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+	// The election runs on a context of its own, cancelled only once the
+	// leader has stopped writing: ReleaseOnCancel then hands the Lease over
+	// after the flush, never during it, so two replicas never write at
+	// once on a rolling update.
+	electCtx, endElection := context.WithCancel(context.WithoutCancel(ctx))
+	defer endElection()
+	stopStandby := context.AfterFunc(ctx, func() {
+		if !started.Load() {
+			endElection()
+		}
+	})
+	defer stopStandby()
+	leaderelection.RunOrDie(electCtx, leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   d,
 		RenewDeadline:   d * 2 / 3,
@@ -293,10 +433,28 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 			OnStartedLeading: func(lctx context.Context) {
 				started.Store(true)
 				defer close(led)
+				// Whatever ends the lead (SIGTERM, a lost lease, a failed
+				// takeover), the Lease is released once it has returned.
+				defer endElection()
 				log.Info("Leading: this replica backs the cluster up", logging.Data(map[string]any{"identity": id}))
 				st.leading.Store(true)
+				st.leadingSince.Store(time.Now().UnixNano())
 				p.metrics.Leader.Set(1)
-				leadErr = a.lead(lctx, p, st)
+				leadCtx, stopLeading := context.WithCancel(lctx)
+				defer stopLeading()
+				defer context.AfterFunc(ctx, stopLeading)()
+				// A lost lease means another replica may lead already:
+				// pending writes are abandoned, not flushed.
+				defer context.AfterFunc(lctx, func() {
+					if ctx.Err() == nil && electCtx.Err() == nil {
+						p.writer.Abandon()
+					}
+				})()
+				leadErr = a.lead(leadCtx, p, st)
+				if leadErr != nil {
+					p.metrics.Errors.WithLabelValues("leader_election").Inc()
+					log.Error("Leading failed; releasing the lease for another replica", zap.Error(leadErr))
+				}
 			},
 			OnStoppedLeading: func() {
 				p.metrics.Leader.Set(0)
@@ -325,7 +483,7 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 
 // runPass makes one snapshot pass once the caches are complete.
 func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
-	if err := p.manager.WaitForSync(ctx); err != nil {
+	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
 		return
 	}
 	if _, err := p.passFor(first).Run(ctx); err != nil && ctx.Err() == nil {
@@ -383,10 +541,14 @@ func (a *app) snapshot(ctx context.Context) error {
 }
 
 // serve exposes /metrics, /healthz and /readyz on METRICS_ADDR.
-func (a *app) serve(p *pipeline, ready func() error) *http.Server {
+func (a *app) serve(p *pipeline, ready, live func() error) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := live(); err != nil {
+			http.Error(w, err.Error()+"\n", http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
