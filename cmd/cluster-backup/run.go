@@ -96,9 +96,9 @@ func (a *app) build() (*pipeline, error) {
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
 	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules}, a.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
-		Prefix:      a.cfg.BackupPrefix,
-		Cluster:     a.cfg.ClusterName,
-		BatchSize:   a.cfg.BatchSize,
+		Prefix:           a.cfg.BackupPrefix,
+		Cluster:          a.cfg.ClusterName,
+		BatchSize:        a.cfg.BatchSize,
 		SkipInvalid:      a.cfg.Rules.SkipInvalidResources,
 		MaxPruneFraction: a.cfg.MaxPruneFraction,
 		AllowMassPrune:   a.cfg.AllowMassPrune,
