@@ -353,6 +353,10 @@ func TestCronJobMode(t *testing.T) {
 	if walk(podSpec(t, cj), []string{"restartPolicy"}) != "Never" {
 		t.Error("CronJob pods must not restart in place")
 	}
+	// A hung run must end, or Forbid skips every later one.
+	if d := walk(cj, []string{"spec", "jobTemplate", "spec", "activeDeadlineSeconds"}); d == nil {
+		t.Error("CronJob jobs have no activeDeadlineSeconds")
+	}
 }
 
 func TestSchemaRejectsBadValues(t *testing.T) {
@@ -364,6 +368,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		"debounce=soon",
 		"minio.endpoint=http://minio:9000",
 		"logLevel=loud",
+		"clusterName=Prod_East",
+		"filtering.maxPruneFraction=2",
 		"unknownValue=1",
 	} {
 		if _, err := helm(t, "template", "r", chart, "-f", defaults[0], "--set", set); err == nil {

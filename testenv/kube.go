@@ -3,11 +3,16 @@ package testenv
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -30,6 +35,8 @@ type Kube struct {
 
 	env     *envtest.Environment
 	kcm     *process
+	api     *process // the API server after a restart
+	apiArgs []string // its command line, for restarts
 	dir     string
 	pidFile string
 }
@@ -125,12 +132,96 @@ func (k *Kube) startControllerManager(ctx context.Context) error {
 	return k.kcm.waitHTTP(ctx, client, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), 60*time.Second)
 }
 
+// StopAPIServer ends the API server (SIGTERM, then SIGKILL after 10 s),
+// keeping etcd, the certificates and every other server, for outage tests.
+// StartAPIServer brings it back on the same port.
+func (k *Kube) StopAPIServer() error {
+	if k.api != nil {
+		k.api.stop(10 * time.Second)
+		k.api = nil
+		return nil
+	}
+	pid, args, err := k.apiServerProcess()
+	if err != nil {
+		return err
+	}
+	k.apiArgs = args
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for processRuns(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// StartAPIServer restarts the API server stopped by StopAPIServer with the
+// same command line, and returns once it answers /readyz.
+func (k *Kube) StartAPIServer(ctx context.Context) error {
+	if len(k.apiArgs) == 0 {
+		return errors.New("the API server was not stopped")
+	}
+	var err error
+	k.api, err = startProcess("kube-apiserver", filepath.Join(k.dir, "kube-apiserver-restarted.log"), nil, k.apiArgs[0], k.apiArgs[1:]...)
+	if err != nil {
+		return err
+	}
+	client, err := rest.HTTPClientFor(k.Config)
+	if err != nil {
+		return err
+	}
+	return k.api.waitHTTP(ctx, client, k.Config.Host+"/readyz", 90*time.Second)
+}
+
+// apiServerProcess finds this control plane's kube-apiserver among the
+// test binary's children by its secure port.
+func (k *Kube) apiServerProcess() (int, []string, error) {
+	u, err := url.Parse(k.Config.Host)
+	if err != nil {
+		return 0, nil, err
+	}
+	want := "--secure-port=" + u.Port()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if len(args) > 0 && filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args, want) {
+			return pid, args, nil
+		}
+	}
+	return 0, nil, fmt.Errorf("no kube-apiserver with %s", want)
+}
+
+// processRuns reports whether pid is alive (not gone, not a zombie).
+func processRuns(pid int) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+}
+
 // Dir holds the servers' logs.
 func (k *Kube) Dir() string { return k.dir }
 
 // Stop ends every server and removes their data.
 func (k *Kube) Stop() {
 	k.kcm.stop(5 * time.Second)
+	k.api.stop(10 * time.Second)
 	if k.env != nil {
 		_ = k.env.Stop()
 	}

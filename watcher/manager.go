@@ -147,6 +147,11 @@ func (m *Manager) Run(ctx context.Context) {
 	// reload made during an API outage applies soon after it ends.
 	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 64, Cap: m.opts.Rediscover}
 	var retry <-chan time.Time
+	m.mu.RLock()
+	if len(m.failedGroups) > 0 {
+		retry = time.After(backoff.Step())
+	}
+	m.mu.RUnlock()
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,8 +167,16 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		}
 		retry = nil
-		if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
+		err := m.reconcile(ctx)
+		if err != nil && ctx.Err() == nil {
 			m.log.Warn("Discovery failed; informers keep running", logging.Op("discovery"), zap.Error(err))
+		}
+		m.mu.RLock()
+		partial := len(m.failedGroups) > 0
+		m.mu.RUnlock()
+		if err != nil || partial {
+			// Groups that fail discovery are retried soon too: their
+			// stored objects wait, unpruned, for their informers.
 			retry = time.After(backoff.Step())
 		} else {
 			backoff.Steps, backoff.Duration = 64, time.Second

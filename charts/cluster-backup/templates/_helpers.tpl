@@ -134,6 +134,14 @@ containers:
         value: {{ .Values.apiBurst | quote }}
       - name: STORE_QPS
         value: {{ .Values.storeQPS | quote }}
+      - name: SYNC_TIMEOUT
+        value: {{ .Values.syncTimeout | quote }}
+      - name: REQUIRE_VERSIONING
+        value: {{ .Values.requireVersioning | quote }}
+      {{- with .Values.noncurrentRetention }}
+      - name: NONCURRENT_RETENTION
+        value: {{ . | quote }}
+      {{- end }}
       {{- if and (ne .Values.mode "cronjob") (gt (int .Values.replicas) 1) }}
       - name: LEADER_ELECT
         value: "true"
