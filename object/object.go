@@ -145,10 +145,10 @@ type Document struct {
 	Meta Meta
 }
 
-// Stored key of one object, as ParseKey reads it back: the resource segment
-// is kept as stored, because a bare plural ("deployments") does not say
-// which of the groups stored without suffix it belongs to. Only what
-// discovery knows can resolve it to a group (see Resolver).
+// Key is the stored key of one object, as ParseKey reads it back. The
+// resource segment is kept as stored, because a bare plural ("deployments")
+// does not say which of the groups stored without suffix it belongs to:
+// only what discovery knows resolves it to a group.
 type Key struct {
 	Segment   string // {resource} of the layout
 	Namespace string // empty for cluster-scoped objects

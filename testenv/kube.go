@@ -172,7 +172,7 @@ func (k *Kube) StartAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return k.api.waitHTTP(ctx, client, k.Config.Host+"/readyz", 90*time.Second)
+	return k.api.waitHTTP(ctx, client, strings.TrimSuffix(k.Config.Host, "/")+"/readyz", 90*time.Second)
 }
 
 // apiServerProcess finds this control plane's kube-apiserver among the

@@ -593,6 +593,18 @@ func (m *Manager) WaitForSync(ctx context.Context, timeout time.Duration) error 
 		return ctx.Err()
 	}
 	if err != nil {
+		// A list can fail without an error reaching the informer (a
+		// watch-list that the server holds open): a type still not
+		// listed is counted as a list failure once.
+		m.mu.RLock()
+		for _, inf := range m.informers {
+			if !inf.inf.HasSynced() && !inf.denied.Load() && inf.failures.Add(1) == 1 {
+				m.metrics.Errors.WithLabelValues("resource_list").Inc()
+				m.log.Error("Resource type not listed within SYNC_TIMEOUT; retrying, its stored objects are kept",
+					logging.Op("resource_list"), logging.Resource(inf.res.Segment()))
+			}
+		}
+		m.mu.RUnlock()
 		m.metrics.Incomplete.Set(float64(len(m.Incomplete())))
 		m.log.Warn("Sync timeout passed; going on without the types not listed yet, whose stored objects are kept",
 			logging.Op("resource_list"), logging.Data(map[string]any{"incomplete": m.Incomplete(), "timeout_ms": timeout.Milliseconds()}))

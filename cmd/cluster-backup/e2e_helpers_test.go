@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -229,6 +230,11 @@ func (s *service) dumpLogs(n int) {
 // stop sends SIGTERM and checks for a clean exit within 30 s.
 func (s *service) stop() {
 	s.stopOnce.Do(func() {
+		select {
+		case <-s.done:
+			return // it ended by itself: the test judges how
+		default:
+		}
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-s.done:
@@ -240,6 +246,26 @@ func (s *service) stop() {
 			s.t.Errorf("%s did not exit within 30 s of SIGTERM", s.cluster)
 		}
 	})
+}
+
+// waitExit waits for the process to end by itself and returns its exit
+// code.
+func (s *service) waitExit(timeout time.Duration, what string) int {
+	s.t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(timeout):
+		s.t.Fatalf("%s: still running after %s", what, timeout)
+	}
+	var exit *exec.ExitError
+	switch {
+	case s.exitErr == nil:
+		return 0
+	case errors.As(s.exitErr, &exit):
+		return exit.ExitCode()
+	}
+	s.t.Fatalf("%s: %v", what, s.exitErr)
+	return -1
 }
 
 // waitReady polls /readyz until the informers have synced.

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,6 +61,14 @@ func (c *cluster) configMaps(t *testing.T, ns string, n int, labels map[string]s
 // putKey stores a document under key as a service would have.
 func putKey(t *testing.T, key, body string) {
 	t.Helper()
+	if ok, err := e2e.bucket.BucketExists(bg, bucketName); err == nil && !ok {
+		if err := e2e.bucket.MakeBucket(bg, bucketName, minio.MakeBucketOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e2e.bucket.EnableVersioning(bg, bucketName); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := e2e.bucket.PutObject(bg, bucketName, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +200,8 @@ func TestFailingTypeDoesNotStallTheRest(t *testing.T) {
 	t.Run("snapshot exits 1 naming the type and writes the rest", func(t *testing.T) {
 		start := time.Now()
 		s := startService(t, cluster, serviceOptions{env: env, configMap: cm, args: []string{"snapshot"}})
-		select {
-		case <-s.done:
-		case <-time.After(60 * time.Second):
-			t.Fatal("snapshot still running 60 s after start with SYNC_TIMEOUT=5s")
-		}
-		var exit *exec.ExitError
-		if !errors.As(s.exitErr, &exit) || exit.ExitCode() != 1 {
-			t.Fatalf("exit %v, want 1", s.exitErr)
+		if code := s.waitExit(60*time.Second, "snapshot with SYNC_TIMEOUT=5s"); code != 1 {
+			t.Fatalf("exit %d, want 1", code)
 		}
 		t.Logf("snapshot ended in %s", time.Since(start).Round(time.Millisecond))
 		if d := s.lastPass(); !strings.Contains(fmt.Sprint(d["incomplete"]), "gadgets.convert.example.com") {
@@ -222,7 +223,7 @@ func TestFailingTypeDoesNotStallTheRest(t *testing.T) {
 			t.Errorf("incomplete resources %v, want 1", got)
 		}
 		if s.metric("cluster_backup_errors_total", map[string]string{"operation": "resource_list"}) < 1 {
-			t.Error("list failures not counted")
+			t.Errorf("list failures not counted: %v", s.logs("resource_list"))
 		}
 		if s.metric("cluster_backup_last_success_timestamp_seconds", nil) != 0 {
 			t.Error("a pass without the failing type counted as a success")
@@ -374,9 +375,8 @@ func TestWhitelistTypoTripsThePruneGuard(t *testing.T) {
 	// The operator accepts the deletes with a one-shot pass.
 	s.stop()
 	accept := startService(t, "typo", serviceOptions{env: map[string]string{"BACKUP_CONFIG_DIR": dir}, args: []string{"snapshot", "--allow-mass-prune"}})
-	<-accept.done
-	if accept.exitErr != nil {
-		t.Fatalf("snapshot --allow-mass-prune: %v", accept.exitErr)
+	if code := accept.waitExit(60*time.Second, "snapshot --allow-mass-prune"); code != 0 {
+		t.Fatalf("snapshot --allow-mass-prune exited %d", code)
 	}
 	if _, ok := accept.stored()[s.key(ns, "configmaps", "cm-0")]; ok {
 		t.Error("--allow-mass-prune did not delete")
@@ -476,7 +476,8 @@ func TestInformerRestartUnderLoadDeletesNothing(t *testing.T) {
 	writeConfigDir(t, dir, restart)
 	polls := 0
 	deadline := time.Now().Add(60 * time.Second)
-	for len(s.logs("backup_complete")) < passes+2 || polls < 20 {
+	// The pass the reload triggers waits for the rebuilt informers' lists.
+	for len(s.logs("backup_complete")) < passes+1 || polls < 20 {
 		if time.Now().After(deadline) {
 			t.Fatal("no pass after the informers were rebuilt")
 		}
@@ -562,4 +563,68 @@ func TestUnstorableKeysAreCountedOnce(t *testing.T) {
 			t.Error("the other objects are not backed up")
 		}
 	})
+}
+
+// TestRecreatedDuringPassIsKept: a Deployment deleted while the service was
+// down is an orphan for the first pass; recreated under the same name while
+// that pass runs, its fresh backup must survive the pass's delete, which is
+// keyed by the same identity (apps/deployments) as its watch event.
+func TestRecreatedDuringPassIsKept(t *testing.T) {
+	requireServers(t)
+	c := privateCluster(t)
+	ns := "recreate"
+	c.configMaps(t, ns, 0, nil, "")
+	const n = 30
+	deploy := func(name string) *appsv1.Deployment {
+		labels := map[string]string{"app": name}
+		return &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.example/app:1"}}},
+				},
+			},
+		}
+	}
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("d-%02d", i)
+		if _, err := c.cs.AppsV1().Deployments(ns).Create(bg, deploy(names[i]), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"KUBECONFIG": c.kube.Kubeconfig}
+	cm := map[string]string{"filtering-mode": "whitelist", "include-resources": "deployments", "include-namespaces": ns, "max-prune-fraction": "1"}
+	first := startService(t, "recreate", serviceOptions{env: env, configMap: cm})
+	first.waitPass(1)
+	last := first.key(ns, "deployments", names[n-1])
+	eventually(t, 10*time.Second, "all stored", func() bool { return first.body(last) != "" })
+	first.stop()
+	for _, name := range names {
+		if err := c.cs.AppsV1().Deployments(ns).Delete(bg, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// One store call at a time, four a second: the pass deletes the n
+	// orphans in order, the last one seconds after it starts.
+	env["STORE_QPS"], env["BATCH_SIZE"] = "4", "1"
+	second := startService(t, "recreate", serviceOptions{env: env, configMap: cm})
+	eventually(t, 60*time.Second, "the first pass to start", func() bool { return len(second.logs("snapshot_start")) > 0 })
+	if _, err := c.cs.AppsV1().Deployments(ns).Create(bg, deploy(names[n-1]), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pass := second.waitPass(1)
+	if d, _ := pass["data"].(map[string]any); d["deleted"] != float64(n-1) {
+		t.Logf("first pass: %v", d)
+	}
+	eventually(t, 10*time.Second, "an empty queue", func() bool { return second.metric("cluster_backup_queue_depth", nil) == 0 })
+	if second.body(last) == "" {
+		t.Errorf("the Deployment recreated during the pass lost its backup")
+	}
+	if second.body(first.key(ns, "deployments", names[0])) != "" {
+		t.Errorf("a deleted Deployment's key was not pruned")
+	}
 }

@@ -180,7 +180,9 @@ func TestConfigReload(t *testing.T) {
 		createConfigMap(t, ns, "cm", map[string]string{"v": "1"}, nil, nil)
 	}
 	dir := t.TempDir()
-	base := map[string]string{"filtering-mode": "whitelist", "include-resources": "configmaps", "include-namespaces": keep + "\n" + drop}
+	// Excluding a namespace deletes half of this small backup: more than
+	// the default max-prune-fraction allows.
+	base := map[string]string{"filtering-mode": "whitelist", "include-resources": "configmaps", "include-namespaces": keep + "\n" + drop, "max-prune-fraction": "1"}
 	writeConfigDir(t, dir, base)
 	s := startService(t, "reload", serviceOptions{env: map[string]string{"BACKUP_CONFIG_DIR": dir}})
 	s.waitReady()
