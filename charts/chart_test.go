@@ -300,7 +300,7 @@ func TestOptionalObjects(t *testing.T) {
 		}
 	}
 	slices.Sort(alerts)
-	if want := []string{"ClusterBackupChangeLatencyHigh", "ClusterBackupErrors", "ClusterBackupSnapshotStale", "ClusterBackupStoreUnreachable"}; !slices.Equal(alerts, want) {
+	if want := []string{"ClusterBackupChangeLatencyHigh", "ClusterBackupErrors", "ClusterBackupPruneGuardTripped", "ClusterBackupSnapshotStale", "ClusterBackupStoreUnreachable", "ClusterBackupTypesIncomplete"}; !slices.Equal(alerts, want) {
 		t.Errorf("alerts %v, want %v", alerts, want)
 	}
 	var dashboard *unstructured.Unstructured
@@ -354,7 +354,7 @@ func TestCronJobMode(t *testing.T) {
 		t.Error("CronJob pods must not restart in place")
 	}
 	// A hung run must end, or Forbid skips every later one.
-	if d := walk(cj, []string{"spec", "jobTemplate", "spec", "activeDeadlineSeconds"}); d == nil {
+	if d := walk(cj.Object, []string{"spec", "jobTemplate", "spec", "activeDeadlineSeconds"}); d == nil {
 		t.Error("CronJob jobs have no activeDeadlineSeconds")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
@@ -319,9 +320,12 @@ func (s *service) key(ns, resource, name string) string {
 	return fmt.Sprintf("clusterbackup/%s/%s/%s/%s.yaml", s.cluster, ns, resource, name)
 }
 
-// stored lists the bucket's current objects under the service's cluster.
+// stored lists the bucket's current objects under the service's cluster,
+// without the cluster's identity marker.
 func (s *service) stored() map[string]minio.ObjectInfo {
-	return storedUnder(s.t, s.bucketClient(), "clusterbackup/"+s.cluster+"/")
+	out := storedUnder(s.t, s.bucketClient(), "clusterbackup/"+s.cluster+"/")
+	delete(out, object.IdentityKey("clusterbackup", s.cluster))
+	return out
 }
 
 func (s *service) bucketClient() *minio.Client {

@@ -397,7 +397,7 @@ func TestSameClusterNameOnTwoClusters(t *testing.T) {
 	second.waitPass(2)
 	first.waitPass(len(first.logs("backup_complete")) + 2)
 
-	stored := first.stored()
+	stored := storedUnder(t, e2e.bucket, "clusterbackup/twins/")
 	for _, k := range []string{first.key(ns, "configmaps", "from-shared"), first.key(ns, "configmaps", "from-other-0")} {
 		if _, ok := stored[k]; !ok {
 			t.Errorf("%s was deleted by the other cluster's service", k)
@@ -626,5 +626,75 @@ func TestRecreatedDuringPassIsKept(t *testing.T) {
 	}
 	if second.body(first.key(ns, "deployments", names[0])) != "" {
 		t.Errorf("a deleted Deployment's key was not pruned")
+	}
+}
+
+func TestUnversionedBucketDeletesNothing(t *testing.T) {
+	requireServers(t)
+	srv, err := testenvMinIO(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := minioClient(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An existing bucket without versioning.
+	if err := client.MakeBucket(bg, bucketName, minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ns := "e2e-unversioned"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "doomed", map[string]string{"a": "b"}, nil, nil)
+	cm := map[string]string{"filtering-mode": "whitelist", "include-resources": "configmaps", "include-namespaces": ns}
+	s := startService(t, "unversioned", serviceOptions{minio: srv, configMap: cm})
+	s.waitPass(1)
+	if s.metric("cluster_backup_bucket_versioning", nil) != 0 {
+		t.Error("versioning gauge is not 0 on an unversioned bucket")
+	}
+	key := s.key(ns, "configmaps", "doomed")
+	eventually(t, 10*time.Second, "the object stored", func() bool { return s.body(key) != "" })
+	if err := e2e.cs.CoreV1().ConfigMaps(ns).Delete(bg, "doomed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the delete to be handled", func() bool {
+		for _, l := range s.logs("object_delete") {
+			if strings.Contains(fmt.Sprint(l["message"]), "held back") {
+				return true
+			}
+		}
+		return false
+	})
+	if s.body(key) == "" {
+		t.Error("an object was deleted from a bucket without versioning")
+	}
+}
+
+func TestNewBucketGetsVersioningAndRetention(t *testing.T) {
+	requireServers(t)
+	srv, err := testenvMinIO(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startService(t, "retention", serviceOptions{minio: srv, env: map[string]string{"NONCURRENT_RETENTION": "30d,10"},
+		configMap: map[string]string{"filtering-mode": "whitelist", "include-resources": "namespaces"}})
+	s.waitPass(1)
+	if s.metric("cluster_backup_bucket_versioning", nil) != 1 {
+		t.Error("versioning gauge is not 1 on the bucket the service created")
+	}
+	client, err := minioClient(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, err := client.GetBucketLifecycle(bg, bucketName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lc.Rules) != 1 {
+		t.Fatalf("lifecycle rules %+v", lc.Rules)
+	}
+	exp := lc.Rules[0].NoncurrentVersionExpiration
+	if exp.NoncurrentDays != 30 || exp.NewerNoncurrentVersions != 10 {
+		t.Errorf("noncurrent expiration %+v, want 30 days keeping 10", exp)
 	}
 }
