@@ -136,6 +136,7 @@ func (s *fakeSource) Document(ref object.Ref) (object.Document, object.State, er
 }
 
 type harness struct {
+	holds  *Holds
 	store  *memStore
 	src    *fakeSource
 	w      *Writer
@@ -148,8 +149,10 @@ func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness
 	t.Helper()
 	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}, unknown: map[object.Ref]bool{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
+	h.holds = &Holds{}
 	h.w = NewWriter(store, WriterOptions{
 		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, SkipInvalid: true,
+		Holds: h.holds,
 	}, zap.NewNop(), h.m, clock.RealClock{})
 	if err := h.w.Seed(context.Background()); err != nil {
 		t.Fatal(err)
@@ -274,8 +277,7 @@ func TestUnknownAndHeldDeletesKeepTheKey(t *testing.T) {
 			h.src.unknown[ref("a")] = tc.unknown
 			h.src.mu.Unlock()
 			if tc.hold != "" {
-				h.w.opts.Holds = &Holds{}
-				h.w.opts.Holds.Set("test", tc.hold)
+				h.holds.Set("test", tc.hold)
 			}
 			if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, 0); got[0] != tc.want {
 				t.Errorf("outcome %v, want %v", got[0], tc.want)

@@ -95,6 +95,14 @@ func (d discovered) openShiftGroupFailed() bool {
 	return false
 }
 
+// openShiftDetected is what detection concludes from a round, given the
+// previous decision: an OpenShift API that fails discovery (as aggregated
+// APIs do during upgrades) is not evidence that OpenShift is gone, so it
+// does not switch OpenShift handling off and drop every *.openshift.io type.
+func openShiftDetected(before *bool, d discovered) bool {
+	return d.openshift || (before != nil && *before && d.openShiftGroupFailed())
+}
+
 // OpenShift decides whether OpenShift handling is on.
 func OpenShift(mode filter.OpenShiftMode, detected bool) bool {
 	switch mode {

@@ -73,3 +73,25 @@ func TestOpenShift(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenShiftDetectionSurvivesFailingGroups(t *testing.T) {
+	on, off := true, false
+	failing := discovered{failedGroups: map[string]error{"route.openshift.io": errors.New("503")}}
+	gone := discovered{failedGroups: map[string]error{}}
+	for _, tc := range []struct {
+		name   string
+		before *bool
+		d      discovered
+		want   bool
+	}{
+		{"seen", nil, discovered{openshift: true}, true},
+		{"never seen", nil, gone, false},
+		{"seen before, its groups failing now", &on, failing, true},
+		{"seen before, gone for good", &on, gone, false},
+		{"not seen before, failing groups prove nothing", &off, failing, false},
+	} {
+		if got := openShiftDetected(tc.before, tc.d); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -250,13 +250,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 
 	m.mu.Lock()
 	rules := m.desired
-	detected := d.openshift
-	if m.openshift != nil && *m.openshift && d.openShiftGroupFailed() {
-		// An OpenShift API that fails discovery (as they do during
-		// upgrades) is not evidence that OpenShift is gone.
-		detected = true
-	}
-	openshift := OpenShift(rules.OpenShiftMode, detected)
+	openshift := OpenShift(rules.OpenShiftMode, openShiftDetected(m.openshift, d))
 	if m.openshift == nil || *m.openshift != openshift {
 		m.log.Info("OpenShift detection", logging.Op("discovery"), logging.Data(map[string]any{
 			"openshift": openshift, "mode": string(rules.OpenShiftMode), "detected": d.openshift,

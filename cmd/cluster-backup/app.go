@@ -97,6 +97,8 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 		CAFile:    cfg.MinIOCAFile,
 		Region:    cfg.MinIORegion,
 		// The writer's workers plus a pass's listing.
-		Connections: cfg.BatchSize + 1,
+		Connections:     cfg.BatchSize + 1,
+		NoncurrentDays:  cfg.NoncurrentRetention.Days,
+		NoncurrentNewer: cfg.NoncurrentRetention.Newer,
 	}, log)
 }
