@@ -116,7 +116,8 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
 	for _, sidecar := range []string{metaPath(p), legacyMetaPath(p)} {
-		if err := os.Remove(sidecar); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// A legacy sidecar name can be too long to exist at all.
+		if err := os.Remove(sidecar); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENAMETOOLONG) {
 			return fmt.Errorf("delete %s: %w", key, err)
 		}
 	}

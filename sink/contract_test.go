@@ -1,0 +1,218 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// TestStoreContract holds every Store to the same promises: Put is
+// idempotent, List returns exactly what is under a prefix with its
+// metadata, Delete of a missing key is not an error, and the keys the
+// layout can produce (dotted names, long names, the identity marker) are
+// stored and listed back.
+func TestStoreContract(t *testing.T) {
+	stores := map[string]func(t *testing.T) Store{
+		"memory": func(*testing.T) Store { return newMemStore() },
+		"directory": func(t *testing.T) Store {
+			d, err := NewDir(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		},
+		"minio": func(t *testing.T) Store {
+			srv := startMinIO(t)
+			m, err := NewMinIO(context.Background(), MinIOOptions{
+				Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: "contract",
+			}, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		},
+	}
+	names := make([]string, 0, len(stores))
+	for n := range stores {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			s := stores[name](t)
+			ctx := context.Background()
+			prefix := object.ClusterPrefix("clusterbackup", "east")
+			keys := []string{
+				prefix + "default/configmaps/a.yaml",
+				prefix + "_cluster/clusterroles.rbac.authorization.k8s.io/.dotted.yaml",
+				prefix + "default/configmaps/" + strings.Repeat("n", 250) + ".yaml",
+				object.IdentityKey("clusterbackup", "east"),
+			}
+			want := map[string]object.Meta{}
+			for i, key := range keys {
+				body := []byte("kind: Thing\nn: " + strings.Repeat("x", i) + "\n")
+				meta := object.Meta{ResourceVersion: "1", UID: "u", APIVersion: "v1", SHA256: object.Digest(body), ClusterUID: "c"}
+				for range 2 { // idempotent
+					if err := s.Put(ctx, key, body, meta); err != nil {
+						t.Fatalf("put %s: %v", key[:min(len(key), 60)], err)
+					}
+				}
+				want[key] = meta
+			}
+			if err := s.Put(ctx, "clusterbackup/west/default/configmaps/a.yaml", []byte("x"), object.Meta{SHA256: object.Digest([]byte("x"))}); err != nil {
+				t.Fatal(err)
+			}
+			list, err := s.List(ctx, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]object.Meta{}
+			for _, st := range list {
+				got[st.Key] = st.Meta
+			}
+			if len(got) != len(want) {
+				t.Errorf("listed %d keys, want %d", len(got), len(want))
+			}
+			for k, m := range want {
+				if got[k] != m {
+					t.Errorf("%.60s: listed %+v, want %+v", k, got[k], m)
+				}
+			}
+			for _, key := range keys {
+				for range 2 { // deleting a missing key is not an error
+					if err := s.Delete(ctx, key); err != nil {
+						t.Fatalf("delete: %v", err)
+					}
+				}
+			}
+			if list, err := s.List(ctx, prefix); err != nil || len(list) != 0 {
+				t.Errorf("after deletes: %d keys, %v", len(list), err)
+			}
+			if list, _ := s.List(ctx, "clusterbackup/west/"); len(list) != 1 {
+				t.Errorf("another prefix was touched: %v", list)
+			}
+		})
+	}
+}
+
+// flaky fails its first n calls with err.
+type flaky struct {
+	Store
+	n     int32
+	calls atomic.Int32
+	err   error
+}
+
+func (f *flaky) Put(ctx context.Context, key string, body []byte, meta object.Meta) error {
+	if f.calls.Add(1) <= f.n {
+		return f.err
+	}
+	return f.Store.Put(ctx, key, body, meta)
+}
+
+type gauge struct{ v atomic.Value }
+
+func (g *gauge) Set(v float64) { g.v.Store(v) }
+
+func TestRetry(t *testing.T) {
+	transient := errors.New("connection reset")
+	for _, tc := range []struct {
+		name      string
+		failFirst int32
+		err       error
+		attempts  int
+		wantCalls int32
+		wantErr   bool
+	}{
+		{name: "success at once", failFirst: 0, err: transient, attempts: 3, wantCalls: 1},
+		{name: "recovers within the attempts", failFirst: 2, err: transient, attempts: 3, wantCalls: 3},
+		{name: "gives up after the attempts", failFirst: 10, err: transient, attempts: 3, wantCalls: 4, wantErr: true},
+		{name: "permanent errors are not retried", failFirst: 10, err: ErrPermanent, attempts: 3, wantCalls: 1, wantErr: true},
+		{name: "unstorable keys are not retried", failFirst: 10, err: ErrUnstorable, attempts: 3, wantCalls: 1, wantErr: true},
+		{name: "no retries", failFirst: 10, err: transient, attempts: 0, wantCalls: 1, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &flaky{Store: newMemStore(), n: tc.failFirst, err: tc.err}
+			s := WithRetry(f, tc.attempts, time.Millisecond)
+			err := s.Put(context.Background(), "k", []byte("b"), object.Meta{})
+			if (err != nil) != tc.wantErr || f.calls.Load() != tc.wantCalls {
+				t.Errorf("err %v after %d calls; want error %v after %d", err, f.calls.Load(), tc.wantErr, tc.wantCalls)
+			}
+		})
+	}
+	t.Run("a cancelled context stops the retries", func(t *testing.T) {
+		f := &flaky{Store: newMemStore(), n: 100, err: transient}
+		s := WithRetry(f, 100, time.Hour)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+		if err := s.Put(ctx, "k", nil, object.Meta{}); err == nil || f.calls.Load() != 1 {
+			t.Errorf("err %v after %d calls", err, f.calls.Load())
+		}
+	})
+}
+
+func TestHealth(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		healthy bool
+	}{
+		{name: "success", healthy: true},
+		{name: "transient failure", err: errors.New("connection refused"), healthy: false},
+		{name: "permanent failure", err: ErrPermanent, healthy: false},
+		{name: "a key the store can never hold says nothing of its health", err: ErrUnstorable, healthy: true},
+		{name: "a cancelled call says nothing either", err: context.Canceled, healthy: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := &gauge{}
+			h := WithHealth(&flaky{Store: newMemStore(), n: 1, err: tc.err}, up)
+			_ = h.Put(context.Background(), "k", nil, object.Meta{})
+			if h.Healthy() != tc.healthy {
+				t.Errorf("healthy %v, want %v", h.Healthy(), tc.healthy)
+			}
+			if want := map[bool]float64{true: 1, false: 0}[tc.healthy]; !errors.Is(tc.err, context.Canceled) && up.v.Load() != want {
+				t.Errorf("gauge %v, want %v", up.v.Load(), want)
+			}
+		})
+	}
+	t.Run("the next success heals", func(t *testing.T) {
+		up := &gauge{}
+		h := WithHealth(&flaky{Store: newMemStore(), n: 1, err: errors.New("down")}, up)
+		_ = h.Put(context.Background(), "k", nil, object.Meta{})
+		_ = h.Put(context.Background(), "k", nil, object.Meta{})
+		if !h.Healthy() || up.v.Load() != 1.0 {
+			t.Error("a success after a failure did not heal")
+		}
+	})
+}
+
+func TestRateLimit(t *testing.T) {
+	if s := newMemStore(); WithRateLimit(s, nil) != Store(s) {
+		t.Error("a nil limiter must return the store unchanged")
+	}
+	// 20 writes a second with a burst of 1: the 11th write waits ~0.5 s.
+	s := WithRateLimit(newMemStore(), rate.NewLimiter(20, 1))
+	start := time.Now()
+	for range 11 {
+		if err := s.Put(context.Background(), "k", nil, object.Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took < 450*time.Millisecond {
+		t.Errorf("11 writes at 20/s took %s", took)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Delete(ctx, "k"); err == nil {
+		t.Error("a cancelled wait still deleted")
+	}
+}
