@@ -27,7 +27,7 @@ func Watch(ctx context.Context, dir string, current map[string]string, log *zap.
 	if err := w.Add(dir); err != nil {
 		return &Error{Key: "BACKUP_CONFIG_DIR", Value: dir, Reason: "cannot watch: " + err.Error()}
 	}
-	log = log.With(logging.Op("config_reload"))
+	log = log.With(logging.Op(logging.OpConfigReload))
 	var settle <-chan time.Time
 	for {
 		select {

@@ -29,6 +29,32 @@ const (
 	KeyError      = "error"
 )
 
+// Operation names a unit of work: the operation field of a log line and
+// the operation label of cluster_backup_errors_total. Dashboards and
+// runbooks rely on these spellings.
+type Operation string
+
+// Operations of the product contract.
+const (
+	OpMinIOConnect           Operation = "minio_connect"
+	OpDiscovery              Operation = "discovery"
+	OpResourceList           Operation = "resource_list"
+	OpResourceFilter         Operation = "resource_filter"
+	OpResourceBackupComplete Operation = "resource_backup_complete"
+	OpObjectWrite            Operation = "object_write"
+	OpObjectDelete           Operation = "object_delete"
+	OpObjectEncode           Operation = "object_encode"
+	OpSnapshotStart          Operation = "snapshot_start"
+	OpBackupComplete         Operation = "backup_complete"
+	OpConfigReload           Operation = "config_reload"
+	OpStoreList              Operation = "store_list"
+	OpQueueOverflow          Operation = "queue_overflow"
+	OpSnapshot               Operation = "snapshot"
+	OpLeaderElection         Operation = "leader_election"
+	OpPruneGuard             Operation = "prune_guard"
+	OpClusterIdentity        Operation = "cluster_identity"
+)
+
 // ParseLevel accepts debug, info, warn and error.
 func ParseLevel(s string) (zapcore.Level, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
@@ -67,7 +93,7 @@ func encodeTime(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 func Component(name string) zap.Field { return zap.String(KeyComponent, name) }
 
 // Op names the operation of a line, from the contract's list.
-func Op(name string) zap.Field { return zap.String(KeyOperation, name) }
+func Op(op Operation) zap.Field { return zap.String(KeyOperation, string(op)) }
 
 // Data attaches structured details under "data".
 func Data(kv map[string]any) zap.Field { return zap.Any(KeyData, kv) }

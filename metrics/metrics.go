@@ -7,24 +7,26 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/cluster-backup/cluster-backup/logging"
 )
 
 // Operations counted by cluster_backup_errors_total. Every series starts at
 // zero so that alerts and rate() work before the first error.
-var Operations = []string{
-	"minio_connect",
-	"discovery",
-	"resource_list",
-	"object_encode",
-	"object_write",
-	"object_delete",
-	"store_list",
-	"queue_overflow",
-	"snapshot",
-	"config_reload",
-	"leader_election",
-	"prune_guard",
-	"cluster_identity",
+var Operations = []logging.Operation{
+	logging.OpMinIOConnect,
+	logging.OpDiscovery,
+	logging.OpResourceList,
+	logging.OpObjectEncode,
+	logging.OpObjectWrite,
+	logging.OpObjectDelete,
+	logging.OpStoreList,
+	logging.OpQueueOverflow,
+	logging.OpSnapshot,
+	logging.OpConfigReload,
+	logging.OpLeaderElection,
+	logging.OpPruneGuard,
+	logging.OpClusterIdentity,
 }
 
 // Actions of cluster_backup_resources_total.
@@ -118,7 +120,12 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	m.StoreUp.Set(1)
 	for _, op := range Operations {
-		m.Errors.WithLabelValues(op)
+		m.Errors.WithLabelValues(string(op))
 	}
 	return m
+}
+
+// Error counts one failed operation.
+func (m *Metrics) Error(op logging.Operation) {
+	m.Errors.WithLabelValues(string(op)).Inc()
 }

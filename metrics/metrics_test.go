@@ -1,8 +1,13 @@
 package metrics
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/cluster-backup/cluster-backup/logging"
 )
 
 // TestExposition compares the exposition after a known sequence of events
@@ -78,4 +85,84 @@ func mustGather(t *testing.T, g prometheus.Gatherer) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return mfs
+}
+
+// TestOperationsAreDeclaredOnce reads the module's code: every operation
+// counted with Metrics.Error or logged with logging.Op is a declared
+// logging.Operation constant (never a string literal), and every counted
+// one is pre-initialised at zero.
+func TestOperationsAreDeclaredOnce(t *testing.T) {
+	fset := token.NewFileSet()
+	declared := map[string]logging.Operation{}
+	logFile, err := parser.ParseFile(fset, filepath.Join("..", "logging", "logging.go"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range logFile.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			vs := spec.(*ast.ValueSpec)
+			if id, ok := vs.Type.(*ast.Ident); ok && id.Name == "Operation" {
+				lit := vs.Values[0].(*ast.BasicLit)
+				declared[vs.Names[0].Name] = logging.Operation(strings.Trim(lit.Value, `"`))
+			}
+		}
+	}
+	initialised := map[logging.Operation]bool{}
+	for _, op := range Operations {
+		initialised[op] = true
+	}
+	counted := 0
+	err = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || len(call.Args) != 1 {
+				return true
+			}
+			fn, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok || (fn.Sel.Name != "Error" && fn.Sel.Name != "Op") {
+				return true
+			}
+			if pkg, ok := fn.X.(*ast.Ident); fn.Sel.Name == "Op" && (!ok || pkg.Name != "logging") {
+				return true
+			}
+			pos := fset.Position(call.Pos())
+			switch arg := call.Args[0].(type) {
+			case *ast.BasicLit:
+				t.Errorf("%s: operation %s spelt as a literal", pos, arg.Value)
+			case *ast.SelectorExpr:
+				if pkg, ok := arg.X.(*ast.Ident); !ok || pkg.Name != "logging" {
+					return true
+				}
+				op, ok := declared[arg.Sel.Name]
+				if !ok {
+					t.Errorf("%s: %s is not a declared operation", pos, arg.Sel.Name)
+				}
+				if fn.Sel.Name == "Error" {
+					counted++
+					if !initialised[op] {
+						t.Errorf("%s: %s is counted but not pre-initialised in Operations", pos, op)
+					}
+				}
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counted == 0 {
+		t.Error("no counted operation found: the scan is broken")
+	}
 }

@@ -65,7 +65,7 @@ func (m *MinIO) Versioning() bool { return m.versioning == "enabled" }
 // it with versioning on when missing and permitted) and logs the outcome with
 // operation minio_connect. Errors never contain the credentials.
 func NewMinIO(ctx context.Context, opts MinIOOptions, log *zap.Logger) (*MinIO, error) {
-	log = log.With(logging.Op("minio_connect"))
+	log = log.With(logging.Op(logging.OpMinIOConnect))
 	m, versioning, err := connect(ctx, opts)
 	if err != nil {
 		log.Error("Failed to connect to MinIO", zap.Error(err),

@@ -186,7 +186,7 @@ func (w *Writer) SetSkipInvalid(skip bool) { w.skipInvalid.Store(skip) }
 func (w *Writer) Seed(ctx context.Context) error {
 	stored, err := w.store.List(ctx, object.ClusterPrefix(w.opts.Prefix, w.opts.Cluster))
 	if err != nil {
-		w.metrics.Errors.WithLabelValues("store_list").Inc()
+		w.metrics.Error(logging.OpStoreList)
 		return err
 	}
 	w.SetStored(stored)
@@ -250,9 +250,9 @@ func (w *Writer) Enqueue(ref object.Ref) {
 			w.mu.Unlock()
 			if !w.overflowed.Swap(true) {
 				w.log.Warn("Write queue is full; changes are dropped until the next snapshot pass repairs them",
-					logging.Op("object_write"), logging.Data(map[string]any{"max_pending": w.opts.MaxPending}))
+					logging.Op(logging.OpObjectWrite), logging.Data(map[string]any{"max_pending": w.opts.MaxPending}))
 			}
-			w.metrics.Errors.WithLabelValues("queue_overflow").Inc()
+			w.metrics.Error(logging.OpQueueOverflow)
 			return
 		}
 		p = &pendingItem{first: now}
@@ -396,13 +396,13 @@ func (w *Writer) Run(ctx context.Context, src Source, flushTimeout time.Duration
 	case <-t.C():
 		left := w.Pending()
 		w.log.Warn("Flush deadline passed; the next snapshot pass writes what is left",
-			logging.Op("object_write"), logging.Data(map[string]any{"pending": left}))
+			logging.Op(logging.OpObjectWrite), logging.Data(map[string]any{"pending": left}))
 		cancelCalls()
 		w.queue.ShutDown()
 	case <-w.abandon:
 		left := w.Pending()
 		w.log.Warn("Writes abandoned: another replica may be writing now; its first pass writes what is left",
-			logging.Op("object_write"), logging.Data(map[string]any{"pending": left}))
+			logging.Op(logging.OpObjectWrite), logging.Data(map[string]any{"pending": left}))
 		cancelCalls()
 		w.queue.ShutDown()
 	}
@@ -504,22 +504,22 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		}
 		if reason := w.opts.Holds.Reason(); reason != "" {
 			w.holdOnce.Do(func() {
-				log().Warn("Deletes are held back; stored objects stay", logging.Op("object_delete"),
+				log().Warn("Deletes are held back; stored objects stay", logging.Op(logging.OpObjectDelete),
 					logging.Data(map[string]any{"key": key, "reason": reason}))
 			})
 			return Kept, nil
 		}
 		start := w.clock.Now()
 		if err := w.store.Delete(ctx, key); err != nil {
-			w.metrics.Errors.WithLabelValues("object_delete").Inc()
-			log().Error("Failed to delete object", logging.Op("object_delete"), zap.Error(err), logging.Data(map[string]any{"key": key}))
+			w.metrics.Error(logging.OpObjectDelete)
+			log().Error("Failed to delete object", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
 			return Failed, err
 		}
 		w.forget(key)
 		w.metrics.Resources.WithLabelValues(resource, metrics.Deleted).Inc()
 		w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
 		if ce := w.log.Check(zap.DebugLevel, "Object deleted"); ce != nil {
-			ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op("object_delete"),
+			ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op(logging.OpObjectDelete),
 				logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
 		}
 		return Deleted, nil
@@ -543,21 +543,21 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		w.mu.Lock()
 		w.unstorable[key] = true
 		w.mu.Unlock()
-		w.metrics.Errors.WithLabelValues("object_write").Inc()
+		w.metrics.Error(logging.OpObjectWrite)
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
-		log().Error("Object can never be stored under its key; skipped until it changes name", logging.Op("object_write"),
+		log().Error("Object can never be stored under its key; skipped until it changes name", logging.Op(logging.OpObjectWrite),
 			zap.Error(err), logging.Data(map[string]any{"name": ref.Name, "reason": "key_unstorable", "key_bytes": len(key)}))
 		return Skipped, nil
 	} else if err != nil {
-		w.metrics.Errors.WithLabelValues("object_write").Inc()
-		log().Error("Failed to write object", logging.Op("object_write"), zap.Error(err), logging.Data(map[string]any{"key": key}))
+		w.metrics.Error(logging.OpObjectWrite)
+		log().Error("Failed to write object", logging.Op(logging.OpObjectWrite), zap.Error(err), logging.Data(map[string]any{"key": key}))
 		return Failed, err
 	}
 	w.remember(key, doc.Meta.SHA256)
 	w.metrics.Resources.WithLabelValues(resource, metrics.Written).Inc()
 	w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
 	if ce := w.log.Check(zap.DebugLevel, "Object written"); ce != nil {
-		ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op("object_write"),
+		ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op(logging.OpObjectWrite),
 			logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key, "bytes": len(doc.Body)}))
 	}
 	return Written, nil
@@ -574,11 +574,11 @@ func (w *Writer) invalid(log func() *zap.Logger, ref object.Ref, resource string
 	data := logging.Data(map[string]any{"name": ref.Name, "reason": reason})
 	if w.skipInvalid.Load() {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
-		log().Warn("Object skipped", logging.Op("resource_filter"), zap.Error(err), data)
+		log().Warn("Object skipped", logging.Op(logging.OpResourceFilter), zap.Error(err), data)
 		return Skipped
 	}
-	w.metrics.Errors.WithLabelValues("object_encode").Inc()
-	log().Error("Object cannot be stored", logging.Op("object_write"), zap.Error(err), data)
+	w.metrics.Error(logging.OpObjectEncode)
+	log().Error("Object cannot be stored", logging.Op(logging.OpObjectWrite), zap.Error(err), data)
 	return Invalid
 }
 

@@ -234,15 +234,15 @@ func holdDeletes(deletes, objects int, maxFraction float64, allow bool, standing
 func (p *Pass) Run(ctx context.Context) (Result, error) {
 	start := time.Now()
 	log := p.Log.With(logging.Component("snapshot"))
-	log.Info("Snapshot pass started", logging.Op("snapshot_start"))
+	log.Info("Snapshot pass started", logging.Op(logging.OpSnapshotStart))
 
 	prefix := object.ClusterPrefix(p.Prefix, p.Cluster)
 	since := p.Writer.Seq()
 	stored, err := p.Store.List(ctx, prefix)
 	if err != nil {
-		p.Metrics.Errors.WithLabelValues("store_list").Inc()
+		p.Metrics.Error(logging.OpStoreList)
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())
-		log.Error("Snapshot pass failed to list the store", logging.Op("backup_complete"), zap.Error(err))
+		log.Error("Snapshot pass failed to list the store", logging.Op(logging.OpBackupComplete), zap.Error(err))
 		return Result{Counts: Counts{Errors: 1}, Duration: time.Since(start)}, fmt.Errorf("list store: %w", err)
 	}
 	// Incomplete is read before the caches, so that a type which completes
@@ -254,8 +254,8 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	held := holdDeletes(len(pl.deletes), pl.objects, p.MaxPruneFraction, p.AllowMassPrune, p.Holds.Reason())
 	if held != "" {
 		p.Metrics.PruneGuard.Set(1)
-		p.Metrics.Errors.WithLabelValues("prune_guard").Inc()
-		log.Error("Deletes held back: no stored object is deleted by this pass", logging.Op("prune_guard"),
+		p.Metrics.Error(logging.OpPruneGuard)
+		log.Error("Deletes held back: no stored object is deleted by this pass", logging.Op(logging.OpPruneGuard),
 			logging.Data(map[string]any{"would_delete": len(pl.deletes), "stored": pl.objects,
 				"max_prune_fraction": p.MaxPruneFraction, "reason": held}))
 		for _, ref := range pl.deletes {
@@ -281,10 +281,10 @@ func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject) {
 		data := logging.Data(map[string]any{"name": o.ref.Name, "reason": reason})
 		if p.SkipInvalid {
 			p.Metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
-			log.Warn("Object skipped", logging.Op("resource_filter"), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
+			log.Warn("Object skipped", logging.Op(logging.OpResourceFilter), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
 		} else {
-			p.Metrics.Errors.WithLabelValues("object_encode").Inc()
-			log.Error("Object cannot be stored", logging.Op("object_write"), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
+			p.Metrics.Error(logging.OpObjectEncode)
+			log.Error("Object cannot be stored", logging.Op(logging.OpObjectWrite), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
 		}
 	}
 }
@@ -364,7 +364,7 @@ func (p *Pass) report(log *zap.Logger, pl *planned, incomplete []string, held st
 	for _, r := range slices.Sorted(maps.Keys(pl.counts)) {
 		c := pl.counts[r]
 		res.add(*c)
-		log.Info("Resource backup completed", logging.Op("resource_backup_complete"), logging.Resource(r),
+		log.Info("Resource backup completed", logging.Op(logging.OpResourceBackupComplete), logging.Resource(r),
 			logging.Data(map[string]any{
 				"backed_up": c.BackedUp, "unchanged": c.Unchanged, "deleted": c.Deleted,
 				"skipped": c.Skipped, "invalid": c.Invalid, "errors": c.Errors, "kept": c.Kept,
@@ -389,19 +389,19 @@ func (p *Pass) report(log *zap.Logger, pl *planned, incomplete []string, held st
 	}
 	data := logging.Data(fields)
 	if res.Errors > 0 {
-		p.Metrics.Errors.WithLabelValues("snapshot").Inc()
-		log.Error("Backup completed with errors", logging.Op("backup_complete"), logging.Duration(res.Duration), data)
+		p.Metrics.Error(logging.OpSnapshot)
+		log.Error("Backup completed with errors", logging.Op(logging.OpBackupComplete), logging.Duration(res.Duration), data)
 		return res, fmt.Errorf("snapshot pass: %d errors", res.Errors)
 	}
 	if len(incomplete) > 0 {
 		// Everything that could be listed is backed up; the pass does not
 		// count as a success while types are missing from it.
-		log.Warn("Backup completed without the types that could not be listed", logging.Op("backup_complete"), logging.Duration(res.Duration), data)
+		log.Warn("Backup completed without the types that could not be listed", logging.Op(logging.OpBackupComplete), logging.Duration(res.Duration), data)
 		return res, fmt.Errorf("snapshot pass: types not listed: %s", strings.Join(incomplete, ", "))
 	}
 	p.Metrics.LastSuccess.SetToCurrentTime()
 	p.Metrics.Namespaces.Set(float64(res.Namespaces))
-	log.Info("Backup completed successfully", logging.Op("backup_complete"), logging.Duration(res.Duration), data)
+	log.Info("Backup completed successfully", logging.Op(logging.OpBackupComplete), logging.Duration(res.Duration), data)
 	return res, nil
 }
 

@@ -169,7 +169,7 @@ func (m *Manager) Run(ctx context.Context) {
 		retry = nil
 		err := m.reconcile(ctx)
 		if err != nil && ctx.Err() == nil {
-			m.log.Warn("Discovery failed; informers keep running", logging.Op("discovery"), zap.Error(err))
+			m.log.Warn("Discovery failed; informers keep running", logging.Op(logging.OpDiscovery), zap.Error(err))
 		}
 		m.mu.RLock()
 		partial := len(m.failedGroups) > 0
@@ -222,7 +222,7 @@ func (m *Manager) watchCRDs(ctx context.Context) {
 	})
 	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		if apierrors.IsForbidden(err) {
-			m.log.Info("Cannot watch CRDs; new types are found by periodic discovery", logging.Op("discovery"), zap.Error(err))
+			m.log.Info("Cannot watch CRDs; new types are found by periodic discovery", logging.Op(logging.OpDiscovery), zap.Error(err))
 		}
 	})
 	kick := func() { m.Rediscover() }
@@ -239,12 +239,12 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	start := time.Now()
 	d, err := discover(m.disc)
 	if err != nil {
-		m.metrics.Errors.WithLabelValues("discovery").Inc()
+		m.metrics.Error(logging.OpDiscovery)
 		return err
 	}
 	for group, gerr := range d.failedGroups {
-		m.metrics.Errors.WithLabelValues("discovery").Inc()
-		m.log.Warn("API group discovery failed; retrying later", logging.Op("discovery"), zap.Error(gerr),
+		m.metrics.Error(logging.OpDiscovery)
+		m.log.Warn("API group discovery failed; retrying later", logging.Op(logging.OpDiscovery), zap.Error(gerr),
 			logging.Data(map[string]any{"group": group}))
 	}
 
@@ -252,7 +252,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	rules := m.desired
 	openshift := OpenShift(rules.OpenShiftMode, openShiftDetected(m.openshift, d))
 	if m.openshift == nil || *m.openshift != openshift {
-		m.log.Info("OpenShift detection", logging.Op("discovery"), logging.Data(map[string]any{
+		m.log.Info("OpenShift detection", logging.Op(logging.OpDiscovery), logging.Data(map[string]any{
 			"openshift": openshift, "mode": string(rules.OpenShiftMode), "detected": d.openshift,
 		}))
 		m.openshift = &openshift
@@ -332,7 +332,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		for _, inf := range toStop {
 			stopped = append(stopped, groupResource(inf.res).String())
 		}
-		m.log.Info("Watching resource types", logging.Op("discovery"), logging.Duration(time.Since(start)), logging.Data(map[string]any{
+		m.log.Info("Watching resource types", logging.Op(logging.OpDiscovery), logging.Duration(time.Since(start)), logging.Data(map[string]any{
 			"watched": watched, "started": started, "stopped": stopped, "discovered": len(d.resources),
 		}))
 	}
@@ -346,7 +346,7 @@ func (m *Manager) logDropped(dropped []filter.Dropped) {
 		gr := d.Resource.GroupResource()
 		now[gr] = d.Reason
 		if m.dropped[gr] != d.Reason {
-			m.log.Debug("Resource filtered out by configuration", logging.Op("resource_filter"),
+			m.log.Debug("Resource filtered out by configuration", logging.Op(logging.OpResourceFilter),
 				logging.Resource(d.Resource.Segment()), logging.Data(map[string]any{"reason": d.Reason}))
 		}
 	}
@@ -388,12 +388,12 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 			// down, a 5xx) stays incomplete, and the reflector keeps
 			// retrying with backoff; the others go on.
 			if w.inf.HasSynced() {
-				m.log.Debug("Watch ended; relisting", logging.Op("resource_list"), logging.Resource(w.res.Segment()), zap.Error(err))
+				m.log.Debug("Watch ended; relisting", logging.Op(logging.OpResourceList), logging.Resource(w.res.Segment()), zap.Error(err))
 				return
 			}
-			m.metrics.Errors.WithLabelValues("resource_list").Inc()
+			m.metrics.Error(logging.OpResourceList)
 			if w.failures.Add(1) == 1 {
-				m.log.Error("Failed to list resources; retrying, its stored objects are kept", logging.Op("resource_list"),
+				m.log.Error("Failed to list resources; retrying, its stored objects are kept", logging.Op(logging.OpResourceList),
 					logging.Resource(w.res.Segment()), zap.Error(err))
 			}
 			return
@@ -404,8 +404,8 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 		m.forbidden[gr] = true
 		m.mu.Unlock()
 		if first {
-			m.metrics.Errors.WithLabelValues("resource_list").Inc()
-			m.log.Error("Failed to list resources", logging.Op("resource_list"), logging.Resource(w.res.Segment()), zap.Error(err))
+			m.metrics.Error(logging.OpResourceList)
+			m.log.Error("Failed to list resources", logging.Op(logging.OpResourceList), logging.Resource(w.res.Segment()), zap.Error(err))
 		}
 		// Stop retrying until the next discovery round, which starts a
 		// fresh informer in case permissions were granted meanwhile.
@@ -593,15 +593,15 @@ func (m *Manager) WaitForSync(ctx context.Context, timeout time.Duration) error 
 		m.mu.RLock()
 		for _, inf := range m.informers {
 			if !inf.inf.HasSynced() && !inf.denied.Load() && inf.failures.Add(1) == 1 {
-				m.metrics.Errors.WithLabelValues("resource_list").Inc()
+				m.metrics.Error(logging.OpResourceList)
 				m.log.Error("Resource type not listed within SYNC_TIMEOUT; retrying, its stored objects are kept",
-					logging.Op("resource_list"), logging.Resource(inf.res.Segment()))
+					logging.Op(logging.OpResourceList), logging.Resource(inf.res.Segment()))
 			}
 		}
 		m.mu.RUnlock()
 		m.metrics.Incomplete.Set(float64(len(m.Incomplete())))
 		m.log.Warn("Sync timeout passed; going on without the types not listed yet, whose stored objects are kept",
-			logging.Op("resource_list"), logging.Data(map[string]any{"incomplete": m.Incomplete(), "timeout_ms": timeout.Milliseconds()}))
+			logging.Op(logging.OpResourceList), logging.Data(map[string]any{"incomplete": m.Incomplete(), "timeout_ms": timeout.Milliseconds()}))
 	}
 	return nil
 }
@@ -708,7 +708,7 @@ func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 func (m *Manager) keep(rules filter.Rules, inf *informer, obj *cached) bool {
 	keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), m)
 	if !keep && inf.selected.Load() {
-		m.log.Debug("Object filtered out by configuration", logging.Op("resource_filter"),
+		m.log.Debug("Object filtered out by configuration", logging.Op(logging.OpResourceFilter),
 			logging.Namespace(obj.GetNamespace()), logging.Resource(inf.res.Segment()),
 			logging.Data(map[string]any{"name": obj.GetName(), "reason": reason}))
 	}

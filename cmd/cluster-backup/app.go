@@ -40,11 +40,11 @@ func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*
 	a.kube = kube
 	v, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion()
 	if err != nil {
-		log.Error("Failed to reach the API server", logging.Component("main"), logging.Op("discovery"), zap.Error(err),
+		log.Error("Failed to reach the API server", logging.Component("main"), logging.Op(logging.OpDiscovery), zap.Error(err),
 			logging.Data(map[string]any{"host": kube.Host}))
 		return nil, fmt.Errorf("reach API server %s: %w", kube.Host, err)
 	}
-	log.Info("Connected to the API server", logging.Component("main"), logging.Op("discovery"),
+	log.Info("Connected to the API server", logging.Component("main"), logging.Op(logging.OpDiscovery),
 		logging.Data(map[string]any{"host": kube.Host, "server_version": v.GitVersion, "cluster_domain": cfg.ClusterDomain}))
 
 	if a.store, err = openStore(ctx, cfg, log.With(logging.Component("sink"))); err != nil {
@@ -84,7 +84,7 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 		if err != nil {
 			return nil, err
 		}
-		log.Info("Using the local directory store", logging.Op("minio_connect"),
+		log.Info("Using the local directory store", logging.Op(logging.OpMinIOConnect),
 			logging.Data(map[string]any{"dir": cfg.BackupDir}))
 		return d, nil
 	}

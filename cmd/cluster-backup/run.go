@@ -129,10 +129,10 @@ func (a *app) checkVersioning(m *metrics.Metrics, holds *sink.Holds) {
 		if a.cfg.RequireVersioning {
 			holds.Set("versioning", "bucket "+a.cfg.MinIOBucket+" keeps no versions (REQUIRE_VERSIONING=true)")
 			a.log.Warn("Bucket versioning is off: nothing will be deleted from it; enable versioning or set REQUIRE_VERSIONING=false",
-				logging.Component("sink"), logging.Op("minio_connect"), data)
+				logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
 		} else {
 			a.log.Warn("Bucket versioning is off: a deleted object's last backup is gone for good",
-				logging.Component("sink"), logging.Op("minio_connect"), data)
+				logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
 		}
 	}
 }
@@ -147,12 +147,12 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 	if err != nil {
 		return err
 	}
-	log := a.log.With(logging.Component("main"), logging.Op("cluster_identity"))
+	log := a.log.With(logging.Component("main"), logging.Op(logging.OpClusterIdentity))
 	ns, err := cs.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
 	if err != nil {
 		// Without an identity, nothing tells this cluster from another.
 		p.holds.Set("cluster_identity", "the cluster's identity (kube-system namespace UID) could not be read")
-		p.metrics.Errors.WithLabelValues("cluster_identity").Inc()
+		p.metrics.Error(logging.OpClusterIdentity)
 		log.Error("Cannot read the cluster's identity; nothing will be deleted from the store", zap.Error(err))
 		return nil
 	}
@@ -171,7 +171,7 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		if s.Meta.ClusterUID != "" {
 			p.holds.Set("cluster_identity", fmt.Sprintf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s)",
 				a.cfg.ClusterName, s.Meta.ClusterUID, uid))
-			p.metrics.Errors.WithLabelValues("cluster_identity").Inc()
+			p.metrics.Error(logging.OpClusterIdentity)
 			log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or delete the marker if this cluster replaced that one",
 				logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": s.Meta.ClusterUID, "cluster_uid": uid}))
 			return nil
@@ -239,7 +239,7 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 		stop()
 		return nil, err
 	}
-	a.log.Info("Informers synced", logging.Component("watcher"), logging.Op("discovery"), logging.Duration(time.Since(begin)))
+	a.log.Info("Informers synced", logging.Component("watcher"), logging.Op(logging.OpDiscovery), logging.Duration(time.Since(begin)))
 	return stop, nil
 }
 
@@ -361,7 +361,7 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 			// Apply the new rules, then pass at once so that what is no
 			// longer selected leaves the bucket now, not in an hour.
 			if err := p.manager.SetRules(ctx, cm.Rules); err != nil {
-				a.log.Warn("Discovery after reload failed; retrying later", logging.Op("config_reload"), zap.Error(err))
+				a.log.Warn("Discovery after reload failed; retrying later", logging.Op(logging.OpConfigReload), zap.Error(err))
 			}
 			p.writer.SetSkipInvalid(cm.Rules.SkipInvalidResources)
 			p.pass.SkipInvalid = cm.Rules.SkipInvalidResources
@@ -371,7 +371,7 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 			// Changes were dropped while the queue was full: a pass
 			// repairs them, whatever SNAPSHOT_INTERVAL says.
 			if p.writer.Overflowed() {
-				a.log.Info("Write queue overflowed; a snapshot pass repairs the dropped changes", logging.Component("main"), logging.Op("snapshot_start"))
+				a.log.Info("Write queue overflowed; a snapshot pass repairs the dropped changes", logging.Component("main"), logging.Op(logging.OpSnapshotStart))
 				return true
 			}
 		}
@@ -402,7 +402,7 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 		Client:     cs.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
-	log := a.log.With(logging.Component("main"), logging.Op("leader_election"))
+	log := a.log.With(logging.Component("main"), logging.Op(logging.OpLeaderElection))
 	d := a.cfg.LeaseDuration
 	var (
 		leadErr error
@@ -452,7 +452,7 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 				})()
 				leadErr = a.lead(leadCtx, p, st)
 				if leadErr != nil {
-					p.metrics.Errors.WithLabelValues("leader_election").Inc()
+					p.metrics.Error(logging.OpLeaderElection)
 					log.Error("Leading failed; releasing the lease for another replica", zap.Error(leadErr))
 				}
 			},
@@ -474,7 +474,7 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 		return leadErr
 	}
 	if ctx.Err() == nil {
-		p.metrics.Errors.WithLabelValues("leader_election").Inc()
+		p.metrics.Error(logging.OpLeaderElection)
 		log.Error("Lost the leader lease", logging.Data(map[string]any{"identity": id}))
 		return errors.New("lost the leader lease; restarting as a standby")
 	}
@@ -507,10 +507,10 @@ func (a *app) watchConfig(ctx context.Context, p *pipeline) <-chan config.Config
 				case <-ctx.Done():
 				}
 			},
-			func(error) { p.metrics.Errors.WithLabelValues("config_reload").Inc() })
+			func(error) { p.metrics.Error(logging.OpConfigReload) })
 		if err != nil {
-			p.metrics.Errors.WithLabelValues("config_reload").Inc()
-			log.Error("Cannot watch the ConfigMap; changes need a restart", logging.Op("config_reload"), zap.Error(err))
+			p.metrics.Error(logging.OpConfigReload)
+			log.Error("Cannot watch the ConfigMap; changes need a restart", logging.Op(logging.OpConfigReload), zap.Error(err))
 		}
 	}()
 	return out
