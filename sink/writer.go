@@ -49,8 +49,8 @@ type WriterOptions struct {
 	// are dropped, counted (queue_overflow) and left to the next snapshot
 	// pass, which repairs every difference.
 	MaxPending int
-	// SkipInvalid counts invalid objects as skipped rather than as errors.
-	SkipInvalid bool
+	// Settings holds skip-invalid-resources, read at each use.
+	Settings *Settings
 	// QueueMetrics, when set, exports the queue's workqueue metrics.
 	QueueMetrics workqueue.MetricsProvider
 	// Holds, when set, can hold every delete back (a foreign cluster's
@@ -101,7 +101,6 @@ type Writer struct {
 	clusterUID string // stamped on every write
 
 	overflowed  atomic.Bool
-	skipInvalid atomic.Bool
 	holdOnce    sync.Once
 	abandon     chan struct{}
 	abandonOnce sync.Once
@@ -174,12 +173,8 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 		unstorable: map[string]bool{},
 		abandon:    make(chan struct{}),
 	}
-	w.skipInvalid.Store(opts.SkipInvalid)
 	return w
 }
-
-// SetSkipInvalid changes skip-invalid-resources at run time.
-func (w *Writer) SetSkipInvalid(skip bool) { w.skipInvalid.Store(skip) }
 
 // Seed learns what the store holds under the cluster's prefix, so that a
 // restart over an unchanged cluster writes nothing.
@@ -572,7 +567,7 @@ func (w *Writer) invalid(log func() *zap.Logger, ref object.Ref, resource string
 		reason = inv.Reason
 	}
 	data := logging.Data(map[string]any{"name": ref.Name, "reason": reason})
-	if w.skipInvalid.Load() {
+	if w.opts.Settings.SkipInvalid() {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 		log().Warn("Object skipped", logging.Op(logging.OpResourceFilter), zap.Error(err), data)
 		return Skipped

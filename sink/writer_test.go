@@ -136,13 +136,14 @@ func (s *fakeSource) Document(ref object.Ref) (object.Document, object.State, er
 }
 
 type harness struct {
-	holds  *Holds
-	store  *memStore
-	src    *fakeSource
-	w      *Writer
-	m      *metrics.Metrics
-	cancel context.CancelFunc
-	done   chan struct{}
+	holds    *Holds
+	settings *Settings
+	store    *memStore
+	src      *fakeSource
+	w        *Writer
+	m        *metrics.Metrics
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness {
@@ -150,8 +151,9 @@ func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness
 	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}, unknown: map[object.Ref]bool{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
 	h.holds = &Holds{}
+	h.settings = NewSettings(true, 0.1)
 	h.w = NewWriter(store, WriterOptions{
-		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, SkipInvalid: true,
+		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
 		Holds: h.holds,
 	}, zap.NewNop(), h.m, clock.RealClock{})
 	if err := h.w.Seed(context.Background()); err != nil {
@@ -372,7 +374,7 @@ func TestInvalidObjectIsSkipped(t *testing.T) {
 func TestUnparsableDocumentIsNotWritten(t *testing.T) {
 	store := newMemStore()
 	h := startWriter(t, time.Millisecond, store)
-	h.w.SetSkipInvalid(false)
+	h.settings.Set(false, 0.1) // a reload: the writer reads it at its next use
 	h.src.set(ref("a"), "a: 1\n")
 	h.src.mu.Lock()
 	h.src.unparsable[ref("a")] = true

@@ -64,13 +64,11 @@ type Pass struct {
 	Prefix    string
 	Cluster   string
 	BatchSize int
-	// SkipInvalid counts objects that cannot be stored as skipped rather
-	// than as errors (skip-invalid-resources).
-	SkipInvalid bool
-	// MaxPruneFraction is max-prune-fraction: a pass that would delete more
-	// than this share of the cluster's stored objects deletes nothing.
-	// 1 (or more) disables the guard.
-	MaxPruneFraction float64
+	// Settings holds skip-invalid-resources (objects that cannot be
+	// stored are skipped rather than errors) and max-prune-fraction (a pass
+	// that would delete more than this share of the cluster's stored
+	// objects deletes nothing; 1 disables the guard), read at each pass.
+	Settings *sink.Settings
 	// AllowMassPrune accepts, for this pass, deletes beyond
 	// MaxPruneFraction (snapshot --allow-mass-prune).
 	AllowMassPrune bool
@@ -248,16 +246,17 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	// Incomplete is read before the caches, so that a type which completes
 	// meanwhile is reported as it was planned.
 	incomplete := p.Source.Incomplete()
-	pl := plan(p.Prefix, p.Cluster, p.ClusterUID, stored, p.Source, p.SkipInvalid)
-	p.reportInvalid(log, pl.invalid)
+	skipInvalid, maxPrune := p.Settings.SkipInvalid(), p.Settings.MaxPruneFraction()
+	pl := plan(p.Prefix, p.Cluster, p.ClusterUID, stored, p.Source, skipInvalid)
+	p.reportInvalid(log, pl.invalid, skipInvalid)
 
-	held := holdDeletes(len(pl.deletes), pl.objects, p.MaxPruneFraction, p.AllowMassPrune, p.Holds.Reason())
+	held := holdDeletes(len(pl.deletes), pl.objects, maxPrune, p.AllowMassPrune, p.Holds.Reason())
 	if held != "" {
 		p.Metrics.PruneGuard.Set(1)
 		p.Metrics.Error(logging.OpPruneGuard)
 		log.Error("Deletes held back: no stored object is deleted by this pass", logging.Op(logging.OpPruneGuard),
 			logging.Data(map[string]any{"would_delete": len(pl.deletes), "stored": pl.objects,
-				"max_prune_fraction": p.MaxPruneFraction, "reason": held}))
+				"max_prune_fraction": maxPrune, "reason": held}))
 		for _, ref := range pl.deletes {
 			pl.count(object.ResourceSegment(ref.Group, ref.Resource)).Kept++
 		}
@@ -270,7 +269,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	return p.report(log, pl, incomplete, held, start)
 }
 
-func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject) {
+func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject, skipInvalid bool) {
 	for _, o := range invalid {
 		resource := object.ResourceSegment(o.ref.Group, o.ref.Resource)
 		reason := filter.ReasonInvalid
@@ -279,7 +278,7 @@ func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject) {
 			reason = inv.Reason
 		}
 		data := logging.Data(map[string]any{"name": o.ref.Name, "reason": reason})
-		if p.SkipInvalid {
+		if skipInvalid {
 			p.Metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 			log.Warn("Object skipped", logging.Op(logging.OpResourceFilter), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
 		} else {

@@ -121,7 +121,7 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 		return sink.Written
 	}}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Prefix: "clusterbackup", Cluster: "c", BatchSize: 2, SkipInvalid: true, MaxPruneFraction: 1, Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Prefix: "clusterbackup", Cluster: "c", BatchSize: 2, Settings: sink.NewSettings(true, 1), Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "widgets.example.com") {
 		t.Fatalf("a pass with an incomplete type must fail naming it, got %v", err)
@@ -243,7 +243,7 @@ func TestPruneGuardHoldsEveryDelete(t *testing.T) {
 	}
 	w := &fakeWriter{outcome: func(object.Ref) sink.Outcome { return sink.Deleted }}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Prefix: "clusterbackup", Cluster: "c", MaxPruneFraction: 0.1, Source: fakeSource{}, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Prefix: "clusterbackup", Cluster: "c", Settings: sink.NewSettings(true, 0.1), Source: fakeSource{}, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || res.PruneHeld == "" || res.Kept != 10 || len(w.applied) != 0 {
 		t.Fatalf("err %v, result %+v, applied %v", err, res, w.applied)

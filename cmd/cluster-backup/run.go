@@ -55,9 +55,11 @@ type pipeline struct {
 	health  *sink.Health
 	store   sink.Store // decorated: retries, health, rate limit
 	holds   *sink.Holds
-	pass    *snapshot.Pass
-	reg     *prometheus.Registry
-	metrics *metrics.Metrics
+	// settings are the reloadable settings the writer and the pass read.
+	settings *sink.Settings
+	pass     *snapshot.Pass
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
 }
 
 func (a *app) build() (*pipeline, error) {
@@ -83,6 +85,7 @@ func (a *app) build() (*pipeline, error) {
 	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
 	holds := &sink.Holds{}
 	a.checkVersioning(m, holds)
+	settings := sink.NewSettings(a.cfg.Rules.SkipInvalidResources, a.cfg.MaxPruneFraction)
 
 	writer := sink.NewWriter(store, sink.WriterOptions{
 		Prefix:       a.cfg.BackupPrefix,
@@ -90,26 +93,25 @@ func (a *app) build() (*pipeline, error) {
 		Debounce:     a.cfg.Debounce,
 		Workers:      a.cfg.BatchSize,
 		RetryDelay:   a.cfg.RetryDelay,
-		SkipInvalid:  a.cfg.Rules.SkipInvalidResources,
+		Settings:     settings,
 		QueueMetrics: metrics.NewWorkqueueProvider(reg),
 		Holds:        holds,
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
 	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules}, a.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
-		Prefix:           a.cfg.BackupPrefix,
-		Cluster:          a.cfg.ClusterName,
-		BatchSize:        a.cfg.BatchSize,
-		SkipInvalid:      a.cfg.Rules.SkipInvalidResources,
-		MaxPruneFraction: a.cfg.MaxPruneFraction,
-		AllowMassPrune:   a.cfg.AllowMassPrune,
-		Holds:            holds,
-		Source:           manager,
-		Store:            store,
-		Writer:           writer,
-		Log:              a.log,
-		Metrics:          m,
+		Prefix:         a.cfg.BackupPrefix,
+		Cluster:        a.cfg.ClusterName,
+		BatchSize:      a.cfg.BatchSize,
+		Settings:       settings,
+		AllowMassPrune: a.cfg.AllowMassPrune,
+		Holds:          holds,
+		Source:         manager,
+		Store:          store,
+		Writer:         writer,
+		Log:            a.log,
+		Metrics:        m,
 	}
-	return &pipeline{manager: manager, writer: writer, health: health, store: store, holds: holds, pass: pass, reg: reg, metrics: m}, nil
+	return &pipeline{manager: manager, writer: writer, health: health, store: store, holds: holds, settings: settings, pass: pass, reg: reg, metrics: m}, nil
 }
 
 // checkVersioning exports whether the bucket keeps versions and, with
@@ -363,9 +365,7 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 			if err := p.manager.SetRules(ctx, cm.Rules); err != nil {
 				a.log.Warn("Discovery after reload failed; retrying later", logging.Op(logging.OpConfigReload), zap.Error(err))
 			}
-			p.writer.SetSkipInvalid(cm.Rules.SkipInvalidResources)
-			p.pass.SkipInvalid = cm.Rules.SkipInvalidResources
-			p.pass.MaxPruneFraction = cm.MaxPruneFraction
+			p.settings.Set(cm.Rules.SkipInvalidResources, cm.MaxPruneFraction)
 			return true
 		case <-overflow.C:
 			// Changes were dropped while the queue was full: a pass
