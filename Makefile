@@ -46,7 +46,7 @@ lint:
 
 fuzz:
 	go test ./config -run '^$$' -fuzz FuzzParseConfigMap -fuzztime $(FUZZTIME)
-	go test ./filter -run '^$$' -fuzz FuzzEncodeRoundTrip -fuzztime $(FUZZTIME)
+	go test ./encode -run '^$$' -fuzz FuzzEncodeRoundTrip -fuzztime $(FUZZTIME)
 
 demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio

@@ -40,8 +40,6 @@ const (
 	ReasonNamespaceNotListed  = "namespace_not_included"
 	ReasonLabelSelector       = "label_selector"
 	ReasonAnnotationSelector  = "annotation_selector"
-	ReasonTooLarge            = "too_large"
-	ReasonInvalid             = "invalid"
 )
 
 // Dropped is a resource type that the rules leave out, and why.

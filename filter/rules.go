@@ -1,7 +1,9 @@
 // Package filter decides which resource types and which objects are backed
-// up, and cleans objects before they are encoded. It does no I/O: every
-// decision is a pure function of the rules and the object, so that it can be
-// tested exhaustively and explained in a log line.
+// up. It does no I/O: every decision is a pure function of the rules and the
+// object, so that it can be tested exhaustively and explained in a log line.
+// The rules also carry the ConfigMap keys that shape a stored document
+// (include-status, max-resource-size, validate-yaml...); package encode acts
+// on those.
 package filter
 
 import "k8s.io/apimachinery/pkg/labels"

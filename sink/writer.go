@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
-	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -24,12 +24,12 @@ import (
 // it. The state is Absent when the object is gone or no longer selected, so
 // its key must not be in the store, and Unknown when the caches cannot tell
 // (its type is not completely listed): then the key is left as it is. An
-// error wrapping filter.ErrInvalid means the object cannot be stored as it
+// error wrapping encode.ErrInvalid means the object cannot be stored as it
 // is.
 type Source interface {
 	Document(ref object.Ref) (doc object.Document, state object.State, err error)
 	// Check runs just before doc is written (validate-yaml); an error
-	// wrapping filter.ErrInvalid keeps it out of the store.
+	// wrapping encode.ErrInvalid keeps it out of the store.
 	Check(ref object.Ref, doc object.Document) error
 }
 
@@ -63,14 +63,15 @@ type Outcome int
 
 // Outcomes of Apply.
 const (
-	Failed    Outcome = iota // a store call failed; the key stays queued
-	Written                  // the object was put
-	Unchanged                // the store already held these bytes
-	Deleted                  // the key was removed
-	Absent                   // nothing to store and nothing stored
-	Skipped                  // the object cannot be stored (too large, invalid) and was skipped
-	Invalid                  // the object cannot be stored and skip-invalid-resources is off
-	Kept                     // its type is not completely listed, or deletes are held: the key was left as it is
+	Failed     Outcome = iota // a store call failed; the key stays queued
+	Written                   // the object was put
+	Unchanged                 // the store already held these bytes
+	Deleted                   // the key was removed
+	Absent                    // nothing to store and nothing stored
+	Skipped                   // the object is larger than max-resource-size
+	Invalid                   // the object is not a valid document
+	Unstorable                // the store can never hold its key
+	Kept                      // its type is not completely listed, or deletes are held: the key was left as it is
 )
 
 // MaxWaitWindows bounds how long a busy object can wait for a quiet window.
@@ -528,7 +529,7 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 	}
 	if w.isUnstorable(key) {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
-		return Skipped, nil
+		return Unstorable, nil
 	}
 	start := w.clock.Now()
 	w.mu.Lock()
@@ -542,7 +543,7 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 		log().Error("Object can never be stored under its key; skipped until it changes name", logging.Op(logging.OpObjectWrite),
 			zap.Error(err), logging.Data(map[string]any{"name": ref.Name, "reason": "key_unstorable", "key_bytes": len(key)}))
-		return Skipped, nil
+		return Unstorable, nil
 	} else if err != nil {
 		w.metrics.Error(logging.OpObjectWrite)
 		log().Error("Failed to write object", logging.Op(logging.OpObjectWrite), zap.Error(err), logging.Data(map[string]any{"key": key}))
@@ -561,19 +562,18 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 // invalid counts an object that cannot be stored; whatever the store holds
 // for it (the last good state) stays.
 func (w *Writer) invalid(log func() *zap.Logger, ref object.Ref, resource string, err error) Outcome {
-	reason := filter.ReasonInvalid
-	var inv *filter.InvalidError
-	if errors.As(err, &inv) {
-		reason = inv.Reason
-	}
+	reason := encode.Reason(err)
 	data := logging.Data(map[string]any{"name": ref.Name, "reason": reason})
 	if w.opts.Settings.SkipInvalid() {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 		log().Warn("Object skipped", logging.Op(logging.OpResourceFilter), zap.Error(err), data)
+	} else {
+		w.metrics.Error(logging.OpObjectEncode)
+		log().Error("Object cannot be stored", logging.Op(logging.OpObjectWrite), zap.Error(err), data)
+	}
+	if reason == encode.ReasonTooLarge {
 		return Skipped
 	}
-	w.metrics.Error(logging.OpObjectEncode)
-	log().Error("Object cannot be stored", logging.Op(logging.OpObjectWrite), zap.Error(err), data)
 	return Invalid
 }
 

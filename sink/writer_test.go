@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
-	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -114,7 +114,7 @@ func (s *fakeSource) Check(ref object.Ref, _ object.Document) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.unparsable[ref] {
-		return &filter.InvalidError{Reason: filter.ReasonInvalid, Err: errors.New("does not parse")}
+		return &encode.InvalidError{Reason: encode.ReasonInvalid, Err: errors.New("does not parse")}
 	}
 	return nil
 }
@@ -321,8 +321,8 @@ func TestUnstorableKeyIsCountedOnceAndNotRetried(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	for range 3 { // three passes
 		out := w.Apply(context.Background(), []object.Ref{ref("long"), ref("ok")}, 0)
-		if out[0] != Skipped {
-			t.Fatalf("unstorable key: outcome %v, want Skipped", out[0])
+		if out[0] != Unstorable {
+			t.Fatalf("unstorable key: outcome %v, want Unstorable", out[0])
 		}
 	}
 	if got := testutil.ToFloat64(m.Errors.WithLabelValues("object_write")); got != 1 {
@@ -360,7 +360,7 @@ func TestStoreOutageKeepsChanges(t *testing.T) {
 func TestInvalidObjectIsSkipped(t *testing.T) {
 	h := startWriter(t, time.Millisecond, newMemStore())
 	h.src.mu.Lock()
-	h.src.bad[ref("big")] = &filter.InvalidError{Reason: filter.ReasonTooLarge, Err: errors.New("too big")}
+	h.src.bad[ref("big")] = &encode.InvalidError{Reason: encode.ReasonTooLarge, Err: errors.New("too big")}
 	h.src.mu.Unlock()
 	h.w.Enqueue(ref("big"))
 	eventually(t, 5*time.Second, "skip count", func() bool {

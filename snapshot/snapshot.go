@@ -8,7 +8,6 @@ package snapshot
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -17,7 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -28,7 +27,7 @@ import (
 type Source interface {
 	// Each calls visit for every cached object of every type whose cache
 	// is complete, with the SHA-256 of its document; ok is false when the
-	// filters leave it out, and err wraps filter.ErrInvalid when it cannot
+	// filters leave it out, and err wraps encode.ErrInvalid when it cannot
 	// be stored.
 	Each(visit func(ref object.Ref, sum string, ok bool, err error))
 	// Resolve maps a stored resource segment to its group and resource,
@@ -100,6 +99,22 @@ type Counts struct {
 	Kept int
 }
 
+// cannotStore counts an object that cannot be stored, for the reason
+// encode.Reason gives: too large is skipped, anything else invalid, and
+// either is an error unless skip-invalid-resources is on. The plan and the
+// writer's outcomes count through here, so an object is counted the same
+// whichever path found it.
+func (c *Counts) cannotStore(reason string, skipInvalid bool) {
+	if reason == encode.ReasonTooLarge {
+		c.Skipped++
+	} else {
+		c.Invalid++
+	}
+	if !skipInvalid {
+		c.Errors++
+	}
+}
+
 func (c *Counts) add(o Counts) {
 	c.BackedUp += o.BackedUp
 	c.Unchanged += o.Unchanged
@@ -165,16 +180,7 @@ func plan(prefix, cluster, clusterUID string, stored []object.Stored, src Source
 		key := ref.Key(prefix, cluster)
 		switch {
 		case err != nil:
-			c := p.count(resource)
-			var inv *filter.InvalidError
-			if errors.As(err, &inv) && inv.Reason == filter.ReasonTooLarge {
-				c.Skipped++
-			} else {
-				c.Invalid++
-			}
-			if !skipInvalid {
-				c.Errors++
-			}
+			p.count(resource).cannotStore(encode.Reason(err), skipInvalid)
 			p.invalid = append(p.invalid, invalidObject{ref: ref, err: err})
 			live[key] = true // keep the last good version
 		case ok:
@@ -265,19 +271,14 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 		p.Metrics.PruneGuard.Set(0)
 	}
 
-	p.apply(ctx, pl, since)
+	p.apply(ctx, pl, since, skipInvalid)
 	return p.report(log, pl, incomplete, held, start)
 }
 
 func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject, skipInvalid bool) {
 	for _, o := range invalid {
 		resource := object.ResourceSegment(o.ref.Group, o.ref.Resource)
-		reason := filter.ReasonInvalid
-		var inv *filter.InvalidError
-		if errors.As(o.err, &inv) {
-			reason = inv.Reason
-		}
-		data := logging.Data(map[string]any{"name": o.ref.Name, "reason": reason})
+		data := logging.Data(map[string]any{"name": o.ref.Name, "reason": encode.Reason(o.err)})
 		if skipInvalid {
 			p.Metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 			log.Warn("Object skipped", logging.Op(logging.OpResourceFilter), logging.Namespace(o.ref.Namespace), logging.Resource(resource), zap.Error(o.err), data)
@@ -293,7 +294,7 @@ func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject, skipInval
 // feeds it batches, many in flight, so the writer never idles while a
 // batch waits for its slowest call, and the queue never holds more than a
 // window of keys however large the cluster.
-func (p *Pass) apply(ctx context.Context, pl *planned, since uint64) {
+func (p *Pass) apply(ctx context.Context, pl *planned, since uint64, skipInvalid bool) {
 	for r, c := range pl.counts {
 		if c.Unchanged > 0 {
 			p.Metrics.Resources.WithLabelValues(r, metrics.Unchanged).Add(float64(c.Unchanged))
@@ -339,10 +340,11 @@ func (p *Pass) apply(ctx context.Context, pl *planned, since uint64) {
 			case sink.Deleted:
 				cnt.Deleted++
 			case sink.Skipped:
-				cnt.Skipped++
+				cnt.cannotStore(encode.ReasonTooLarge, skipInvalid)
 			case sink.Invalid:
-				cnt.Invalid++
-				cnt.Errors++
+				cnt.cannotStore(encode.ReasonInvalid, skipInvalid)
+			case sink.Unstorable:
+				cnt.Skipped++ // counted as an error once, by the writer
 			case sink.Kept:
 				cnt.Kept++
 			case sink.Failed:

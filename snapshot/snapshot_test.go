@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
-	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/sink"
@@ -101,7 +101,7 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 			{ref: cm("a", "changed"), body: "new"},
 			{ref: cm("a", "missing"), body: "x"},
 			{ref: cm("a", "filtered"), body: "x", drop: true},
-			{ref: cm("a", "big"), err: &filter.InvalidError{Reason: filter.ReasonTooLarge, Err: errors.New("big")}},
+			{ref: cm("a", "big"), err: &encode.InvalidError{Reason: encode.ReasonTooLarge, Err: errors.New("big")}},
 		},
 		incomplete: map[string]bool{"widgets.example.com": true},
 	}
@@ -295,5 +295,27 @@ func TestInterleaveSpreadsFolders(t *testing.T) {
 	want := "a/configmaps/1 a/secrets/s b/configmaps/1 a/configmaps/2 b/configmaps/2 a/configmaps/3 b/configmaps/3"
 	if strings.Join(got, " ") != want {
 		t.Errorf("order %s\nwant  %s", strings.Join(got, " "), want)
+	}
+}
+
+// TestCannotStoreCountsAlike: an object that cannot be stored is counted
+// the same whether the plan or the writer found it.
+func TestCannotStoreCountsAlike(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		reason      string
+		skipInvalid bool
+		want        Counts
+	}{
+		{"too large, skipped", encode.ReasonTooLarge, true, Counts{Skipped: 1}},
+		{"too large, an error", encode.ReasonTooLarge, false, Counts{Skipped: 1, Errors: 1}},
+		{"invalid, skipped", encode.ReasonInvalid, true, Counts{Invalid: 1}},
+		{"invalid, an error", encode.ReasonInvalid, false, Counts{Invalid: 1, Errors: 1}},
+	} {
+		var fromPlan Counts
+		fromPlan.cannotStore(tc.reason, tc.skipInvalid)
+		if fromPlan != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, fromPlan, tc.want)
+		}
 	}
 }

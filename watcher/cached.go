@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -27,7 +28,7 @@ type cached struct {
 	metav1.ObjectMeta
 	packed []byte            // zstd-compressed document
 	sum    [sha256.Size]byte // of the document
-	err    error             // the object cannot be stored (filter.ErrInvalid)
+	err    error             // the object cannot be stored (encode.ErrInvalid)
 }
 
 var _ runtime.Object = (*cached)(nil)
@@ -52,7 +53,7 @@ func (c *cached) document(apiVersion string) (object.Document, error) {
 	}
 	body, err := decoder.DecodeAll(c.packed, nil)
 	if err != nil {
-		return object.Document{}, &filter.InvalidError{Reason: filter.ReasonInvalid, Err: err}
+		return object.Document{}, &encode.InvalidError{Reason: encode.ReasonInvalid, Err: err}
 	}
 	return object.Document{Body: body, Meta: object.Meta{
 		ResourceVersion: c.ResourceVersion,
@@ -76,6 +77,7 @@ var (
 // informers' transform: it runs before an object enters a cache.
 func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error) {
 	keepLabels := rules.SelectsLabels()
+	encoding := encodeOptions(rules)
 	return func(obj any) (any, error) {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
@@ -106,7 +108,7 @@ func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error)
 		}
 		// The decoded object is ours and dropped after this: clean it in
 		// place. Everything the filters read was copied out above.
-		body, err := rules.EncodeOwned(u)
+		body, err := encoding.EncodeOwned(u)
 		c.err = err
 		if err == nil {
 			c.sum = sha256.Sum256(body)
@@ -114,9 +116,19 @@ func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error)
 			if cap(c.packed) > len(c.packed)+len(c.packed)/8 {
 				c.packed = bytes.Clone(c.packed) // exactly sized
 			}
-		} else if !errors.Is(c.err, filter.ErrInvalid) {
-			c.err = &filter.InvalidError{Reason: filter.ReasonInvalid, Err: c.err}
+		} else if !errors.Is(c.err, encode.ErrInvalid) {
+			c.err = &encode.InvalidError{Reason: encode.ReasonInvalid, Err: c.err}
 		}
 		return c, nil
+	}
+}
+
+// encodeOptions are the rules' keys that shape a document.
+func encodeOptions(r filter.Rules) encode.Options {
+	return encode.Options{
+		IncludeManagedFields: r.IncludeManagedFields,
+		IncludeStatus:        r.IncludeStatus,
+		MaxSize:              r.MaxResourceSize,
+		Validate:             r.ValidateYAML,
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -37,7 +38,7 @@ func deployment() *unstructured.Unstructured {
 
 func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	rules := filter.DefaultRules()
-	want, err := rules.Encode(deployment())
+	want, err := encodeOptions(rules).Encode(deployment())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 
 	rules.MaxResourceSize = 10
 	out, _ = compact(rules, nil)(deployment())
-	if _, err := out.(*cached).document("apps/v1"); !errors.Is(err, filter.ErrInvalid) {
+	if _, err := out.(*cached).document("apps/v1"); !errors.Is(err, encode.ErrInvalid) {
 		t.Errorf("oversized object: %v", err)
 	}
 }

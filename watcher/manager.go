@@ -701,7 +701,7 @@ func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 	if inf != nil {
 		kind = inf.res.Kind
 	}
-	return rules.Check(doc.Body, doc.Meta.APIVersion, kind, ref.Name)
+	return encodeOptions(rules).Check(doc.Body, doc.Meta.APIVersion, kind, ref.Name)
 }
 
 // keep applies the object filters.

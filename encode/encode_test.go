@@ -1,0 +1,318 @@
+package encode
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+// defaults are the options of the default filtering ConfigMap.
+func defaults() Options { return Options{Validate: true} }
+
+func TestReason(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&InvalidError{Reason: ReasonTooLarge, Err: errors.New("big")}, ReasonTooLarge},
+		{&InvalidError{Reason: ReasonInvalid, Err: errors.New("bad")}, ReasonInvalid},
+		{errors.New("anything else"), ReasonInvalid},
+	} {
+		if got := Reason(tc.err); got != tc.want {
+			t.Errorf("Reason(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+func sampleObject() *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1",
+		"kind":       "ConfigMap",
+		"metadata": map[string]any{
+			"name":              "settings",
+			"namespace":         "team-a",
+			"uid":               "0d1c2b3a-0000-4000-8000-000000000001",
+			"resourceVersion":   "12345",
+			"selfLink":          "/api/v1/namespaces/team-a/configmaps/settings",
+			"creationTimestamp": "2026-11-26T04:00:00Z",
+			"labels":            map[string]any{"app": "web"},
+			"annotations":       map[string]any{"note": ""},
+			"managedFields":     []any{map[string]any{"manager": "kubectl", "operation": "Apply"}},
+		},
+		"data": map[string]any{
+			"enabled": "yes",
+			"mode":    "on",
+			"empty":   "",
+			"number":  "0123",
+			"float":   "1.50",
+			"null":    "null",
+			"tilde":   "~",
+			"multi":   "line one\nline two\n",
+		},
+		"status": map[string]any{"phase": "Ready"},
+	}}
+}
+
+func TestEncodeGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		options func(*Options)
+	}{
+		{"default", nil},
+		{"with-status-and-managed-fields", func(o *Options) { o.IncludeStatus = true; o.IncludeManagedFields = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := defaults()
+			if tc.options != nil {
+				tc.options(&r)
+			}
+			body, err := r.Encode(sampleObject())
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", tc.name+".yaml")
+			if os.Getenv("UPDATE_GOLDEN") != "" {
+				if err := os.WriteFile(golden, body, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(body) != string(want) {
+				t.Errorf("encoded:\n%s\nwant:\n%s", body, want)
+			}
+		})
+	}
+}
+
+func TestEncodeIgnoresVolatileFields(t *testing.T) {
+	r := defaults()
+	a, err := r.Encode(sampleObject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := sampleObject()
+	changed.SetResourceVersion("99999")
+	changed.Object["status"] = map[string]any{"phase": "Failed"}
+	changed.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "other"}})
+	b, err := r.Encode(changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a) != string(b) {
+		t.Errorf("a change of resourceVersion, status and managedFields changed the bytes")
+	}
+	orig := sampleObject()
+	if _, err := r.Encode(orig); err != nil || orig.GetResourceVersion() != "12345" {
+		t.Error("Encode modified its input")
+	}
+}
+
+func TestEncodeLimits(t *testing.T) {
+	r := defaults()
+	r.MaxSize = 100
+	_, err := r.Encode(sampleObject())
+	var inv *InvalidError
+	if !errors.Is(err, ErrInvalid) || !errors.As(err, &inv) || inv.Reason != ReasonTooLarge {
+		t.Errorf("want too_large, got %v", err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	r := defaults()
+	obj := sampleObject()
+	body, err := r.Encode(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(body, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+		t.Errorf("a good document failed the check: %v", err)
+	}
+	var inv *InvalidError
+	nameless := sampleObject()
+	unstructured.RemoveNestedField(nameless.Object, "metadata", "name")
+	namelessBody, err := r.Encode(nameless)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, apiVersion, kind, objName string
+		body                            []byte
+	}{
+		{"nameless", obj.GetAPIVersion(), obj.GetKind(), "", namelessBody},
+		{"other name", obj.GetAPIVersion(), obj.GetKind(), "other", body},
+		{"other kind", obj.GetAPIVersion(), "Secret", obj.GetName(), body},
+		{"not YAML", obj.GetAPIVersion(), obj.GetKind(), obj.GetName(), []byte("a: [b")},
+	} {
+		if err := r.Check(tc.body, tc.apiVersion, tc.kind, tc.objName); !errors.As(err, &inv) || inv.Reason != ReasonInvalid {
+			t.Errorf("%s: want invalid, got %v", tc.name, err)
+		}
+	}
+	r.Validate = false
+	if err := r.Check([]byte("a: [b"), "v1", "ConfigMap", "x"); err != nil {
+		t.Errorf("validate-yaml false still validated: %v", err)
+	}
+}
+
+// FuzzSelectors checks that the annotation selector and resource matching
+// never panic and that a dotted entry only ever matches its own group.
+func TestEncodeMatchesSigsYAML(t *testing.T) {
+	obj := sampleObject()
+	obj.Object["spec"] = map[string]any{
+		"replicas": int64(3), "ratio": 0.25, "big": int64(1) << 53, "enabled": true, "none": nil,
+		"list":   []any{"a", int64(1), map[string]any{"z": "last", "a": "first"}},
+		"empty":  map[string]any{},
+		"emptyL": []any{},
+		"quoted": []any{"yes", "no", "on", "off", "true", "1", "1.5", "~", "null", "", " lead", "a: b", "#c", "- d", "0x1F", "1e3", ".inf"},
+	}
+	clean := defaults().Clean(obj)
+	got, err := marshalYAML(clean.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := sigsyaml.Marshal(clean.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("direct encoder:\n%s\nsigs.k8s.io/yaml:\n%s", got, want)
+	}
+}
+
+// BenchmarkEncode compares the direct encoder with sigs.k8s.io/yaml's JSON
+// round trip (the baseline), measured in the same run.
+func BenchmarkEncode(b *testing.B) {
+	obj := defaults().Clean(sampleObject()).Object
+	b.Run("baseline-sigs-yaml", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := sigsyaml.Marshal(obj); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("direct", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := marshalYAML(obj); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkCheck is validate-yaml's cost per written document.
+func BenchmarkCheck(b *testing.B) {
+	r := defaults()
+	obj := sampleObject()
+	body, err := r.Encode(obj)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := r.Check(body, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// roundTrip decodes a stored document the way kubectl apply does.
+func roundTrip(t testing.TB, body []byte) map[string]any {
+	t.Helper()
+	var back map[string]any
+	if err := sigsyaml.Unmarshal(body, &back); err != nil {
+		t.Fatalf("stored document does not parse: %v\n%s", err, body)
+	}
+	return back
+}
+
+func TestMergeKeyIsKeptAsAKey(t *testing.T) {
+	r := defaults()
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "example.com/v1", "kind": "Widget",
+		"metadata": map[string]any{"name": "w"},
+		"spec": map[string]any{
+			"<<":    map[string]any{"replicas": int64(1)},
+			"image": "x",
+			"list":  []any{map[string]any{"<<": "in a list"}},
+			"text":  "<<cluster-backup-merge-key: not a key\n<<: nor this\n",
+		},
+	}}
+	body, err := r.Encode(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Check(body, "example.com/v1", "Widget", "w"); err != nil {
+		t.Fatalf("check: %v\n%s", err, body)
+	}
+	want := r.Clean(obj).Object
+	if got := roundTrip(t, body); !jsonEqual(t, got, want) {
+		t.Errorf("round trip changed the object:\n%s", body)
+	}
+	// A plain << written by hand reads back merged: validate-yaml rejects it.
+	merged := []byte("apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  <<:\n    replicas: 1\n  image: x\n")
+	var inv *InvalidError
+	if err := r.Check(merged, "example.com/v1", "Widget", "w"); !errors.As(err, &inv) {
+		t.Errorf("a document that reads back merged passed validate-yaml")
+	}
+}
+
+// jsonEqual compares two decoded objects as JSON sees them.
+func jsonEqual(t testing.TB, a, b any) bool {
+	t.Helper()
+	norm := func(v any) any {
+		j, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out any
+		if err := json.Unmarshal(j, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
+}
+
+// FuzzEncodeRoundTrip: any JSON value stored in an object either reads back
+// from the stored YAML as the same object, or is rejected as invalid.
+func FuzzEncodeRoundTrip(f *testing.F) {
+	for _, seed := range []string{
+		`{"a":"b"}`, `{"<<":{"replicas":1},"image":"x"}`, `["yes","on","","1.0","0x1F","~",null]`,
+		`{"k":"line\nline","n":12345678901234567890,"f":1e300,"t":true}`, `{"":{"- a":"#"}}`,
+		`{"<<cluster-backup-merge-key":"x","<<":"y"}`, `"\u00e9\ud83d\ude00"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	r := defaults()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			return
+		}
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x"}, "data": v,
+		}}
+		want := r.Clean(obj).Object
+		body, err := r.Encode(obj)
+		if err == nil {
+			err = r.Check(body, "v1", "ConfigMap", "x")
+		}
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("rejected without ErrInvalid: %v", err)
+			}
+			return
+		}
+		if got := roundTrip(t, body); !jsonEqual(t, got, want) {
+			t.Fatalf("accepted but reads back different:\n%s", body)
+		}
+	})
+}
