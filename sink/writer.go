@@ -360,11 +360,15 @@ func (w *Writer) Run(ctx context.Context, src Source, flushTimeout time.Duration
 			}
 		}()
 	}
+	// stopNow ends every store call and the queue without a flush.
+	stopNow := func() {
+		cancelCalls()
+		w.queue.ShutDown()
+	}
 	select {
 	case <-ctx.Done():
 	case <-w.abandon:
-		cancelCalls()
-		w.queue.ShutDown()
+		stopNow()
 		wg.Wait()
 		return
 	}
@@ -393,14 +397,12 @@ func (w *Writer) Run(ctx context.Context, src Source, flushTimeout time.Duration
 		left := w.Pending()
 		w.log.Warn("Flush deadline passed; the next snapshot pass writes what is left",
 			logging.Op(logging.OpObjectWrite), logging.Data(map[string]any{"pending": left}))
-		cancelCalls()
-		w.queue.ShutDown()
+		stopNow()
 	case <-w.abandon:
 		left := w.Pending()
 		w.log.Warn("Writes abandoned: another replica may be writing now; its first pass writes what is left",
 			logging.Op(logging.OpObjectWrite), logging.Data(map[string]any{"pending": left}))
-		cancelCalls()
-		w.queue.ShutDown()
+		stopNow()
 	}
 	wg.Wait()
 }

@@ -147,11 +147,9 @@ func (m *Manager) Run(ctx context.Context) {
 	// reload made during an API outage applies soon after it ends.
 	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 64, Cap: m.opts.Rediscover}
 	var retry <-chan time.Time
-	m.mu.RLock()
-	if len(m.failedGroups) > 0 {
+	if m.groupsFailing() {
 		retry = time.After(backoff.Step())
 	}
-	m.mu.RUnlock()
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,10 +169,7 @@ func (m *Manager) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			m.log.Warn("Discovery failed; informers keep running", logging.Op(logging.OpDiscovery), zap.Error(err))
 		}
-		m.mu.RLock()
-		partial := len(m.failedGroups) > 0
-		m.mu.RUnlock()
-		if err != nil || partial {
+		if err != nil || m.groupsFailing() {
 			// Groups that fail discovery are retried soon too: their
 			// stored objects wait, unpruned, for their informers.
 			retry = time.After(backoff.Step())
@@ -182,6 +177,13 @@ func (m *Manager) Run(ctx context.Context) {
 			backoff.Steps, backoff.Duration = 64, time.Second
 		}
 	}
+}
+
+// groupsFailing reports whether API groups failed discovery last round.
+func (m *Manager) groupsFailing() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.failedGroups) > 0
 }
 
 // Rediscover asks Run for a discovery round soon.
@@ -599,9 +601,10 @@ func (m *Manager) WaitForSync(ctx context.Context, timeout time.Duration) error 
 			}
 		}
 		m.mu.RUnlock()
-		m.metrics.Incomplete.Set(float64(len(m.Incomplete())))
+		incomplete := m.Incomplete()
+		m.metrics.Incomplete.Set(float64(len(incomplete)))
 		m.log.Warn("Sync timeout passed; going on without the types not listed yet, whose stored objects are kept",
-			logging.Op(logging.OpResourceList), logging.Data(map[string]any{"incomplete": m.Incomplete(), "timeout_ms": timeout.Milliseconds()}))
+			logging.Op(logging.OpResourceList), logging.Data(map[string]any{"incomplete": incomplete, "timeout_ms": timeout.Milliseconds()}))
 	}
 	return nil
 }

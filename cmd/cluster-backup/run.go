@@ -167,20 +167,17 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		return fmt.Errorf("read the cluster identity marker %s: %w", key, err)
 	}
 	for _, s := range stored {
-		if s.Key != key || s.Meta.ClusterUID == uid {
-			continue
-		}
-		if s.Meta.ClusterUID != "" {
+		switch {
+		case s.Key != key || s.Meta.ClusterUID == "":
+			// another key, or a marker without an owner: claim it
+		case s.Meta.ClusterUID == uid:
+			return nil // ours
+		default:
 			p.holds.Set("cluster_identity", fmt.Sprintf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s)",
 				a.cfg.ClusterName, s.Meta.ClusterUID, uid))
 			p.metrics.Error(logging.OpClusterIdentity)
 			log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or delete the marker if this cluster replaced that one",
 				logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": s.Meta.ClusterUID, "cluster_uid": uid}))
-			return nil
-		}
-	}
-	for _, s := range stored {
-		if s.Key == key && s.Meta.ClusterUID == uid {
 			return nil
 		}
 	}
