@@ -30,6 +30,7 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 	if err != nil {
 		return err
 	}
+	defer p.stop()
 	defer func() { p.stop() }()
 	if err := p.waitPasses(1, 5*time.Minute); err != nil {
 		return err
@@ -50,8 +51,18 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 	}
 	amp := &amplification{}
 	res.Amplification = amp
+	for _, step := range []func(context.Context, *process, *amplification) error{e.bursts, e.statusOnly, e.passLoad} {
+		if err := step(ctx, p, amp); err != nil {
+			return err
+		}
+	}
+	p.stop()
+	return e.restart(ctx, cluster, extra, amp)
+}
 
-	// Bursts inside the window.
+// bursts updates burstObjects objects burstUpdates times each inside one
+// debounce window and counts the PUTs.
+func (e *env) bursts(ctx context.Context, p *process, amp *amplification) error {
 	if err := e.seed(ctx, e.cfg.latencyObjects+e.cfg.burstObjects); err != nil {
 		return err
 	}
@@ -86,8 +97,12 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 	mu.Unlock()
 	amp.BurstObjects, amp.BurstUpdates = e.cfg.burstObjects, e.cfg.burstUpdates
 	e.log("bursts: %d objects x %d updates -> %d PUTs (max %d per object)", amp.BurstObjects, amp.BurstUpdates, amp.BurstPuts, amp.BurstMaxPerObject)
+	return nil
+}
 
-	// Status-only updates of objects with a status subresource.
+// statusOnly counts the PUTs that status-only updates of objects with a
+// status subresource cause (none are wanted).
+func (e *env) statusOnly(ctx context.Context, p *process, amp *amplification) error {
 	before := e.proxy.puts.Load()
 	if err := e.installStatusCRD(ctx, e.cfg.statusObjects); err != nil {
 		return err
@@ -126,8 +141,12 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 	amp.StatusUpdates = e.cfg.statusObjects
 	amp.StatusPuts = int(e.proxy.puts.Load() - before)
 	e.log("status-only: %d updates -> %d PUTs", amp.StatusUpdates, amp.StatusPuts)
+	return nil
+}
 
-	// A snapshot pass reads the caches, not the API server.
+// passLoad counts the API requests of one snapshot pass: it reads the
+// caches, not the API server.
+func (e *env) passLoad(ctx context.Context, p *process, amp *amplification) error {
 	n := p.passCount()
 	if err := p.waitPasses(n+1, 2*time.Minute); err != nil {
 		return err
@@ -145,20 +164,25 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 	}
 	amp.PassAPIRequests = diff(apiAfter, apiBefore)
 	e.log("a snapshot pass: API requests %v", amp.PassAPIRequests)
+	return nil
+}
 
-	// Restart over an unchanged cluster.
-	p.stop()
+// restart counts the PUTs and API requests of a restart over an unchanged
+// cluster, once the previous service has stopped.
+func (e *env) restart(ctx context.Context, cluster string, extra map[string]string, amp *amplification) error {
 	if err := e.watchesClosed(ctx); err != nil {
 		return err
 	}
-	before = e.proxy.puts.Load()
-	apiBefore, err = e.apiRequests(ctx)
+	before := e.proxy.puts.Load()
+	apiBefore, err := e.apiRequests(ctx)
 	if err != nil {
 		return err
 	}
-	if p, err = e.startService(cluster, extra); err != nil {
+	p, err := e.startService(cluster, extra)
+	if err != nil {
 		return err
 	}
+	defer p.stop()
 	if err := p.waitPasses(1, 5*time.Minute); err != nil {
 		return err
 	}
@@ -178,99 +202,31 @@ func (e *env) steadyState(ctx context.Context, res *results) error {
 // over latencyObjects, and times each from the API server's answer to the
 // proxy seeing the store accept a PUT of that state or a newer one.
 func (e *env) latency(ctx context.Context, p *process) (latencyResult, error) {
-	type pending struct {
-		rv int64
-		at time.Time
-	}
-	var (
-		mu      sync.Mutex
-		waiting = map[string][]pending{}
-		samples []float64
-		sent    int
-	)
-	keyOf := func(i int) string {
-		return fmt.Sprintf("clusterbackup/%s/%s/configmaps/%s.yaml", "", e.cmNamespace(i), cmName(i))
-	}
-	e.proxy.watchPuts(func(key, rv string, at time.Time) {
-		r, err := strconv.ParseInt(rv, 10, 64)
-		if err != nil {
-			return
-		}
-		// Keys differ only in their cluster segment: match on the rest.
-		parts := strings.SplitN(key, "/", 3)
-		if len(parts) < 3 {
-			return
-		}
-		k := "clusterbackup//" + parts[2]
-		mu.Lock()
-		defer mu.Unlock()
-		left := waiting[k][:0]
-		for _, w := range waiting[k] {
-			if w.rv <= r {
-				samples = append(samples, at.Sub(w.at).Seconds())
-			} else {
-				left = append(left, w)
-			}
-		}
-		waiting[k] = left
-	})
+	t := &landings{waiting: map[string][]pending{}}
+	e.proxy.watchPuts(t.landed)
 	defer e.proxy.watchPuts(nil)
 
 	h0, err := histogram(p, "cluster_backup_change_latency_seconds")
 	if err != nil {
 		return latencyResult{}, err
 	}
-	interval := time.Second / time.Duration(e.cfg.latencyRate)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	end := time.Now().Add(e.cfg.latencyDuration)
-	var wg sync.WaitGroup
-	var firstErr error
-	for i := 0; time.Now().Before(end); i++ {
-		<-tick.C
-		obj := i % e.cfg.latencyObjects
-		wg.Add(1)
-		go func(seq, obj int) {
-			defer wg.Done()
-			patch := fmt.Sprintf(`{"data":{"stamp":"%d"}}`, seq)
-			cm, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(obj)).Patch(ctx, cmName(obj), types.MergePatchType, []byte(patch), metav1PatchOptions())
-			at := time.Now()
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return
-			}
-			rv, _ := strconv.ParseInt(cm.ResourceVersion, 10, 64)
-			waiting[keyOf(obj)] = append(waiting[keyOf(obj)], pending{rv: rv, at: at})
-			sent++
-		}(i, obj)
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return latencyResult{}, firstErr
+	if err := e.generate(ctx, t); err != nil {
+		return latencyResult{}, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		n := len(samples)
-		mu.Unlock()
-		if n >= sent || time.Now().After(deadline) {
-			break
-		}
+	for !t.allLanded() && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	h1, err := histogram(p, "cluster_backup_change_latency_seconds")
 	if err != nil {
 		return latencyResult{}, err
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	sort.Float64s(samples)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sort.Float64s(t.samples)
+	samples := t.samples
 	r := latencyResult{
-		Updates: sent, Landed: len(samples), Rate: e.cfg.latencyRate, Seconds: e.cfg.latencyDuration.Seconds(),
+		Updates: t.sent, Landed: len(samples), Rate: e.cfg.latencyRate, Seconds: e.cfg.latencyDuration.Seconds(),
 		Objects: e.cfg.latencyObjects, Debounce: e.cfg.debounce.Seconds(),
 		P50: quantile(samples, 0.50), P95: quantile(samples, 0.95), P99: quantile(samples, 0.99), Max: quantile(samples, 1),
 		ServiceP50: h1.delta(h0).quantile(0.50), ServiceP95: h1.delta(h0).quantile(0.95), ServiceP99: h1.delta(h0).quantile(0.99),
@@ -281,6 +237,92 @@ func (e *env) latency(ctx context.Context, p *process) (latencyResult, error) {
 		return r, fmt.Errorf("%d of %d updates never landed", r.Updates-r.Landed, r.Updates)
 	}
 	return r, nil
+}
+
+// generate patches one ConfigMap latencyRate times a second, round robin
+// over latencyObjects, for latencyDuration, and records each answer in t.
+func (e *env) generate(ctx context.Context, t *landings) error {
+	interval := time.Second / time.Duration(e.cfg.latencyRate)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	end := time.Now().Add(e.cfg.latencyDuration)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := 0; time.Now().Before(end); i++ {
+		<-tick.C
+		obj := i % e.cfg.latencyObjects
+		wg.Add(1)
+		go func(seq, obj int) {
+			defer wg.Done()
+			patch := fmt.Sprintf(`{"data":{"stamp":"%d"}}`, seq)
+			cm, err := e.cs.CoreV1().ConfigMaps(e.cmNamespace(obj)).Patch(ctx, cmName(obj), types.MergePatchType, []byte(patch), metav1PatchOptions())
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				return
+			}
+			rv, _ := strconv.ParseInt(cm.ResourceVersion, 10, 64)
+			// Keys differ only in their cluster segment: match on the rest.
+			t.sentAt(fmt.Sprintf("%s/configmaps/%s.yaml", e.cmNamespace(obj), cmName(obj)), rv, time.Now())
+		}(i, obj)
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// pending is an update the API server accepted and the store has not yet.
+type pending struct {
+	rv int64
+	at time.Time
+}
+
+// landings matches the store's PUTs to the updates they carry.
+type landings struct {
+	mu      sync.Mutex
+	waiting map[string][]pending // by key below the cluster segment
+	samples []float64
+	sent    int
+}
+
+func (t *landings) sentAt(key string, rv int64, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.waiting[key] = append(t.waiting[key], pending{rv: rv, at: at})
+	t.sent++
+}
+
+// landed records every update of key at or below the stored rv.
+func (t *landings) landed(key, rv string, at time.Time) {
+	r, err := strconv.ParseInt(rv, 10, 64)
+	if err != nil {
+		return
+	}
+	parts := strings.SplitN(key, "/", 3) // {prefix}/{cluster}/{rest}
+	if len(parts) < 3 {
+		return
+	}
+	k := parts[2]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	left := t.waiting[k][:0]
+	for _, w := range t.waiting[k] {
+		if w.rv <= r {
+			t.samples = append(t.samples, at.Sub(w.at).Seconds())
+		} else {
+			left = append(left, w)
+		}
+	}
+	t.waiting[k] = left
+}
+
+func (t *landings) allLanded() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.samples) >= t.sent
 }
 
 func quantile(sorted []float64, q float64) float64 {

@@ -111,7 +111,7 @@ func (s setting) flagName() string {
 	return strings.ToLower(strings.ReplaceAll(s.env, "_", "-"))
 }
 
-func settings() []setting {
+func settings() []setting { //nolint:funlen // one table literal, an entry per setting
 	return []setting{
 		{env: "CLUSTER_NAME", usage: "path segment identifying the cluster, a DNS-1123 label (required)", apply: func(c *Config, v string) error {
 			if v == "" {

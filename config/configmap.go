@@ -1,9 +1,14 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +28,22 @@ type ConfigMap struct {
 	BatchSize        *int
 	RetryAttempts    *int
 	RetryDelay       *time.Duration
+	// Hash identifies the content the ConfigMap was parsed from
+	// (cluster_backup_config_hash).
+	Hash uint64
+}
+
+// Hash is a digest of a ConfigMap's content, the same for the same keys
+// and values in any order: the first 48 bits of a SHA-256, so that it is
+// exact as a Prometheus sample.
+func Hash(data map[string]string) uint64 {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(data[k]), data[k])
+	}
+	var b [8]byte
+	copy(b[2:], h.Sum(nil)[:6])
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // ApplyTo puts the ConfigMap's rules and overrides into c.
@@ -50,7 +71,7 @@ type configMapKey struct {
 	apply func(cm *ConfigMap, v string) error
 }
 
-func configMapKeys() []configMapKey {
+func configMapKeys() []configMapKey { //nolint:funlen // one table literal, an entry per key
 	list := func(dst func(*ConfigMap) *[]string) func(*ConfigMap, string) error {
 		return func(cm *ConfigMap, v string) error {
 			*dst(cm) = splitList(v)
@@ -163,6 +184,7 @@ func ParseConfigMap(data map[string]string) (ConfigMap, error) {
 			return ConfigMap{}, &Error{Key: name, Value: oneLine(data[name]), Reason: err.Error()}
 		}
 	}
+	cm.Hash = Hash(data)
 	return cm, nil
 }
 

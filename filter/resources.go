@@ -27,7 +27,7 @@ func (r Resource) GroupResource() string {
 }
 
 // Segment is the {resource} path segment of the storage layout.
-func (r Resource) Segment() string { return object.ResourceSegment(r.Group, r.Resource) }
+func (r Resource) Segment() string { return object.Segment(r.Group, r.Resource) }
 
 // Reasons a resource type or an object is not backed up, as logged in
 // data.reason of resource_filter lines.

@@ -57,6 +57,13 @@ type Metrics struct {
 	Incomplete prometheus.Gauge
 	// Versioning is 1 when the bucket keeps versions.
 	Versioning prometheus.Gauge
+	// ConfigReloadSuccess is 0 while the last version of the ConfigMap
+	// was refused (the one before stays in force), else 1.
+	ConfigReloadSuccess prometheus.Gauge
+	// ConfigReloadTime is when a version of the ConfigMap was last applied.
+	ConfigReloadTime prometheus.Gauge
+	// ConfigHash identifies the ConfigMap content in force.
+	ConfigHash prometheus.Gauge
 }
 
 // New creates the metrics on reg.
@@ -117,8 +124,21 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "cluster_backup_bucket_versioning",
 			Help: "1 when the bucket keeps object versions, 0 when it does not (the directory store keeps none).",
 		}),
+		ConfigReloadSuccess: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_config_reload_success",
+			Help: "1 when the last version of the filtering ConfigMap was applied (or none changed since start), 0 when it was refused and the one before stays in force.",
+		}),
+		ConfigReloadTime: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time the configuration in force was applied (at start, or by the last successful reload).",
+		}),
+		ConfigHash: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_config_hash",
+			Help: "Digest (48 bits of SHA-256) of the filtering ConfigMap content in force; replicas that disagree run different configurations.",
+		}),
 	}
 	m.StoreUp.Set(1)
+	m.ConfigReloadSuccess.Set(1)
 	for _, op := range Operations {
 		m.Errors.WithLabelValues(string(op))
 	}

@@ -36,6 +36,8 @@ func TestExposition(t *testing.T) {
 	m.Namespaces.Set(6)
 	m.Watched.Set(42)
 	m.QueueDepth.Set(5)
+	m.ConfigHash.Set(123456789)
+	m.ConfigReloadTime.Set(1.7641e9)
 
 	golden := filepath.Join("testdata", "exposition.txt")
 	if os.Getenv("UPDATE_GOLDEN") != "" {

@@ -1,62 +1,16 @@
-// Package object holds the small types every pipeline stage shares: where a
-// Kubernetes object lives in the store and the metadata stored beside it. It
-// sits at the bottom of the import graph so that the watcher, filter, sink and
-// snapshot stages can agree on keys without importing each other.
+// Package object holds the small types every pipeline stage shares: an
+// object's identity (Ref), the storage layout that maps it to a key and back
+// (Layout, Segments), the metadata stored beside it (Meta) and what the
+// caches know of it (State). It sits at the bottom of the import graph so
+// that the watcher, encode, sink and snapshot stages agree on keys without
+// importing each other.
 package object
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"path"
 	"strings"
 )
-
-// ClusterScope is the namespace segment of cluster-scoped objects.
-const ClusterScope = "_cluster"
-
-// groupsWithoutSuffix are the built-in groups whose resources are stored under
-// their bare plural name; every other group is spelled out as plural.group so
-// that two groups that share a plural never collide.
-var groupsWithoutSuffix = map[string]bool{
-	"":            true,
-	"apps":        true,
-	"batch":       true,
-	"autoscaling": true,
-	"policy":      true,
-}
-
-// Ref identifies one object independently of the API version it is served at,
-// so that a CRD version bump does not move its objects in the store.
-type Ref struct {
-	Group     string
-	Resource  string // plural
-	Namespace string // empty for cluster-scoped objects
-	Name      string
-}
-
-// ResourceSegment is the {resource} path segment of the storage layout.
-func ResourceSegment(group, resource string) string {
-	if groupsWithoutSuffix[group] {
-		return resource
-	}
-	return resource + "." + group
-}
-
-// Key returns the object's key under prefix and cluster:
-// {prefix}/{cluster}/{namespace or _cluster}/{resource}/{name}.yaml.
-func (r Ref) Key(prefix, cluster string) string {
-	ns := r.Namespace
-	if ns == "" {
-		ns = ClusterScope
-	}
-	return path.Join(prefix, cluster, ns, ResourceSegment(r.Group, r.Resource), r.Name+".yaml")
-}
-
-// ClusterPrefix is the key prefix, with trailing slash, that holds every
-// object of one cluster and nothing of any other.
-func ClusterPrefix(prefix, cluster string) string {
-	return path.Join(prefix, cluster) + "/"
-}
 
 // Meta is the metadata stored beside each object, so that a restart or a
 // snapshot pass can tell unchanged objects apart without downloading them.
@@ -125,13 +79,6 @@ func Digest(body []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// IdentityKey is the key of the marker that records which cluster owns the
-// prefix {prefix}/{cluster}/ (its Meta.ClusterUID). It is outside the
-// object layout, so no pass ever takes it for an object.
-func IdentityKey(prefix, cluster string) string {
-	return path.Join(prefix, cluster, "cluster-identity.yaml")
-}
-
 // Stored is one entry of a store listing.
 type Stored struct {
 	Key  string
@@ -143,44 +90,6 @@ type Stored struct {
 type Document struct {
 	Body []byte
 	Meta Meta
-}
-
-// Key is the stored key of one object, as ParseKey reads it back. The
-// resource segment is kept as stored, because a bare plural ("deployments")
-// does not say which of the groups stored without suffix it belongs to:
-// only what discovery knows resolves it to a group.
-type Key struct {
-	Segment   string // {resource} of the layout
-	Namespace string // empty for cluster-scoped objects
-	Name      string
-}
-
-// Ref returns the object's identity once its segment has been resolved.
-func (k Key) Ref(group, resource string) Ref {
-	return Ref{Group: group, Resource: resource, Namespace: k.Namespace, Name: k.Name}
-}
-
-// ParseKey is the inverse of Ref.Key for keys under prefix and cluster. ok is
-// false for keys that are not in the layout (the cluster's identity marker,
-// keys put by hand).
-func ParseKey(prefix, cluster, key string) (Key, bool) {
-	rest, found := strings.CutPrefix(key, ClusterPrefix(prefix, cluster))
-	if !found {
-		return Key{}, false
-	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 3 {
-		return Key{}, false
-	}
-	name, found := strings.CutSuffix(parts[2], ".yaml")
-	if !found || name == "" || parts[0] == "" || parts[1] == "" {
-		return Key{}, false
-	}
-	k := Key{Segment: parts[1], Namespace: parts[0], Name: name}
-	if k.Namespace == ClusterScope {
-		k.Namespace = ""
-	}
-	return k, true
 }
 
 // State says what the informer caches know about one object.

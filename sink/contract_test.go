@@ -50,12 +50,12 @@ func TestStoreContract(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := stores[name](t)
 			ctx := context.Background()
-			prefix := object.ClusterPrefix("clusterbackup", "east")
+			prefix := object.Layout{Prefix: "clusterbackup", Cluster: "east"}.Root()
 			keys := []string{
 				prefix + "default/configmaps/a.yaml",
 				prefix + "_cluster/clusterroles.rbac.authorization.k8s.io/.dotted.yaml",
 				prefix + "default/configmaps/" + strings.Repeat("n", 250) + ".yaml",
-				object.IdentityKey("clusterbackup", "east"),
+				object.Layout{Prefix: "clusterbackup", Cluster: "east"}.IdentityKey(),
 			}
 			want := map[string]object.Meta{}
 			for i, key := range keys {

@@ -88,7 +88,7 @@ func TestMinIOStore(t *testing.T) {
 		t.Errorf("user metadata %+v, want %+v", back, meta)
 	}
 
-	list, err := store.List(ctx, object.ClusterPrefix("clusterbackup", "east"))
+	list, err := store.List(ctx, object.Layout{Prefix: "clusterbackup", Cluster: "east"}.Root())
 	if err != nil {
 		t.Fatal(err)
 	}

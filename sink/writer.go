@@ -35,8 +35,8 @@ type Source interface {
 
 // WriterOptions configure a Writer.
 type WriterOptions struct {
-	Prefix  string
-	Cluster string
+	// Layout maps objects to keys.
+	Layout object.Layout
 	// Debounce is the per-object quiet window. An object that never goes
 	// quiet is still written at least every MaxWaitWindows windows.
 	Debounce time.Duration
@@ -180,7 +180,7 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 // Seed learns what the store holds under the cluster's prefix, so that a
 // restart over an unchanged cluster writes nothing.
 func (w *Writer) Seed(ctx context.Context) error {
-	stored, err := w.store.List(ctx, object.ClusterPrefix(w.opts.Prefix, w.opts.Cluster))
+	stored, err := w.store.List(ctx, w.opts.Layout.Root())
 	if err != nil {
 		w.metrics.Error(logging.OpStoreList)
 		return err
@@ -477,8 +477,8 @@ func (w *Writer) processNext(ctx context.Context) bool {
 // trusts only the writer's own writes after since: the caller has seen the
 // store differ in an older listing.
 func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, forced bool, since uint64) (Outcome, error) {
-	key := ref.Key(w.opts.Prefix, w.opts.Cluster)
-	resource := object.ResourceSegment(ref.Group, ref.Resource)
+	key := w.opts.Layout.Key(ref)
+	resource := ref.Segment()
 	// Built only when a line is logged: most writes log nothing.
 	log := func() *zap.Logger { return w.log.With(logging.Namespace(ref.Namespace), logging.Resource(resource)) }
 	w.mu.Lock()
@@ -497,30 +497,7 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		if !forced && !w.stored(key) {
 			return Absent, nil
 		}
-		if w.state(key).foreign {
-			return Kept, nil // another cluster's object
-		}
-		if reason := w.opts.Holds.Reason(); reason != "" {
-			w.holdOnce.Do(func() {
-				log().Warn("Deletes are held back; stored objects stay", logging.Op(logging.OpObjectDelete),
-					logging.Data(map[string]any{"key": key, "reason": reason}))
-			})
-			return Kept, nil
-		}
-		start := w.clock.Now()
-		if err := w.store.Delete(ctx, key); err != nil {
-			w.metrics.Error(logging.OpObjectDelete)
-			log().Error("Failed to delete object", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
-			return Failed, err
-		}
-		w.forget(key)
-		w.metrics.Resources.WithLabelValues(resource, metrics.Deleted).Inc()
-		w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
-		if ce := w.log.Check(zap.DebugLevel, "Object deleted"); ce != nil {
-			ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op(logging.OpObjectDelete),
-				logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
-		}
-		return Deleted, nil
+		return w.remove(ctx, log, ref, key, seen)
 	}
 	if st := w.state(key); st.sum == digest(doc.Meta.SHA256) && st.sum != ([sha256.Size]byte{}) && (!forced || st.seq > since) {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
@@ -533,6 +510,41 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
 		return Unstorable, nil
 	}
+	return w.put(ctx, log, ref, key, doc, seen)
+}
+
+// remove deletes the stored key of an object that is gone, unless it is
+// another cluster's or deletes are held back.
+func (w *Writer) remove(ctx context.Context, log func() *zap.Logger, ref object.Ref, key string, seen time.Time) (Outcome, error) {
+	resource := ref.Segment()
+	if w.state(key).foreign {
+		return Kept, nil // another cluster's object
+	}
+	if reason := w.opts.Holds.Reason(); reason != "" {
+		w.holdOnce.Do(func() {
+			log().Warn("Deletes are held back; stored objects stay", logging.Op(logging.OpObjectDelete),
+				logging.Data(map[string]any{"key": key, "reason": reason}))
+		})
+		return Kept, nil
+	}
+	start := w.clock.Now()
+	if err := w.store.Delete(ctx, key); err != nil {
+		w.metrics.Error(logging.OpObjectDelete)
+		log().Error("Failed to delete object", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
+		return Failed, err
+	}
+	w.forget(key)
+	w.metrics.Resources.WithLabelValues(resource, metrics.Deleted).Inc()
+	w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
+	if ce := w.log.Check(zap.DebugLevel, "Object deleted"); ce != nil {
+		ce.Write(logging.Namespace(ref.Namespace), logging.Resource(resource), logging.Op(logging.OpObjectDelete), logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key}))
+	}
+	return Deleted, nil
+}
+
+// put stores doc under key, stamped with the cluster's identity.
+func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref, key string, doc object.Document, seen time.Time) (Outcome, error) {
+	resource := ref.Segment()
 	start := w.clock.Now()
 	w.mu.Lock()
 	doc.Meta.ClusterUID = w.clusterUID

@@ -153,7 +153,7 @@ func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness
 	h.holds = &Holds{}
 	h.settings = NewSettings(true, 0.1)
 	h.w = NewWriter(store, WriterOptions{
-		Prefix: "clusterbackup", Cluster: "c", Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
+		Layout: testLayout, Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
 		Holds: h.holds,
 	}, zap.NewNop(), h.m, clock.RealClock{})
 	if err := h.w.Seed(context.Background()); err != nil {
@@ -178,7 +178,9 @@ func ref(name string) object.Ref {
 	return object.Ref{Resource: "configmaps", Namespace: "default", Name: name}
 }
 
-func keyOf(name string) string { return ref(name).Key("clusterbackup", "c") }
+var testLayout = object.Layout{Prefix: "clusterbackup", Cluster: "c"}
+
+func keyOf(name string) string { return testLayout.Key(ref(name)) }
 
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -312,7 +314,7 @@ func (u *unstorableStore) Put(ctx context.Context, key string, body []byte, meta
 func TestUnstorableKeyIsCountedOnceAndNotRetried(t *testing.T) {
 	store := &unstorableStore{memStore: newMemStore()}
 	m := metrics.New(prometheus.NewRegistry())
-	w := NewWriter(store, WriterOptions{Prefix: "clusterbackup", Cluster: "c", Workers: 2, RetryDelay: time.Millisecond},
+	w := NewWriter(store, WriterOptions{Layout: testLayout, Workers: 2, RetryDelay: time.Millisecond},
 		zap.NewNop(), m, clock.RealClock{})
 	src := &fakeSource{docs: map[object.Ref]string{ref("long"): "x", ref("ok"): "y"}}
 	ctx, cancel := context.WithCancel(context.Background())

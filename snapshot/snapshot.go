@@ -30,12 +30,12 @@ type Source interface {
 	// filters leave it out, and err wraps encode.ErrInvalid when it cannot
 	// be stored.
 	Each(visit func(ref object.Ref, sum string, ok bool, err error))
-	// Resolve maps a stored resource segment to its group and resource,
-	// and says whether a stored key of it may be deleted when Each did not
+	// Resolve maps a stored resource segment to its type, and says
+	// whether a stored key of it may be deleted when Each did not
 	// visit its object: only when its type's cache is complete, or the
 	// type is known and left out by the rules. Keys of any other type are
 	// kept.
-	Resolve(segment string) (group, resource string, prunable bool)
+	Resolve(segment string) (gr object.GroupResource, prunable bool)
 	// Incomplete names the types (and failing API groups) whose stored
 	// keys are kept because their caches are not complete.
 	Incomplete() []string
@@ -60,8 +60,7 @@ const batchesInFlight = 16
 
 // Pass is one configured reconcile pass.
 type Pass struct {
-	Prefix    string
-	Cluster   string
+	Layout    object.Layout
 	BatchSize int
 	// Settings holds skip-invalid-resources (objects that cannot be
 	// stored are skipped rather than errors) and max-prune-fraction (a pass
@@ -167,7 +166,7 @@ func (p *planned) count(resource string) *Counts {
 // which keys to write and which to delete, and counts the rest. A stored
 // key is deleted only when src says its type may be pruned and the caches
 // do not hold its object; keys outside the layout are never touched.
-func plan(prefix, cluster, clusterUID string, stored []object.Stored, src Source, skipInvalid bool) *planned {
+func plan(layout object.Layout, clusterUID string, stored []object.Stored, src Source, skipInvalid bool) *planned {
 	p := &planned{counts: map[string]*Counts{}}
 	have := make(map[string]string, len(stored))
 	for _, s := range stored {
@@ -176,8 +175,8 @@ func plan(prefix, cluster, clusterUID string, stored []object.Stored, src Source
 	live := map[string]bool{}
 	namespaces := map[string]bool{}
 	src.Each(func(ref object.Ref, sum string, ok bool, err error) {
-		resource := object.ResourceSegment(ref.Group, ref.Resource)
-		key := ref.Key(prefix, cluster)
+		resource := ref.Segment()
+		key := layout.Key(ref)
 		switch {
 		case err != nil:
 			p.count(resource).cannotStore(encode.Reason(err), skipInvalid)
@@ -196,7 +195,7 @@ func plan(prefix, cluster, clusterUID string, stored []object.Stored, src Source
 		}
 	})
 	for _, s := range stored {
-		k, ok := object.ParseKey(prefix, cluster, s.Key)
+		k, ok := layout.Parse(s.Key)
 		if !ok {
 			continue // not one of ours: never touch it
 		}
@@ -204,12 +203,12 @@ func plan(prefix, cluster, clusterUID string, stored []object.Stored, src Source
 		if live[s.Key] {
 			continue
 		}
-		group, resource, prunable := src.Resolve(k.Segment)
+		gr, prunable := src.Resolve(k.Segment)
 		if !prunable || sink.Foreign(s.Meta, clusterUID) {
 			p.count(k.Segment).Kept++ // not known to be gone
 			continue
 		}
-		p.deletes = append(p.deletes, k.Ref(group, resource))
+		p.deletes = append(p.deletes, k.Ref(gr))
 	}
 	p.namespaces = len(namespaces)
 	return p
@@ -240,7 +239,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	log := p.Log.With(logging.Component("snapshot"))
 	log.Info("Snapshot pass started", logging.Op(logging.OpSnapshotStart))
 
-	prefix := object.ClusterPrefix(p.Prefix, p.Cluster)
+	prefix := p.Layout.Root()
 	since := p.Writer.Seq()
 	stored, err := p.Store.List(ctx, prefix)
 	if err != nil {
@@ -253,7 +252,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	// meanwhile is reported as it was planned.
 	incomplete := p.Source.Incomplete()
 	skipInvalid, maxPrune := p.Settings.SkipInvalid(), p.Settings.MaxPruneFraction()
-	pl := plan(p.Prefix, p.Cluster, p.ClusterUID, stored, p.Source, skipInvalid)
+	pl := plan(p.Layout, p.ClusterUID, stored, p.Source, skipInvalid)
 	p.reportInvalid(log, pl.invalid, skipInvalid)
 
 	held := holdDeletes(len(pl.deletes), pl.objects, maxPrune, p.AllowMassPrune, p.Holds.Reason())
@@ -264,7 +263,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 			logging.Data(map[string]any{"would_delete": len(pl.deletes), "stored": pl.objects,
 				"max_prune_fraction": maxPrune, "reason": held}))
 		for _, ref := range pl.deletes {
-			pl.count(object.ResourceSegment(ref.Group, ref.Resource)).Kept++
+			pl.count(ref.Segment()).Kept++
 		}
 		pl.deletes = nil
 	} else {
@@ -277,7 +276,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 
 func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject, skipInvalid bool) {
 	for _, o := range invalid {
-		resource := object.ResourceSegment(o.ref.Group, o.ref.Resource)
+		resource := o.ref.Segment()
 		data := logging.Data(map[string]any{"name": o.ref.Name, "reason": encode.Reason(o.err)})
 		if skipInvalid {
 			p.Metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
@@ -330,7 +329,7 @@ func (p *Pass) apply(ctx context.Context, pl *planned, since uint64, skipInvalid
 	for _, c := range chunks {
 		<-c.done
 		for j, outcome := range c.out {
-			cnt := pl.count(object.ResourceSegment(c.refs[j].Group, c.refs[j].Resource))
+			cnt := pl.count(c.refs[j].Segment())
 			switch outcome {
 			case sink.Written:
 				cnt.BackedUp++

@@ -49,17 +49,19 @@ func (f fakeSource) Incomplete() []string {
 	return out
 }
 
-func (f fakeSource) Resolve(seg string) (string, string, bool) {
+func (f fakeSource) Resolve(seg string) (object.GroupResource, bool) {
 	group, known := f.known[seg]
 	if !known && f.known != nil {
-		return "", "", false
+		return object.GroupResource{}, false
 	}
 	resource, g, _ := strings.Cut(seg, ".")
 	if group == "" {
 		group = g
 	}
-	return group, resource, !f.incomplete[seg]
+	return object.GroupResource{Group: group, Resource: resource}, !f.incomplete[seg]
 }
+
+var testLayout = object.Layout{Prefix: "clusterbackup", Cluster: "c"}
 
 type fakeStore struct{ stored []object.Stored }
 
@@ -90,7 +92,7 @@ func cm(ns, name string) object.Ref {
 }
 
 func stored(ref object.Ref, body string) object.Stored {
-	return object.Stored{Key: ref.Key("clusterbackup", "c"), Meta: object.Meta{SHA256: object.Digest([]byte(body))}}
+	return object.Stored{Key: testLayout.Key(ref), Meta: object.Meta{SHA256: object.Digest([]byte(body))}}
 }
 
 func TestPassWritesOnlyDifferences(t *testing.T) {
@@ -121,7 +123,7 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 		return sink.Written
 	}}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Prefix: "clusterbackup", Cluster: "c", BatchSize: 2, Settings: sink.NewSettings(true, 1), Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Layout: testLayout, BatchSize: 2, Settings: sink.NewSettings(true, 1), Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "widgets.example.com") {
 		t.Fatalf("a pass with an incomplete type must fail naming it, got %v", err)
@@ -182,8 +184,8 @@ func TestPlanPrunesOnlyCompleteOrExcludedTypes(t *testing.T) {
 			name: "another cluster's objects are kept",
 			src:  fakeSource{},
 			stored: []object.Stored{
-				{Key: cm("a", "theirs").Key("clusterbackup", "c"), Meta: object.Meta{ClusterUID: "theirs"}},
-				{Key: cm("a", "ours").Key("clusterbackup", "c"), Meta: object.Meta{ClusterUID: "ours"}},
+				{Key: testLayout.Key(cm("a", "theirs")), Meta: object.Meta{ClusterUID: "theirs"}},
+				{Key: testLayout.Key(cm("a", "ours")), Meta: object.Meta{ClusterUID: "ours"}},
 			},
 			deletes: []object.Ref{cm("a", "ours")},
 			kept:    1,
@@ -195,7 +197,7 @@ func TestPlanPrunesOnlyCompleteOrExcludedTypes(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pl := plan("clusterbackup", "c", "ours", tc.stored, tc.src, true)
+			pl := plan(testLayout, "ours", tc.stored, tc.src, true)
 			if fmt.Sprint(pl.deletes) != fmt.Sprint(tc.deletes) {
 				t.Errorf("deletes %v, want %v", pl.deletes, tc.deletes)
 			}
@@ -243,7 +245,7 @@ func TestPruneGuardHoldsEveryDelete(t *testing.T) {
 	}
 	w := &fakeWriter{outcome: func(object.Ref) sink.Outcome { return sink.Deleted }}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Prefix: "clusterbackup", Cluster: "c", Settings: sink.NewSettings(true, 0.1), Source: fakeSource{}, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Layout: testLayout, Settings: sink.NewSettings(true, 0.1), Source: fakeSource{}, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || res.PruneHeld == "" || res.Kept != 10 || len(w.applied) != 0 {
 		t.Fatalf("err %v, result %+v, applied %v", err, res, w.applied)
@@ -264,7 +266,7 @@ func TestPassWithErrorsKeepsLastSuccess(t *testing.T) {
 	src := fakeSource{objects: []cached{{ref: cm("a", "x"), body: "x"}}}
 	w := &fakeWriter{outcome: func(object.Ref) sink.Outcome { return sink.Failed }}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Prefix: "clusterbackup", Cluster: "c", Source: src, Store: fakeStore{}, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Layout: testLayout, Source: src, Store: fakeStore{}, Writer: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || res.Errors != 1 {
 		t.Fatalf("want an error, got %v %+v", err, res)

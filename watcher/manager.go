@@ -66,9 +66,9 @@ type Manager struct {
 	informers map[schema.GroupResource]*informer
 	kinds     map[schema.GroupKind]schema.GroupResource
 	// segments resolves a stored resource segment to its type, for the
-	// types of the last discovery round and the running informers;
-	// watched is false for a type the rules in force leave out.
-	segments     map[string]segment
+	// types of the last discovery round and the running informers; a
+	// type without an informer is one the rules in force leave out.
+	segments     object.Segments
 	failedGroups []string // groups whose discovery failed last round
 	openshift    *bool    // nil until the first discovery
 	dropped      map[string]string
@@ -76,12 +76,6 @@ type Manager struct {
 
 	trigger chan struct{}
 	synced  chan struct{}
-}
-
-// segment is what the manager knows of one stored resource segment.
-type segment struct {
-	gr      schema.GroupResource
-	watched bool
 }
 
 // informer is one running informer and what it watches.
@@ -122,7 +116,6 @@ func New(dyn dynamic.Interface, disc discovery.DiscoveryInterface, queue Queue, 
 		rules:     opts.Rules,
 		informers: map[schema.GroupResource]*informer{},
 		kinds:     map[schema.GroupKind]schema.GroupResource{},
-		segments:  map[string]segment{},
 		dropped:   map[string]string{},
 		forbidden: map[schema.GroupResource]bool{},
 		trigger:   make(chan struct{}, 1),
@@ -252,73 +245,14 @@ func (m *Manager) reconcile(ctx context.Context) error {
 
 	m.mu.Lock()
 	rules := m.desired
-	openshift := OpenShift(rules.OpenShiftMode, openShiftDetected(m.openshift, d))
-	if m.openshift == nil || *m.openshift != openshift {
-		m.log.Info("OpenShift detection", logging.Op(logging.OpDiscovery), logging.Data(map[string]any{
-			"openshift": openshift, "mode": string(rules.OpenShiftMode), "detected": d.openshift,
-		}))
-		m.openshift = &openshift
-	}
-	selected, dropped := rules.SelectResources(d.resources, openshift)
+	selected, dropped := rules.SelectResources(d.resources, m.detectOpenShift(rules, d))
 	m.logDropped(dropped)
-
-	key := cacheKey(rules)
-	want := map[schema.GroupResource]*informer{}
-	for _, r := range selected {
-		want[groupResource(r)] = newInformer(r, key, true)
-	}
-	if rules.FollowOwnerReferences {
-		// Types outside the mode are watched too, so that an object whose
-		// owner is backed up can be found and kept.
-		for _, dr := range dropped {
-			if dr.Reason == filter.ReasonNotInWhitelist {
-				want[groupResource(dr.Resource)] = newInformer(dr.Resource, key, false)
-			}
-		}
-	}
 	m.kinds = map[schema.GroupKind]schema.GroupResource{}
 	for _, r := range d.resources {
 		m.kinds[schema.GroupKind{Group: r.Group, Kind: r.Kind}] = groupResource(r)
 	}
-
-	// A replaced informer is stopped only after its successor runs; until
-	// the successor has listed its type, what it has not seen yet is
-	// Unknown, never Absent.
-	var toStop []*informer
-	for gr, running := range m.informers {
-		w, ok := want[gr]
-		_, groupFailed := d.failedGroups[gr.Group]
-		switch {
-		case !ok && groupFailed:
-			// Discovery of its group failed this round: keep watching.
-		case !ok, w.res.Version != running.res.Version, running.denied.Load(), running.key != key:
-			toStop = append(toStop, running)
-			delete(m.informers, gr)
-		default:
-			running.selected.Store(w.selected.Load())
-		}
-	}
-	var started []string
-	for gr, w := range want {
-		if _, ok := m.informers[gr]; ok {
-			continue
-		}
-		m.startInformer(ctx, w, rules)
-		m.informers[gr] = w
-		started = append(started, gr.String())
-	}
-	m.segments = map[string]segment{}
-	for _, dr := range dropped {
-		gr := groupResource(dr.Resource)
-		m.segments[dr.Resource.Segment()] = segment{gr: gr}
-	}
-	watched := 0
-	for gr, inf := range m.informers {
-		m.segments[inf.res.Segment()] = segment{gr: gr, watched: true}
-		if inf.selected.Load() {
-			watched++
-		}
-	}
+	started, toStop := m.replaceInformers(ctx, wanted(rules, selected, dropped), d.failedGroups, rules)
+	watched := m.indexSegments(dropped)
 	m.failedGroups = slices.Sorted(maps.Keys(d.failedGroups))
 	m.rules = rules
 	m.mu.Unlock()
@@ -329,7 +263,6 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	m.metrics.Watched.Set(float64(watched))
 	m.metrics.Incomplete.Set(float64(len(m.Incomplete())))
 	if len(started) > 0 || len(toStop) > 0 {
-		sort.Strings(started)
 		stopped := make([]string, 0, len(toStop))
 		for _, inf := range toStop {
 			stopped = append(stopped, groupResource(inf.res).String())
@@ -339,6 +272,92 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		}))
 	}
 	return nil
+}
+
+// detectOpenShift decides, and logs when it changes, whether the cluster
+// is treated as OpenShift. Called with mu held.
+func (m *Manager) detectOpenShift(rules filter.Rules, d discovered) bool {
+	openshift := OpenShift(rules.OpenShiftMode, openShiftDetected(m.openshift, d))
+	if m.openshift == nil || *m.openshift != openshift {
+		m.log.Info("OpenShift detection", logging.Op(logging.OpDiscovery), logging.Data(map[string]any{
+			"openshift": openshift, "mode": string(rules.OpenShiftMode), "detected": d.openshift,
+		}))
+		m.openshift = &openshift
+	}
+	return openshift
+}
+
+// wanted are the informers the rules ask for: the selected types, and,
+// when owner references are followed, the types outside the mode, watched
+// so that an object whose owner is backed up can be found and kept.
+func wanted(rules filter.Rules, selected []filter.Resource, dropped []filter.Dropped) map[schema.GroupResource]*informer {
+	key := cacheKey(rules)
+	want := map[schema.GroupResource]*informer{}
+	for _, r := range selected {
+		want[groupResource(r)] = newInformer(r, key, true)
+	}
+	if rules.FollowOwnerReferences {
+		for _, dr := range dropped {
+			if dr.Reason == filter.ReasonNotInWhitelist {
+				want[groupResource(dr.Resource)] = newInformer(dr.Resource, key, false)
+			}
+		}
+	}
+	return want
+}
+
+// replaceInformers starts the wanted informers that do not run yet and
+// takes out of the map those to stop: no longer wanted (unless their
+// group's discovery failed this round), at another version, denied, or
+// built for other rules. The caller stops them only after their
+// successors run; until a successor has listed its type, what it has not
+// seen yet is Unknown, never Absent. Called with mu held.
+func (m *Manager) replaceInformers(ctx context.Context, want map[schema.GroupResource]*informer, failedGroups map[string]error, rules filter.Rules) (started []string, toStop []*informer) {
+	key := cacheKey(rules)
+	for gr, running := range m.informers {
+		w, ok := want[gr]
+		_, groupFailed := failedGroups[gr.Group]
+		switch {
+		case !ok && groupFailed:
+			// Discovery of its group failed this round: keep watching.
+		case !ok, w.res.Version != running.res.Version, running.denied.Load(), running.key != key:
+			toStop = append(toStop, running)
+			delete(m.informers, gr)
+		default:
+			running.selected.Store(w.selected.Load())
+		}
+	}
+	for gr, w := range want {
+		if _, ok := m.informers[gr]; ok {
+			continue
+		}
+		m.startInformer(ctx, w, rules)
+		m.informers[gr] = w
+		started = append(started, gr.String())
+	}
+	sort.Strings(started)
+	return started, toStop
+}
+
+// indexSegments maps the stored segments of every type this round knows
+// (running informers and types the rules leave out) back to the types,
+// and returns how many types are backed up. Called with mu held.
+func (m *Manager) indexSegments(dropped []filter.Dropped) (watched int) {
+	types := make([]object.GroupResource, 0, len(dropped)+len(m.informers))
+	for _, dr := range dropped {
+		types = append(types, object.GroupResource{Group: dr.Resource.Group, Resource: dr.Resource.Resource})
+	}
+	for gr, inf := range m.informers {
+		types = append(types, object.GroupResource(gr))
+		if inf.selected.Load() {
+			watched++
+		}
+	}
+	var err error
+	if m.segments, err = object.NewSegments(types); err != nil {
+		m.log.Warn("Types share a storage segment; their stored keys are never pruned", logging.Op(logging.OpDiscovery), zap.Error(err))
+	}
+	return watched
 }
 
 // logDropped explains, once per change, each resource type left out.
@@ -647,17 +666,17 @@ func (m *Manager) Incomplete() []string {
 // discovery round found the type and the rules in force leave it out. A
 // type that is unknown (not served, or its group failing discovery),
 // listing, failing or denied is not prunable (snapshot.Source).
-func (m *Manager) Resolve(seg string) (group, resource string, prunable bool) {
+func (m *Manager) Resolve(seg string) (gr object.GroupResource, prunable bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	s, known := m.segments[seg]
+	gr, known := m.segments.Resolve(seg)
 	if !known {
-		return "", "", false
+		return gr, false
 	}
-	if inf := m.informers[s.gr]; inf != nil {
-		return s.gr.Group, s.gr.Resource, inf.complete()
+	if inf := m.informers[schema.GroupResource(gr)]; inf != nil {
+		return gr, inf.complete()
 	}
-	return s.gr.Group, s.gr.Resource, !s.watched
+	return gr, true // discovered, and left out by the rules in force
 }
 
 // Document renders the current state of ref from the caches (sink.Source).
@@ -668,10 +687,10 @@ func (m *Manager) Document(ref object.Ref) (object.Document, object.State, error
 	m.mu.RLock()
 	inf := m.informers[gr]
 	rules := m.rules
-	s, known := m.segments[object.ResourceSegment(ref.Group, ref.Resource)]
+	stored, known := m.segments.Resolve(ref.Segment())
 	m.mu.RUnlock()
 	if inf == nil {
-		if known && s.gr == gr && !s.watched {
+		if known && schema.GroupResource(stored) == gr {
 			return object.Document{}, object.Absent, nil // left out by the rules in force
 		}
 		return object.Document{}, object.Unknown, nil

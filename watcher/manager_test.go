@@ -122,8 +122,8 @@ func TestManagerAgainstTheAPIServer(t *testing.T) {
 		{"deployments", "apps", true}, // served, left out by the whitelist
 		{"things.nowhere.example.com", "", false},
 	} {
-		group, _, prunable := m.Resolve(tc.segment)
-		if group != tc.group || prunable != tc.prunable {
+		gr, prunable := m.Resolve(tc.segment)
+		if group := gr.Group; group != tc.group || prunable != tc.prunable {
 			t.Errorf("Resolve(%s) = %q %v, want %q %v", tc.segment, group, prunable, tc.group, tc.prunable)
 		}
 	}
@@ -141,7 +141,7 @@ func TestManagerAgainstTheAPIServer(t *testing.T) {
 	if _, state, _ := m.Document(cmA); state != object.Present {
 		t.Errorf("after a failed reload, a cached object is %v", state)
 	}
-	if _, _, prunable := m.Resolve("configmaps"); !prunable {
+	if _, prunable := m.Resolve("configmaps"); !prunable {
 		t.Error("after a failed reload, the complete cache is no longer trusted")
 	}
 	secretRef := object.Ref{Resource: "secrets", Namespace: "m", Name: "s"}

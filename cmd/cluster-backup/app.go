@@ -28,7 +28,7 @@ type app struct {
 func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*app, error) {
 	log := logging.New(stdout, cfg.LogLevel).With(zap.String(logging.KeyCluster, cfg.ClusterName))
 	a := &app{cfg: cfg, log: log, stderr: stderr}
-	if limit := setMemoryLimit("/sys/fs/cgroup/memory.max"); limit > 0 {
+	if limit := setMemoryLimit(cgroupMemoryFiles...); limit > 0 {
 		log.Info("Soft memory limit set from the container's limit", logging.Component("main"),
 			logging.Data(map[string]any{"bytes": limit}))
 	}

@@ -324,7 +324,7 @@ func (s *service) key(ns, resource, name string) string {
 // without the cluster's identity marker.
 func (s *service) stored() map[string]minio.ObjectInfo {
 	out := storedUnder(s.t, s.bucketClient(), "clusterbackup/"+s.cluster+"/")
-	delete(out, object.IdentityKey("clusterbackup", s.cluster))
+	delete(out, object.Layout{Prefix: "clusterbackup", Cluster: s.cluster}.IdentityKey())
 	return out
 }
 

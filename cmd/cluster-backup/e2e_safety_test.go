@@ -415,7 +415,7 @@ func TestSameClusterNameOnTwoClusters(t *testing.T) {
 	if second.metric("cluster_backup_errors_total", map[string]string{"operation": "cluster_identity"}) != 1 {
 		t.Error("collision not counted")
 	}
-	if _, ok := stored[object.IdentityKey("clusterbackup", "twins")]; !ok {
+	if _, ok := stored[object.Layout{Prefix: "clusterbackup", Cluster: "twins"}.IdentityKey()]; !ok {
 		t.Error("no identity marker")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
@@ -187,6 +188,10 @@ func TestConfigReload(t *testing.T) {
 	s := startService(t, "reload", serviceOptions{env: map[string]string{"BACKUP_CONFIG_DIR": dir}})
 	s.waitReady()
 	s.waitPass(1)
+	baseHash := s.metric("cluster_backup_config_hash", nil)
+	if want := float64(config.Hash(base)); baseHash != want || s.metric("cluster_backup_config_reload_success", nil) != 1 {
+		t.Errorf("at start: config hash %v (want %v), reload success %v", baseHash, want, s.metric("cluster_backup_config_reload_success", nil))
+	}
 	dropKey := s.key(drop, "configmaps", "cm")
 	eventually(t, 10*time.Second, "both namespaces stored", func() bool { return s.body(dropKey) != "" })
 
@@ -207,6 +212,9 @@ func TestConfigReload(t *testing.T) {
 	if s.body(s.key(drop, "configmaps", "after-exclude")) != "" {
 		t.Error("an object of the excluded namespace was written after the reload")
 	}
+	if got, want := s.metric("cluster_backup_config_hash", nil), float64(config.Hash(excluded)); got != want || got == baseHash {
+		t.Errorf("after the reload: config hash %v, want %v (before: %v)", got, want, baseHash)
+	}
 
 	// An invalid edit is logged and counted; the rules in force stay.
 	bad := map[string]string{"filtering-mode": "greylist"}
@@ -226,6 +234,9 @@ func TestConfigReload(t *testing.T) {
 	})
 	if s.metric("cluster_backup_errors_total", map[string]string{"operation": "config_reload"}) != 1 {
 		t.Error("invalid reload not counted")
+	}
+	if s.metric("cluster_backup_config_reload_success", nil) != 0 || s.metric("cluster_backup_config_hash", nil) != float64(config.Hash(excluded)) {
+		t.Error("a refused reload is not exported as reload_success 0 with the hash in force unchanged")
 	}
 	createConfigMap(t, keep, "after-bad-edit", map[string]string{"v": "1"}, nil, nil)
 	createConfigMap(t, drop, "after-bad-edit", map[string]string{"v": "1"}, nil, nil)

@@ -62,6 +62,11 @@ type pipeline struct {
 	metrics  *metrics.Metrics
 }
 
+// layout is where this cluster's backup lives in the store.
+func (a *app) layout() object.Layout {
+	return object.Layout{Prefix: a.cfg.BackupPrefix, Cluster: a.cfg.ClusterName}
+}
+
 func (a *app) build() (*pipeline, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -86,10 +91,11 @@ func (a *app) build() (*pipeline, error) {
 	holds := &sink.Holds{}
 	a.checkVersioning(m, holds)
 	settings := sink.NewSettings(a.cfg.Rules.SkipInvalidResources, a.cfg.MaxPruneFraction)
+	m.ConfigHash.Set(float64(config.Hash(a.cfg.ConfigData)))
+	m.ConfigReloadTime.SetToCurrentTime()
 
 	writer := sink.NewWriter(store, sink.WriterOptions{
-		Prefix:       a.cfg.BackupPrefix,
-		Cluster:      a.cfg.ClusterName,
+		Layout:       a.layout(),
 		Debounce:     a.cfg.Debounce,
 		Workers:      a.cfg.BatchSize,
 		RetryDelay:   a.cfg.RetryDelay,
@@ -99,8 +105,7 @@ func (a *app) build() (*pipeline, error) {
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
 	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules}, a.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
-		Prefix:         a.cfg.BackupPrefix,
-		Cluster:        a.cfg.ClusterName,
+		Layout:         a.layout(),
 		BatchSize:      a.cfg.BatchSize,
 		Settings:       settings,
 		AllowMassPrune: a.cfg.AllowMassPrune,
@@ -161,7 +166,7 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 	uid := string(ns.UID)
 	p.writer.SetClusterUID(uid)
 	p.pass.ClusterUID = uid
-	key := object.IdentityKey(a.cfg.BackupPrefix, a.cfg.ClusterName)
+	key := a.layout().IdentityKey()
 	stored, err := p.store.List(ctx, key)
 	if err != nil {
 		return fmt.Errorf("read the cluster identity marker %s: %w", key, err)
@@ -375,10 +380,9 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 	}
 }
 
-// elect takes part in leader election on a Lease and leads while it holds
-// it. Losing the lease (not a shutdown) ends the process with an error, so
-// that it restarts as a standby with a clean state.
-func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
+// leaseLock is the Lease this replica competes for: cluster-backup-{cluster}
+// in LEASE_NAMESPACE (default: the pod's own namespace), held as POD_NAME.
+func (a *app) leaseLock() (*resourcelock.LeaseLock, error) {
 	id := a.cfg.PodName
 	if id == "" {
 		id, _ = os.Hostname()
@@ -392,13 +396,24 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 	}
 	cs, err := kubernetes.NewForConfig(a.kube)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	lock := &resourcelock.LeaseLock{
+	return &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Name: "cluster-backup-" + a.cfg.ClusterName, Namespace: ns},
 		Client:     cs.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}, nil
+}
+
+// elect takes part in leader election on a Lease and leads while it holds
+// it. Losing the lease (not a shutdown) ends the process with an error, so
+// that it restarts as a standby with a clean state.
+func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
+	lock, err := a.leaseLock()
+	if err != nil {
+		return err
 	}
+	id, ns := lock.Identity(), lock.LeaseMeta.Namespace
 	log := a.log.With(logging.Component("main"), logging.Op(logging.OpLeaderElection))
 	d := a.cfg.LeaseDuration
 	var (
@@ -433,25 +448,7 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 				// Whatever ends the lead (SIGTERM, a lost lease, a failed
 				// takeover), the Lease is released once it has returned.
 				defer endElection()
-				log.Info("Leading: this replica backs the cluster up", logging.Data(map[string]any{"identity": id}))
-				st.leading.Store(true)
-				st.leadingSince.Store(time.Now().UnixNano())
-				p.metrics.Leader.Set(1)
-				leadCtx, stopLeading := context.WithCancel(lctx)
-				defer stopLeading()
-				defer context.AfterFunc(ctx, stopLeading)()
-				// A lost lease means another replica may lead already:
-				// pending writes are abandoned, not flushed.
-				defer context.AfterFunc(lctx, func() {
-					if ctx.Err() == nil && electCtx.Err() == nil {
-						p.writer.Abandon()
-					}
-				})()
-				leadErr = a.lead(leadCtx, p, st)
-				if leadErr != nil {
-					p.metrics.Error(logging.OpLeaderElection)
-					log.Error("Leading failed; releasing the lease for another replica", zap.Error(leadErr))
-				}
+				leadErr = a.leadElected(ctx, electCtx, lctx, p, st, log, id)
 			},
 			OnStoppedLeading: func() {
 				p.metrics.Leader.Set(0)
@@ -478,6 +475,30 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 	return nil
 }
 
+// leadElected leads while lctx (the lease) lasts and ctx (the process) is
+// not cancelled. A lost lease means another replica may lead already:
+// pending writes are abandoned, not flushed.
+func (a *app) leadElected(ctx, electCtx, lctx context.Context, p *pipeline, st *status, log *zap.Logger, id string) error {
+	log.Info("Leading: this replica backs the cluster up", logging.Data(map[string]any{"identity": id}))
+	st.leading.Store(true)
+	st.leadingSince.Store(time.Now().UnixNano())
+	p.metrics.Leader.Set(1)
+	leadCtx, stopLeading := context.WithCancel(lctx)
+	defer stopLeading()
+	defer context.AfterFunc(ctx, stopLeading)()
+	defer context.AfterFunc(lctx, func() {
+		if ctx.Err() == nil && electCtx.Err() == nil {
+			p.writer.Abandon()
+		}
+	})()
+	err := a.lead(leadCtx, p, st)
+	if err != nil {
+		p.metrics.Error(logging.OpLeaderElection)
+		log.Error("Leading failed; releasing the lease for another replica", zap.Error(err))
+	}
+	return err
+}
+
 // runPass makes one snapshot pass once the caches are complete.
 func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
 	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
@@ -499,12 +520,18 @@ func (a *app) watchConfig(ctx context.Context, p *pipeline) <-chan config.Config
 	go func() {
 		err := config.Watch(ctx, a.cfg.BackupConfigDir, a.cfg.ConfigData, log,
 			func(cm config.ConfigMap) {
+				p.metrics.ConfigReloadSuccess.Set(1)
+				p.metrics.ConfigReloadTime.SetToCurrentTime()
+				p.metrics.ConfigHash.Set(float64(cm.Hash))
 				select {
 				case out <- cm:
 				case <-ctx.Done():
 				}
 			},
-			func(error) { p.metrics.Error(logging.OpConfigReload) })
+			func(error) {
+				p.metrics.Error(logging.OpConfigReload)
+				p.metrics.ConfigReloadSuccess.Set(0)
+			})
 		if err != nil {
 			p.metrics.Error(logging.OpConfigReload)
 			log.Error("Cannot watch the ConfigMap; changes need a restart", logging.Op(logging.OpConfigReload), zap.Error(err))

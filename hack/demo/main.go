@@ -82,38 +82,12 @@ func run(ctx context.Context, binary string, keep bool) error {
 
 	logPath := filepath.Join(work, "cluster-backup.log")
 	say("running %s run (JSON logs in %s)", binary, logPath)
-	cmd := exec.Command(binary, "run")
-	cmd.Env = append(os.Environ(),
-		"CLUSTER_NAME="+cluster,
-		"KUBECONFIG="+kube.Kubeconfig,
-		"MINIO_ENDPOINT="+store.Endpoint,
-		"MINIO_ACCESS_KEY="+store.AccessKey,
-		"MINIO_SECRET_KEY="+store.SecretKey,
-		"MINIO_BUCKET="+bucket,
-		"MINIO_USE_SSL=false",
-		"METRICS_ADDR=127.0.0.1:0",
-	)
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
+	passes, stop, err := startService(binary, kube, store, logPath)
+	if err != nil {
 		return err
 	}
-	passes := make(chan map[string]any, 16)
-	go follow(io.TeeReader(out, logFile), passes)
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
+	defer stop()
 
 	var first map[string]any
 	select {
@@ -128,14 +102,9 @@ func run(ctx context.Context, binary string, keep bool) error {
 	if err != nil {
 		return err
 	}
-	stored := 0
-	for o := range mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: "clusterbackup/demo/", Recursive: true}) {
-		if o.Err != nil {
-			return o.Err
-		}
-		if o.Key != object.IdentityKey("clusterbackup", cluster) {
-			stored++
-		}
+	stored, err := countStored(ctx, mc)
+	if err != nil {
+		return err
 	}
 	// Objects written while their type's list streamed in count as
 	// unchanged in the pass that follows.
@@ -145,6 +114,19 @@ func run(ctx context.Context, binary string, keep bool) error {
 		return err
 	}
 
+	if err := showBucket(ctx, mc); err != nil {
+		return err
+	}
+
+	if keep {
+		say("still running. MinIO at http://%s (access key %s), kubeconfig %s. Ctrl-C to stop.", store.Endpoint, store.AccessKey, kube.Kubeconfig)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// showBucket prints the bucket's tree and one stored file.
+func showBucket(ctx context.Context, mc *minio.Client) error {
 	say("bucket %s:", bucket)
 	if err := printTree(ctx, mc); err != nil {
 		return err
@@ -160,12 +142,60 @@ func run(ctx context.Context, binary string, keep bool) error {
 		return err
 	}
 	fmt.Print(string(body))
-
-	if keep {
-		say("still running. MinIO at http://%s (access key %s), kubeconfig %s. Ctrl-C to stop.", store.Endpoint, store.AccessKey, kube.Kubeconfig)
-		<-ctx.Done()
-	}
 	return nil
+}
+
+// startService runs `cluster-backup run` against the local servers, its
+// JSON log in logPath; passes reports each backup_complete line.
+func startService(binary string, kube *testenv.Kube, store *testenv.MinIO, logPath string) (passes <-chan map[string]any, stop func(), err error) {
+	cmd := exec.Command(binary, "run")
+	cmd.Env = append(os.Environ(),
+		"CLUSTER_NAME="+cluster,
+		"KUBECONFIG="+kube.Kubeconfig,
+		"MINIO_ENDPOINT="+store.Endpoint,
+		"MINIO_ACCESS_KEY="+store.AccessKey,
+		"MINIO_SECRET_KEY="+store.SecretKey,
+		"MINIO_BUCKET="+bucket,
+		"MINIO_USE_SSL=false",
+		"METRICS_ADDR=127.0.0.1:0",
+	)
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		logFile.Close()
+		return nil, nil, err
+	}
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, nil, err
+	}
+	ch := make(chan map[string]any, 16)
+	go follow(io.TeeReader(out, logFile), ch)
+	return ch, func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logFile.Close()
+	}, nil
+}
+
+// countStored counts the demo cluster's objects in the bucket.
+func countStored(ctx context.Context, mc *minio.Client) (int, error) {
+	layout := object.Layout{Prefix: "clusterbackup", Cluster: cluster}
+	stored := 0
+	for o := range mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: layout.Root(), Recursive: true}) {
+		if o.Err != nil {
+			return 0, o.Err
+		}
+		if o.Key != layout.IdentityKey() {
+			stored++
+		}
+	}
+	return stored, nil
 }
 
 // follow copies the service's log lines and reports each backup_complete.
