@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build: a static binary, stamped with its version.
-FROM golang:1.26 AS build
+FROM golang:1.26.10 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -26,7 +26,7 @@ build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/cluster-backup ./cmd/cluster-backup
 
 provision:
-	hack/provision.sh $(TEST_SERVERS) golangci-lint dockerfilelint
+	hack/provision.sh $(TEST_SERVERS) golangci-lint govulncheck vulndb dockerfilelint
 
 test: provision lint
 	go test -race -count=1 -timeout 30m ./...
@@ -36,10 +36,12 @@ unit:
 	CLUSTER_BACKUP_ASSETS=/nonexistent CI= go test -race -count=1 ./...
 
 lint:
-	@hack/provision.sh golangci-lint dockerfilelint helm >/dev/null
+	@hack/provision.sh golangci-lint govulncheck vulndb dockerfilelint helm >/dev/null
 	@out=$$(gofmt -l . | grep -v '^hack/.*/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go mod tidy -diff
 	go vet ./...
 	$(GOLANGCI_LINT) run ./...
+	go run ./hack/vulncheck -govulncheck $(CLUSTER_BACKUP_ASSETS)/govulncheck -db $(CLUSTER_BACKUP_ASSETS)/vulndb ./...
 	$(CLUSTER_BACKUP_ASSETS)/dockerfilelint Dockerfile
 	$(CLUSTER_BACKUP_ASSETS)/helm lint --strict charts/cluster-backup -f charts/cluster-backup/ci/default-values.yaml
 	$(CLUSTER_BACKUP_ASSETS)/helm lint --strict charts/cluster-backup -f charts/cluster-backup/ci/full-values.yaml

@@ -105,6 +105,16 @@ type setting struct {
 	apply  func(c *Config, v string) error
 }
 
+// Variables are the names of every environment variable the service reads
+// (each also a flag), in the order --help lists them.
+func Variables() []string {
+	var out []string
+	for _, s := range settings() {
+		out = append(out, s.env)
+	}
+	return out
+}
+
 // flagName derives the flag from the environment variable:
 // MINIO_ENDPOINT -> minio-endpoint.
 func (s setting) flagName() string {

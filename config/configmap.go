@@ -71,6 +71,15 @@ type configMapKey struct {
 	apply func(cm *ConfigMap, v string) error
 }
 
+// ConfigMapKeys are the names of every key of the filtering ConfigMap.
+func ConfigMapKeys() []string {
+	var out []string
+	for _, k := range configMapKeys() {
+		out = append(out, k.name)
+	}
+	return out
+}
+
 func configMapKeys() []configMapKey { //nolint:funlen // one table literal, an entry per key
 	list := func(dst func(*ConfigMap) *[]string) func(*ConfigMap, string) error {
 		return func(cm *ConfigMap, v string) error {

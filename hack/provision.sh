@@ -5,7 +5,8 @@
 #
 # Usage: hack/provision.sh [--print-dir] [tool...]
 #   tools: etcd kube-apiserver kube-controller-manager kubectl minio mc helm
-#          staticcheck golangci-lint dockerfilelint (default: the test servers
+#          staticcheck golangci-lint govulncheck vulndb dockerfilelint
+#          (default: the test servers
 #          and mc)
 #   --print-dir  print the directory holding the binaries and exit
 #
@@ -21,6 +22,10 @@ MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
 HELM_VERSION=v3.22.0
 STATICCHECK_VERSION=v0.8.2
 GOLANGCI_LINT_VERSION=v2.15.0
+GOVULNCHECK_VERSION=v1.9.0
+# The Go vulnerability database, from the golang.org/x/vulndb module's OSV
+# files (the module proxy serves it; vuln.go.dev need not be reachable).
+VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
 DOCKERFILELINT_VERSION=1.8.0
 
 cache_root=${CLUSTER_BACKUP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cluster-backup}
@@ -60,6 +65,8 @@ version_of() {
 	helm) echo "$HELM_VERSION" ;;
 	staticcheck) echo "$STATICCHECK_VERSION" ;;
 	golangci-lint) echo "$GOLANGCI_LINT_VERSION" ;;
+	govulncheck) echo "$GOVULNCHECK_VERSION" ;;
+	vulndb) echo "$VULNDB_VERSION" ;;
 	dockerfilelint) echo "$DOCKERFILELINT_VERSION" ;;
 	*)
 		log "unknown tool $1"
@@ -145,6 +152,19 @@ build_go_install() {
 	install_built "$tool" "$workdir/bin/$tool"
 }
 
+# build_vulndb indexes the OSV files of golang.org/x/vulndb into the
+# database layout govulncheck reads with -db file://DIR.
+build_vulndb() {
+	local src out="$workdir/vulndb"
+	GOBIN="$workdir/bin" go install "golang.org/x/vulndb/cmd/indexdb@$VULNDB_VERSION"
+	src=$(cd "$workdir" && go mod download -json "golang.org/x/vulndb@$VULNDB_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+	"$workdir/bin/indexdb" -vulns "$src/data/osv" -out "$out"
+	rm -rf "$assets/vulndb-$VULNDB_VERSION.tmp"
+	mv "$out" "$assets/vulndb-$VULNDB_VERSION.tmp"
+	mv "$assets/vulndb-$VULNDB_VERSION.tmp" "$assets/vulndb-$VULNDB_VERSION"
+	ln -sfn "vulndb-$VULNDB_VERSION" "$assets/vulndb"
+}
+
 for tool in "${tools[@]}"; do
 	if cached "$tool"; then
 		continue
@@ -161,6 +181,8 @@ for tool in "${tools[@]}"; do
 	golangci-lint)
 		CGO_ENABLED=1 build_go_install golangci-lint "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
 		;;
+	govulncheck) build_go_install govulncheck "golang.org/x/vuln/cmd/govulncheck@$GOVULNCHECK_VERSION" ;;
+	vulndb) build_vulndb ;;
 	dockerfilelint)
 		# From the npm registry, into a prefix of its own in the cache.
 		prefix="$assets/npm-dockerfilelint-$DOCKERFILELINT_VERSION"

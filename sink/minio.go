@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -223,16 +222,6 @@ func (m *MinIO) List(ctx context.Context, prefix string) ([]object.Stored, error
 		out = append(out, object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata)})
 	}
 	return out, nil
-}
-
-// Ping checks that the bucket is reachable, for readiness.
-func (m *MinIO) Ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := m.client.BucketExists(ctx, m.bucket); err != nil {
-		return m.wrap("ping", err)
-	}
-	return nil
 }
 
 // wrap classifies err and removes any trace of the credentials from it.

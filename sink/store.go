@@ -1,7 +1,9 @@
-// Package sink is the write side of the pipeline: the Store interface, its
-// two real implementations (MinIO and a local directory), and the decorators
-// that add debouncing, retries, rate limiting and metrics around any Store
-// without the storage code knowing about them.
+// Package sink is the write side of the pipeline. It owns the Store
+// interface and its two real implementations (MinIO and a local directory);
+// the decorators that add retries, rate limiting and store health around
+// any Store without the storage code knowing about them; the Writer, which
+// debounces changes per object and writes, skips or deletes each key; and
+// the Holds and Settings every delete and skip consults.
 package sink
 
 import (

@@ -1,8 +1,10 @@
 // Package snapshot is the safety net of the continuous path: a full pass that
-// compares the informer caches with the store's listing and repairs every
-// difference, so that after a pass the bucket provably equals the cluster.
-// Writes go through the debounced writer, so a pass never races a watch event
-// on the same key.
+// compares the informer caches with the store's listing and repairs the
+// differences. It owns the pass in three steps: plan (a pure function of the
+// listing and the caches: what to write, what to delete, what to keep
+// because its type is not completely listed), the guards that may hold the
+// deletes back, and apply and report. Writes go through the debounced
+// writer, so a pass never races a watch event on the same key.
 package snapshot
 
 import (

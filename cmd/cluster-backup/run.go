@@ -44,7 +44,8 @@ const leaderPassGrace = 10 * time.Minute
 // full write queue.
 const overflowCheck = 5 * time.Second
 
-// Shutdown budget (SPEC: flush for at most 25 s, exit within 30 s).
+// Shutdown budget: flush for at most 25 s, so that the process exits within
+// the 30 s a Pod is given by default.
 const flushTimeout = 25 * time.Second
 
 // pipeline is the wired service: informers feeding the debounced writer,
