@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/metrics"
@@ -148,6 +149,13 @@ type harness struct {
 
 func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness {
 	t.Helper()
+	return startWriterClock(t, debounce, store, clock.RealClock{})
+}
+
+// startWriterClock runs a writer on clk: with a fake clock, no debounce
+// window ends until the test steps it.
+func startWriterClock(t *testing.T, debounce time.Duration, store *memStore, clk clock.WithTicker) *harness {
+	t.Helper()
 	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}, unknown: map[object.Ref]bool{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
 	h.holds = &Holds{}
@@ -155,7 +163,7 @@ func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness
 	h.w = NewWriter(store, WriterOptions{
 		Layout: testLayout, Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
 		Holds: h.holds,
-	}, zap.NewNop(), h.m, clock.RealClock{})
+	}, zap.NewNop(), h.m, clk)
 	if err := h.w.Seed(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -194,17 +202,38 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 	}
 }
 
+// waitSettled waits until the writer has handled everything the fake
+// clock has made due: nothing is queued, and a pending key waits on a
+// timer (the clock's waiters are the queue's heartbeat plus one timer
+// while a key is pending).
+func waitSettled(t *testing.T, h *harness, fc *clocktesting.FakeClock) {
+	t.Helper()
+	eventually(t, 5*time.Second, "the writer to settle", func() bool {
+		pending := h.w.Pending() > 0
+		return h.w.queue.Len() == 0 && pending == (fc.Waiters() == 2)
+	})
+}
+
 func TestBurstBecomesOneWrite(t *testing.T) {
-	h := startWriter(t, 200*time.Millisecond, newMemStore())
+	fc := clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0))
+	debounce := time.Second
+	h := startWriterClock(t, debounce, newMemStore(), fc)
 	r := ref("a")
 	for i := range 20 {
 		h.src.set(r, fmt.Sprintf("v%d", i))
 		h.w.Enqueue(r)
 	}
+	waitSettled(t, h, fc)
+	fc.Step(debounce - time.Millisecond)
+	waitSettled(t, h, fc)
+	if p, _ := h.store.counts(); p != 0 || h.w.Pending() != 1 {
+		t.Fatalf("written %d times before its window ended", p)
+	}
+	fc.Step(time.Millisecond)
 	eventually(t, 5*time.Second, "the write", func() bool { p, _ := h.store.counts(); return p >= 1 })
 	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
-	if p, _ := h.store.counts(); p > 2 {
-		t.Errorf("20 updates in the window gave %d writes, want <= 2", p)
+	if p, _ := h.store.counts(); p != 1 {
+		t.Errorf("20 updates in the window gave %d writes, want 1", p)
 	}
 	if body, _ := h.store.body(keyOf("a")); body != "v19" {
 		t.Errorf("stored %q, want the latest state v19", body)
@@ -212,18 +241,30 @@ func TestBurstBecomesOneWrite(t *testing.T) {
 }
 
 func TestBusyObjectIsStillWritten(t *testing.T) {
-	debounce := 20 * time.Millisecond
-	h := startWriter(t, debounce, newMemStore())
+	fc := clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0))
+	debounce := time.Second
+	h := startWriterClock(t, debounce, newMemStore(), fc)
 	r := ref("busy")
-	stop := time.Now().Add(MaxWaitWindows * debounce * 3)
-	for i := 0; time.Now().Before(stop); i++ {
+	// A change every quarter window for 30 windows: never quiet for a
+	// whole window, so only MaxWaitWindows forces the writes.
+	for i := range 4 * 30 {
 		h.src.set(r, fmt.Sprintf("v%d", i))
 		h.w.Enqueue(r)
-		time.Sleep(debounce / 4) // never quiet for a whole window
+		waitSettled(t, h, fc)
+		fc.Step(debounce / 4)
+		waitSettled(t, h, fc)
 	}
-	if p, _ := h.store.counts(); p < 2 {
-		t.Errorf("an object changing for 30 windows was written %d times, want >= 2", p)
+	// A forced write every MaxWaitWindows windows: the third is due only
+	// just after the 30 windows, as the cycles start where the last ended.
+	forced := 30/MaxWaitWindows - 1
+	eventually(t, 5*time.Second, "the forced writes", func() bool { p, _ := h.store.counts(); return p >= forced })
+	if p, _ := h.store.counts(); p > forced+1 {
+		t.Errorf("an object changing for 30 windows was written %d times, want %d or %d (one per %d windows)", p, forced, forced+1, MaxWaitWindows)
 	}
+	// Once it goes quiet, its last state is written.
+	fc.Step(debounce)
+	last := fmt.Sprintf("v%d", 4*30-1)
+	eventually(t, 5*time.Second, "the last state", func() bool { b, _ := h.store.body(keyOf("busy")); return b == last })
 }
 
 func TestUnchangedIsNotWritten(t *testing.T) {
