@@ -110,10 +110,15 @@ type flaky struct {
 	n     int32
 	calls atomic.Int32
 	err   error
+	// onFail, when set, runs after each failed call.
+	onFail func()
 }
 
 func (f *flaky) Put(ctx context.Context, key string, body []byte, meta object.Meta) error {
 	if f.calls.Add(1) <= f.n {
+		if f.onFail != nil {
+			f.onFail()
+		}
 		return f.err
 	}
 	return f.Store.Put(ctx, key, body, meta)
@@ -150,10 +155,10 @@ func TestRetry(t *testing.T) {
 		})
 	}
 	t.Run("a cancelled context stops the retries", func(t *testing.T) {
-		f := &flaky{Store: newMemStore(), n: 100, err: transient}
-		s := WithRetry(f, 100, time.Hour)
 		ctx, cancel := context.WithCancel(context.Background())
-		go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+		// Cancelled while the first retry waits its hour.
+		f := &flaky{Store: newMemStore(), n: 100, err: transient, onFail: cancel}
+		s := WithRetry(f, 100, time.Hour)
 		if err := s.Put(ctx, "k", nil, object.Meta{}); err == nil || f.calls.Load() != 1 {
 			t.Errorf("err %v after %d calls", err, f.calls.Load())
 		}

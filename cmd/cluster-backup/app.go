@@ -4,19 +4,23 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/logging"
+	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/sink"
 )
 
 // app holds what both subcommands need: a logger, a connection to the API
-// server and an open store.
+// server and, once connected, the store.
 type app struct {
 	cfg    config.Config
 	log    *zap.Logger
@@ -46,12 +50,46 @@ func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*
 	}
 	log.Info("Connected to the API server", logging.Component("main"), logging.Op(logging.OpDiscovery),
 		logging.Data(map[string]any{"host": kube.Host, "server_version": v.GitVersion, "cluster_domain": cfg.ClusterDomain}))
-
-	if a.store, err = openStore(ctx, cfg, log.With(logging.Component("sink"))); err != nil {
-		return nil, err
-	}
 	return a, nil
 }
+
+// connectStore opens the store. With m set (the always-on mode, whose
+// metrics and health are already served), a failure is counted as
+// minio_connect and retried with backoff until ctx ends: a store that is
+// down when the service starts (MinIO restarting, a network policy not yet
+// applied) delays the backup, not a crash loop, and shows in
+// cluster_backup_errors_total and /readyz meanwhile. Without m, the first
+// failure is returned.
+func (a *app) connectStore(ctx context.Context, m *metrics.Metrics) error {
+	backoff := wait.Backoff{Duration: a.cfg.RetryDelay, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: maxConnectDelay}
+	for {
+		store, err := openStore(ctx, a.cfg, a.log.With(logging.Component("sink")))
+		if err == nil {
+			a.store = store
+			if m != nil {
+				m.StoreUp.Set(1)
+			}
+			return nil
+		}
+		if m == nil {
+			return err
+		}
+		m.Error(logging.OpMinIOConnect)
+		m.StoreUp.Set(0)
+		delay := backoff.Step()
+		a.log.Warn("Store not reachable; retrying", logging.Component("sink"), logging.Op(logging.OpMinIOConnect), zap.Error(err),
+			logging.Data(map[string]any{"retry_in_ms": logging.Millis(delay)}))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// maxConnectDelay caps the wait between attempts to reach the store at
+// start.
+const maxConnectDelay = time.Minute
 
 // restConfig reads KUBECONFIG when set, else the in-cluster service account.
 func restConfig(cfg config.Config) (*rest.Config, error) {

@@ -539,6 +539,56 @@ func TestStoreOutageLosesNothing(t *testing.T) {
 	eventually(t, 30*time.Second, "readyz to recover", func() bool { return s.get("/readyz") == 200 })
 }
 
+// TestStoreDownAtStart starts the service while its MinIO is down: it
+// stays up, counts minio_connect errors, is live but not ready, and backs
+// the cluster up once the store is back, without a restart.
+func TestStoreDownAtStart(t *testing.T) {
+	requireServers(t)
+	ns := "e2e-store-down-at-start"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "before", map[string]string{"v": "1"}, nil, nil)
+	srv, err := testenvMinIO(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	s := startService(t, "store-down-at-start", serviceOptions{minio: srv, configMap: map[string]string{"include-namespaces": ns}})
+	eventually(t, 30*time.Second, "minio_connect errors to be counted", func() bool {
+		if s.get("/readyz") == 0 {
+			return false // not serving yet
+		}
+		return s.metric("cluster_backup_errors_total", map[string]string{"operation": "minio_connect"}) >= 2
+	})
+	if code := s.get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d while the store was never reached, want 503", code)
+	}
+	if code := s.get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d while waiting for the store, want 200", code)
+	}
+	if s.metric("cluster_backup_store_up", nil) != 0 {
+		t.Error("cluster_backup_store_up is not 0 before the store was reached")
+	}
+	createConfigMap(t, ns, "while-down", map[string]string{"v": "1"}, nil, nil)
+	if err := srv.Start(bg); err != nil {
+		t.Fatal(err)
+	}
+	s.waitReady()
+	s.waitPass(1)
+	for _, name := range []string{"before", "while-down"} {
+		if s.body(s.key(ns, "configmaps", name)) == "" {
+			t.Errorf("%s/%s not backed up once the store came back", ns, name)
+		}
+	}
+	if s.metric("cluster_backup_store_up", nil) != 1 {
+		t.Error("cluster_backup_store_up is not 1 once connected")
+	}
+	select {
+	case <-s.done:
+		t.Fatalf("the service exited: %v", s.exitErr)
+	default:
+	}
+}
+
 func TestRestartOverUnchangedClusterWritesNothing(t *testing.T) {
 	requireServers(t)
 	ns := "e2e-restart"

@@ -68,12 +68,17 @@ func (a *app) layout() object.Layout {
 	return object.Layout{Prefix: a.cfg.BackupPrefix, Cluster: a.cfg.ClusterName}
 }
 
-func (a *app) build() (*pipeline, error) {
+// telemetry creates the registry and the service's metrics on it.
+func telemetry() (*prometheus.Registry, *metrics.Metrics) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 	metrics.RegisterClientGo(reg)
+	return reg, m
+}
 
+// build wires the pipeline over the connected store.
+func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, error) {
 	dyn, err := watcher.NewDynamicClient(a.kube)
 	if err != nil {
 		return nil, err
@@ -253,13 +258,21 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 // LEADER_ELECT, only the replica holding the Lease does this; the others
 // stand by, ready, and take over when its lease runs out.
 func (a *app) run(ctx context.Context) error {
-	p, err := a.build()
+	reg, m := telemetry()
+	var st status
+	srv := a.serve(reg, st.ready(), st.live(a.cfg.SyncTimeout+leaderPassGrace))
+	defer a.shutdownServer(srv)
+	if err := a.connectStore(ctx, m); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	p, err := a.build(reg, m)
 	if err != nil {
 		return err
 	}
-	var st status
-	srv := a.serve(p, st.ready(p.health), st.live(a.cfg.SyncTimeout+leaderPassGrace))
-	defer a.shutdownServer(srv)
+	st.health.Store(p.health)
 	if !a.cfg.LeaderElect {
 		st.leadingSince.Store(time.Now().UnixNano())
 		st.leading.Store(true)
@@ -271,6 +284,7 @@ func (a *app) run(ctx context.Context) error {
 
 // status is what /readyz and /healthz report on.
 type status struct {
+	health       atomic.Pointer[sink.Health] // nil until the store is connected
 	leading      atomic.Bool
 	leadingSince atomic.Int64 // unix nanoseconds
 	synced       atomic.Bool
@@ -292,11 +306,15 @@ func (st *status) live(bound time.Duration) func() error {
 	}
 }
 
-// ready: a standby replica is ready (idle); the leader once its caches have
-// synced and while the store answers.
-func (st *status) ready(h *sink.Health) func() error {
+// ready: a replica is not ready until it has reached the store; then a
+// standby is ready (idle), and the leader once its caches have synced and
+// while the store answers.
+func (st *status) ready() func() error {
 	return func() error {
+		h := st.health.Load()
 		switch {
+		case h == nil:
+			return errors.New("store not reached yet")
 		case !st.leading.Load():
 			return nil
 		case !st.synced.Load():
@@ -543,7 +561,10 @@ func (a *app) watchConfig(ctx context.Context, p *pipeline) <-chan config.Config
 
 // snapshot is the one-shot mode: one full pass, then exit.
 func (a *app) snapshot(ctx context.Context) error {
-	p, err := a.build()
+	if err := a.connectStore(ctx, nil); err != nil {
+		return err
+	}
+	p, err := a.build(telemetry())
 	if err != nil {
 		return err
 	}
@@ -566,9 +587,9 @@ func (a *app) snapshot(ctx context.Context) error {
 }
 
 // serve exposes /metrics, /healthz and /readyz on METRICS_ADDR.
-func (a *app) serve(p *pipeline, ready, live func() error) *http.Server {
+func (a *app) serve(reg *prometheus.Registry, ready, live func() error) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := live(); err != nil {
 			http.Error(w, err.Error()+"\n", http.StatusServiceUnavailable)
