@@ -475,7 +475,8 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 }
 
 // transform is the informer's transform: it compacts each object and,
-// during the first list, stages it and offers it to the writer, so that the
+// during the first list, stages it and offers it to the writer if the rules
+// keep it, so that the
 // first backup of a large type runs while its list is still streaming
 // rather than after it. With follow-owner-references objects wait for the
 // pass after the sync, because an owner may not be cached yet.
@@ -488,7 +489,12 @@ func (m *Manager) transform(w *informer, rules filter.Rules) cache.TransformFunc
 		if _, decoded := obj.(*unstructured.Unstructured); !decoded || !fresh || !stream || err != nil {
 			return out, err
 		}
-		if w.stage(c) {
+		if !w.stage(c) {
+			return out, nil
+		}
+		// Only what the rules keep is offered: a namespace filter is
+		// applied here, not by the list.
+		if keep, _ := rules.KeepObject(w.res, c, w.selected.Load(), m); keep {
 			m.queue.Offer(object.Ref{Group: w.res.Group, Resource: w.res.Resource, Namespace: c.Namespace, Name: c.Name})
 		}
 		return out, nil
