@@ -191,6 +191,51 @@ func TestCodeLayoutTable(t *testing.T) {
 	sameSet(t, "folders", documented, declared)
 }
 
+// TestImportGraph compares the import table with the imports of each
+// package's non-test files.
+func TestImportGraph(t *testing.T) {
+	const module = "github.com/cluster-backup/cluster-backup/"
+	table := section(t, read(t, "development.md"), "## Layout of the code")
+	table = table[strings.Index(table, "| package | imports |"):]
+	rows := 0
+	for _, line := range strings.Split(table, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		rows++
+		pkg := codeSpan.FindStringSubmatch(cells[1])[1]
+		var documented []string
+		for _, m := range codeSpan.FindAllStringSubmatch(cells[2], -1) {
+			documented = append(documented, m[1])
+		}
+		files, err := filepath.Glob(filepath.Join("..", pkg, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("package %s: no files (%v)", pkg, err)
+		}
+		var declared []string
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range parsed.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				if p, ok := strings.CutPrefix(path, module); ok {
+					declared = append(declared, p)
+				}
+			}
+		}
+		sameSet(t, "imports of "+pkg, documented, declared)
+	}
+	if rows < 10 {
+		t.Fatalf("only %d packages in the import table", rows)
+	}
+}
+
 var link = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
 // slug is GitHub's anchor for a heading.
