@@ -1,6 +1,11 @@
 // Command cluster-backup keeps an S3-compatible bucket (or a directory) in
 // step with a Kubernetes cluster: one clean YAML file per object, written
 // within seconds of every change, with a periodic reconcile pass.
+//
+// It owns the wiring and the lifecycle: configuration to exit code, the
+// start-up order (API server, store, prefix claim, informers), leader
+// election, the metrics and health endpoints, the reload loop and the
+// bounded shutdown. The pipeline stages live in their own packages.
 package main
 
 import (
