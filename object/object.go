@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+	"time"
 )
 
 // Meta is the metadata stored beside each object, so that a restart or a
@@ -83,6 +84,16 @@ func Digest(body []byte) string {
 type Stored struct {
 	Key  string
 	Meta Meta
+}
+
+// Version is one stored version of a key, as a listing of versions reports
+// it.
+type Version struct {
+	Key          string
+	ID           string    // the store's version ID; "" where it keeps none
+	Time         time.Time // when the store took it
+	DeleteMarker bool      // the key was deleted at Time
+	Size         int64
 }
 
 // Document is an object rendered for the store: its bytes and the metadata

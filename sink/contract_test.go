@@ -221,3 +221,87 @@ func TestRateLimit(t *testing.T) {
 		t.Error("a cancelled wait still deleted")
 	}
 }
+
+// reader is the read side the browsing and restore commands use.
+type reader interface {
+	Store
+	Versions(ctx context.Context, prefix string) ([]object.Version, error)
+	Get(ctx context.Context, key, id string) ([]byte, object.Meta, error)
+}
+
+// TestReadContract holds the directory and MinIO stores to the read side:
+// Get returns the bytes and the metadata written with them, a missing key
+// is ErrNotFound, and Versions lists each key's versions newest first (a
+// bucket keeps every version and a delete marker; a directory keeps one).
+func TestReadContract(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		open      func(t *testing.T) reader
+		versioned bool
+	}{
+		{"directory", func(t *testing.T) reader {
+			d, err := NewDir(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}, false},
+		{"minio", func(t *testing.T) reader {
+			srv := startMinIO(t)
+			opts := MinIOOptions{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: "read", ReadOnly: true}
+			if _, err := NewMinIO(context.Background(), opts, zap.NewNop()); !errors.Is(err, ErrPermanent) {
+				t.Fatalf("a read-only open of a missing bucket: %v, want ErrPermanent", err)
+			}
+			opts.ReadOnly = false
+			m, err := NewMinIO(context.Background(), opts, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.open(t)
+			ctx := context.Background()
+			key := "clusterbackup/east/default/configmaps/a.yaml"
+			bodies := []string{"v: 1\n", "v: 2\n"}
+			for i, b := range bodies {
+				meta := object.Meta{ResourceVersion: string(rune('1' + i)), SHA256: object.Digest([]byte(b))}
+				if err := s.Put(ctx, key, []byte(b), meta); err != nil {
+					t.Fatal(err)
+				}
+			}
+			body, meta, err := s.Get(ctx, key, "")
+			if err != nil || string(body) != bodies[1] || meta.SHA256 != object.Digest([]byte(bodies[1])) || meta.ResourceVersion != "2" {
+				t.Fatalf("Get = %q %+v %v", body, meta, err)
+			}
+			versions, err := s.Versions(ctx, "clusterbackup/east/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.versioned {
+				if len(versions) != 1 || versions[0].Key != key || versions[0].Time.IsZero() {
+					t.Errorf("versions %+v, want the one current document", versions)
+				}
+			} else {
+				if len(versions) != 2 || versions[0].Time.Before(versions[1].Time) || versions[0].ID == versions[1].ID {
+					t.Fatalf("versions %+v, want two, newest first", versions)
+				}
+				old, _, err := s.Get(ctx, key, versions[1].ID)
+				if err != nil || string(old) != bodies[0] {
+					t.Errorf("Get of the older version = %q, %v", old, err)
+				}
+				if err := s.Delete(ctx, key); err != nil {
+					t.Fatal(err)
+				}
+				versions, _ = s.Versions(ctx, "clusterbackup/east/")
+				if len(versions) != 3 || !versions[0].DeleteMarker {
+					t.Errorf("after a delete: %+v, want a delete marker first", versions)
+				}
+			}
+			if _, _, err := s.Get(ctx, "clusterbackup/east/default/configmaps/missing.yaml", ""); !errors.Is(err, ErrNotFound) {
+				t.Errorf("Get of a missing key: %v, want ErrNotFound", err)
+			}
+		})
+	}
+}

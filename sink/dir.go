@@ -130,6 +130,52 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 	return nil
 }
 
+// Versions lists the documents under prefix, one version each (a
+// directory keeps no history), timed by their modification time.
+func (d *Dir) Versions(ctx context.Context, prefix string) ([]object.Version, error) {
+	stored, err := d.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]object.Version, 0, len(stored))
+	for _, s := range stored {
+		p, err := d.path(s.Key)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue // deleted since the walk
+		}
+		out = append(out, object.Version{Key: s.Key, Time: fi.ModTime(), Size: fi.Size()})
+	}
+	return out, nil
+}
+
+// Get reads a document and the metadata recorded when it was written (its
+// sidecar, not a digest of the file as it is now, so that an altered file
+// shows). A directory keeps one version: id must be empty.
+func (d *Dir) Get(_ context.Context, key, id string) ([]byte, object.Meta, error) {
+	p, err := d.path(key)
+	if err != nil {
+		return nil, object.Meta{}, err
+	}
+	if id != "" {
+		return nil, object.Meta{}, fmt.Errorf("get %s version %s: a directory keeps no versions: %w", key, id, ErrNotFound)
+	}
+	body, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, ErrNotFound)
+	} else if err != nil {
+		return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, classify(err))
+	}
+	var md map[string]string
+	if b, err := os.ReadFile(metaPath(p)); err == nil {
+		_ = json.Unmarshal(b, &md)
+	}
+	return body, object.MetaFromMap(md), nil
+}
+
 // List walks the tree under prefix.
 func (d *Dir) List(ctx context.Context, prefix string) ([]object.Stored, error) {
 	var out []object.Stored

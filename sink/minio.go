@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -44,6 +45,9 @@ type MinIOOptions struct {
 	// NoncurrentDays, keeping the NoncurrentNewer newest (NONCURRENT_RETENTION).
 	NoncurrentDays  int
 	NoncurrentNewer int
+	// ReadOnly opens an existing bucket and never creates one (the
+	// browsing and restore commands).
+	ReadOnly bool
 }
 
 // MinIO stores objects in an S3-compatible bucket.
@@ -119,6 +123,9 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 	exists, err := m.client.BucketExists(ctx, m.bucket)
 	if err != nil {
 		return nil, "", m.wrap("check bucket "+m.bucket, err)
+	}
+	if !exists && opts.ReadOnly {
+		return nil, "", fmt.Errorf("bucket %s does not exist: %w", m.bucket, ErrPermanent)
 	}
 	if !exists {
 		if err := m.client.MakeBucket(ctx, m.bucket, minio.MakeBucketOptions{Region: opts.Region}); err != nil {
@@ -222,6 +229,47 @@ func (m *MinIO) List(ctx context.Context, prefix string) ([]object.Stored, error
 		out = append(out, object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata)})
 	}
 	return out, nil
+}
+
+// Versions lists every version of every key under prefix, each key's
+// newest first: one request per 1,000 versions.
+func (m *MinIO) Versions(ctx context.Context, prefix string) ([]object.Version, error) {
+	var out []object.Version
+	for info := range m.client.ListObjects(ctx, m.bucket, minio.ListObjectsOptions{
+		Prefix:       prefix,
+		Recursive:    true,
+		WithVersions: true,
+	}) {
+		if info.Err != nil {
+			return nil, m.wrap("list versions of "+prefix, info.Err)
+		}
+		out = append(out, object.Version{
+			Key: info.Key, ID: info.VersionID, Time: info.LastModified, DeleteMarker: info.IsDeleteMarker, Size: info.Size,
+		})
+	}
+	return out, nil
+}
+
+// Get reads one version of key ("" for the current one) and the metadata
+// stored with it.
+func (m *MinIO) Get(ctx context.Context, key, id string) ([]byte, object.Meta, error) {
+	obj, err := m.client.GetObject(ctx, m.bucket, key, minio.GetObjectOptions{VersionID: id})
+	if err != nil {
+		return nil, object.Meta{}, m.wrap("get "+key, err)
+	}
+	defer obj.Close()
+	body, err := io.ReadAll(obj)
+	if err != nil {
+		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" || code == "NoSuchVersion" {
+			return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, ErrNotFound)
+		}
+		return nil, object.Meta{}, m.wrap("get "+key, err)
+	}
+	info, err := obj.Stat()
+	if err != nil {
+		return nil, object.Meta{}, m.wrap("get "+key, err)
+	}
+	return body, object.MetaFromMap(info.UserMetadata), nil
 }
 
 // wrap classifies err and removes any trace of the credentials from it.

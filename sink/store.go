@@ -24,6 +24,10 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]object.Stored, error)
 }
 
+// ErrNotFound is returned by Get for a key or version the store does not
+// hold.
+var ErrNotFound = errors.New("not found")
+
 // ErrPermanent marks store errors that a retry cannot fix (access denied, a
 // missing bucket, an invalid key). Anything else is treated as transient.
 var ErrPermanent = errors.New("permanent store error")
