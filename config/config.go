@@ -295,6 +295,26 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 // environment; flags win over environment variables. lookupEnv is
 // os.LookupEnv outside tests. Errors caused by the user are *Error.
 func Load(name string, args []string, lookupEnv func(string) (string, bool), usageOut io.Writer) (Config, error) {
+	c, rest, err := LoadCommand(name, args, lookupEnv, usageOut, nil)
+	if err == nil && len(rest) > 0 {
+		return Config{}, &Error{Key: "arguments", Value: strings.Join(rest, " "), Reason: "unexpected"}
+	}
+	return c, err
+}
+
+// Command is what a command adds to the settings: flags of its own on the
+// same flag set, and values that stand for settings (--cluster for
+// CLUSTER_NAME), read once the flags are parsed.
+type Command struct {
+	Register  func(fs *flag.FlagSet)
+	Overrides func() map[string]string // environment variable -> value
+	Usage     string                   // printed by --help before the settings
+}
+
+// LoadCommand is Load for a command with flags and arguments of its own.
+// Flags and arguments may be interleaved (show configmaps/a -n default); the
+// arguments are returned in order.
+func LoadCommand(name string, args []string, lookupEnv func(string) (string, bool), usageOut io.Writer, cmd *Command) (Config, []string, error) {
 	table := settings()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -303,22 +323,74 @@ func Load(name string, args []string, lookupEnv func(string) (string, bool), usa
 		values[i] = &rawValue{isBool: s.isBool}
 		fs.Var(values[i], s.flagName(), s.usage)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			PrintUsage(usageOut, name)
-			return Config{}, ErrHelp
-		}
-		return Config{}, &Error{Key: "arguments", Value: strings.Join(args, " "), Reason: err.Error()}
+	if cmd == nil {
+		cmd = &Command{}
 	}
-	if fs.NArg() > 0 {
-		return Config{}, &Error{Key: "arguments", Value: strings.Join(fs.Args(), " "), Reason: "unexpected"}
+	if cmd.Register != nil {
+		cmd.Register(fs)
 	}
+	rest, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandUsage(usageOut, name, cmd, fs)
+		return Config{}, nil, ErrHelp
+	}
+	if err != nil {
+		return Config{}, nil, &Error{Key: "arguments", Value: strings.Join(args, " "), Reason: err.Error()}
+	}
+	overrides := map[string]string{}
+	if cmd.Overrides != nil {
+		overrides = cmd.Overrides()
+	}
+	c, err := apply(table, values, lookupEnv, overrides)
+	return c, rest, err
+}
 
+// parseInterleaved parses flags wherever they stand among the arguments
+// and returns the arguments in order.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for remaining := args; ; {
+		if err := fs.Parse(remaining); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return rest, nil
+		}
+		rest = append(rest, fs.Arg(0))
+		remaining = fs.Args()[1:]
+	}
+}
+
+// printCommandUsage prints a command's own flags, then the settings.
+func printCommandUsage(w io.Writer, name string, cmd *Command, fs *flag.FlagSet) {
+	if cmd.Usage != "" {
+		fmt.Fprintln(w, cmd.Usage)
+		fmt.Fprintln(w, "Flags:")
+		settingFlags := map[string]bool{}
+		for _, s := range settings() {
+			settingFlags[s.flagName()] = true
+		}
+		fs.VisitAll(func(f *flag.Flag) {
+			if !settingFlags[f.Name] {
+				fmt.Fprintf(w, "  --%s\n        %s\n", f.Name, f.Usage)
+			}
+		})
+		fmt.Fprintln(w)
+	}
+	PrintUsage(w, name)
+}
+
+// apply reads every setting from its flag, an override, its environment
+// variable or its default, in that order, and the ConfigMap.
+func apply(table []setting, values []*rawValue, lookupEnv func(string) (string, bool), overrides map[string]string) (Config, error) {
 	var c Config
 	for i, s := range table {
 		key, v := s.env, s.def
 		if ev, ok := lookupEnv(s.env); ok {
 			v = ev
+		}
+		if ov, ok := overrides[s.env]; ok {
+			v = ov
 		}
 		if values[i].set {
 			key, v = "--"+s.flagName(), values[i].s

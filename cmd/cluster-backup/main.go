@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 		usage(stdout)
 		return exitOK
 	case "run", "snapshot":
+	case "ls", "show", "history", "restore", "diff":
+		return runCommand(ctx, cmd, rest, stdout, stderr, lookupEnv)
 	default:
 		fmt.Fprintf(stderr, "error: unknown command %q\n", cmd)
 		usage(stderr)
@@ -94,6 +96,11 @@ func usage(w io.Writer) {
 Usage:
   cluster-backup run        always-on: watch every selected resource, write each change, reconcile periodically
   cluster-backup snapshot   one full pass (list, write, prune), then exit
+  cluster-backup ls         what the backup holds (at --at)
+  cluster-backup show       one stored object, verified
+  cluster-backup history    every version of one object (-p: what each changed)
+  cluster-backup diff       the backup against the live cluster, or against itself at another time
+  cluster-backup restore    bring objects back as they were (at --at)
   cluster-backup version    print version, commit and Go version
 
 Run "cluster-backup run --help" for every setting.

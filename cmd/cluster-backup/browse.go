@@ -1,0 +1,459 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pmezard/go-difflib/difflib"
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/restore"
+	"github.com/cluster-backup/cluster-backup/sink"
+)
+
+// Exit codes of the browsing and restore commands.
+const (
+	exitDifferent = 1 // diff: the two sides differ; show, history: not found
+	exitPartial   = 3 // restore: some objects failed
+	exitFatal     = 4 // the cluster, the store or the credentials cannot be reached
+)
+
+// usageError is a bad argument: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// fatalError is a store or cluster that cannot be reached: exit code 4.
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string { return e.err.Error() }
+func (e fatalError) Unwrap() error { return e.err }
+
+// stringList is a repeatable flag that also takes comma-separated values.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// selection holds the flags that choose what part of the backup a command
+// looks at.
+type selection struct {
+	cluster           string
+	at                string
+	namespaces        stringList
+	allNamespaces     bool
+	excludeNamespaces stringList
+	includeResources  stringList
+	excludeResources  stringList
+	labelSelector     string
+	output            string
+
+	atTime time.Time
+}
+
+func (s *selection) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.cluster, "cluster", "", "the backed-up cluster (default CLUSTER_NAME)")
+	fs.StringVar(&s.at, "at", "", "the backup as it was at this time: RFC 3339 (2026-12-02T10:00:00Z) or a duration ago (2h, 3d); default now")
+	fs.Var(&s.namespaces, "n", "namespace (repeatable)")
+	fs.Var(&s.namespaces, "namespace", "namespace (repeatable)")
+	fs.BoolVar(&s.allNamespaces, "A", false, "every namespace and the cluster-scoped objects")
+	fs.BoolVar(&s.allNamespaces, "all-namespaces", false, "every namespace and the cluster-scoped objects")
+	fs.Var(&s.excludeNamespaces, "exclude-namespace", "namespace to leave out (repeatable)")
+	fs.Var(&s.includeResources, "include-resources", "resources to include, as in the filtering ConfigMap (comma-separated)")
+	fs.Var(&s.excludeResources, "exclude-resources", "resources to leave out (comma-separated)")
+	fs.StringVar(&s.labelSelector, "l", "", "label selector over the backed-up objects")
+	fs.StringVar(&s.labelSelector, "selector", "", "label selector over the backed-up objects")
+	fs.StringVar(&s.output, "o", "table", "output: table, yaml, json or name")
+}
+
+func (s *selection) overrides() map[string]string {
+	if s.cluster == "" {
+		return nil
+	}
+	return map[string]string{"CLUSTER_NAME": s.cluster}
+}
+
+// parseTime reads --at: RFC 3339, or a duration ago (with d for days).
+func parseTime(v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return now, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	d := v
+	days := 0
+	if i := strings.Index(d, "d"); i > 0 {
+		n, err := strconv.Atoi(d[:i])
+		if err != nil {
+			return time.Time{}, usagef("invalid --at %q: want RFC 3339 or a duration like 2h or 3d", v)
+		}
+		days, d = n, d[i+1:]
+	}
+	dur := time.Duration(0)
+	if d != "" {
+		var err error
+		if dur, err = time.ParseDuration(d); err != nil {
+			return time.Time{}, usagef("invalid --at %q: want RFC 3339 or a duration like 2h or 3d", v)
+		}
+	}
+	return now.Add(-(time.Duration(days)*24*time.Hour + dur)), nil
+}
+
+// resolver maps resource names as users type them (deploy, configmaps,
+// widgets.example.com) to the storage layout's segments, and segments back
+// to types. It asks the cluster's discovery when it can be reached;
+// otherwise names are taken as the plural (or plural.group) they spell.
+type resolver struct {
+	mapper meta.RESTMapper // nil without a cluster
+	reset  func()
+}
+
+func newResolver(kube *rest.Config) resolver {
+	if kube == nil {
+		return resolver{}
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(kube)
+	if err != nil {
+		return resolver{}
+	}
+	cached := memory.NewMemCacheClient(dc)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+	return resolver{
+		mapper: restmapper.NewShortcutExpander(mapper, cached, func(string) {}),
+		reset:  mapper.Reset,
+	}
+}
+
+// segment is the storage segment of a resource name.
+func (r resolver) segment(name string) string {
+	name = strings.ToLower(name)
+	if r.mapper != nil {
+		gvr, gr := schema.ParseResourceArg(name)
+		if gvr != nil {
+			if found, err := r.mapper.ResourceFor(*gvr); err == nil {
+				return object.Segment(found.Group, found.Resource)
+			}
+		}
+		if found, err := r.mapper.ResourceFor(gr.WithVersion("")); err == nil {
+			return object.Segment(found.Group, found.Resource)
+		}
+	}
+	return name
+}
+
+// namespaced reports whether a segment's type is namespaced, when known.
+func (r resolver) namespaced(segment string) (namespaced, known bool) {
+	if r.mapper == nil {
+		return false, false
+	}
+	resource, group, _ := strings.Cut(segment, ".")
+	gvk, err := r.mapper.KindFor(schema.GroupVersionResource{Group: group, Resource: resource})
+	if err != nil {
+		return false, false
+	}
+	m, err := r.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return false, false
+	}
+	return m.Scope.Name() == meta.RESTScopeNameNamespace, true
+}
+
+// browser is what ls, show and history need: the store and the layout.
+type browser struct {
+	cfg    config.Config
+	reader restore.Reader
+	layout object.Layout
+	res    resolver
+	stdout io.Writer
+}
+
+// openBrowser opens the store read-only; the cluster is asked for resource
+// names only if KUBECONFIG (or an in-cluster identity) reaches it.
+func openBrowser(ctx context.Context, cfg config.Config, stdout io.Writer) (*browser, error) {
+	store, err := openReadStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b := &browser{cfg: cfg, reader: store, layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, stdout: stdout}
+	if kube, err := restConfig(cfg); err == nil {
+		kube.Timeout = 5 * time.Second
+		if _, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion(); err == nil {
+			b.res = newResolver(kube)
+		}
+	}
+	return b, nil
+}
+
+// openReadStore opens the configured store without creating anything.
+func openReadStore(ctx context.Context, cfg config.Config) (restore.Reader, error) {
+	if cfg.MinIOEndpoint == "" {
+		d, err := sink.NewDir(cfg.BackupDir)
+		if err != nil {
+			return nil, fatalError{err}
+		}
+		return d, nil
+	}
+	m, err := sink.NewMinIO(ctx, sink.MinIOOptions{
+		Endpoint: cfg.MinIOEndpoint, AccessKey: cfg.MinIOAccessKey, SecretKey: cfg.MinIOSecretKey,
+		Bucket: cfg.MinIOBucket, UseSSL: cfg.MinIOUseSSL, CAFile: cfg.MinIOCAFile, Region: cfg.MinIORegion,
+		Connections: 32, ReadOnly: true, MaxRetries: 3,
+	}, zap.NewNop())
+	if err != nil {
+		return nil, fatalError{err}
+	}
+	return m, nil
+}
+
+// entry is one line of ls.
+type entry struct {
+	Key       string    `json:"key"`
+	Resource  string    `json:"resource"`
+	Namespace string    `json:"namespace,omitempty"`
+	Name      string    `json:"name"`
+	VersionID string    `json:"versionId,omitempty"`
+	Time      time.Time `json:"time"`
+	Size      int64     `json:"size"`
+}
+
+// ls prints what the backup held at --at.
+func (b *browser) ls(ctx context.Context, sel *selection, args []string) error {
+	var only, onlyName string
+	if len(args) > 1 {
+		return usagef("ls takes at most one RESOURCE[/NAME], got %q", strings.Join(args, " "))
+	}
+	if len(args) == 1 {
+		res, name, _ := strings.Cut(args[0], "/")
+		only, onlyName = b.res.segment(res), name
+	}
+	var namespaces []string
+	if !sel.allNamespaces {
+		namespaces = sel.namespaces
+	}
+	items, err := restore.View(ctx, b.reader, b.layout, namespaces, sel.atTime)
+	if err != nil {
+		return fatalError{err}
+	}
+	filter := newItemFilter(sel, b.res)
+	var out []entry
+	for _, it := range items {
+		if (only != "" && it.Segment != only) || (onlyName != "" && it.Name != onlyName) || !filter.keep(it.Key) {
+			continue
+		}
+		if len(namespaces) > 0 && it.Namespace == "" && it.Segment != "namespaces" {
+			continue // the cluster-scoped folder is listed for the Namespace objects
+		}
+		out = append(out, entry{Key: it.Version.Key, Resource: it.Segment, Namespace: it.Namespace, Name: it.Name,
+			VersionID: it.Version.ID, Time: it.Version.Time, Size: it.Version.Size})
+	}
+	return printEntries(b.stdout, sel.output, out)
+}
+
+func printEntries(w io.Writer, format string, entries []entry) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(entries)
+	case "yaml":
+		out, err := yaml.Marshal(entries)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(out)
+		return err
+	case "name":
+		for _, e := range entries {
+			fmt.Fprintf(w, "%s/%s\n", e.Resource, e.Name)
+		}
+		return nil
+	case "table", "":
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAMESPACE\tRESOURCE\tNAME\tVERSION TIME\tSIZE")
+		for _, e := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", e.Namespace, e.Resource, e.Name, e.Time.UTC().Format(time.RFC3339), e.Size)
+		}
+		return tw.Flush()
+	}
+	return usagef("invalid -o %q: want table, yaml, json or name", format)
+}
+
+// itemFilter applies --include-resources, --exclude-resources and
+// --exclude-namespace to stored keys.
+type itemFilter struct {
+	include, exclude map[string]bool
+	excludeNS        map[string]bool
+}
+
+func newItemFilter(sel *selection, res resolver) itemFilter {
+	f := itemFilter{include: map[string]bool{}, exclude: map[string]bool{}, excludeNS: map[string]bool{}}
+	for _, r := range sel.includeResources {
+		f.include[res.segment(r)] = true
+	}
+	for _, r := range sel.excludeResources {
+		f.exclude[res.segment(r)] = true
+	}
+	for _, ns := range sel.excludeNamespaces {
+		f.excludeNS[ns] = true
+	}
+	return f
+}
+
+func (f itemFilter) keep(k object.Key) bool {
+	if f.excludeNS[k.Namespace] || (k.Segment == "namespaces" && f.excludeNS[k.Name]) {
+		return false
+	}
+	if len(f.include) > 0 && !f.include[k.Segment] {
+		return false
+	}
+	return !f.exclude[k.Segment]
+}
+
+// target parses RESOURCE/NAME and finds its key: in the namespace given,
+// else where its type's scope says, else cluster-scoped or in "default",
+// whichever the backup holds.
+func (b *browser) target(ctx context.Context, sel *selection, arg string) (string, error) {
+	res, name, ok := strings.Cut(arg, "/")
+	if !ok || res == "" || name == "" {
+		return "", usagef("want RESOURCE/NAME, got %q", arg)
+	}
+	seg := b.res.segment(res)
+	key := func(ns string) string {
+		if ns == "" {
+			ns = object.ClusterScope
+		}
+		return b.layout.Root() + ns + "/" + seg + "/" + name + ".yaml"
+	}
+	if len(sel.namespaces) > 0 {
+		return key(sel.namespaces[0]), nil
+	}
+	if namespaced, known := b.res.namespaced(seg); known {
+		if namespaced {
+			return key("default"), nil
+		}
+		return key(""), nil
+	}
+	for _, ns := range []string{"", "default"} {
+		versions, err := restore.History(ctx, b.reader, key(ns), time.Time{}, time.Time{})
+		if err != nil {
+			return "", fatalError{err}
+		}
+		if len(versions) > 0 {
+			return key(ns), nil
+		}
+	}
+	return key("default"), nil
+}
+
+// errNotFound is an object the backup does not hold: exit code 1.
+var errNotFound = errors.New("not in the backup")
+
+// show prints one stored document, verified against its SHA-256.
+func (b *browser) show(ctx context.Context, sel *selection, args []string, versionID string) error {
+	if len(args) != 1 {
+		return usagef("show takes one RESOURCE/NAME")
+	}
+	key, err := b.target(ctx, sel, args[0])
+	if err != nil {
+		return err
+	}
+	if versionID == "" {
+		versions, err := restore.History(ctx, b.reader, key, time.Time{}, time.Time{})
+		if err != nil {
+			return fatalError{err}
+		}
+		inForce := restore.At(versions, sel.atTime)
+		if len(inForce) == 0 {
+			return fmt.Errorf("%s at %s: %w", key, sel.atTime.UTC().Format(time.RFC3339), errNotFound)
+		}
+		versionID = inForce[0].ID
+	}
+	body, _, err := restore.Read(ctx, b.reader, key, versionID)
+	if errors.Is(err, sink.ErrNotFound) {
+		return fmt.Errorf("%s: %w", key, errNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = b.stdout.Write(body)
+	return err
+}
+
+// history prints every version of one object, newest first, and with
+// patch the diff each made.
+func (b *browser) history(ctx context.Context, sel *selection, args []string, since, until time.Time, patch bool) error {
+	if len(args) != 1 {
+		return usagef("history takes one RESOURCE/NAME")
+	}
+	key, err := b.target(ctx, sel, args[0])
+	if err != nil {
+		return err
+	}
+	versions, err := restore.History(ctx, b.reader, key, since, until)
+	if err != nil {
+		return fatalError{err}
+	}
+	if len(versions) == 0 {
+		return fmt.Errorf("%s: %w", key, errNotFound)
+	}
+	items := make([]restore.Item, 0, len(versions))
+	for _, v := range versions {
+		if !v.DeleteMarker {
+			items = append(items, restore.Item{Version: v})
+		}
+	}
+	bodies := map[string]restore.Fetched{}
+	for _, f := range restore.Fetch(ctx, b.reader, items, 8) {
+		bodies[f.Version.ID] = f
+	}
+	for i, v := range versions {
+		f := bodies[v.ID]
+		switch {
+		case v.DeleteMarker:
+			fmt.Fprintf(b.stdout, "version %s  %s  deleted\n", v.ID, v.Time.UTC().Format(time.RFC3339))
+		case f.Err != nil:
+			fmt.Fprintf(b.stdout, "version %s  %s  unreadable: %v\n", v.ID, v.Time.UTC().Format(time.RFC3339), f.Err)
+		default:
+			fmt.Fprintf(b.stdout, "version %s  %s  resourceVersion %s\n", v.ID, v.Time.UTC().Format(time.RFC3339), f.Meta.ResourceVersion)
+		}
+		if !patch {
+			continue
+		}
+		var older string
+		if i+1 < len(versions) {
+			older = string(bodies[versions[i+1].ID].Body)
+		}
+		diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+			A: difflib.SplitLines(older), B: difflib.SplitLines(string(f.Body)),
+			FromFile: "a/" + key, ToFile: "b/" + key, Context: 3,
+		})
+		fmt.Fprintln(b.stdout, diff)
+	}
+	return nil
+}

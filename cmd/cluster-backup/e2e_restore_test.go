@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/cluster-backup/cluster-backup/restore"
+)
+
+// cli runs one command of the binary against the shared servers, as the
+// backup of cluster.
+func cli(t *testing.T, cluster string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(e2e.bin, args...)
+	cmd.Env = []string{
+		"CLUSTER_NAME=" + cluster,
+		"KUBECONFIG=" + e2e.kube.Kubeconfig,
+		"MINIO_ENDPOINT=" + e2e.minio.Endpoint,
+		"MINIO_ACCESS_KEY=" + e2e.minio.AccessKey,
+		"MINIO_SECRET_KEY=" + e2e.minio.SecretKey,
+		"MINIO_BUCKET=" + bucketName,
+		"MINIO_USE_SSL=false",
+		"HOME=" + t.TempDir(),
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// restoreReport runs restore with --report and returns the report.
+func restoreReport(t *testing.T, cluster string, wantCode int, args ...string) report {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "report.json")
+	_, stderr, code := cli(t, cluster, append([]string{"restore", "--report", path}, args...)...)
+	if code != wantCode {
+		t.Fatalf("restore %v: exit %d, want %d\n%s", args, code, wantCode, stderr)
+	}
+	var rep report
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// seedApp creates one namespace of everything a restore must bring back.
+func seedApp(t *testing.T, ns string) {
+	t.Helper()
+	createNamespace(t, ns)
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := e2e.cs
+	labels := map[string]string{"app": "web"}
+	one := int32(1)
+	podSpec := corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27"}}}
+	must(cs.AppsV1().Deployments(ns).Create(bg, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: podSpec}},
+	}, metav1.CreateOptions{}))
+	must(cs.CoreV1().Services(ns).Create(bg, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{}))
+	must(cs.CoreV1().Services(ns).Create(bg, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-nodeport"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: labels, Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{}))
+	createConfigMap(t, ns, "settings", map[string]string{"mode": "fast", "debug": "yes", "legacy": "on", "empty": ""}, nil, nil)
+	must(cs.CoreV1().Secrets(ns).Create(bg, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "creds"},
+		StringData: map[string]string{"password": "s3cr3t", "flag": "yes", "blank": ""},
+	}, metav1.CreateOptions{}))
+	must(cs.CoreV1().ServiceAccounts(ns).Create(bg, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "robot"}}, metav1.CreateOptions{}))
+	must(cs.RbacV1().Roles(ns).Create(bg, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "reader"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}}},
+	}, metav1.CreateOptions{}))
+	must(cs.RbacV1().RoleBindings(ns).Create(bg, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "robot-reads"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "robot", Namespace: ns}},
+	}, metav1.CreateOptions{}))
+	must(cs.CoreV1().PersistentVolumeClaims(ns).Create(bg, &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "data"},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+	}, metav1.CreateOptions{}))
+	prefix := networkingv1.PathTypePrefix
+	must(cs.NetworkingV1().Ingresses(ns).Create(bg, &networkingv1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{Host: "web.example.com", IngressRuleValue: networkingv1.IngressRuleValue{
+			HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &prefix,
+				Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}},
+	}, metav1.CreateOptions{}))
+	must(cs.AutoscalingV2().HorizontalPodAutoscalers(ns).Create(bg, &autoscalingv2.HorizontalPodAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{MaxReplicas: 3,
+			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web"}},
+	}, metav1.CreateOptions{}))
+	must(cs.BatchV1().CronJobs(ns).Create(bg, &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Name: "nightly"},
+		Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: podSpec.Containers}}}}},
+	}, metav1.CreateOptions{}))
+	gvr := installCRD(t, "example.com", "widgets", "Widget")
+	createCustom(t, gvr, "Widget", ns, "w1")
+	createCustom(t, gvr, "Widget", ns, "w2")
+}
+
+// backUp runs the service until a pass has stored the namespace, then
+// stops it.
+func backUp(t *testing.T, cluster, ns string) {
+	t.Helper()
+	s := startService(t, cluster, serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
+	s.waitReady()
+	s.waitPass(1)
+	eventually(t, 30*time.Second, "an empty queue", func() bool { return s.metric("cluster_backup_queue_depth", nil) == 0 })
+	s.stop()
+}
+
+func deleteNamespace(t *testing.T, ns string) {
+	t.Helper()
+	if err := e2e.cs.CoreV1().Namespaces().Delete(bg, ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "namespace "+ns+" to be gone", func() bool {
+		_, err := e2e.cs.CoreV1().Namespaces().Get(bg, ns, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+}
+
+// TestNamespaceDisasterRestore backs up a namespace of every common kind,
+// deletes it, and restores it: everything is back and equal to the backup
+// (diff exits 0), a second restore writes nothing, an edit shows in diff,
+// and a server dry run persists nothing.
+func TestNamespaceDisasterRestore(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-disaster", "disaster"
+	seedApp(t, ns)
+	backUp(t, cluster, ns)
+	before, err := e2e.cs.CoreV1().Services(ns).Get(bg, "web-nodeport", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteNamespace(t, ns)
+
+	start := time.Now()
+	rep := restoreReport(t, cluster, 0, "-n", ns)
+	t.Logf("restored %v in %s", rep.Counts, time.Since(start).Round(time.Millisecond))
+	if rep.Counts[restore.Failed] != 0 || rep.Counts[restore.Created] < 15 {
+		t.Fatalf("counts %v", rep.Counts)
+	}
+	cm, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "settings", metav1.GetOptions{})
+	if err != nil || cm.Data["debug"] != "yes" || cm.Data["legacy"] != "on" || cm.Data["empty"] != "" || len(cm.Data) != 4 {
+		t.Errorf("ConfigMap after restore: %v %v", cm.Data, err)
+	}
+	sec, err := e2e.cs.CoreV1().Secrets(ns).Get(bg, "creds", metav1.GetOptions{})
+	if err != nil || string(sec.Data["password"]) != "s3cr3t" || string(sec.Data["flag"]) != "yes" {
+		t.Errorf("Secret after restore: %v", err)
+	}
+	svc, err := e2e.cs.CoreV1().Services(ns).Get(bg, "web-nodeport", metav1.GetOptions{})
+	if err != nil || svc.Spec.ClusterIP == "" || svc.Spec.Ports[0].NodePort == 0 {
+		t.Errorf("NodePort Service after restore: %+v %v", svc.Spec, err)
+	}
+	t.Logf("node port %d before, %d after (not preserved by default)", before.Spec.Ports[0].NodePort, svc.Spec.Ports[0].NodePort)
+	if _, stderr, code := cli(t, cluster, "diff", "-n", ns); code != 0 {
+		t.Errorf("diff right after the restore: exit %d\n%s", code, stderr)
+	}
+
+	// Idempotence: nothing is written the second time.
+	again := restoreReport(t, cluster, 0, "-n", ns)
+	applied := rep.Counts[restore.Created] + rep.Counts[restore.Configured] + rep.Counts[restore.Unchanged]
+	if again.Counts[restore.Created]+again.Counts[restore.Configured] != 0 || again.Counts[restore.Unchanged] != applied {
+		t.Errorf("second restore: %v, want every object unchanged (%d)", again.Counts, applied)
+	}
+
+	// An edit shows in diff.
+	patch := []byte(`{"data":{"mode":"slow"}}`)
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, "settings", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := cli(t, cluster, "diff", "-n", ns, "--details")
+	if code != 1 || !strings.Contains(out, "~ configmaps/"+ns+"/settings") || !strings.Contains(out, "-  mode: slow") {
+		t.Errorf("diff after an edit: exit %d\n%s", code, out)
+	}
+
+	// A server dry run persists nothing.
+	if err := e2e.cs.CoreV1().ConfigMaps(ns).Delete(bg, "settings", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dry := restoreReport(t, cluster, 0, "-n", ns, "--dry-run", "server")
+	if dry.Counts[restore.Created] != 1 {
+		t.Errorf("dry run: %v, want the one deleted ConfigMap created", dry.Counts)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "settings", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a server dry run created the ConfigMap: %v", err)
+	}
+}
+
+// TestRestoreIntoAnotherNamespace restores a namespace under a new name:
+// the original is untouched and the RoleBinding's subject follows.
+func TestRestoreIntoAnotherNamespace(t *testing.T) {
+	requireServers(t)
+	ns, to, cluster := "e2e-mapping", "e2e-mapping-copy", "mapping"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "app", map[string]string{"k": "v"}, nil, nil)
+	if _, err := e2e.cs.RbacV1().RoleBindings(ns).Create(bg, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "sa-view"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "view"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	backUp(t, cluster, ns)
+	orig, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := restoreReport(t, cluster, 0, "-n", ns, "--namespace-mapping", ns+":"+to)
+	if rep.Counts[restore.Failed] != 0 {
+		t.Fatalf("counts %v", rep.Counts)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(to).Get(bg, "app", metav1.GetOptions{}); err != nil {
+		t.Errorf("the ConfigMap in the new namespace: %v", err)
+	}
+	rb, err := e2e.cs.RbacV1().RoleBindings(to).Get(bg, "sa-view", metav1.GetOptions{})
+	if err != nil || rb.Subjects[0].Namespace != to {
+		t.Errorf("RoleBinding subjects after mapping: %+v %v", rb, err)
+	}
+	now, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "app", metav1.GetOptions{})
+	if err != nil || now.ResourceVersion != orig.ResourceVersion {
+		t.Errorf("the original namespace was touched: %v", err)
+	}
+}
+
+// TestPointInTimeRestore rolls a namespace back to T0: the image and a
+// deleted ConfigMap come back; apply keeps a label added since, replace
+// removes it; an object created since is deleted only with --prune.
+func TestPointInTimeRestore(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-pit", "pit"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "keep", map[string]string{"v": "1"}, nil, nil)
+	createConfigMap(t, ns, "doomed", map[string]string{"v": "1"}, nil, nil)
+	labels := map[string]string{"app": "api"}
+	one := int32(1)
+	if _, err := e2e.cs.AppsV1().Deployments(ns).Create(bg, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "api"},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: "api:1.0"}}}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := startService(t, cluster, serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
+	s.waitReady()
+	s.waitPass(1)
+	eventually(t, 30*time.Second, "an empty queue", func() bool { return s.metric("cluster_backup_queue_depth", nil) == 0 })
+	// Every version so far was stored before T0; every change below
+	// reaches the store at least one DEBOUNCE window after it.
+	t0 := time.Now().UTC()
+
+	patch := []byte(`{"metadata":{"labels":{"hotfix":"true"}},"spec":{"template":{"spec":{"containers":[{"name":"api","image":"api:2.0"}]}}}}`)
+	if _, err := e2e.cs.AppsV1().Deployments(ns).Patch(bg, "api", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2e.cs.CoreV1().ConfigMaps(ns).Delete(bg, "doomed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createConfigMap(t, ns, "newcomer", map[string]string{"v": "1"}, nil, nil)
+	eventually(t, 30*time.Second, "the changes to be backed up", func() bool {
+		_, hasDoomed := s.stored()[s.key(ns, "configmaps", "doomed")]
+		return !hasDoomed && s.body(s.key(ns, "configmaps", "newcomer")) != "" && strings.Contains(s.body(s.key(ns, "deployments", "api")), "api:2.0")
+	})
+	s.stop()
+
+	at := t0.Format(time.RFC3339Nano)
+	rep := restoreReport(t, cluster, 0, "-n", ns, "--at", at)
+	if rep.Counts[restore.Failed] != 0 {
+		t.Fatalf("counts %v", rep.Counts)
+	}
+	d, err := e2e.cs.AppsV1().Deployments(ns).Get(bg, "api", metav1.GetOptions{})
+	if err != nil || d.Spec.Template.Spec.Containers[0].Image != "api:1.0" {
+		t.Errorf("image after restore --at T0: %v", err)
+	}
+	if d.Labels["hotfix"] != "true" {
+		t.Error("--existing apply removed a label added after T0")
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "doomed", metav1.GetOptions{}); err != nil {
+		t.Errorf("the ConfigMap deleted after T0 is not back: %v", err)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "newcomer", metav1.GetOptions{}); err != nil {
+		t.Errorf("an object created after T0 was deleted without --prune: %v", err)
+	}
+
+	restoreReport(t, cluster, 0, "-n", ns, "--at", at, "--existing", "replace")
+	if d, err := e2e.cs.AppsV1().Deployments(ns).Get(bg, "api", metav1.GetOptions{}); err != nil || d.Labels["hotfix"] != "" {
+		t.Errorf("--existing replace kept the label added after T0: %v %v", d.Labels, err)
+	}
+	pruned := restoreReport(t, cluster, 0, "-n", ns, "--at", at, "--prune", "--yes")
+	if pruned.Counts[restore.Pruned] != 1 {
+		t.Errorf("prune: %v, want the one object created after T0", pruned.Counts)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "newcomer", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("--prune kept the object created after T0: %v", err)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "keep", metav1.GetOptions{}); err != nil {
+		t.Errorf("--prune deleted an object the backup holds: %v", err)
+	}
+}
+
+// TestTamperedObjectIsRefused alters one stored document behind the
+// service's back: show refuses it naming the key, and a restore restores
+// the rest and exits 3.
+func TestTamperedObjectIsRefused(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-tamper", "tamper"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "good", map[string]string{"v": "1"}, nil, nil)
+	createConfigMap(t, ns, "evil", map[string]string{"v": "1"}, nil, nil)
+	backUp(t, cluster, ns)
+	key := "clusterbackup/" + cluster + "/" + ns + "/configmaps/evil.yaml"
+	info, err := e2e.bucket.StatObject(bg, bucketName, key, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: evil\n  namespace: " + ns + "\ndata:\n  v: injected\n"
+	md := map[string]string{}
+	for k, v := range info.UserMetadata {
+		md[k] = v
+	}
+	if _, err := e2e.bucket.PutObject(bg, bucketName, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{UserMetadata: md}); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := cli(t, cluster, "show", "configmaps/evil", "-n", ns); code == 0 || !strings.Contains(stderr, key) || !strings.Contains(stderr, "altered") {
+		t.Errorf("show of a tampered object: exit %d\n%s", code, stderr)
+	}
+	deleteNamespace(t, ns)
+	rep := restoreReport(t, cluster, exitPartial, "-n", ns)
+	if rep.Counts[restore.Failed] != 1 || rep.Counts[restore.Created] < 2 {
+		t.Errorf("restore with one tampered object: %v", rep.Counts)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "evil", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the tampered object was restored: %v", err)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "good", metav1.GetOptions{}); err != nil {
+		t.Errorf("the good object was not restored: %v", err)
+	}
+}
+
+// TestBrowsing lists, shows and walks the history of an object changed
+// three times.
+func TestBrowsing(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-browse", "browse"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "evolving", map[string]string{"step": "0"}, nil, nil)
+	s := startService(t, cluster, serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
+	s.waitReady()
+	s.waitPass(1)
+	key := s.key(ns, "configmaps", "evolving")
+	for step := 1; step <= 3; step++ {
+		patch := []byte(fmt.Sprintf(`{"data":{"step":"%d"}}`, step))
+		if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, "evolving", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "the change to be backed up", func() bool {
+			return strings.Contains(s.body(key), fmt.Sprintf("step: \"%d\"", step))
+		})
+	}
+	s.stop()
+
+	out, stderr, code := cli(t, cluster, "ls", "-n", ns, "-o", "name")
+	if code != 0 || !strings.Contains(out, "configmaps/evolving") || !strings.Contains(out, "namespaces/"+ns) {
+		t.Errorf("ls: exit %d\n%s%s", code, out, stderr)
+	}
+	out, _, code = cli(t, cluster, "show", "configmaps/evolving", "-n", ns)
+	if code != 0 || !strings.Contains(out, `step: "3"`) {
+		t.Errorf("show: exit %d\n%s", code, out)
+	}
+	out, stderr, code = cli(t, cluster, "history", "configmaps/evolving", "-n", ns, "-p")
+	if code != 0 {
+		t.Fatalf("history: exit %d\n%s", code, stderr)
+	}
+	var order []int
+	for step := 3; step >= 1; step-- {
+		i := strings.Index(out, fmt.Sprintf("+  step: \"%d\"", step))
+		if i < 0 || !strings.Contains(out, fmt.Sprintf("-  step: \"%d\"", step-1)) {
+			t.Errorf("history -p does not show the change to step %d:\n%s", step, out)
+		}
+		order = append(order, i)
+	}
+	if order[0] >= order[1] || order[1] >= order[2] {
+		t.Errorf("history -p is not newest first: positions %v", order)
+	}
+	if n := strings.Count(out, "version "); n != 4 {
+		t.Errorf("history lists %d versions, want 4", n)
+	}
+	if _, _, code := cli(t, cluster, "show", "configmaps/missing", "-n", ns); code != 1 {
+		t.Errorf("show of a missing object: exit %d, want 1", code)
+	}
+	if _, _, code := cli(t, cluster, "restore"); code != 2 {
+		t.Errorf("restore without a selection: exit %d, want 2", code)
+	}
+}

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/restore"
+)
+
+// restoreFlags are the flags of restore and diff.
+type restoreFlags struct {
+	namespaceMapping  stringList
+	existing          string
+	prune             bool
+	dryRun            string
+	parallel          int
+	qps               float64
+	preserveNodePorts bool
+	report            string
+	yes               bool
+	against           string
+	againstTime       string
+	details           bool
+}
+
+func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
+	fs.Var(&f.namespaceMapping, "namespace-mapping", "OLD:NEW: restore namespace OLD as NEW (repeatable)")
+	fs.IntVar(&f.parallel, "parallel", 32, "objects read and written at once")
+	fs.BoolVar(&f.preserveNodePorts, "preserve-nodeports", false, "keep the Services' node ports")
+	if name == "diff" {
+		fs.StringVar(&f.against, "against", "live", "what to compare the backup with: live")
+		fs.StringVar(&f.againstTime, "against-time", "", "compare with the backup as it was at this time instead of the live cluster")
+		fs.BoolVar(&f.details, "details", false, "print a unified diff of each differing object (Secret values masked)")
+		return
+	}
+	fs.StringVar(&f.existing, "existing", restore.ExistingApply, "an object that exists: apply (server-side apply, fields added since stay), skip, or replace (made equal to the backup)")
+	fs.BoolVar(&f.prune, "prune", false, "delete live objects of the restored types and namespaces that the backup does not hold")
+	fs.StringVar(&f.dryRun, "dry-run", "", "client (decide, send nothing) or server (send every write as a server-side dry run)")
+	fs.Float64Var(&f.qps, "qps", 0, "at most this many API requests per second (0: no client-side limit)")
+	fs.StringVar(&f.report, "report", "", "write a JSON report of every object to this file")
+	fs.BoolVar(&f.yes, "yes", false, "do not ask before pruning")
+}
+
+// partialError is a restore in which some objects failed: exit code 3.
+type partialError struct{ failed int }
+
+func (e partialError) Error() string { return fmt.Sprintf("%d objects were not restored", e.failed) }
+
+// errDifferent is a diff that found differences: exit code 1.
+var errDifferent = errors.New("the backup and the other side differ")
+
+// report is the --report file.
+type report struct {
+	Cluster        string            `json:"cluster"`
+	At             time.Time         `json:"at"`
+	NewestVersion  time.Time         `json:"newestVersionUsed,omitzero"`
+	DryRun         string            `json:"dryRun,omitempty"`
+	Seconds        float64           `json:"seconds"`
+	Counts         map[string]int    `json:"counts"`
+	Objects        []restore.Result  `json:"objects"`
+	NamespaceMoves map[string]string `json:"namespaceMapping,omitempty"`
+}
+
+func runRestore(ctx context.Context, name string, cfg config.Config, sel *selection, fl *restoreFlags, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q (select with -n, -A, --include-resources)", name, strings.Join(args, " "))
+	}
+	if len(sel.namespaces) == 0 && !sel.allNamespaces {
+		return usagef("%s needs -n NAMESPACE (repeatable) or -A", name)
+	}
+	opts, err := fl.options(sel)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	kube, err := restConfig(cfg)
+	if err != nil {
+		return fatalError{err}
+	}
+	kube.QPS, kube.Burst = -1, 0
+	if fl.qps > 0 {
+		kube.QPS, kube.Burst = float32(fl.qps), max(1, int(fl.qps))
+	}
+	kube.Timeout = time.Minute
+	dc, err := discovery.NewDiscoveryClientForConfig(kube)
+	if err != nil {
+		return fatalError{err}
+	}
+	if _, err := dc.ServerVersion(); err != nil {
+		return fatalError{fmt.Errorf("reach API server %s: %w", kube.Host, err)}
+	}
+	dyn, err := dynamic.NewForConfig(kube)
+	if err != nil {
+		return fatalError{err}
+	}
+	target := restore.Target{Dynamic: dyn, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}
+	reader, err := openReadStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	layout := object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}
+	res := newResolver(kube)
+	backup, err := selectFetched(ctx, reader, layout, sel, res, sel.atTime, fl.parallel)
+	if err != nil {
+		return err
+	}
+	if name == "diff" {
+		return runDiff(ctx, target, reader, layout, sel, res, fl, backup, opts, stdout, stderr)
+	}
+	if fl.prune && !fl.yes && fl.dryRun == "" {
+		if err := confirm(stderr, "Prune deletes the live objects of the restored types and namespaces that the backup does not hold."); err != nil {
+			return err
+		}
+	}
+	opts.Progress = func(r restore.Result) {
+		where := r.Resource + "/" + r.Name
+		if r.Namespace != "" {
+			where = r.Resource + "/" + r.Namespace + "/" + r.Name
+		}
+		if r.Reason != "" {
+			fmt.Fprintf(stderr, "%-10s %s: %s\n", r.Outcome, where, r.Reason)
+		} else {
+			fmt.Fprintf(stderr, "%-10s %s\n", r.Outcome, where)
+		}
+	}
+	results := restore.Restore(ctx, target, backup, opts)
+	took := time.Since(start)
+	fmt.Fprintf(stderr, "restore: %s\n", restore.Summary(results, took))
+	if fl.report != "" {
+		if err := writeReport(fl.report, cfg, sel, fl, results, took); err != nil {
+			return err
+		}
+	}
+	if failed := restore.Counts(results)[restore.Failed]; failed > 0 {
+		return partialError{failed: failed}
+	}
+	return nil
+}
+
+// options checks the flags and turns them into restore options.
+func (f *restoreFlags) options(sel *selection) (restore.Options, error) {
+	opts := restore.Options{
+		Existing: f.existing, Prune: f.prune, DryRun: f.dryRun, Parallel: f.parallel,
+		PreserveNodePorts: f.preserveNodePorts, NamespaceMapping: map[string]string{},
+	}
+	switch f.existing {
+	case "", restore.ExistingApply, restore.ExistingSkip, restore.ExistingReplace:
+	default:
+		return opts, usagef("invalid --existing %q: want apply, skip or replace", f.existing)
+	}
+	switch f.dryRun {
+	case "", restore.DryRunClient, restore.DryRunServer:
+	default:
+		return opts, usagef("invalid --dry-run %q: want client or server", f.dryRun)
+	}
+	if f.parallel < 1 {
+		return opts, usagef("invalid --parallel %d: want at least 1", f.parallel)
+	}
+	for _, m := range f.namespaceMapping {
+		from, to, ok := strings.Cut(m, ":")
+		if !ok || from == "" || to == "" {
+			return opts, usagef("invalid --namespace-mapping %q: want OLD:NEW", m)
+		}
+		opts.NamespaceMapping[from] = to
+	}
+	if sel.labelSelector != "" {
+		s, err := labels.Parse(sel.labelSelector)
+		if err != nil {
+			return opts, usagef("invalid -l %q: %v", sel.labelSelector, err)
+		}
+		opts.Selector = s
+	}
+	return opts, nil
+}
+
+// selectFetched reads the selected part of the backup at t, verified.
+func selectFetched(ctx context.Context, reader restore.Reader, layout object.Layout, sel *selection, res resolver, t time.Time, parallel int) ([]restore.Fetched, error) {
+	var namespaces []string
+	if !sel.allNamespaces {
+		namespaces = sel.namespaces
+	}
+	items, err := restore.View(ctx, reader, layout, namespaces, t)
+	if err != nil {
+		return nil, fatalError{err}
+	}
+	chosen := map[string]bool{}
+	for _, ns := range namespaces {
+		chosen[ns] = true
+	}
+	filter := newItemFilter(sel, res)
+	var selected []restore.Item
+	for _, it := range items {
+		if !filter.keep(it.Key) {
+			continue
+		}
+		// With -n, of the cluster-scoped objects only the chosen
+		// Namespaces themselves.
+		if len(namespaces) > 0 && it.Namespace == "" && (it.Segment != "namespaces" || !chosen[it.Name]) {
+			continue
+		}
+		selected = append(selected, it)
+	}
+	return restore.Fetch(ctx, reader, selected, parallel), nil
+}
+
+func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, layout object.Layout, sel *selection, res resolver, fl *restoreFlags,
+	backup []restore.Fetched, opts restore.Options, stdout, stderr io.Writer) error {
+	var diffs []restore.Difference
+	var failed []restore.Result
+	if fl.againstTime != "" {
+		t2, err := parseTime(fl.againstTime, time.Now())
+		if err != nil {
+			return err
+		}
+		other, err := selectFetched(ctx, reader, layout, sel, res, t2, fl.parallel)
+		if err != nil {
+			return err
+		}
+		diffs, failed = restore.DiffBackups(other, backup, opts)
+	} else {
+		if fl.against != "live" {
+			return usagef("invalid --against %q: want live (or --against-time TIME)", fl.against)
+		}
+		diffs, failed = restore.DiffLive(ctx, target, backup, opts)
+	}
+	for _, d := range diffs {
+		where := d.Resource + "/" + d.Name
+		if d.Namespace != "" {
+			where = d.Resource + "/" + d.Namespace + "/" + d.Name
+		}
+		fmt.Fprintf(stdout, "%s %s\n", d.Change, where)
+		if fl.details {
+			fmt.Fprintln(stdout, d.Details())
+		}
+	}
+	for _, f := range failed {
+		fmt.Fprintf(stderr, "failed %s/%s/%s: %s\n", f.Resource, f.Namespace, f.Name, f.Reason)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d objects could not be compared", len(failed))
+	}
+	if len(diffs) > 0 {
+		return errDifferent
+	}
+	return nil
+}
+
+// confirm asks on the terminal; without one, --yes is required.
+func confirm(stderr io.Writer, what string) error {
+	if !isTerminal(os.Stdin) {
+		return usagef("%s Confirm with --yes", what)
+	}
+	fmt.Fprintf(stderr, "%s Go on? [y/N] ", what)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+		return usagef("not confirmed")
+	}
+	return nil
+}
+
+func writeReport(path string, cfg config.Config, sel *selection, fl *restoreFlags, results []restore.Result, took time.Duration) error {
+	rep := report{Cluster: cfg.ClusterName, At: sel.atTime.UTC(), DryRun: fl.dryRun, Seconds: took.Seconds(), Counts: restore.Counts(results), Objects: results}
+	if rep.Objects == nil {
+		rep.Objects = []restore.Result{}
+	}
+	for _, r := range results {
+		if r.VersionTime.After(rep.NewestVersion) {
+			rep.NewestVersion = r.VersionTime
+		}
+	}
+	if len(fl.namespaceMapping) > 0 {
+		rep.NamespaceMoves = map[string]string{}
+		for _, m := range fl.namespaceMapping {
+			from, to, _ := strings.Cut(m, ":")
+			rep.NamespaceMoves[from] = to
+		}
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o600)
+}

@@ -1,0 +1,202 @@
+package restore
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"github.com/pmezard/go-difflib/difflib"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// Changes between the backup and the other side.
+const (
+	Added   = "+" // in the backup, not on the other side: a restore creates it
+	Removed = "-" // on the other side, not in the backup: a prune deletes it
+	Changed = "~" // on both, different
+)
+
+// Difference is one object that differs. Before is the other side (the
+// live object, or the backup at the other time), After the backup as a
+// restore would write it; both are compared forms, Secret values masked.
+type Difference struct {
+	Change    string `json:"change"`
+	Resource  string `json:"resource"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	Before    string `json:"-"`
+	After     string `json:"-"`
+}
+
+// Details is the unified diff of the two sides.
+func (d Difference) Details() string {
+	path := d.Resource + "/" + d.Name
+	if d.Namespace != "" {
+		path = d.Namespace + "/" + path
+	}
+	out, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(d.Before), B: difflib.SplitLines(d.After),
+		FromFile: "live/" + path, ToFile: "backup/" + path, Context: 3,
+	})
+	return out
+}
+
+// DiffLive compares the backup with the live cluster, as a restore with
+// opts would see it: one LIST per type and namespace, no GET, and the live
+// side cleaned and sanitised like the backup. Objects that could not be
+// read or listed come back as failed results.
+func DiffLive(ctx context.Context, target Target, fetched []Fetched, opts Options) ([]Difference, []Result) {
+	r := newRestorer(target, opts)
+	plan := r.plan(fetched)
+	var diffs []Difference
+	for _, p := range plan {
+		res := resultOf(p.Item, p.obj)
+		m, err := r.mapping(p.obj)
+		if err != nil {
+			diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
+			continue
+		}
+		live, err := r.liveObject(ctx, m, p.obj)
+		if err != nil {
+			r.report(res, Failed, "cannot list the live objects: "+err.Error())
+			continue
+		}
+		if live == nil {
+			diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
+			continue
+		}
+		if same, err := equal(p.obj, live, opts.PreserveNodePorts); err != nil || !same {
+			diffs = append(diffs, difference(Changed, res, live, p.obj, opts.PreserveNodePorts))
+		}
+	}
+	for _, e := range r.extras(plan) {
+		res := Result{Resource: e.gvr.Resource, Namespace: e.obj.GetNamespace(), Name: e.obj.GetName()}
+		diffs = append(diffs, difference(Removed, res, e.obj, nil, opts.PreserveNodePorts))
+	}
+	var failed []Result
+	for _, res := range r.results {
+		if res.Outcome == Failed {
+			failed = append(failed, res)
+		}
+	}
+	sortDiffs(diffs)
+	return diffs, failed
+}
+
+// DiffBackups compares the backup at one time (after) with the backup at
+// another (before), objects matched by key.
+func DiffBackups(before, after []Fetched, opts Options) ([]Difference, []Result) {
+	rb, ra := newRestorer(Target{}, opts), newRestorer(Target{}, opts)
+	pb, pa := rb.plan(before), ra.plan(after)
+	old := map[string]*planned{}
+	for _, p := range pb {
+		old[p.Version.Key] = p
+	}
+	var diffs []Difference
+	for _, p := range pa {
+		res := resultOf(p.Item, p.obj)
+		o, ok := old[p.Version.Key]
+		delete(old, p.Version.Key)
+		switch {
+		case !ok:
+			diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
+		case o.Version.ID != p.Version.ID:
+			if same, err := equal(p.obj, o.obj, opts.PreserveNodePorts); err != nil || !same {
+				diffs = append(diffs, difference(Changed, res, o.obj, p.obj, opts.PreserveNodePorts))
+			}
+		}
+	}
+	for _, o := range old {
+		diffs = append(diffs, difference(Removed, resultOf(o.Item, o.obj), o.obj, nil, opts.PreserveNodePorts))
+	}
+	failed := append(rb.failed(), ra.failed()...)
+	sortDiffs(diffs)
+	return diffs, failed
+}
+
+func (r *restorer) failed() []Result {
+	var out []Result
+	for _, res := range r.results {
+		if res.Outcome == Failed {
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+func sortDiffs(diffs []Difference) {
+	sort.Slice(diffs, func(i, j int) bool {
+		a, b := diffs[i], diffs[j]
+		return a.Resource+"/"+a.Namespace+"/"+a.Name < b.Resource+"/"+b.Namespace+"/"+b.Name
+	})
+}
+
+func difference(change string, res Result, before, after *unstructured.Unstructured, preserveNodePorts bool) Difference {
+	d := Difference{Change: change, Resource: res.Resource, Namespace: res.Namespace, Name: res.Name}
+	if before != nil && after != nil && before.GetKind() == "Secret" {
+		maskSecrets(before, after)
+	} else {
+		for _, o := range []*unstructured.Unstructured{before, after} {
+			if o != nil && o.GetKind() == "Secret" {
+				maskSecrets(o, nil)
+			}
+		}
+	}
+	d.Before, d.After = render(before, preserveNodePorts), render(after, preserveNodePorts)
+	return d
+}
+
+// render is the compared form of obj as YAML.
+func render(obj *unstructured.Unstructured, preserveNodePorts bool) string {
+	if obj == nil {
+		return ""
+	}
+	b, err := Comparable(obj, preserveNodePorts)
+	if err != nil {
+		return err.Error()
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err.Error()
+	}
+	out, err := yaml.Marshal(v)
+	if err != nil {
+		return err.Error()
+	}
+	return string(out)
+}
+
+// maskSecrets replaces the values of a Secret's data and stringData, as
+// kubectl diff does: "***" where both sides agree, "*** (before)" and
+// "*** (after)" where they differ. a and b are masked in place (b may be
+// nil).
+func maskSecrets(a, b *unstructured.Unstructured) {
+	for _, field := range []string{"data", "stringData"} {
+		av, _, _ := unstructured.NestedMap(a.Object, field)
+		var bv map[string]any
+		if b != nil {
+			bv, _, _ = unstructured.NestedMap(b.Object, field)
+		}
+		for k, v := range av {
+			if bv != nil {
+				if w, ok := bv[k]; ok && w != v {
+					av[k], bv[k] = "*** (before)", "*** (after)"
+					continue
+				}
+			}
+			av[k] = "***"
+		}
+		for k := range bv {
+			if _, ok := av[k]; !ok || av[k] == "***" {
+				bv[k] = "***"
+			}
+		}
+		if av != nil {
+			_ = unstructured.SetNestedMap(a.Object, av, field)
+		}
+		if bv != nil {
+			_ = unstructured.SetNestedMap(b.Object, bv, field)
+		}
+	}
+}

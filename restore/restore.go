@@ -1,0 +1,568 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+)
+
+// FieldManager is the server-side apply field manager of a restore.
+const FieldManager = "cluster-backup"
+
+// How a restore treats an object that exists in the cluster (--existing).
+const (
+	ExistingApply   = "apply"   // server-side apply: the backup's fields win, others stay
+	ExistingSkip    = "skip"    // leave it as it is
+	ExistingReplace = "replace" // make it equal to the backup: fields added since are removed
+)
+
+// Dry runs (--dry-run).
+const (
+	DryRunClient = "client" // decide what would be done; send nothing
+	DryRunServer = "server" // send every write as a server-side dry run
+)
+
+// Outcomes of one object.
+const (
+	Created    = "created"
+	Configured = "configured"
+	Unchanged  = "unchanged"
+	Skipped    = "skipped"
+	Failed     = "failed"
+	Pruned     = "pruned"
+)
+
+// Options configure a restore.
+type Options struct {
+	Existing          string
+	Prune             bool
+	DryRun            string
+	Parallel          int
+	PreserveNodePorts bool
+	NamespaceMapping  map[string]string
+	Selector          labels.Selector // over the backed-up objects' labels; nil selects all
+	// Progress, when set, is called with each object's result as it is
+	// decided.
+	Progress func(Result)
+}
+
+// Result is what a restore did with one object.
+type Result struct {
+	Key         string    `json:"key,omitempty"`
+	Resource    string    `json:"resource"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Name        string    `json:"name"`
+	Outcome     string    `json:"outcome"`
+	Reason      string    `json:"reason,omitempty"`
+	VersionID   string    `json:"versionId,omitempty"`
+	VersionTime time.Time `json:"versionTime,omitzero"`
+}
+
+// Target is the cluster a restore writes to.
+type Target struct {
+	Dynamic dynamic.Interface
+	Mapper  meta.ResettableRESTMapper
+}
+
+// planned is one object on its way into the cluster.
+type planned struct {
+	Fetched
+	obj   *unstructured.Unstructured
+	owner ownerKey
+	wave  Wave
+	depth int // owners in the restore come first
+}
+
+// restorer is one run.
+type restorer struct {
+	target Target
+	opts   Options
+
+	mu      sync.Mutex
+	results []Result
+	uids    map[ownerKey]types.UID                            // what the owners restored so far got
+	live    map[liveKey]map[string]*unstructured.Unstructured // one LIST per type and namespace
+	listErr map[liveKey]error
+	gvrs    map[schema.GroupVersionKind]*meta.RESTMapping
+}
+
+type liveKey struct {
+	gvr       schema.GroupVersionResource
+	namespace string
+}
+
+// Restore brings the fetched objects back into the target cluster: decoded,
+// mapped to their new namespaces, sanitised, in waves, owners before what
+// they own, each with one server-side apply unless the live object already
+// equals the backup. It returns one result per object; an object that
+// fails does not stop the others.
+func Restore(ctx context.Context, target Target, fetched []Fetched, opts Options) []Result {
+	r := newRestorer(target, opts)
+	plan := r.plan(fetched)
+	for wave := range waves {
+		var inWave []*planned
+		for _, p := range plan {
+			if p.wave == wave {
+				inWave = append(inWave, p)
+			}
+		}
+		if wave == WaveCluster {
+			r.awaitTerminatingNamespaces(ctx, inWave)
+		}
+		for _, group := range byDepth(inWave) {
+			r.applyAll(ctx, group)
+		}
+		if wave == WaveCRDs && len(inWave) > 0 {
+			r.awaitCRDs(ctx, inWave)
+			target.Mapper.Reset()
+		}
+	}
+	if opts.Prune {
+		r.prune(ctx, plan)
+	}
+	sort.SliceStable(r.results, func(i, j int) bool { return r.results[i].Key < r.results[j].Key })
+	return r.results
+}
+
+func newRestorer(target Target, opts Options) *restorer {
+	r := &restorer{
+		target: target, opts: opts,
+		uids:    map[ownerKey]types.UID{},
+		live:    map[liveKey]map[string]*unstructured.Unstructured{},
+		listErr: map[liveKey]error{},
+		gvrs:    map[schema.GroupVersionKind]*meta.RESTMapping{},
+	}
+	if r.opts.Parallel < 1 {
+		r.opts.Parallel = 16
+	}
+	if r.opts.Existing == "" {
+		r.opts.Existing = ExistingApply
+	}
+	return r
+}
+
+// plan decodes, selects, maps, skips and sanitises; what remains is
+// ordered into waves and owner depths.
+func (r *restorer) plan(fetched []Fetched) []*planned {
+	var decoded []*planned
+	for _, f := range fetched {
+		if f.Err != nil {
+			r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
+			continue
+		}
+		obj, err := Decode(f.Body)
+		if err != nil {
+			r.report(resultOf(f.Item, nil), Failed, "cannot decode the stored document: "+err.Error())
+			continue
+		}
+		if r.opts.Selector != nil && !r.opts.Selector.Matches(labels.Set(obj.GetLabels())) {
+			continue
+		}
+		MapNamespaces(obj, r.opts.NamespaceMapping)
+		decoded = append(decoded, &planned{Fetched: f, obj: obj, owner: ownerKeyOf(obj)})
+	}
+	inSet := map[ownerKey]*planned{}
+	for _, p := range decoded {
+		inSet[p.owner] = p
+	}
+	// Whether a controller recreates an object depends on its owner being
+	// in the backup, restored or recreated itself in turn.
+	restored := func(k ownerKey) bool { _, ok := inSet[k]; return ok }
+	var plan []*planned
+	var skipped []ownerKey
+	for _, p := range decoded {
+		if reason := SkipReason(p.obj, restored); reason != "" {
+			r.report(resultOf(p.Item, p.obj), Skipped, reason)
+			skipped = append(skipped, p.owner)
+			continue
+		}
+		Sanitize(p.obj, r.opts.PreserveNodePorts)
+		p.wave = WaveOf(p.obj)
+		plan = append(plan, p)
+	}
+	for _, k := range skipped {
+		delete(inSet, k)
+	}
+	for _, p := range plan {
+		p.depth = depth(p, inSet, 0)
+	}
+	return plan
+}
+
+// depth is how many of p's owners (transitively) are restored with it.
+func depth(p *planned, inSet map[ownerKey]*planned, seen int) int {
+	if seen > 16 {
+		return seen // a cycle: give up ordering
+	}
+	d := 0
+	for _, ref := range p.obj.GetOwnerReferences() {
+		if owner, ok := inSet[refKey(p.obj, ref.APIVersion, ref.Kind, ref.Name)]; ok && owner != p {
+			d = max(d, 1+depth(owner, inSet, seen+1))
+		}
+	}
+	return d
+}
+
+func byDepth(ps []*planned) [][]*planned {
+	var groups [][]*planned
+	for _, p := range ps {
+		for len(groups) <= p.depth {
+			groups = append(groups, nil)
+		}
+		groups[p.depth] = append(groups[p.depth], p)
+	}
+	return groups
+}
+
+func resultOf(it Item, obj *unstructured.Unstructured) Result {
+	res := Result{Key: it.Version.Key, Resource: it.Segment, Namespace: it.Namespace, Name: it.Name, VersionID: it.Version.ID, VersionTime: it.Version.Time}
+	if obj != nil {
+		res.Namespace, res.Name = obj.GetNamespace(), obj.GetName()
+	}
+	return res
+}
+
+func (r *restorer) report(res Result, outcome, reason string) {
+	res.Outcome, res.Reason = outcome, reason
+	r.mu.Lock()
+	r.results = append(r.results, res)
+	r.mu.Unlock()
+	if r.opts.Progress != nil {
+		r.opts.Progress(res)
+	}
+}
+
+// applyAll applies a group of objects with no order among them, Parallel
+// at a time.
+func (r *restorer) applyAll(ctx context.Context, group []*planned) {
+	next := make(chan *planned)
+	var wg sync.WaitGroup
+	for range r.opts.Parallel {
+		wg.Go(func() {
+			for p := range next {
+				outcome, reason := r.apply(ctx, p)
+				r.report(resultOf(p.Item, p.obj), outcome, reason)
+			}
+		})
+	}
+	for _, p := range group {
+		next <- p
+	}
+	close(next)
+	wg.Wait()
+}
+
+// mapping finds the resource of obj's kind, asking discovery again once if
+// it is not known (a CRD applied in this restore).
+func (r *restorer) mapping(obj *unstructured.Unstructured) (*meta.RESTMapping, error) {
+	gvk := obj.GroupVersionKind()
+	r.mu.Lock()
+	m, ok := r.gvrs[gvk]
+	r.mu.Unlock()
+	if ok {
+		return m, nil
+	}
+	m, err := r.target.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.gvrs[gvk] = m
+	r.mu.Unlock()
+	return m, nil
+}
+
+func (r *restorer) resource(m *meta.RESTMapping, namespace string) dynamic.ResourceInterface {
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return r.target.Dynamic.Resource(m.Resource).Namespace(namespace)
+	}
+	return r.target.Dynamic.Resource(m.Resource)
+}
+
+// liveObject returns the live object of the same name, from one LIST of its
+// type in its namespace made the first time it is asked for.
+func (r *restorer) liveObject(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	ns := obj.GetNamespace()
+	if m.Scope.Name() != meta.RESTScopeNameNamespace {
+		ns = ""
+	}
+	k := liveKey{gvr: m.Resource, namespace: ns}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err, failed := r.listErr[k]; failed {
+		return nil, err
+	}
+	objs, listed := r.live[k]
+	if !listed {
+		list, err := r.resource(m, ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil && !apierrors.IsNotFound(err) {
+			r.listErr[k] = err
+			return nil, err
+		}
+		objs = map[string]*unstructured.Unstructured{}
+		if list != nil {
+			for i := range list.Items {
+				objs[list.Items[i].GetName()] = &list.Items[i]
+			}
+		}
+		r.live[k] = objs
+	}
+	return objs[obj.GetName()], nil
+}
+
+// ownerRefs points obj's owner references at the owners' new UIDs and
+// drops those whose owner is not restored.
+func (r *restorer) ownerRefs(obj *unstructured.Unstructured) {
+	refs := obj.GetOwnerReferences()
+	if len(refs) == 0 {
+		return
+	}
+	kept := refs[:0]
+	r.mu.Lock()
+	for _, ref := range refs {
+		if uid, ok := r.uids[refKey(obj, ref.APIVersion, ref.Kind, ref.Name)]; ok {
+			ref.UID = uid
+			kept = append(kept, ref)
+		}
+	}
+	r.mu.Unlock()
+	if len(kept) == 0 {
+		kept = nil
+	}
+	obj.SetOwnerReferences(kept)
+}
+
+// apply writes one object and says what it did.
+func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason string) {
+	obj := p.obj
+	r.ownerRefs(obj)
+	m, err := r.mapping(obj)
+	if err != nil {
+		return Failed, err.Error()
+	}
+	live, err := r.liveObject(ctx, m, obj)
+	if err != nil {
+		return Failed, "cannot list the live objects: " + err.Error()
+	}
+	if live != nil {
+		r.remember(p.owner, live.GetUID())
+		if r.opts.Existing == ExistingSkip {
+			return Skipped, "exists in the cluster (--existing skip)"
+		}
+		same, err := equal(obj, live, r.opts.PreserveNodePorts)
+		if err != nil {
+			return Failed, err.Error()
+		}
+		if same {
+			return Unchanged, ""
+		}
+	}
+	outcome = Created
+	if live != nil {
+		outcome = Configured
+	}
+	if r.opts.DryRun == DryRunClient {
+		return outcome, "dry run"
+	}
+	var dryRun []string
+	if r.opts.DryRun == DryRunServer {
+		dryRun = []string{metav1.DryRunAll}
+	}
+	var out *unstructured.Unstructured
+	if live != nil && r.opts.Existing == ExistingReplace {
+		keepAllocated(obj, live)
+		obj.SetResourceVersion(live.GetResourceVersion())
+		out, err = r.resource(m, obj.GetNamespace()).Update(ctx, obj, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRun})
+	} else {
+		out, err = r.resource(m, obj.GetNamespace()).Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true, DryRun: dryRun})
+	}
+	if err != nil {
+		return Failed, err.Error()
+	}
+	if r.opts.DryRun == "" {
+		r.remember(p.owner, out.GetUID())
+	}
+	return outcome, ""
+}
+
+func (r *restorer) remember(k ownerKey, uid types.UID) {
+	r.mu.Lock()
+	r.uids[k] = uid
+	r.mu.Unlock()
+}
+
+// equal reports whether the live object already is what the backup holds.
+func equal(backup, live *unstructured.Unstructured, preserveNodePorts bool) (bool, error) {
+	a, err := Comparable(backup, preserveNodePorts)
+	if err != nil {
+		return false, err
+	}
+	b, err := Comparable(live, preserveNodePorts)
+	if err != nil {
+		return false, err
+	}
+	return string(a) == string(b), nil
+}
+
+// keepAllocated copies into obj what the cluster allocated to the live
+// object and will not let a replace change: a Service's cluster IPs, a
+// claim's volume, a Job's selector and the labels it matches.
+func keepAllocated(obj, live *unstructured.Unstructured) {
+	copyField := func(path ...string) {
+		if v, found, _ := unstructured.NestedFieldCopy(live.Object, path...); found {
+			_ = unstructured.SetNestedField(obj.Object, v, path...)
+		}
+	}
+	switch obj.GroupVersionKind().GroupKind() {
+	case schema.GroupKind{Kind: "Service"}:
+		copyField("spec", "clusterIP")
+		copyField("spec", "clusterIPs")
+	case schema.GroupKind{Kind: "PersistentVolumeClaim"}:
+		copyField("spec", "volumeName")
+	case schema.GroupKind{Group: "batch", Kind: "Job"}:
+		copyField("spec", "selector")
+		liveLabels, _, _ := unstructured.NestedStringMap(live.Object, "spec", "template", "metadata", "labels")
+		labels, _, _ := unstructured.NestedStringMap(obj.Object, "spec", "template", "metadata", "labels")
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		for _, l := range []string{"controller-uid", "batch.kubernetes.io/controller-uid"} {
+			if v, ok := liveLabels[l]; ok {
+				labels[l] = v
+			}
+		}
+		_ = unstructured.SetNestedStringMap(obj.Object, labels, "spec", "template", "metadata", "labels")
+	}
+}
+
+// awaitTerminatingNamespaces waits until the namespaces about to be
+// restored that are still being deleted are gone (at most two minutes).
+func (r *restorer) awaitTerminatingNamespaces(ctx context.Context, ps []*planned) {
+	nsRes := r.target.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"})
+	for _, p := range ps {
+		if p.obj.GetKind() != "Namespace" || r.opts.DryRun != "" {
+			continue
+		}
+		_ = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			ns, err := nsRes.Get(ctx, p.obj.GetName(), metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return true, nil
+			}
+			return err == nil && ns.GetDeletionTimestamp() == nil, nil
+		})
+	}
+}
+
+// awaitCRDs waits until every restored CRD is Established, so that its
+// custom resources can be applied.
+func (r *restorer) awaitCRDs(ctx context.Context, ps []*planned) {
+	if r.opts.DryRun != "" {
+		return
+	}
+	crds := r.target.Dynamic.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	for _, p := range ps {
+		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			crd, err := crds.Get(ctx, p.obj.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, c := range conds {
+				if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+	}
+}
+
+// extra is a live object the backup does not hold.
+type extra struct {
+	obj *unstructured.Unstructured
+	gvr schema.GroupVersionResource
+}
+
+// extras are the live namespaced objects, of the types and namespaces the
+// restore listed, that the backup does not hold: never an object a
+// controller owns, one the cluster makes itself, or a cluster-scoped one.
+func (r *restorer) extras(plan []*planned) []extra {
+	wanted := map[ownerKey]bool{}
+	for _, p := range plan {
+		wanted[ownerKeyOf(p.obj)] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []extra
+	for k, objs := range r.live {
+		if k.namespace == "" {
+			continue
+		}
+		for _, o := range objs {
+			if wanted[ownerKeyOf(o)] || len(o.GetOwnerReferences()) > 0 || SkipReason(o, func(ownerKey) bool { return false }) != "" ||
+				(o.GetKind() == "ServiceAccount" && o.GetName() == "default") {
+				continue
+			}
+			out = append(out, extra{obj: o, gvr: k.gvr})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		return a.gvr.Resource+"/"+a.obj.GetNamespace()+"/"+a.obj.GetName() < b.gvr.Resource+"/"+b.obj.GetNamespace()+"/"+b.obj.GetName()
+	})
+	return out
+}
+
+// prune deletes the extras.
+func (r *restorer) prune(ctx context.Context, plan []*planned) {
+	for _, e := range r.extras(plan) {
+		o := e.obj
+		res := Result{Resource: e.gvr.Resource, Namespace: o.GetNamespace(), Name: o.GetName()}
+		if r.opts.DryRun == DryRunClient {
+			r.report(res, Pruned, "dry run")
+			continue
+		}
+		var dryRun []string
+		if r.opts.DryRun == DryRunServer {
+			dryRun = []string{metav1.DryRunAll}
+		}
+		err := r.target.Dynamic.Resource(e.gvr).Namespace(o.GetNamespace()).Delete(ctx, o.GetName(), metav1.DeleteOptions{DryRun: dryRun})
+		if err != nil && !apierrors.IsNotFound(err) {
+			r.report(res, Failed, "prune: "+err.Error())
+			continue
+		}
+		r.report(res, Pruned, "not in the backup")
+	}
+}
+
+// Counts tallies results by outcome.
+func Counts(results []Result) map[string]int {
+	out := map[string]int{}
+	for _, res := range results {
+		out[res.Outcome]++
+	}
+	return out
+}
+
+// ErrPartial is returned when some objects failed.
+var ErrPartial = errors.New("some objects were not restored")
+
+// Summary is one line of counts.
+func Summary(results []Result, took time.Duration) string {
+	c := Counts(results)
+	return fmt.Sprintf("%d created, %d configured, %d unchanged, %d skipped, %d pruned, %d failed in %s",
+		c[Created], c[Configured], c[Unchanged], c[Skipped], c[Pruned], c[Failed], took.Round(time.Millisecond))
+}
