@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -22,6 +23,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -32,10 +34,16 @@ import (
 // backup of cluster.
 func cli(t *testing.T, cluster string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return cliOn(t, e2e.kube.Kubeconfig, cluster, args...)
+}
+
+// cliOn runs one command against the cluster of kubeconfig.
+func cliOn(t *testing.T, kubeconfig, cluster string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(e2e.bin, args...)
 	cmd.Env = []string{
 		"CLUSTER_NAME=" + cluster,
-		"KUBECONFIG=" + e2e.kube.Kubeconfig,
+		"KUBECONFIG=" + kubeconfig,
 		"MINIO_ENDPOINT=" + e2e.minio.Endpoint,
 		"MINIO_ACCESS_KEY=" + e2e.minio.AccessKey,
 		"MINIO_SECRET_KEY=" + e2e.minio.SecretKey,
@@ -139,7 +147,7 @@ func seedApp(t *testing.T, ns string) {
 		Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{
 			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: podSpec.Containers}}}}},
 	}, metav1.CreateOptions{}))
-	gvr := installCRD(t, "example.com", "widgets", "Widget")
+	gvr := installCRD(t, "restore.example.com", "widgets", "Widget")
 	createCustom(t, gvr, "Widget", ns, "w1")
 	createCustom(t, gvr, "Widget", ns, "w2")
 }
@@ -439,4 +447,172 @@ func TestBrowsing(t *testing.T) {
 	if _, _, code := cli(t, cluster, "restore"); code != 2 {
 		t.Errorf("restore without a selection: exit %d, want 2", code)
 	}
+}
+
+// TestRestoreIntoAFreshCluster restores a CRD and 1,000 of its custom
+// resources, and a validating webhook (failurePolicy Fail) together with
+// the Deployment and Service that would serve it, into an empty cluster in
+// one run: the CRD is established before its resources are applied, and
+// the webhook comes last, so it blocks nothing.
+func TestRestoreIntoAFreshCluster(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-fresh", "fresh"
+	createNamespace(t, ns)
+	gvr := installCRD(t, "example.org", "gadgets", "Gadget")
+	// The shared cluster is backed up whole by later tests: take the
+	// thousand objects away again.
+	t.Cleanup(func() {
+		_ = e2e.dyn.Resource(widgetCRD).Delete(bg, "gadgets.example.org", metav1.DeleteOptions{})
+		_ = e2e.cs.CoreV1().Namespaces().Delete(bg, ns, metav1.DeleteOptions{})
+	})
+	for i := range 1000 {
+		createCustom(t, gvr, "Gadget", ns, fmt.Sprintf("g-%04d", i))
+	}
+	createConfigMap(t, ns, "guarded", map[string]string{"v": "1"}, nil, nil)
+	labels := map[string]string{"app": "hook"}
+	one := int32(1)
+	if _, err := e2e.cs.AppsV1().Deployments(ns).Create(bg, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "hook"},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "hook", Image: "hook:1"}}}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2e.cs.CoreV1().Services(ns).Create(bg, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "hook"},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 443}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The webhook guards ConfigMaps of this namespace only, and nothing
+	// serves it: every ConfigMap write there fails while it exists.
+	fail := admissionregistrationv1.Fail
+	none := admissionregistrationv1.SideEffectClassNone
+	path := "/validate"
+	hook := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-fresh-guard", Labels: map[string]string{"e2e": "fresh"}},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name:                    "guard.example.org",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: ns, Name: "hook", Path: &path}},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			AdmissionReviewVersions: []string{"v1"},
+		}},
+	}
+	if _, err := e2e.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(bg, hook, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = e2e.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(bg, hook.Name, metav1.DeleteOptions{})
+	})
+	s := startService(t, cluster, serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
+	s.waitReady()
+	s.waitPass(1)
+	eventually(t, 60*time.Second, "every gadget and the webhook stored", func() bool {
+		n := 0
+		for k := range s.stored() {
+			if strings.Contains(k, "/gadgets.example.org/") {
+				n++
+			}
+		}
+		return n == 1000 && s.body(s.key("", "validatingwebhookconfigurations.admissionregistration.k8s.io", hook.Name)) != ""
+	})
+	s.stop()
+
+	fresh := privateCluster(t)
+	start := time.Now()
+	path2 := filepath.Join(t.TempDir(), "report.json")
+	_, stderr, code := cliOn(t, fresh.kube.Kubeconfig, cluster, "restore", "-A", "--report", path2,
+		"--exclude-namespace", "default", "--exclude-namespace", "kube-system", "--exclude-namespace", "kube-public", "--exclude-namespace", "kube-node-lease")
+	took := time.Since(start)
+	if code != 0 {
+		t.Fatalf("restore into a fresh cluster: exit %d\n%s", code, lastLines(stderr, 20))
+	}
+	if strings.Contains(stderr, "no matches for kind") {
+		t.Error("a custom resource was applied before its CRD was known")
+	}
+	list, err := fresh.dyn.Resource(gvr).Namespace(ns).List(bg, metav1.ListOptions{})
+	if err != nil || len(list.Items) != 1000 {
+		t.Fatalf("gadgets in the fresh cluster: %d, %v", len(list.Items), err)
+	}
+	t.Logf("1,000 custom resources, their CRD and a webhook restored into a fresh cluster in %s", took.Round(time.Millisecond))
+	if _, err := fresh.cs.CoreV1().ConfigMaps(ns).Get(bg, "guarded", metav1.GetOptions{}); err != nil {
+		t.Errorf("the ConfigMap the webhook guards: %v", err)
+	}
+	if _, err := fresh.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(bg, hook.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("the webhook was not restored: %v", err)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestRestoredOwnersKeepTheirDependents restores an owner and a dependent
+// custom resource: the dependent's reference points at the owner's new
+// UID, so the garbage collector keeps it (it deletes, meanwhile, an object
+// whose owner does not exist) and deleting the owner cascades.
+func TestRestoredOwnersKeepTheirDependents(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-owners", "owners"
+	createNamespace(t, ns)
+	gvr := installCRD(t, "example.net", "parts", "Part")
+	createCustom(t, gvr, "Part", ns, "owner")
+	owner, err := e2e.dyn.Resource(gvr).Namespace(ns).Get(bg, "owner", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dependent := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": gvr.GroupVersion().String(), "kind": "Part",
+		"metadata": map[string]any{"name": "dependent", "namespace": ns, "ownerReferences": []any{map[string]any{
+			"apiVersion": gvr.GroupVersion().String(), "kind": "Part", "name": "owner", "uid": string(owner.GetUID()),
+		}}},
+	}}
+	if _, err := e2e.dyn.Resource(gvr).Namespace(ns).Create(bg, dependent, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	backUp(t, cluster, ns)
+	deleteNamespace(t, ns)
+	rep := restoreReport(t, cluster, 0, "-n", ns)
+	if rep.Counts[restore.Failed] != 0 {
+		t.Fatalf("counts %v", rep.Counts)
+	}
+	newOwner, err := e2e.dyn.Resource(gvr).Namespace(ns).Get(bg, "owner", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep, err := e2e.dyn.Resource(gvr).Namespace(ns).Get(bg, "dependent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs := dep.GetOwnerReferences(); len(refs) != 1 || refs[0].UID != newOwner.GetUID() || newOwner.GetUID() == owner.GetUID() {
+		t.Fatalf("the dependent's owner reference %+v, want the new owner's UID %s", refs, newOwner.GetUID())
+	}
+	// A control object whose owner does not exist: once the garbage
+	// collector has deleted it, it has had its chance at the dependent.
+	control := dependent.DeepCopy()
+	control.SetName("control")
+	control.SetResourceVersion("")
+	control.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: gvr.GroupVersion().String(), Kind: "Part", Name: "owner", UID: owner.GetUID()}})
+	if _, err := e2e.dyn.Resource(gvr).Namespace(ns).Create(bg, control, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the garbage collector to delete the control object", func() bool {
+		_, err := e2e.dyn.Resource(gvr).Namespace(ns).Get(bg, "control", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	if _, err := e2e.dyn.Resource(gvr).Namespace(ns).Get(bg, "dependent", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the garbage collector deleted the restored dependent: %v", err)
+	}
+	if err := e2e.dyn.Resource(gvr).Namespace(ns).Delete(bg, "owner", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "deleting the owner to cascade", func() bool {
+		_, err := e2e.dyn.Resource(gvr).Namespace(ns).Get(bg, "dependent", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
 }

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -24,6 +25,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -117,12 +119,72 @@ func run(ctx context.Context, binary string, keep bool) error {
 	if err := showBucket(ctx, mc); err != nil {
 		return err
 	}
+	if err := disaster(ctx, cs, binary, kube, store); err != nil {
+		return err
+	}
 
 	if keep {
 		say("still running. MinIO at http://%s (access key %s), kubeconfig %s. Ctrl-C to stop.", store.Endpoint, store.AccessKey, kube.Kubeconfig)
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// disaster deletes the payments namespace, restores it from the backup as
+// it was just before (the running service records the deletes too), and
+// shows with `cluster-backup diff` that the cluster equals that backup.
+func disaster(ctx context.Context, cs kubernetes.Interface, binary string, kube *testenv.Kube, store *testenv.MinIO) error {
+	before := time.Now().UTC().Format(time.RFC3339Nano)
+	say("disaster: deleting namespace payments")
+	if err := cs.CoreV1().Namespaces().Delete(ctx, "payments", metav1.DeleteOptions{}); err != nil {
+		return err
+	}
+	for {
+		if _, err := cs.CoreV1().Namespaces().Get(ctx, "payments", metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	say("namespace payments is gone; restoring it as it was: %s restore -n payments --at %s", binary, before)
+	start := time.Now()
+	restore := cliCommand(binary, kube, store, "restore", "-n", "payments", "--at", before)
+	var summary bytes.Buffer
+	restore.Stderr = &summary
+	if err := restore.Run(); err != nil {
+		return fmt.Errorf("restore: %w\n%s", err, summary.String())
+	}
+	lines := strings.Split(strings.TrimSpace(summary.String()), "\n")
+	say("%s (%s end to end)", lines[len(lines)-1], time.Since(start).Round(time.Millisecond))
+	diff := cliCommand(binary, kube, store, "diff", "-n", "payments", "--at", before)
+	if out, err := diff.CombinedOutput(); err != nil {
+		return fmt.Errorf("diff after the restore: %w\n%s", err, out)
+	}
+	say("%s diff -n payments --at %s: the cluster equals that backup (exit 0)", binary, before)
+	return nil
+}
+
+// cliCommand is one browsing or restore command against the demo servers.
+func cliCommand(binary string, kube *testenv.Kube, store *testenv.MinIO, args ...string) *exec.Cmd {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), serviceEnv(kube, store)...)
+	return cmd
+}
+
+// serviceEnv points the service and the commands at the demo servers.
+func serviceEnv(kube *testenv.Kube, store *testenv.MinIO) []string {
+	return []string{
+		"CLUSTER_NAME=" + cluster,
+		"KUBECONFIG=" + kube.Kubeconfig,
+		"MINIO_ENDPOINT=" + store.Endpoint,
+		"MINIO_ACCESS_KEY=" + store.AccessKey,
+		"MINIO_SECRET_KEY=" + store.SecretKey,
+		"MINIO_BUCKET=" + bucket,
+		"MINIO_USE_SSL=false",
+	}
 }
 
 // showBucket prints the bucket's tree and one stored file.
@@ -149,16 +211,7 @@ func showBucket(ctx context.Context, mc *minio.Client) error {
 // JSON log in logPath; passes reports each backup_complete line.
 func startService(binary string, kube *testenv.Kube, store *testenv.MinIO, logPath string) (passes <-chan map[string]any, stop func(), err error) {
 	cmd := exec.Command(binary, "run")
-	cmd.Env = append(os.Environ(),
-		"CLUSTER_NAME="+cluster,
-		"KUBECONFIG="+kube.Kubeconfig,
-		"MINIO_ENDPOINT="+store.Endpoint,
-		"MINIO_ACCESS_KEY="+store.AccessKey,
-		"MINIO_SECRET_KEY="+store.SecretKey,
-		"MINIO_BUCKET="+bucket,
-		"MINIO_USE_SSL=false",
-		"METRICS_ADDR=127.0.0.1:0",
-	)
+	cmd.Env = append(append(os.Environ(), serviceEnv(kube, store)...), "METRICS_ADDR=127.0.0.1:0")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, nil, err
