@@ -17,7 +17,8 @@ func TestSmoke(t *testing.T) {
 	testenv.Require(t, "etcd", "kube-apiserver", "minio")
 	cfg := defaultConfig()
 	cfg.sizes = []int{500}
-	cfg.scenarios = map[string]bool{"initial": true, "latency": true, "amplification": true}
+	cfg.scenarios = map[string]bool{"initial": true, "restore": true, "latency": true, "amplification": true}
+	cfg.viewKeys = 200
 	cfg.latencyRate, cfg.latencyDuration, cfg.latencyObjects = 20, 3*time.Second, 100
 	cfg.statusObjects, cfg.burstObjects = 50, 3
 	cfg.repeats = 2
@@ -50,6 +51,16 @@ func TestSmoke(t *testing.T) {
 	}
 	if a.PassAPIRequests["LIST configmaps"] != 0 {
 		t.Errorf("a snapshot pass listed from the API server: %v", a.PassAPIRequests)
+	}
+	x := res.Restore
+	if x == nil || x.Objects != 500 || x.CeilingPerSecond <= 0 || x.PeakRSS <= 0 || x.ViewListRequests < 1 {
+		t.Fatalf("restore figures: %+v", x)
+	}
+	if w := x.RerunWrites["PATCH configmaps"] + x.RerunWrites["POST configmaps"] + x.RerunWrites["PUT configmaps"]; w != 0 {
+		t.Errorf("the second restore wrote %d ConfigMaps", w)
+	}
+	if x.DiffRequests["GET configmaps"] != 0 {
+		t.Errorf("diff made per-object GETs: %v", x.DiffRequests)
 	}
 	if md := res.markdown(); !strings.Contains(md, "status-only") || !strings.Contains(md, "ConfigMaps") {
 		t.Errorf("report:\n%s", md)

@@ -47,6 +47,7 @@ type config struct {
 	debounce        time.Duration
 	namespaces      int
 	seeders         int
+	viewKeys        int // keys of the point-in-time view scenario, five versions each
 	out             string
 }
 
@@ -64,6 +65,7 @@ func defaultConfig() config {
 		debounce:        time.Second,
 		namespaces:      10,
 		seeders:         16,
+		viewKeys:        10000,
 		out:             "bench/results",
 	}
 }
@@ -85,8 +87,10 @@ type env struct {
 	naive   string // binary
 	seeded  int
 	runs    int
-	// lastInitial is the cluster name of the latest initial backup.
-	lastInitial string
+	// lastInitial is the cluster name of the latest initial backup, and
+	// seededAtLastInitial the ConfigMaps it stored.
+	lastInitial         string
+	seededAtLastInitial int
 	// baseWatches are the WATCHes open before any service ran.
 	baseWatches float64
 }
@@ -154,6 +158,13 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 			}
 			res.Initial = append(res.Initial, r)
 		}
+	}
+	if cfg.scenarios["restore"] {
+		r, err := e.restoreScenario(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		res.Restore = &r
 	}
 	if cfg.scenarios["latency"] || cfg.scenarios["amplification"] {
 		if err := e.seed(ctx, max(e.seeded, cfg.latencyObjects)); err != nil {
@@ -454,7 +465,7 @@ func (e *env) initial(ctx context.Context, n int) (initialResult, error) {
 	}
 	var serviceSecs, ceilingSecs, ratios []float64
 	for rep := range repeats {
-		e.lastInitial = fmt.Sprintf("initial-%d-%d", n, rep)
+		e.lastInitial, e.seededAtLastInitial = fmt.Sprintf("initial-%d-%d", n, rep), n
 		run, err := e.firstBackup(ctx, n, e.lastInitial)
 		if err != nil {
 			return r, err

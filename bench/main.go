@@ -23,11 +23,12 @@ import (
 func main() {
 	cfg := defaultConfig()
 	sizes := flag.String("sizes", "1000,10000,50000", "numbers of ConfigMaps for the initial-backup, memory and scaling scenarios")
-	scenarios := flag.String("scenarios", "initial,latency,amplification", "scenarios to run")
+	scenarios := flag.String("scenarios", "initial,restore,latency,amplification", "scenarios to run (restore restores the largest initial backup)")
 	flag.IntVar(&cfg.latencyRate, "latency-rate", cfg.latencyRate, "updates per second in the latency scenario")
 	flag.DurationVar(&cfg.latencyDuration, "latency-duration", cfg.latencyDuration, "length of the latency scenario")
 	flag.IntVar(&cfg.latencyObjects, "latency-objects", cfg.latencyObjects, "objects the latency updates spread over")
 	flag.IntVar(&cfg.statusObjects, "status-objects", cfg.statusObjects, "objects of the status-only scenario")
+	flag.IntVar(&cfg.viewKeys, "view-keys", cfg.viewKeys, "keys (five versions each) of the point-in-time view in the restore scenario")
 	flag.IntVar(&cfg.repeats, "repeats", cfg.repeats, "service/ceiling pairs of the initial backup for sizes up to 10000 (medians are reported)")
 	flag.StringVar(&cfg.out, "out", cfg.out, "directory for results.md and results.json")
 	flag.Parse()

@@ -62,6 +62,7 @@ type results struct {
 	Initial       []initialResult `json:"initial"`
 	Latency       *latencyResult  `json:"latency,omitempty"`
 	Amplification *amplification  `json:"amplification,omitempty"`
+	Restore       *restoreResult  `json:"restore,omitempty"`
 }
 
 func (c config) describe() string {
@@ -143,6 +144,15 @@ func (r *results) markdown() string {
 			a.BurstUpdates, a.BurstObjects, a.BurstMaxPerObject, a.BurstPuts, verdict(a.BurstMaxPerObject <= 2))
 		fmt.Fprintf(&b, "| API requests at a restart | one LIST and one WATCH per type, no GET | %s | %s |\n", requests(a.RestartAPIRequests), verdict(apiOK(a.RestartAPIRequests)))
 		fmt.Fprintf(&b, "| API requests in a snapshot pass | zero LISTs | %s | %s |\n", requests(a.PassAPIRequests), verdict(a.PassAPIRequests["LIST configmaps"] == 0 && a.PassAPIRequests["LIST benchitems"] == 0))
+	}
+	if x := r.Restore; x != nil {
+		fmt.Fprintf(&b, "| restore of %d ConfigMaps into empty namespaces | >= 0.8 x parallel server-side apply and >= 1,000 objects/s | %.0f objects/s in %.1f s, %.2f x the ceiling's %.0f/s, peak RSS %s | %s |\n",
+			x.Objects, x.ObjectsPerSecond, x.Seconds, x.RatioToCeiling, x.CeilingPerSecond, mib(x.PeakRSS), verdict(x.RatioToCeiling >= 0.8 && x.ObjectsPerSecond >= 1000))
+		fmt.Fprintf(&b, "| the same restore again | 0 writes | %s in %.1f s | %s |\n", requests(x.RerunWrites), x.RerunSeconds, verdict(x.RerunWrites["PATCH configmaps"]+x.RerunWrites["POST configmaps"]+x.RerunWrites["PUT configmaps"] == 0))
+		fmt.Fprintf(&b, "| diff of %d objects against the live cluster | one LIST per type and namespace, no GET | %.1f s, %s, peak RSS %s | %s |\n",
+			x.Objects, x.DiffSeconds, requests(x.DiffRequests), mib(x.DiffPeakRSS), verdict(x.DiffRequests["GET configmaps"] == 0))
+		fmt.Fprintf(&b, "| point-in-time view of %d keys x 5 versions | one list request per 1,000 versions | %.1f s, %d list requests, peak RSS %s | %s |\n",
+			x.ViewKeys, x.ViewSeconds, x.ViewListRequests, mib(x.ViewPeakRSS), verdict(x.ViewListRequests <= int64(x.ViewVersions/1000+20)))
 	}
 	if len(r.Initial) >= 2 {
 		first, last := r.Initial[0], r.Initial[len(r.Initial)-1]

@@ -558,7 +558,7 @@ func lastLines(s string, n int) string {
 // whose owner does not exist) and deleting the owner cascades.
 func TestRestoredOwnersKeepTheirDependents(t *testing.T) {
 	requireServers(t)
-	ns, cluster := "e2e-owners", "owners"
+	ns, cluster := "e2e-restore-owners", "restore-owners"
 	createNamespace(t, ns)
 	gvr := installCRD(t, "example.net", "parts", "Part")
 	createCustom(t, gvr, "Part", ns, "owner")
