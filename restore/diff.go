@@ -66,6 +66,9 @@ func DiffLive(ctx context.Context, target Target, fetched []Fetched, opts Option
 			diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
 			continue
 		}
+		if p.implied {
+			continue // only its existence matters
+		}
 		if same, err := equal(p.obj, live, opts.PreserveNodePorts); err != nil || !same {
 			diffs = append(diffs, difference(Changed, res, live, p.obj, opts.PreserveNodePorts))
 		}
@@ -91,10 +94,15 @@ func DiffBackups(before, after []Fetched, opts Options) ([]Difference, []Result)
 	pb, pa := rb.plan(before), ra.plan(after)
 	old := map[string]*planned{}
 	for _, p := range pb {
-		old[p.Version.Key] = p
+		if !p.implied {
+			old[p.Version.Key] = p
+		}
 	}
 	var diffs []Difference
 	for _, p := range pa {
+		if p.implied {
+			continue
+		}
 		res := resultOf(p.Item, p.obj)
 		o, ok := old[p.Version.Key]
 		delete(old, p.Version.Key)
