@@ -109,39 +109,6 @@ type liveKey struct {
 	namespace string
 }
 
-// Restore brings the fetched objects back into the target cluster: decoded,
-// mapped to their new namespaces, sanitised, in waves, owners before what
-// they own, each with one server-side apply unless the live object already
-// equals the backup. It returns one result per object; an object that
-// fails does not stop the others.
-func Restore(ctx context.Context, target Target, fetched []Fetched, opts Options) []Result {
-	r := newRestorer(target, opts)
-	plan := r.plan(fetched)
-	for wave := range waves {
-		var inWave []*planned
-		for _, p := range plan {
-			if p.wave == wave {
-				inWave = append(inWave, p)
-			}
-		}
-		if wave == WaveCluster {
-			r.awaitTerminatingNamespaces(ctx, inWave)
-		}
-		for _, group := range byDepth(inWave) {
-			r.applyAll(ctx, group)
-		}
-		if wave == WaveCRDs && len(inWave) > 0 {
-			r.awaitCRDs(ctx, inWave)
-			target.Mapper.Reset()
-		}
-	}
-	if opts.Prune {
-		r.prune(ctx, plan)
-	}
-	sort.SliceStable(r.results, func(i, j int) bool { return r.results[i].Key < r.results[j].Key })
-	return r.results
-}
-
 func newRestorer(target Target, opts Options) *restorer {
 	r := &restorer{
 		target: target, opts: opts,
@@ -491,18 +458,28 @@ func keepAllocated(obj, live *unstructured.Unstructured) {
 
 // awaitTerminatingNamespaces waits until the namespaces about to be
 // restored that are still being deleted are gone (at most two minutes).
-func (r *restorer) awaitTerminatingNamespaces(ctx context.Context, ps []*planned) {
+func (r *restorer) awaitTerminatingNamespaces(ctx context.Context, names []string) {
+	if r.opts.DryRun != "" {
+		return
+	}
 	nsRes := r.target.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"})
-	for _, p := range ps {
-		if p.obj.GetKind() != "Namespace" || r.opts.DryRun != "" {
+	list, err := nsRes.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	terminating := map[string]bool{}
+	for _, ns := range list.Items {
+		if ns.GetDeletionTimestamp() != nil {
+			terminating[ns.GetName()] = true
+		}
+	}
+	for _, name := range names {
+		if !terminating[name] {
 			continue
 		}
 		_ = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-			ns, err := nsRes.Get(ctx, p.obj.GetName(), metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				return true, nil
-			}
-			return err == nil && ns.GetDeletionTimestamp() == nil, nil
+			_, err := nsRes.Get(ctx, name, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
 		})
 	}
 }

@@ -108,3 +108,20 @@ func TestViewAndVerifiedReads(t *testing.T) {
 		t.Errorf("an altered document: %v, want ErrAltered naming its key", got[1].Err)
 	}
 }
+
+func TestWaveOfSegmentMatchesWaveOfKind(t *testing.T) {
+	for gk, want := range waveOfKind {
+		if got := waveOfSegment(segmentOf(gk.Group, gk.Kind)); got != want {
+			t.Errorf("%s: wave %d by segment %q, %d by kind", gk, got, segmentOf(gk.Group, gk.Kind), want)
+		}
+	}
+	for seg, want := range map[string]Wave{
+		"configmaps": WaveConfiguration, "deployments": WaveWorkloads, "namespaces": WaveCluster,
+		"customresourcedefinitions.apiextensions.k8s.io": WaveCRDs, "priorityclasses.scheduling.k8s.io": WaveCluster,
+		"validatingwebhookconfigurations.admissionregistration.k8s.io": WaveAdmission, "widgets.example.com": WaveRest,
+	} {
+		if got := waveOfSegment(seg); got != want {
+			t.Errorf("%s: wave %d, want %d", seg, got, want)
+		}
+	}
+}

@@ -116,11 +116,12 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	}
 	layout := object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}
 	res := newResolver(kube)
-	backup, err := selectFetched(ctx, reader, layout, sel, res, sel.atTime, fl.parallel)
+	items, err := selectItems(ctx, reader, layout, sel, res, sel.atTime)
 	if err != nil {
 		return err
 	}
 	if name == "diff" {
+		backup := restore.Fetch(ctx, reader, items, fl.parallel)
 		return runDiff(ctx, target, reader, layout, sel, res, fl, backup, opts, stdout, stderr)
 	}
 	if fl.prune && !fl.yes && fl.dryRun == "" {
@@ -139,7 +140,7 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 			fmt.Fprintf(stderr, "%-10s %s\n", r.Outcome, where)
 		}
 	}
-	results := restore.Restore(ctx, target, backup, opts)
+	results := restore.Restore(ctx, target, reader, items, opts)
 	took := time.Since(start)
 	fmt.Fprintf(stderr, "restore: %s\n", restore.Summary(results, took))
 	if fl.report != "" {
@@ -189,8 +190,8 @@ func (f *restoreFlags) options(sel *selection) (restore.Options, error) {
 	return opts, nil
 }
 
-// selectFetched reads the selected part of the backup at t, verified.
-func selectFetched(ctx context.Context, reader restore.Reader, layout object.Layout, sel *selection, res resolver, t time.Time, parallel int) ([]restore.Fetched, error) {
+// selectItems lists the selected part of the backup at t.
+func selectItems(ctx context.Context, reader restore.Reader, layout object.Layout, sel *selection, res resolver, t time.Time) ([]restore.Item, error) {
 	var namespaces []string
 	if !sel.allNamespaces {
 		namespaces = sel.namespaces
@@ -216,7 +217,7 @@ func selectFetched(ctx context.Context, reader restore.Reader, layout object.Lay
 		}
 		selected = append(selected, it)
 	}
-	return restore.Fetch(ctx, reader, selected, parallel), nil
+	return selected, nil
 }
 
 func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, layout object.Layout, sel *selection, res resolver, fl *restoreFlags,
@@ -228,11 +229,11 @@ func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, 
 		if err != nil {
 			return err
 		}
-		other, err := selectFetched(ctx, reader, layout, sel, res, t2, fl.parallel)
+		other, err := selectItems(ctx, reader, layout, sel, res, t2)
 		if err != nil {
 			return err
 		}
-		diffs, failed = restore.DiffBackups(other, backup, opts)
+		diffs, failed = restore.DiffBackups(restore.Fetch(ctx, reader, other, fl.parallel), backup, opts)
 	} else {
 		if fl.against != "live" {
 			return usagef("invalid --against %q: want live (or --against-time TIME)", fl.against)
