@@ -102,6 +102,7 @@ type restorer struct {
 	live    map[liveKey]map[string]*unstructured.Unstructured // one LIST per type and namespace
 	listErr map[liveKey]error
 	gvrs    map[schema.GroupVersionKind]*meta.RESTMapping
+	writes  *adaptive // writes in flight, adapted to the API server
 }
 
 type liveKey struct {
@@ -120,6 +121,7 @@ func newRestorer(target Target, opts Options) *restorer {
 	if r.opts.Parallel < 1 {
 		r.opts.Parallel = 16
 	}
+	r.writes = newAdaptive(r.opts.Parallel)
 	if r.opts.Existing == "" {
 		r.opts.Existing = ExistingApply
 	}
@@ -387,6 +389,11 @@ func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason strin
 		dryRun = []string{metav1.DryRunAll}
 	}
 	var out *unstructured.Unstructured
+	if !r.writes.acquire(ctx) {
+		return Failed, ctx.Err().Error()
+	}
+	start := time.Now()
+	defer func() { r.writes.release(time.Since(start), err) }()
 	if live != nil && r.opts.Existing == ExistingReplace {
 		keepAllocated(obj, live)
 		obj.SetResourceVersion(live.GetResourceVersion())
