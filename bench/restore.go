@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,7 +51,10 @@ func (e *env) cbNamespaces() []string {
 }
 
 // command runs one browsing or restore command of the service's binary
-// against the bench servers and returns its stderr and peak RSS.
+// against the bench servers and returns its stderr and peak RSS. The peak
+// is the kernel's VmHWM of the process, polled while it runs: rusage's
+// maxrss would report the bench's own size, which a child inherits at the
+// fork before its exec.
 func (e *env) command(cluster string, args ...string) (string, int64, error) {
 	cmd := exec.Command(e.service, args...)
 	cmd.Env = []string{
@@ -62,11 +64,29 @@ func (e *env) command(cluster string, args ...string) (string, int64, error) {
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var rss int64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = ru.Maxrss * 1024
+	if err := cmd.Start(); err != nil {
+		return "", 0, err
 	}
+	p := &process{cmd: cmd}
+	done := make(chan struct{})
+	var rss int64
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			if v, err := p.peakRSS(); err == nil {
+				rss = max(rss, v)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	<-polled
 	if err != nil {
 		return stderr.String(), rss, fmt.Errorf("%s %s: %w\n%s", filepath.Base(e.service), strings.Join(args, " "), err, lastLines(stderr.String(), 10))
 	}

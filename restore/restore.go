@@ -132,7 +132,9 @@ func newRestorer(target Target, opts Options) *restorer {
 // ordered into waves and owner depths.
 func (r *restorer) plan(fetched []Fetched) []*planned {
 	var decoded []*planned
-	for _, f := range fetched {
+	for i := range fetched {
+		f := fetched[i]
+		fetched[i].Body = nil // decoded below: the bytes can be collected
 		if f.Err != nil {
 			r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
 			continue
@@ -146,6 +148,7 @@ func (r *restorer) plan(fetched []Fetched) []*planned {
 			continue
 		}
 		MapNamespaces(obj, r.opts.NamespaceMapping)
+		f.Body = nil
 		decoded = append(decoded, &planned{Fetched: f, obj: obj, owner: ownerKeyOf(obj)})
 	}
 	inSet := map[ownerKey]*planned{}

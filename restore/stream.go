@@ -95,6 +95,9 @@ func (r *restorer) stream(ctx context.Context, reader Reader, items []Item, extr
 			for p := range apply {
 				outcome, reason := r.apply(ctx, p)
 				r.report(resultOf(p.Item, p.obj), outcome, reason)
+				// Written: only its identity is needed from now on (owner
+				// lookups, prune), so the document can be collected.
+				p.obj = skeleton(p.obj)
 			}
 		})
 	}
@@ -161,6 +164,16 @@ func (r *restorer) prepare(ctx context.Context, reader Reader, it Item, keys map
 	Sanitize(obj, r.opts.PreserveNodePorts)
 	f.Body = nil // decoded: the bytes are no longer needed
 	return &planned{Fetched: f, obj: obj, owner: ownerKeyOf(obj), wave: WaveOf(obj)}
+}
+
+// skeleton is obj's identity without its content.
+func skeleton(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	s := &unstructured.Unstructured{}
+	s.SetAPIVersion(obj.GetAPIVersion())
+	s.SetKind(obj.GetKind())
+	s.SetNamespace(obj.GetNamespace())
+	s.SetName(obj.GetName())
+	return s
 }
 
 // segmentKey names an owner of a built-in kind as its item would.
