@@ -21,6 +21,7 @@ type adaptive struct {
 	fast     int       // fast writes since the limit last changed
 	lastCut  time.Time // the limit is cut at most once per slowAfter
 	now      func() time.Time
+	changed  func(limit int) // called, with mu held, when the limit moves
 }
 
 // slowAfter is how long a write may take before it counts as the API server
@@ -64,15 +65,23 @@ func (a *adaptive) release(took time.Duration, err error) {
 			a.lastCut = now
 			a.limit = max(1, a.limit/2)
 			a.fast = 0
+			a.notify()
 		}
 	case err == nil:
 		a.fast++
 		if a.fast >= a.limit && a.limit < a.max {
 			a.limit++
 			a.fast = 0
+			a.notify()
 		}
 	}
 	a.cond.Broadcast()
+}
+
+func (a *adaptive) notify() {
+	if a.changed != nil {
+		a.changed(a.limit)
+	}
 }
 
 // current is the limit now.

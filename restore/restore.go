@@ -59,6 +59,9 @@ type Options struct {
 	// Progress, when set, is called with each object's result as it is
 	// decided.
 	Progress func(Result)
+	// Concurrency, when set, is called with the number of writes allowed
+	// in flight each time the API server's answers change it.
+	Concurrency func(limit int)
 }
 
 // Result is what a restore did with one object.
@@ -122,6 +125,7 @@ func newRestorer(target Target, opts Options) *restorer {
 		r.opts.Parallel = 16
 	}
 	r.writes = newAdaptive(r.opts.Parallel)
+	r.writes.changed = r.opts.Concurrency
 	if r.opts.Existing == "" {
 		r.opts.Existing = ExistingApply
 	}

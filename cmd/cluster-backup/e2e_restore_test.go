@@ -18,6 +18,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cluster-backup/cluster-backup/restore"
 )
@@ -615,4 +617,104 @@ func TestRestoredOwnersKeepTheirDependents(t *testing.T) {
 		_, err := e2e.dyn.Resource(gvr).Namespace(ns).Get(bg, "dependent", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
+}
+
+// TestRestoreBacksOffUnderLoad restores as an identity whose requests API
+// Priority and Fairness holds to a few seats and rejects beyond them (429):
+// the restore lowers the writes it keeps in flight and still restores
+// every object.
+func TestRestoreBacksOffUnderLoad(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-backoff", "backoff"
+	createNamespace(t, ns)
+	t.Cleanup(func() { // later tests back the whole cluster up
+		for _, n := range []string{ns, ns + "-copy"} {
+			_ = e2e.cs.CoreV1().Namespaces().Delete(bg, n, metav1.DeleteOptions{})
+		}
+	})
+	for i := range 200 {
+		createConfigMap(t, ns, fmt.Sprintf("cm-%03d", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
+	}
+	backUp(t, cluster, ns)
+
+	// The identity may write ConfigMaps and Namespaces, and its requests
+	// have one share of the server's concurrency, rejected beyond it.
+	if _, err := e2e.cs.RbacV1().ClusterRoles().Create(bg, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-restorer"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps", "namespaces", "serviceaccounts"},
+			Verbs: []string{"get", "list", "watch", "create", "patch", "update"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2e.cs.RbacV1().ClusterRoleBindings().Create(bg, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-restorer"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "e2e-restorer"},
+		Subjects:   []rbacv1.Subject{{Kind: "User", Name: "e2e-restorer"}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	one := int32(1)
+	if _, err := e2e.cs.FlowcontrolV1().PriorityLevelConfigurations().Create(bg, &flowcontrolv1.PriorityLevelConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-restorer"},
+		Spec: flowcontrolv1.PriorityLevelConfigurationSpec{Type: flowcontrolv1.PriorityLevelEnablementLimited,
+			Limited: &flowcontrolv1.LimitedPriorityLevelConfiguration{NominalConcurrencyShares: &one,
+				LimitResponse: flowcontrolv1.LimitResponse{Type: flowcontrolv1.LimitResponseTypeReject}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = e2e.cs.FlowcontrolV1().FlowSchemas().Delete(bg, "e2e-restorer", metav1.DeleteOptions{})
+		_ = e2e.cs.FlowcontrolV1().PriorityLevelConfigurations().Delete(bg, "e2e-restorer", metav1.DeleteOptions{})
+	})
+	if _, err := e2e.cs.FlowcontrolV1().FlowSchemas().Create(bg, &flowcontrolv1.FlowSchema{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-restorer"},
+		Spec: flowcontrolv1.FlowSchemaSpec{
+			PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: "e2e-restorer"},
+			MatchingPrecedence:         100,
+			Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+				Subjects: []flowcontrolv1.Subject{{Kind: flowcontrolv1.SubjectKindUser, User: &flowcontrolv1.UserSubject{Name: "e2e-restorer"}}},
+				ResourceRules: []flowcontrolv1.ResourcePolicyRule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"},
+					Namespaces: []string{"*"}, ClusterScope: true}},
+				NonResourceRules: []flowcontrolv1.NonResourcePolicyRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
+			}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kc, err := clientcmd.LoadFromFile(e2e.kube.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range kc.AuthInfos {
+		a.Impersonate = "e2e-restorer"
+	}
+	limited := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, limited); err != nil {
+		t.Fatal(err)
+	}
+
+	path := filepath.Join(t.TempDir(), "report.json")
+	_, stderr, code := cliOn(t, limited, cluster, "restore", "-n", ns, "--namespace-mapping", ns+":"+ns+"-copy", "--parallel", "64", "--report", path)
+	if code != 0 {
+		t.Fatalf("restore under load: exit %d\n%s", code, lastLines(stderr, 20))
+	}
+	var rep report
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restored %v in %.1fs; writes in flight went down to %d", rep.Counts, rep.Seconds, rep.LowestConcurrency)
+	if rep.Counts[restore.Failed] != 0 || rep.Counts[restore.Created] < 200 {
+		t.Errorf("counts %v", rep.Counts)
+	}
+	if rep.LowestConcurrency >= 64 {
+		t.Errorf("the API server rejected requests and the restore kept %d writes in flight", rep.LowestConcurrency)
+	}
+	list, err := e2e.cs.CoreV1().ConfigMaps(ns+"-copy").List(bg, metav1.ListOptions{})
+	if err != nil || len(list.Items) < 200 {
+		t.Errorf("restored ConfigMaps: %d, %v", len(list.Items), err)
+	}
 }

@@ -67,14 +67,17 @@ var errDifferent = errors.New("the backup and the other side differ")
 
 // report is the --report file.
 type report struct {
-	Cluster        string            `json:"cluster"`
-	At             time.Time         `json:"at"`
-	NewestVersion  time.Time         `json:"newestVersionUsed,omitzero"`
-	DryRun         string            `json:"dryRun,omitempty"`
-	Seconds        float64           `json:"seconds"`
-	Counts         map[string]int    `json:"counts"`
-	Objects        []restore.Result  `json:"objects"`
-	NamespaceMoves map[string]string `json:"namespaceMapping,omitempty"`
+	Cluster       string         `json:"cluster"`
+	At            time.Time      `json:"at"`
+	NewestVersion time.Time      `json:"newestVersionUsed,omitzero"`
+	DryRun        string         `json:"dryRun,omitempty"`
+	Seconds       float64        `json:"seconds"`
+	Counts        map[string]int `json:"counts"`
+	// LowestConcurrency is the fewest writes the API server\'s answers let
+	// the restore keep in flight (--parallel when it never pushed back).
+	LowestConcurrency int               `json:"lowestConcurrency"`
+	Objects           []restore.Result  `json:"objects"`
+	NamespaceMoves    map[string]string `json:"namespaceMapping,omitempty"`
 }
 
 func runRestore(ctx context.Context, name string, cfg config.Config, sel *selection, fl *restoreFlags, args []string, stdout, stderr io.Writer) error {
@@ -140,11 +143,18 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 			fmt.Fprintf(stderr, "%-10s %s\n", r.Outcome, where)
 		}
 	}
+	lowest := fl.parallel
+	opts.Concurrency = func(limit int) {
+		if limit < lowest {
+			lowest = limit
+			fmt.Fprintf(stderr, "restore: the API server pushes back: %d writes in flight\n", limit)
+		}
+	}
 	results := restore.Restore(ctx, target, reader, items, opts)
 	took := time.Since(start)
 	fmt.Fprintf(stderr, "restore: %s\n", restore.Summary(results, took))
 	if fl.report != "" {
-		if err := writeReport(fl.report, cfg, sel, fl, results, took); err != nil {
+		if err := writeReport(fl.report, cfg, sel, fl, results, took, lowest); err != nil {
 			return err
 		}
 	}
@@ -275,8 +285,8 @@ func confirm(stderr io.Writer, what string) error {
 	return nil
 }
 
-func writeReport(path string, cfg config.Config, sel *selection, fl *restoreFlags, results []restore.Result, took time.Duration) error {
-	rep := report{Cluster: cfg.ClusterName, At: sel.atTime.UTC(), DryRun: fl.dryRun, Seconds: took.Seconds(), Counts: restore.Counts(results), Objects: results}
+func writeReport(path string, cfg config.Config, sel *selection, fl *restoreFlags, results []restore.Result, took time.Duration, lowest int) error {
+	rep := report{Cluster: cfg.ClusterName, At: sel.atTime.UTC(), DryRun: fl.dryRun, Seconds: took.Seconds(), Counts: restore.Counts(results), Objects: results, LowestConcurrency: lowest}
 	if rep.Objects == nil {
 		rep.Objects = []restore.Result{}
 	}
