@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 
 	"github.com/cluster-backup/cluster-backup/config"
@@ -92,27 +93,10 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return err
 	}
 	start := time.Now()
-	kube, err := restConfig(cfg)
+	target, kube, err := connectTarget(cfg, fl.qps)
 	if err != nil {
-		return fatalError{err}
+		return err
 	}
-	kube.QPS, kube.Burst = -1, 0
-	if fl.qps > 0 {
-		kube.QPS, kube.Burst = float32(fl.qps), max(1, int(fl.qps))
-	}
-	kube.Timeout = time.Minute
-	dc, err := discovery.NewDiscoveryClientForConfig(kube)
-	if err != nil {
-		return fatalError{err}
-	}
-	if _, err := dc.ServerVersion(); err != nil {
-		return fatalError{fmt.Errorf("reach API server %s: %w", kube.Host, err)}
-	}
-	dyn, err := dynamic.NewForConfig(kube)
-	if err != nil {
-		return fatalError{err}
-	}
-	target := restore.Target{Dynamic: dyn, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}
 	reader, err := openReadStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -162,6 +146,32 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return partialError{failed: failed}
 	}
 	return nil
+}
+
+// connectTarget reaches the cluster to restore into: no client-side rate
+// limit unless qps is set.
+func connectTarget(cfg config.Config, qps float64) (restore.Target, *rest.Config, error) {
+	kube, err := restConfig(cfg)
+	if err != nil {
+		return restore.Target{}, nil, fatalError{err}
+	}
+	kube.QPS, kube.Burst = -1, 0
+	if qps > 0 {
+		kube.QPS, kube.Burst = float32(qps), max(1, int(qps))
+	}
+	kube.Timeout = time.Minute
+	dc, err := discovery.NewDiscoveryClientForConfig(kube)
+	if err != nil {
+		return restore.Target{}, nil, fatalError{err}
+	}
+	if _, err := dc.ServerVersion(); err != nil {
+		return restore.Target{}, nil, fatalError{fmt.Errorf("reach API server %s: %w", kube.Host, err)}
+	}
+	dyn, err := dynamic.NewForConfig(kube)
+	if err != nil {
+		return restore.Target{}, nil, fatalError{err}
+	}
+	return restore.Target{Dynamic: dyn, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, kube, nil
 }
 
 // options checks the flags and turns them into restore options.
