@@ -17,8 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
-
-	"github.com/cluster-backup/cluster-backup/object"
 )
 
 // FieldManager is the server-side apply field manager of a restore.
@@ -177,40 +175,15 @@ func (r *restorer) plan(fetched []Fetched) []*planned {
 	for _, k := range skipped {
 		delete(inSet, k)
 	}
-	plan = append(plan, impliedNamespaces(plan)...)
+	items := make([]Item, len(fetched))
+	for i, f := range fetched {
+		items[i] = f.Item
+	}
+	plan = append(plan, impliedFromKeys(items, r.opts.NamespaceMapping)...)
 	for _, p := range plan {
 		p.depth = depth(p, inSet, 0)
 	}
 	return plan
-}
-
-// impliedNamespaces are the namespaces objects are restored into whose
-// Namespace object the restore does not hold.
-func impliedNamespaces(plan []*planned) []*planned {
-	held, needed := map[string]bool{}, map[string]bool{}
-	for _, p := range plan {
-		if p.obj.GroupVersionKind().GroupKind() == (schema.GroupKind{Kind: "Namespace"}) {
-			held[p.obj.GetName()] = true
-		} else if ns := p.obj.GetNamespace(); ns != "" {
-			needed[ns] = true
-		}
-	}
-	var out []*planned
-	for ns := range needed {
-		if held[ns] {
-			continue
-		}
-		obj := &unstructured.Unstructured{}
-		obj.SetAPIVersion("v1")
-		obj.SetKind("Namespace")
-		obj.SetName(ns)
-		out = append(out, &planned{
-			Fetched: Fetched{Item: Item{Key: object.Key{Segment: "namespaces", Name: ns}}},
-			obj:     obj, owner: ownerKeyOf(obj), wave: WaveCluster, implied: true,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].obj.GetName() < out[j].obj.GetName() })
-	return out
 }
 
 // depth is how many of p's owners (transitively) are restored with it.

@@ -144,7 +144,12 @@ func newResolver(kube *rest.Config) resolver {
 		return resolver{}
 	}
 	cached := memory.NewMemCacheClient(dc)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+	return resolverFor(restmapper.NewDeferredDiscoveryRESTMapper(cached), cached)
+}
+
+// resolverFor answers from mapper, which reads discovery through cached,
+// so that a restore's resolver and target ask discovery once.
+func resolverFor(mapper *restmapper.DeferredDiscoveryRESTMapper, cached discovery.CachedDiscoveryInterface) resolver {
 	return resolver{
 		mapper: restmapper.NewShortcutExpander(mapper, cached, func(string) {}),
 		reset:  mapper.Reset,

@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 
 	"github.com/cluster-backup/cluster-backup/config"
@@ -93,7 +92,7 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return err
 	}
 	start := time.Now()
-	target, kube, err := connectTarget(cfg, fl.qps)
+	target, res, err := connectTarget(cfg, fl.qps)
 	if err != nil {
 		return err
 	}
@@ -102,7 +101,6 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return err
 	}
 	layout := object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}
-	res := newResolver(kube)
 	items, err := selectItems(ctx, reader, layout, sel, res, sel.atTime)
 	if err != nil {
 		return err
@@ -149,11 +147,12 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 }
 
 // connectTarget reaches the cluster to restore into: no client-side rate
-// limit unless qps is set.
-func connectTarget(cfg config.Config, qps float64) (restore.Target, *rest.Config, error) {
+// limit unless qps is set. The target and the resolver of resource names
+// share one discovery cache.
+func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, error) {
 	kube, err := restConfig(cfg)
 	if err != nil {
-		return restore.Target{}, nil, fatalError{err}
+		return restore.Target{}, resolver{}, fatalError{err}
 	}
 	kube.QPS, kube.Burst = -1, 0
 	if qps > 0 {
@@ -162,16 +161,18 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, *rest.Config
 	kube.Timeout = time.Minute
 	dc, err := discovery.NewDiscoveryClientForConfig(kube)
 	if err != nil {
-		return restore.Target{}, nil, fatalError{err}
+		return restore.Target{}, resolver{}, fatalError{err}
 	}
 	if _, err := dc.ServerVersion(); err != nil {
-		return restore.Target{}, nil, fatalError{fmt.Errorf("reach API server %s: %w", kube.Host, err)}
+		return restore.Target{}, resolver{}, fatalError{fmt.Errorf("reach API server %s: %w", kube.Host, err)}
 	}
 	dyn, err := dynamic.NewForConfig(kube)
 	if err != nil {
-		return restore.Target{}, nil, fatalError{err}
+		return restore.Target{}, resolver{}, fatalError{err}
 	}
-	return restore.Target{Dynamic: dyn, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, kube, nil
+	cached := memory.NewMemCacheClient(dc)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+	return restore.Target{Dynamic: dyn, Mapper: mapper}, resolverFor(mapper, cached), nil
 }
 
 // options checks the flags and turns them into restore options.
