@@ -596,7 +596,10 @@ func TestRestartOverUnchangedClusterWritesNothing(t *testing.T) {
 	for i := range 20 {
 		createConfigMap(t, ns, fmt.Sprintf("cm-%d", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
 	}
-	first := startService(t, "restart", serviceOptions{})
+	// Scoped to its namespace: other tests' namespaces may still be
+	// terminating, and their deletions are changes this test must not see.
+	opts := serviceOptions{configMap: map[string]string{"include-namespaces": ns}}
+	first := startService(t, "restart", opts)
 	first.waitReady()
 	first.waitPass(1)
 	eventually(t, 10*time.Second, "an empty queue", func() bool { return first.metric("cluster_backup_queue_depth", nil) == 0 })
@@ -609,7 +612,7 @@ func TestRestartOverUnchangedClusterWritesNothing(t *testing.T) {
 		t.Fatalf("only %d objects stored", len(before))
 	}
 
-	second := startService(t, "restart", serviceOptions{})
+	second := startService(t, "restart", opts)
 	second.waitReady()
 	pass := second.waitPass(1)
 	eventually(t, 10*time.Second, "an empty queue", func() bool { return second.metric("cluster_backup_queue_depth", nil) == 0 })
