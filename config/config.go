@@ -17,21 +17,29 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/logging"
 )
 
 // Config is the complete, validated configuration of one process.
 type Config struct {
-	ClusterName      string
-	ClusterDomain    string
-	MinIOEndpoint    string
-	MinIOAccessKey   string
-	MinIOSecretKey   string
-	MinIOBucket      string
-	MinIOUseSSL      bool
-	MinIOCAFile      string
-	MinIORegion      string
+	ClusterName    string
+	ClusterDomain  string
+	MinIOEndpoint  string
+	MinIOAccessKey string
+	MinIOSecretKey string
+	MinIOBucket    string
+	MinIOUseSSL    bool
+	MinIOCAFile    string
+	MinIORegion    string
+	// MinIOClientCert and MinIOClientKey are the client certificate of a
+	// store that requires mutual TLS.
+	MinIOClientCert string
+	MinIOClientKey  string
+	// MinIOSSE is server-side encryption of every PUT: "", "s3" or
+	// "kms:KEY_ID".
+	MinIOSSE         string
 	BackupPrefix     string
 	BackupDir        string
 	BackupConfigDir  string
@@ -51,6 +59,17 @@ type Config struct {
 	LeaseDuration    time.Duration
 	PodName          string
 	EnablePprof      bool
+	PprofAddr        string
+	// SecretEncryption is SECRET_ENCRYPTION as given; Encrypter, built
+	// from it and SecretHMACKey, encrypts every Secret's values.
+	SecretEncryption string
+	SecretHMACKey    []byte
+	Encrypter        *encrypt.Encrypter
+	// AgeIdentityFile is the age identity the commands decrypt with.
+	AgeIdentityFile string
+	// VerifyInterval: every stored object is read back and re-hashed at
+	// least once per interval, a share of them in each pass; 0 is off.
+	VerifyInterval time.Duration
 	// SyncTimeout bounds the wait for the informers' first lists; types
 	// not listed by then are incomplete, never pruned, and retried.
 	SyncTimeout time.Duration
@@ -171,6 +190,21 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			c.MinIOCAFile = v
 			return nil
 		}},
+		{env: "MINIO_CLIENT_CERT", usage: "client certificate (PEM) for a store that requires mutual TLS", apply: func(c *Config, v string) error {
+			c.MinIOClientCert = v
+			return nil
+		}},
+		{env: "MINIO_CLIENT_KEY", usage: "private key (PEM) of MINIO_CLIENT_CERT", apply: func(c *Config, v string) error {
+			c.MinIOClientKey = v
+			return nil
+		}},
+		{env: "MINIO_SSE", usage: "server-side encryption of every object: s3 (SSE-S3) or kms:KEY_ID (SSE-KMS)", apply: func(c *Config, v string) error {
+			if v != "" && v != "s3" && !strings.HasPrefix(v, "kms:") || v == "kms:" {
+				return errors.New("want s3 or kms:KEY_ID")
+			}
+			c.MinIOSSE = v
+			return nil
+		}},
 		{env: "MINIO_REGION", def: "us-east-1", usage: "bucket region; set so no location lookup is needed", apply: func(c *Config, v string) error {
 			c.MinIORegion = v
 			return nil
@@ -257,8 +291,40 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			c.PodName = v
 			return nil
 		}},
-		{env: "ENABLE_PPROF", def: "false", isBool: true, usage: "serve Go's /debug/pprof/ profiles on METRICS_ADDR", apply: func(c *Config, v string) (err error) {
+		{env: "ENABLE_PPROF", def: "false", isBool: true, usage: "serve Go's /debug/pprof/ profiles on PPROF_ADDR", apply: func(c *Config, v string) (err error) {
 			c.EnablePprof, err = parseBool(v)
+			return err
+		}},
+		{env: "PPROF_ADDR", def: "127.0.0.1:6060", usage: "address of the profiles with ENABLE_PPROF, never the metrics port", apply: func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want host:port")
+			}
+			c.PprofAddr = v
+			return nil
+		}},
+		{env: "SECRET_ENCRYPTION", usage: "age recipients (age1..., comma-separated) or @FILE: every Secret's values are encrypted to them", apply: func(c *Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			if _, _, err := encrypt.Recipients(v); err != nil {
+				return err
+			}
+			c.SecretEncryption = v
+			return nil
+		}},
+		{env: "SECRET_HMAC_KEY", secret: true, usage: "key (or @FILE) of the digest that detects changes of encrypted Secrets; required with SECRET_ENCRYPTION (never logged)", apply: func(c *Config, v string) (err error) {
+			if v == "" {
+				return nil
+			}
+			c.SecretHMACKey, err = encrypt.Key(v)
+			return err
+		}},
+		{env: "AGE_IDENTITY_FILE", usage: "age identity file that show, diff and restore decrypt Secrets with (--identity)", apply: func(c *Config, v string) error {
+			c.AgeIdentityFile = v
+			return nil
+		}},
+		{env: "VERIFY_INTERVAL", def: "0", usage: "read back and re-hash every stored object once per interval, a share in each pass (0: off)", apply: func(c *Config, v string) (err error) {
+			c.VerifyInterval, err = parseDuration(v)
 			return err
 		}},
 		{env: "SYNC_TIMEOUT", def: "2m", usage: "after this, a pass proceeds with the types listed; the others are kept, never pruned, and retried", apply: func(c *Config, v string) (err error) {
@@ -289,6 +355,24 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			return nil
 		}},
 	}
+}
+
+// buildEncrypter checks that SECRET_ENCRYPTION comes with its key.
+func (c *Config) buildEncrypter() error {
+	switch {
+	case c.SecretEncryption == "" && c.SecretHMACKey != nil:
+		return &Error{Key: "SECRET_HMAC_KEY", Secret: true, Reason: "set without SECRET_ENCRYPTION"}
+	case c.SecretEncryption == "":
+		return nil
+	case c.SecretHMACKey == nil:
+		return &Error{Key: "SECRET_HMAC_KEY", Secret: true, Reason: "required with SECRET_ENCRYPTION: a random key of at least 16 bytes that this installation keeps (the chart generates one)"}
+	}
+	enc, err := encrypt.New(c.SecretEncryption, c.SecretHMACKey)
+	if err != nil {
+		return &Error{Key: "SECRET_ENCRYPTION", Value: c.SecretEncryption, Reason: err.Error()}
+	}
+	c.Encrypter = enc
+	return nil
 }
 
 // Load builds the Config of a subcommand from its arguments and the
@@ -401,6 +485,12 @@ func apply(table []setting, values []*rawValue, lookupEnv func(string) (string, 
 	}
 	if c.MinIOEndpoint != "" && (c.MinIOAccessKey == "") != (c.MinIOSecretKey == "") {
 		return Config{}, &Error{Key: "MINIO_ACCESS_KEY", Secret: true, Reason: "MINIO_ACCESS_KEY and MINIO_SECRET_KEY must be set together"}
+	}
+	if (c.MinIOClientCert == "") != (c.MinIOClientKey == "") {
+		return Config{}, &Error{Key: "MINIO_CLIENT_CERT", Value: c.MinIOClientCert, Reason: "MINIO_CLIENT_CERT and MINIO_CLIENT_KEY must be set together"}
+	}
+	if err := c.buildEncrypter(); err != nil {
+		return Config{}, err
 	}
 
 	c.Rules = filter.DefaultRules()

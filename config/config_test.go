@@ -37,6 +37,7 @@ func TestDefaults(t *testing.T) {
 		BackupDir:         "./backup",
 		LogLevel:          zapcore.InfoLevel,
 		MetricsAddr:       ":8080",
+		PprofAddr:         "127.0.0.1:6060",
 		BatchSize:         50,
 		RetryAttempts:     3,
 		RetryDelay:        5 * time.Second,
@@ -81,6 +82,14 @@ func TestEveryVariable(t *testing.T) {
 		"REQUIRE_VERSIONING":   "false",
 		"NONCURRENT_RETENTION": "30d,10",
 		"ALLOW_MASS_PRUNE":     "true",
+		"MINIO_CLIENT_CERT":    "/tls.crt",
+		"MINIO_CLIENT_KEY":     "/tls.key",
+		"MINIO_SSE":            "kms:backup-key",
+		"PPROF_ADDR":           "127.0.0.1:7070",
+		"SECRET_ENCRYPTION":    testRecipient,
+		"SECRET_HMAC_KEY":      "0123456789abcdef",
+		"AGE_IDENTITY_FILE":    "/key.txt",
+		"VERIFY_INTERVAL":      "24h",
 	}
 	c, err := Load("run", nil, envOf(env), io.Discard)
 	if err != nil {
@@ -111,6 +120,14 @@ func TestEveryVariable(t *testing.T) {
 		"RequireVersioning":   {c.RequireVersioning, false},
 		"NoncurrentRetention": {c.NoncurrentRetention, Retention{Days: 30, Newer: 10}},
 		"AllowMassPrune":      {c.AllowMassPrune, true},
+		"MinIOClientCert":     {c.MinIOClientCert, "/tls.crt"},
+		"MinIOClientKey":      {c.MinIOClientKey, "/tls.key"},
+		"MinIOSSE":            {c.MinIOSSE, "kms:backup-key"},
+		"PprofAddr":           {c.PprofAddr, "127.0.0.1:7070"},
+		"SecretEncryption":    {c.SecretEncryption, testRecipient},
+		"Encrypter":           {c.Encrypter != nil, true},
+		"AgeIdentityFile":     {c.AgeIdentityFile, "/key.txt"},
+		"VerifyInterval":      {c.VerifyInterval, 24 * time.Hour},
 	}
 	for name, gw := range checks {
 		if gw[0] != gw[1] {
@@ -134,6 +151,9 @@ func TestFlagsWinOverEnv(t *testing.T) {
 		t.Errorf("--minio-use-ssl: %v %v", c.MinIOUseSSL, err)
 	}
 }
+
+// testRecipient is an age public key (of an identity nobody keeps).
+const testRecipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
 func TestBadValues(t *testing.T) {
 	base := map[string]string{"CLUSTER_NAME": "east"}
@@ -164,6 +184,13 @@ func TestBadValues(t *testing.T) {
 		{name: "endpoint with scheme", env: map[string]string{"MINIO_ENDPOINT": "http://minio:9000"}, wantMsg: []string{"MINIO_ENDPOINT", `"http://minio:9000"`}},
 		{name: "empty bucket", env: map[string]string{"MINIO_BUCKET": ""}, wantMsg: []string{"MINIO_BUCKET"}},
 		{name: "half credentials", env: map[string]string{"MINIO_ENDPOINT": "m:9000", "MINIO_ACCESS_KEY": "topsecret"}, wantMsg: []string{"MINIO_SECRET_KEY"}, notMsg: "topsecret"},
+		{name: "bad recipient", env: map[string]string{"SECRET_ENCRYPTION": "age1nope", "SECRET_HMAC_KEY": "0123456789abcdef"}, wantMsg: []string{"SECRET_ENCRYPTION", `"age1nope"`}},
+		{name: "encryption without a digest key", env: map[string]string{"SECRET_ENCRYPTION": testRecipient}, wantMsg: []string{"SECRET_HMAC_KEY", "required with SECRET_ENCRYPTION"}},
+		{name: "short digest key", env: map[string]string{"SECRET_ENCRYPTION": testRecipient, "SECRET_HMAC_KEY": "hunter2"}, wantMsg: []string{"SECRET_HMAC_KEY", "too short"}, notMsg: "hunter2"},
+		{name: "digest key without encryption", env: map[string]string{"SECRET_HMAC_KEY": "0123456789abcdef-secret"}, wantMsg: []string{"SECRET_HMAC_KEY", "without SECRET_ENCRYPTION"}, notMsg: "0123456789abcdef-secret"},
+		{name: "bad sse", env: map[string]string{"MINIO_SSE": "aes"}, wantMsg: []string{"MINIO_SSE", `"aes"`, "kms:KEY_ID"}},
+		{name: "client cert without key", env: map[string]string{"MINIO_CLIENT_CERT": "/tls.crt"}, wantMsg: []string{"MINIO_CLIENT_CERT", "MINIO_CLIENT_KEY"}},
+		{name: "bad pprof addr", env: map[string]string{"PPROF_ADDR": "6060"}, wantMsg: []string{"PPROF_ADDR", `"6060"`}},
 		{name: "bad flag value names the flag", args: []string{"--debounce", "x"}, wantMsg: []string{"--debounce", `"x"`}},
 		{name: "unknown flag", args: []string{"--nope"}, wantMsg: []string{"arguments", "--nope"}},
 		{name: "stray argument", args: []string{"extra"}, wantMsg: []string{"arguments", "extra"}},

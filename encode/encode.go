@@ -9,12 +9,15 @@ package encode
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 
 	goyaml "go.yaml.in/yaml/v2"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/cluster-backup/cluster-backup/encrypt"
 )
 
 // Options are the filtering ConfigMap's keys that shape a document.
@@ -23,6 +26,19 @@ type Options struct {
 	IncludeStatus        bool  // include-status
 	MaxSize              int64 // max-resource-size in bytes of YAML; 0 is no limit
 	Validate             bool  // validate-yaml
+	// Encrypter, when set, encrypts every Secret's values
+	// (SECRET_ENCRYPTION).
+	Encrypter *encrypt.Encrypter
+}
+
+// Encoded is an object rendered for the store.
+type Encoded struct {
+	Body []byte
+	// Digest is what change detection compares: the SHA-256 of Body, or,
+	// when Keyed, the keyed digest of the plaintext document of an object
+	// whose values Body holds encrypted.
+	Digest [sha256.Size]byte
+	Keyed  bool
 }
 
 // Reasons an object cannot be stored, as logged in data.reason.
@@ -72,26 +88,40 @@ func stripVolatile(obj map[string]any, keepManagedFields, keepStatus bool) {
 var ErrInvalid = errors.New("invalid object")
 
 // Encode cleans obj and renders it as YAML with sorted keys, so that equal
-// objects give equal bytes. It enforces max-resource-size. Errors wrap
-// ErrInvalid and carry the reason (ReasonTooLarge or ReasonInvalid) in an
-// *InvalidError. Check re-parses a document before it is written.
-func (o Options) Encode(obj *unstructured.Unstructured) ([]byte, error) {
+// objects give equal bytes; a Secret's values are encrypted when an
+// Encrypter is set. It enforces max-resource-size on the stored bytes.
+// Errors wrap ErrInvalid and carry the reason (ReasonTooLarge or
+// ReasonInvalid) in an *InvalidError. Check re-parses a document before it
+// is written.
+func (o Options) Encode(obj *unstructured.Unstructured) (Encoded, error) {
 	return o.EncodeOwned(obj.DeepCopy())
 }
 
 // EncodeOwned is Encode for an object the caller owns and no longer needs:
-// it is cleaned in place, without a copy. The informers' transform uses it
-// on each freshly decoded object.
-func (o Options) EncodeOwned(clean *unstructured.Unstructured) ([]byte, error) {
+// it is cleaned (and its values encrypted) in place, without a copy. The
+// informers' transform uses it on each freshly decoded object.
+func (o Options) EncodeOwned(clean *unstructured.Unstructured) (Encoded, error) {
 	o.cleanInPlace(clean)
 	body, err := marshalYAML(clean.Object)
 	if err != nil {
-		return nil, &InvalidError{Reason: ReasonInvalid, Err: err}
+		return Encoded{}, &InvalidError{Reason: ReasonInvalid, Err: err}
 	}
-	if o.MaxSize > 0 && int64(len(body)) > o.MaxSize {
-		return nil, &InvalidError{Reason: ReasonTooLarge, Err: fmt.Errorf("%d bytes exceed max-resource-size %d", len(body), o.MaxSize)}
+	out := Encoded{Body: body}
+	if o.Encrypter != nil && encrypt.Applies(clean.GetAPIVersion(), clean.GetKind()) {
+		out.Digest, out.Keyed = o.Encrypter.Digest(body), true
+		if err := o.Encrypter.Encrypt(clean.Object); err != nil {
+			return Encoded{}, &InvalidError{Reason: ReasonInvalid, Err: err}
+		}
+		if out.Body, err = marshalYAML(clean.Object); err != nil {
+			return Encoded{}, &InvalidError{Reason: ReasonInvalid, Err: err}
+		}
+	} else {
+		out.Digest = sha256.Sum256(body)
 	}
-	return body, nil
+	if o.MaxSize > 0 && int64(len(out.Body)) > o.MaxSize {
+		return Encoded{}, &InvalidError{Reason: ReasonTooLarge, Err: fmt.Errorf("%d bytes exceed max-resource-size %d", len(out.Body), o.MaxSize)}
+	}
+	return out, nil
 }
 
 // Check is validate-yaml: it re-parses a document that is about to be

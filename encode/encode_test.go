@@ -1,6 +1,8 @@
 package encode
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"os"
@@ -8,9 +10,12 @@ import (
 	"reflect"
 	"testing"
 
+	"filippo.io/age"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/cluster-backup/cluster-backup/encrypt"
 )
 
 // defaults are the options of the default filtering ConfigMap.
@@ -73,7 +78,7 @@ func TestEncodeGolden(t *testing.T) {
 			if tc.options != nil {
 				tc.options(&r)
 			}
-			body, err := r.Encode(sampleObject())
+			body, err := bodyOf(r, sampleObject())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,7 +101,7 @@ func TestEncodeGolden(t *testing.T) {
 
 func TestEncodeIgnoresVolatileFields(t *testing.T) {
 	r := defaults()
-	a, err := r.Encode(sampleObject())
+	a, err := bodyOf(r, sampleObject())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +109,7 @@ func TestEncodeIgnoresVolatileFields(t *testing.T) {
 	changed.SetResourceVersion("99999")
 	changed.Object["status"] = map[string]any{"phase": "Failed"}
 	changed.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "other"}})
-	b, err := r.Encode(changed)
+	b, err := bodyOf(r, changed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +117,7 @@ func TestEncodeIgnoresVolatileFields(t *testing.T) {
 		t.Errorf("a change of resourceVersion, status and managedFields changed the bytes")
 	}
 	orig := sampleObject()
-	if _, err := r.Encode(orig); err != nil || orig.GetResourceVersion() != "12345" {
+	if _, err := bodyOf(r, orig); err != nil || orig.GetResourceVersion() != "12345" {
 		t.Error("Encode modified its input")
 	}
 }
@@ -120,7 +125,7 @@ func TestEncodeIgnoresVolatileFields(t *testing.T) {
 func TestEncodeLimits(t *testing.T) {
 	r := defaults()
 	r.MaxSize = 100
-	_, err := r.Encode(sampleObject())
+	_, err := bodyOf(r, sampleObject())
 	var inv *InvalidError
 	if !errors.Is(err, ErrInvalid) || !errors.As(err, &inv) || inv.Reason != ReasonTooLarge {
 		t.Errorf("want too_large, got %v", err)
@@ -130,7 +135,7 @@ func TestEncodeLimits(t *testing.T) {
 func TestCheck(t *testing.T) {
 	r := defaults()
 	obj := sampleObject()
-	body, err := r.Encode(obj)
+	body, err := bodyOf(r, obj)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +145,7 @@ func TestCheck(t *testing.T) {
 	var inv *InvalidError
 	nameless := sampleObject()
 	unstructured.RemoveNestedField(nameless.Object, "metadata", "name")
-	namelessBody, err := r.Encode(nameless)
+	namelessBody, err := bodyOf(r, nameless)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +217,7 @@ func BenchmarkEncode(b *testing.B) {
 func BenchmarkCheck(b *testing.B) {
 	r := defaults()
 	obj := sampleObject()
-	body, err := r.Encode(obj)
+	body, err := bodyOf(r, obj)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -245,7 +250,7 @@ func TestMergeKeyIsKeptAsAKey(t *testing.T) {
 			"text":  "<<cluster-backup-merge-key: not a key\n<<: nor this\n",
 		},
 	}}
-	body, err := r.Encode(obj)
+	body, err := bodyOf(r, obj)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +306,7 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 			"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x"}, "data": v,
 		}}
 		want := r.Clean(obj).Object
-		body, err := r.Encode(obj)
+		body, err := bodyOf(r, obj)
 		if err == nil {
 			err = r.Check(body, "v1", "ConfigMap", "x")
 		}
@@ -315,4 +320,61 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 			t.Fatalf("accepted but reads back different:\n%s", body)
 		}
 	})
+}
+
+// bodyOf is the stored bytes of obj under o.
+func bodyOf(o Options, obj *unstructured.Unstructured) ([]byte, error) {
+	enc, err := o.Encode(obj)
+	return enc.Body, err
+}
+
+func TestEncodeEncryptsSecretsOnly(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := encrypt.New(id.Recipient().String(), []byte("0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Encrypter: enc}
+	secret := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata": map[string]any{"name": "db", "namespace": "payments", "resourceVersion": "1"},
+		"data":     map[string]any{"password": "aHVudGVyMg=="},
+	}}
+	a, err := o.Encode(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.SetResourceVersion("2") // not part of the document
+	b, err := o.Encode(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case !a.Keyed:
+		t.Error("a Secret's digest is not keyed")
+	case bytes.Contains(a.Body, []byte("aHVudGVyMg==")):
+		t.Errorf("the value is stored in the clear:\n%s", a.Body)
+	case !bytes.Contains(a.Body, []byte(encrypt.Annotation)):
+		t.Errorf("the document does not say how it is encrypted:\n%s", a.Body)
+	case bytes.Equal(a.Body, b.Body):
+		t.Error("two encryptions gave the same bytes: not randomised")
+	case a.Digest != b.Digest:
+		t.Error("an unchanged Secret changed its digest: it would be written again")
+	case a.Digest == sha256.Sum256(a.Body):
+		t.Error("the digest is a plain hash of the stored bytes")
+	}
+	plain, err := Options{}.Encode(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest == plain.Digest || a.Digest == sha256.Sum256(plain.Body) {
+		t.Error("the keyed digest equals the plaintext's SHA-256")
+	}
+	cm, err := o.Encode(sampleObject())
+	if err != nil || cm.Keyed || cm.Digest != sha256.Sum256(cm.Body) {
+		t.Errorf("a ConfigMap: keyed %v, %v", cm.Keyed, err)
+	}
 }

@@ -4,8 +4,8 @@
 # platform. A second run finds everything cached and returns in milliseconds.
 #
 # Usage: hack/provision.sh [--print-dir] [tool...]
-#   tools: etcd kube-apiserver kube-controller-manager kubectl minio mc helm
-#          staticcheck golangci-lint govulncheck vulndb dockerfilelint
+#   tools: etcd kube-apiserver kube-controller-manager kubectl minio mc age
+#          helm staticcheck golangci-lint govulncheck vulndb dockerfilelint
 #          (default: the test servers
 #          and mc)
 #   --print-dir  print the directory holding the binaries and exit
@@ -19,6 +19,7 @@ K8S_STAGING_VERSION=v0.37.2
 ETCD_VERSION=v3.7.3
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
+AGE_VERSION=v1.3.2
 HELM_VERSION=v3.22.0
 STATICCHECK_VERSION=v0.8.2
 GOLANGCI_LINT_VERSION=v2.15.0
@@ -62,6 +63,7 @@ version_of() {
 	kube-apiserver | kube-controller-manager | kubectl) echo "$K8S_VERSION" ;;
 	minio) echo "$MINIO_VERSION" ;;
 	mc) echo "$MC_VERSION" ;;
+	age) echo "$AGE_VERSION" ;;
 	helm) echo "$HELM_VERSION" ;;
 	staticcheck) echo "$STATICCHECK_VERSION" ;;
 	golangci-lint) echo "$GOLANGCI_LINT_VERSION" ;;
@@ -176,6 +178,7 @@ for tool in "${tools[@]}"; do
 	kube-apiserver | kube-controller-manager | kubectl) build_kube "$tool" ;;
 	minio) build_go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
 	mc) build_go_install mc "github.com/minio/mc@$MC_VERSION" ;;
+	age) build_go_install age "filippo.io/age/cmd/age@$AGE_VERSION" ;;
 	helm) build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
 	staticcheck) build_go_install staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ;;
 	golangci-lint)

@@ -64,10 +64,18 @@ type Metrics struct {
 	ConfigReloadTime prometheus.Gauge
 	// ConfigHash identifies the ConfigMap content in force.
 	ConfigHash prometheus.Gauge
+	// SecretsEncrypted is 1 when Secrets' values are encrypted before
+	// they are stored (SECRET_ENCRYPTION).
+	SecretsEncrypted prometheus.Gauge
+	// VerifyFailures counts stored objects that read back different from
+	// what was written, and were rewritten (VERIFY_INTERVAL).
+	VerifyFailures prometheus.Counter
+	// Verified counts stored objects read back and re-hashed.
+	Verified prometheus.Counter
 }
 
 // New creates the metrics on reg.
-func New(reg prometheus.Registerer) *Metrics {
+func New(reg prometheus.Registerer) *Metrics { //nolint:funlen // one declaration per metric
 	f := promauto.With(reg)
 	m := &Metrics{
 		Duration: f.NewHistogram(prometheus.HistogramOpts{
@@ -135,6 +143,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		ConfigHash: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cluster_backup_config_hash",
 			Help: "Digest (48 bits of SHA-256) of the filtering ConfigMap content in force; replicas that disagree run different configurations.",
+		}),
+		SecretsEncrypted: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_secrets_encrypted",
+			Help: "1 when the values of Secrets are encrypted before they are stored (SECRET_ENCRYPTION), else 0.",
+		}),
+		VerifyFailures: f.NewCounter(prometheus.CounterOpts{
+			Name: "cluster_backup_verify_failures_total",
+			Help: "Stored objects that read back different from what was written (or unreadable), found by VERIFY_INTERVAL and rewritten.",
+		}),
+		Verified: f.NewCounter(prometheus.CounterOpts{
+			Name: "cluster_backup_verified_total",
+			Help: "Stored objects read back and re-hashed by VERIFY_INTERVAL.",
 		}),
 	}
 	m.StoreUp.Set(1)

@@ -20,6 +20,11 @@ type Meta struct {
 	UID             string
 	APIVersion      string // group/version, "v1" for the core group
 	SHA256          string // lower-case hex of the stored bytes
+	// HMAC is set on a document stored with its values encrypted: the
+	// keyed digest (HMAC-SHA256, lower-case hex) of its plaintext, which
+	// change detection compares, since the ciphertext differs on every
+	// encryption.
+	HMAC string
 	// ClusterUID identifies the cluster that wrote the object (the UID of
 	// its kube-system namespace), so that a service never deletes what
 	// another cluster of the same CLUSTER_NAME stored. Empty on objects
@@ -34,6 +39,7 @@ const (
 	MetaAPIVersion      = "api-version"
 	MetaSHA256          = "sha256"
 	MetaClusterUID      = "cluster-uid"
+	MetaHMAC            = "hmac-sha256"
 )
 
 // Map returns m as store user metadata.
@@ -46,6 +52,9 @@ func (m Meta) Map() map[string]string {
 	}
 	if m.ClusterUID != "" {
 		out[MetaClusterUID] = m.ClusterUID
+	}
+	if m.HMAC != "" {
+		out[MetaHMAC] = m.HMAC
 	}
 	return out
 }
@@ -69,9 +78,22 @@ func MetaFromMap(md map[string]string) Meta {
 			m.SHA256 = v
 		case MetaClusterUID:
 			m.ClusterUID = v
+		case MetaHMAC:
+			m.HMAC = v
 		}
 	}
 	return m
+}
+
+// Fingerprint is what change detection compares: HMAC for an encrypted
+// document, else SHA256: both lower-case hex of 32 bytes. Equal
+// fingerprints mean the same content; turning encryption on or off changes
+// every Secret's fingerprint, so the next pass rewrites them.
+func (m Meta) Fingerprint() string {
+	if m.HMAC != "" {
+		return m.HMAC
+	}
+	return m.SHA256
 }
 
 // Digest is the lower-case hex SHA-256 of body, as stored in Meta.SHA256.

@@ -73,7 +73,11 @@ func DiffLive(ctx context.Context, target Target, fetched []Fetched, opts Option
 			diffs = append(diffs, difference(Changed, res, live, p.obj, opts.PreserveNodePorts))
 		}
 	}
-	for _, e := range r.extras(plan) {
+	items := make([]Item, len(fetched))
+	for i, f := range fetched {
+		items[i] = f.Item
+	}
+	for _, e := range r.extras(plan, keysOf(items, opts.NamespaceMapping)) {
 		res := Result{Resource: e.gvr.Resource, Namespace: e.obj.GetNamespace(), Name: e.obj.GetName()}
 		diffs = append(diffs, difference(Removed, res, e.obj, nil, opts.PreserveNodePorts))
 	}

@@ -17,6 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/cluster-backup/cluster-backup/encrypt"
+	"github.com/cluster-backup/cluster-backup/object"
 )
 
 // FieldManager is the server-side apply field manager of a restore.
@@ -60,6 +63,9 @@ type Options struct {
 	// Concurrency, when set, is called with the number of writes allowed
 	// in flight each time the API server's answers change it.
 	Concurrency func(limit int)
+	// Decrypter decrypts the values of Secrets stored encrypted; without
+	// it such Secrets fail and everything else goes on.
+	Decrypter *encrypt.Decrypter
 }
 
 // Result is what a restore did with one object.
@@ -130,6 +136,19 @@ func newRestorer(target Target, opts Options) *restorer {
 	return r
 }
 
+// decode reads a verified document back as the object it was, its values
+// decrypted.
+func (r *restorer) decode(body []byte) (*unstructured.Unstructured, error) {
+	obj, err := Decode(body)
+	if err != nil {
+		return nil, fmt.Errorf("cannot decode the stored document: %w", err)
+	}
+	if err := r.opts.Decrypter.Decrypt(obj.Object); err != nil {
+		return obj, fmt.Errorf("cannot decrypt: %w", err)
+	}
+	return obj, nil
+}
+
 // plan decodes, selects, maps, skips and sanitises; what remains is
 // ordered into waves and owner depths.
 func (r *restorer) plan(fetched []Fetched) []*planned {
@@ -141,9 +160,9 @@ func (r *restorer) plan(fetched []Fetched) []*planned {
 			r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
 			continue
 		}
-		obj, err := Decode(f.Body)
+		obj, err := r.decode(f.Body)
 		if err != nil {
-			r.report(resultOf(f.Item, nil), Failed, "cannot decode the stored document: "+err.Error())
+			r.report(resultOf(f.Item, obj), Failed, err.Error())
 			continue
 		}
 		if r.opts.Selector != nil && !r.opts.Selector.Matches(labels.Set(obj.GetLabels())) {
@@ -518,7 +537,7 @@ type extra struct {
 // extras are the live namespaced objects, of the types and namespaces the
 // restore listed, that the backup does not hold: never an object a
 // controller owns, one the cluster makes itself, or a cluster-scoped one.
-func (r *restorer) extras(plan []*planned) []extra {
+func (r *restorer) extras(plan []*planned, held map[string]bool) []extra {
 	wanted := map[ownerKey]bool{}
 	for _, p := range plan {
 		wanted[ownerKeyOf(p.obj)] = true
@@ -530,8 +549,11 @@ func (r *restorer) extras(plan []*planned) []extra {
 		if k.namespace == "" {
 			continue
 		}
+		segment := object.Segment(k.gvr.Group, k.gvr.Resource)
 		for _, o := range objs {
-			if wanted[ownerKeyOf(o)] || len(o.GetOwnerReferences()) > 0 || SkipReason(o, func(ownerKey) bool { return false }) != "" ||
+			// What the backup holds is never an extra, even when it could
+			// not be read, decrypted or written.
+			if wanted[ownerKeyOf(o)] || held[segment+"/"+o.GetNamespace()+"/"+o.GetName()] || len(o.GetOwnerReferences()) > 0 || SkipReason(o, func(ownerKey) bool { return false }) != "" ||
 				(o.GetKind() == "ServiceAccount" && o.GetName() == "default") {
 				continue
 			}
@@ -545,9 +567,9 @@ func (r *restorer) extras(plan []*planned) []extra {
 	return out
 }
 
-// prune deletes the extras.
-func (r *restorer) prune(ctx context.Context, plan []*planned) {
-	for _, e := range r.extras(plan) {
+// prune deletes the extras: live objects the backup does not hold.
+func (r *restorer) prune(ctx context.Context, plan []*planned, held map[string]bool) {
+	for _, e := range r.extras(plan, held) {
 		o := e.obj
 		res := Result{Resource: e.gvr.Resource, Namespace: o.GetNamespace(), Name: o.GetName()}
 		if r.opts.DryRun == DryRunClient {

@@ -77,7 +77,7 @@ func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Op
 		}
 	}
 	if opts.Prune {
-		rs.prune(ctx, all)
+		rs.prune(ctx, all, keys)
 	}
 	sort.SliceStable(rs.results, func(i, j int) bool { return rs.results[i].Key < rs.results[j].Key })
 	return rs.results
@@ -147,9 +147,9 @@ func (r *restorer) prepare(ctx context.Context, reader Reader, it Item, keys map
 		r.report(resultOf(it, nil), Failed, f.Err.Error())
 		return nil
 	}
-	obj, err := Decode(f.Body)
+	obj, err := r.decode(f.Body)
 	if err != nil {
-		r.report(resultOf(it, nil), Failed, "cannot decode the stored document: "+err.Error())
+		r.report(resultOf(it, obj), Failed, err.Error())
 		return nil
 	}
 	if r.opts.Selector != nil && !r.opts.Selector.Matches(labels.Set(obj.GetLabels())) {

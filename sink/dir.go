@@ -30,7 +30,7 @@ type Dir struct {
 
 // NewDir returns a store rooted at root, creating it if needed.
 func NewDir(root string) (*Dir, error) {
-	if err := os.MkdirAll(root, 0o755); err != nil {
+	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("create backup dir: %w", err)
 	}
 	return &Dir{root: filepath.Clean(root)}, nil
@@ -51,7 +51,7 @@ func (d *Dir) Put(_ context.Context, key string, body []byte, meta object.Meta) 
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(metaPath(p)), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(metaPath(p)), 0o700); err != nil {
 		return fmt.Errorf("put %s: %w", key, classify(err))
 	}
 	sidecar, err := json.Marshal(meta.Map())
@@ -100,9 +100,7 @@ func writeAtomic(p string, body []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
+	// CreateTemp made the file 0600: only the service reads what it holds.
 	return os.Rename(tmp.Name(), p)
 }
 
@@ -215,7 +213,11 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]object.Stored, error) 
 			_ = json.Unmarshal(b, &md) // a damaged sidecar only loses metadata
 		}
 		meta := object.MetaFromMap(md)
-		meta.SHA256 = object.Digest(body)
+		if sum := object.Digest(body); sum != meta.SHA256 {
+			// Edited by hand: a keyed digest from the sidecar no longer
+			// describes it, so it is rewritten whatever it holds.
+			meta.SHA256, meta.HMAC = sum, ""
+		}
 		out = append(out, object.Stored{Key: key, Meta: meta})
 		return nil
 	})

@@ -20,13 +20,24 @@ func TestDirStore(t *testing.T) {
 	ctx := context.Background()
 	key := "clusterbackup/east/default/configmaps/a.yaml"
 	body := []byte("kind: ConfigMap\n")
-	meta := object.Meta{ResourceVersion: "7", UID: "u", APIVersion: "v1", SHA256: object.Digest(body)}
+	meta := object.Meta{ResourceVersion: "7", UID: "u", APIVersion: "v1", SHA256: object.Digest(body), HMAC: strings.Repeat("ab", 32)}
 	if err := d.Put(ctx, key, body, meta); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(root, key))
 	if err != nil || string(got) != string(body) {
 		t.Fatalf("file %q %v", got, err)
+	}
+	// Only the service reads what it stores.
+	for _, p := range []string{filepath.Join(root, key), metaPath(filepath.Join(root, key))} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v %v, want 0600", p, st.Mode(), err)
+		}
+	}
+	for p := filepath.Dir(filepath.Join(root, key)); p != root; p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o700 {
+			t.Errorf("%s: mode %v %v, want 0700", p, st.Mode(), err)
+		}
 	}
 	list, err := d.List(ctx, "clusterbackup/east/")
 	if err != nil || len(list) != 1 || list[0].Key != key || list[0].Meta != meta {
@@ -37,8 +48,8 @@ func TestDirStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	list, _ = d.List(ctx, "clusterbackup/east/")
-	if list[0].Meta.SHA256 != object.Digest([]byte("edited")) {
-		t.Error("digest taken from the sidecar, not the file")
+	if list[0].Meta.SHA256 != object.Digest([]byte("edited")) || list[0].Meta.Fingerprint() == meta.Fingerprint() {
+		t.Errorf("an edited file lists as %+v: its digest and fingerprint must change", list[0].Meta)
 	}
 	if other, _ := d.List(ctx, "clusterbackup/west/"); len(other) != 0 {
 		t.Errorf("other prefix listed %v", other)

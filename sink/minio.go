@@ -17,7 +17,9 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/encrypt"
 	"github.com/minio/minio-go/v7/pkg/lifecycle"
+	"github.com/minio/minio-go/v7/pkg/sse"
 	"go.uber.org/zap"
 
 	"github.com/cluster-backup/cluster-backup/logging"
@@ -33,6 +35,14 @@ type MinIOOptions struct {
 	UseSSL    bool
 	CAFile    string
 	Region    string
+	// ClientCert and ClientKey authenticate to a store that requires
+	// mutual TLS.
+	ClientCert string
+	ClientKey  string
+	// SSE is server-side encryption: "s3" (SSE-S3) or "kms:KEY_ID"
+	// (SSE-KMS), applied to every PUT and as the default encryption of a
+	// bucket the service creates; "" leaves it to the bucket.
+	SSE string
 	// MaxRetries is minio-go's own retry count for transport errors and
 	// 5xx answers (0 keeps its default of 10).
 	MaxRetries int
@@ -56,6 +66,7 @@ type MinIO struct {
 	bucket     string
 	redact     *strings.Replacer
 	versioning string // enabled, suspended, off or unknown
+	sse        encrypt.ServerSide
 }
 
 // maxKeyBytes is S3's limit on the length of a key.
@@ -89,22 +100,11 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 	}
 	transport.MaxIdleConnsPerHost = max(transport.MaxIdleConnsPerHost, opts.Connections)
 	transport.MaxIdleConns = max(transport.MaxIdleConns, opts.Connections)
-	if opts.CAFile != "" {
-		pem, err := os.ReadFile(opts.CAFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("read MINIO_CA_FILE: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, "", fmt.Errorf("MINIO_CA_FILE %s holds no PEM certificate", opts.CAFile)
-		}
-		if transport.TLSClientConfig == nil {
-			transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		transport.TLSClientConfig.RootCAs = pool
+	if err := configureTLS(transport, opts); err != nil {
+		return nil, "", err
+	}
+	if m.sse, err = serverSide(opts.SSE); err != nil {
+		return nil, "", err
 	}
 	m.client, err = minio.New(opts.Endpoint, &minio.Options{
 		Creds:      credentials.NewStaticV4(opts.AccessKey, opts.SecretKey, ""),
@@ -134,6 +134,11 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 		if err := m.client.EnableVersioning(ctx, m.bucket); err != nil {
 			return nil, "", m.wrap("enable versioning on "+m.bucket, err)
 		}
+		if cfg := bucketEncryption(opts.SSE); cfg != nil {
+			if err := m.client.SetBucketEncryption(ctx, m.bucket, cfg); err != nil {
+				return nil, "", m.wrap("set the default encryption of "+m.bucket, err)
+			}
+		}
 		if opts.NoncurrentDays > 0 || opts.NoncurrentNewer > 0 {
 			if err := m.client.SetBucketLifecycle(ctx, m.bucket, retention(opts.NoncurrentDays, opts.NoncurrentNewer)); err != nil {
 				return nil, "", m.wrap("set the lifecycle rule on "+m.bucket, err)
@@ -149,6 +154,68 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 	}
 	m.versioning = versioning
 	return m, versioning, nil
+}
+
+// configureTLS adds MINIO_CA_FILE to the trusted roots and the client
+// certificate of mutual TLS.
+func configureTLS(transport *http.Transport, opts MinIOOptions) error {
+	if opts.CAFile == "" && opts.ClientCert == "" {
+		return nil
+	}
+	if transport.TLSClientConfig == nil {
+		transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return fmt.Errorf("read MINIO_CA_FILE: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("MINIO_CA_FILE %s holds no PEM certificate", opts.CAFile)
+		}
+		transport.TLSClientConfig.RootCAs = pool
+	}
+	if opts.ClientCert != "" {
+		cert, err := tls.LoadX509KeyPair(opts.ClientCert, opts.ClientKey)
+		if err != nil {
+			return fmt.Errorf("load MINIO_CLIENT_CERT and MINIO_CLIENT_KEY: %w", err)
+		}
+		transport.TLSClientConfig.Certificates = []tls.Certificate{cert}
+	}
+	return nil
+}
+
+// serverSide is the encryption of MINIO_SSE for each PUT.
+func serverSide(spec string) (encrypt.ServerSide, error) {
+	switch {
+	case spec == "":
+		return nil, nil
+	case spec == "s3":
+		return encrypt.NewSSE(), nil
+	case strings.HasPrefix(spec, "kms:"):
+		sse, err := encrypt.NewSSEKMS(strings.TrimPrefix(spec, "kms:"), nil)
+		if err != nil {
+			return nil, fmt.Errorf("MINIO_SSE %s: %w", spec, err)
+		}
+		return sse, nil
+	}
+	return nil, fmt.Errorf("MINIO_SSE %q: want s3 or kms:KEY_ID", spec)
+}
+
+// bucketEncryption is the default encryption of MINIO_SSE for a bucket the
+// service creates.
+func bucketEncryption(spec string) *sse.Configuration {
+	switch {
+	case spec == "s3":
+		return sse.NewConfigurationSSES3()
+	case strings.HasPrefix(spec, "kms:"):
+		return sse.NewConfigurationSSEKMS(strings.TrimPrefix(spec, "kms:"))
+	}
+	return nil
 }
 
 // retention is the lifecycle rule of NONCURRENT_RETENTION: history does not
@@ -195,7 +262,9 @@ func (m *MinIO) Put(ctx context.Context, key string, body []byte, meta object.Me
 	if len(key) > maxKeyBytes {
 		return fmt.Errorf("put %s: key of %d bytes exceeds S3's %d: %w", key, len(key), maxKeyBytes, ErrUnstorable)
 	}
-	_, err := m.client.PutObject(ctx, m.bucket, key, bytes.NewReader(body), int64(len(body)), PutOptions(meta))
+	opts := PutOptions(meta)
+	opts.ServerSideEncryption = m.sse
+	_, err := m.client.PutObject(ctx, m.bucket, key, bytes.NewReader(body), int64(len(body)), opts)
 	if err != nil {
 		return m.wrap("put "+key, err)
 	}

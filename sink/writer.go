@@ -203,7 +203,7 @@ func (w *Writer) SetStored(stored []object.Stored) {
 	defer w.mu.Unlock()
 	w.hashes = make(map[string]storedState, len(stored))
 	for _, s := range stored {
-		w.hashes[s.Key] = storedState{sum: digest(s.Meta.SHA256), foreign: Foreign(s.Meta, w.clusterUID)}
+		w.hashes[s.Key] = storedState{sum: digest(s.Meta.Fingerprint()), foreign: Foreign(s.Meta, w.clusterUID)}
 	}
 }
 
@@ -219,7 +219,8 @@ const foreignUID = "another-cluster"
 // List returns what the writer knows the store to hold under prefix: the
 // Seed listing, updated by its own writes and deletes since. The snapshot
 // pass right after start-up reads it instead of listing the store again
-// moments after Seed did.
+// moments after Seed did. Each entry's metadata carries only the
+// fingerprint (in SHA256) and whether another cluster wrote it.
 func (w *Writer) List(_ context.Context, prefix string) ([]object.Stored, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -499,7 +500,7 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 		}
 		return w.remove(ctx, log, ref, key, seen)
 	}
-	if st := w.state(key); st.sum == digest(doc.Meta.SHA256) && st.sum != ([sha256.Size]byte{}) && (!forced || st.seq > since) {
+	if st := w.state(key); st.sum == digest(doc.Meta.Fingerprint()) && st.sum != ([sha256.Size]byte{}) && (!forced || st.seq > since) {
 		w.metrics.Resources.WithLabelValues(resource, metrics.Unchanged).Inc()
 		return Unchanged, nil
 	}
@@ -563,7 +564,7 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 		log().Error("Failed to write object", logging.Op(logging.OpObjectWrite), zap.Error(err), logging.Data(map[string]any{"key": key}))
 		return Failed, err
 	}
-	w.remember(key, doc.Meta.SHA256)
+	w.remember(key, doc.Meta.Fingerprint())
 	w.metrics.Resources.WithLabelValues(resource, metrics.Written).Inc()
 	w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
 	if ce := w.log.Check(zap.DebugLevel, "Object written"); ce != nil {

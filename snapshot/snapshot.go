@@ -172,7 +172,7 @@ func plan(layout object.Layout, clusterUID string, stored []object.Stored, src S
 	p := &planned{counts: map[string]*Counts{}}
 	have := make(map[string]string, len(stored))
 	for _, s := range stored {
-		have[s.Key] = s.Meta.SHA256
+		have[s.Key] = s.Meta.Fingerprint()
 	}
 	live := map[string]bool{}
 	namespaces := map[string]bool{}

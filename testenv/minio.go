@@ -17,14 +17,27 @@ type MinIO struct {
 
 	bin     string
 	dir     string
+	env     []string
 	port    int
 	console int
 	proc    *process
 }
 
+// MinIOOptions change how a MinIO server starts.
+type MinIOOptions struct {
+	// Env is added to the server's environment, as MINIO_KMS_SECRET_KEY
+	// for server-side encryption with a static key.
+	Env []string
+}
+
 // StartMinIO starts a single-drive MinIO server in a fresh directory under
 // workDir and waits until it takes writes.
 func StartMinIO(ctx context.Context, workDir string) (*MinIO, error) {
+	return StartMinIOWith(ctx, workDir, MinIOOptions{})
+}
+
+// StartMinIOWith is StartMinIO with options.
+func StartMinIOWith(ctx context.Context, workDir string, opts MinIOOptions) (*MinIO, error) {
 	bin, err := Binary("minio")
 	if err != nil {
 		return nil, err
@@ -42,9 +55,11 @@ func StartMinIO(ctx context.Context, workDir string) (*MinIO, error) {
 		return nil, err
 	}
 	m := &MinIO{
-		Endpoint:  fmt.Sprintf("127.0.0.1:%d", port),
-		AccessKey: "testaccess",
-		SecretKey: "testsecret-not-for-production",
+		Endpoint: fmt.Sprintf("127.0.0.1:%d", port),
+		// Distinctive, so that a test can tell that they leak nowhere.
+		AccessKey: "cbk-access-7Q2xW",
+		SecretKey: "cbk-secret-9Zr4Lk-not-for-production",
+		env:       opts.Env,
 		bin:       bin,
 		dir:       dir,
 		port:      port,
@@ -60,13 +75,13 @@ func StartMinIO(ctx context.Context, workDir string) (*MinIO, error) {
 // Start (re)starts the server on the same port and data, for outage tests.
 func (m *MinIO) Start(ctx context.Context) error {
 	var err error
-	m.proc, err = startProcess("minio", filepath.Join(m.dir, "minio.log"), []string{
+	m.proc, err = startProcess("minio", filepath.Join(m.dir, "minio.log"), append([]string{
 		"MINIO_ROOT_USER=" + m.AccessKey,
 		"MINIO_ROOT_PASSWORD=" + m.SecretKey,
 		"MINIO_UPDATE=off",
 		"MINIO_BROWSER=off",
 		"MINIO_CI_CD=1",
-	}, m.bin, "server", "--quiet",
+	}, m.env...), m.bin, "server", "--quiet",
 		"--address", m.Endpoint,
 		"--console-address", fmt.Sprintf("127.0.0.1:%d", m.console),
 		filepath.Join(m.dir, "data"))

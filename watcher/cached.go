@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/cluster-backup/cluster-backup/encode"
+	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -27,7 +28,8 @@ import (
 type cached struct {
 	metav1.ObjectMeta
 	packed []byte            // zstd-compressed document
-	sum    [sha256.Size]byte // of the document
+	sum    [sha256.Size]byte // the document's fingerprint (encode.Encoded.Digest)
+	keyed  bool              // sum is the keyed digest of an encrypted document
 	err    error             // the object cannot be stored (encode.ErrInvalid)
 }
 
@@ -55,15 +57,19 @@ func (c *cached) document(apiVersion string) (object.Document, error) {
 	if err != nil {
 		return object.Document{}, &encode.InvalidError{Reason: encode.ReasonInvalid, Err: err}
 	}
-	return object.Document{Body: body, Meta: object.Meta{
+	meta := object.Meta{
 		ResourceVersion: c.ResourceVersion,
 		UID:             string(c.UID),
 		APIVersion:      apiVersion,
 		SHA256:          c.sumHex(),
-	}}, nil
+	}
+	if c.keyed {
+		meta.SHA256, meta.HMAC = object.Digest(body), c.sumHex()
+	}
+	return object.Document{Body: body, Meta: meta}, nil
 }
 
-// sumHex is the document's SHA-256 as the store's metadata spells it.
+// sumHex is the document's fingerprint as the store's metadata spells it.
 func (c *cached) sumHex() string { return hex.EncodeToString(c.sum[:]) }
 
 // One encoder and one decoder serve every cache; both are safe for
@@ -75,9 +81,9 @@ var (
 
 // compact turns a decoded object into its cached form under rules. It is the
 // informers' transform: it runs before an object enters a cache.
-func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error) {
+func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter) func(any) (any, error) {
 	keepLabels := rules.SelectsLabels()
-	encoding := encodeOptions(rules)
+	encoding := encodeOptions(rules, enc)
 	return func(obj any) (any, error) {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
@@ -108,10 +114,11 @@ func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error)
 		}
 		// The decoded object is ours and dropped after this: clean it in
 		// place. Everything the filters read was copied out above.
-		body, err := encoding.EncodeOwned(u)
+		enc, err := encoding.EncodeOwned(u)
 		c.err = err
 		if err == nil {
-			c.sum = sha256.Sum256(body)
+			body := enc.Body
+			c.sum, c.keyed = enc.Digest, enc.Keyed
 			c.packed = encoder.EncodeAll(body, make([]byte, 0, len(body)/2))
 			if cap(c.packed) > len(c.packed)+len(c.packed)/8 {
 				c.packed = bytes.Clone(c.packed) // exactly sized
@@ -124,8 +131,9 @@ func compact(rules filter.Rules, annotationKeys []string) func(any) (any, error)
 }
 
 // encodeOptions are the rules' keys that shape a document.
-func encodeOptions(r filter.Rules) encode.Options {
+func encodeOptions(r filter.Rules, enc *encrypt.Encrypter) encode.Options {
 	return encode.Options{
+		Encrypter:            enc,
 		IncludeManagedFields: r.IncludeManagedFields,
 		IncludeStatus:        r.IncludeStatus,
 		MaxSize:              r.MaxResourceSize,

@@ -38,11 +38,12 @@ func deployment() *unstructured.Unstructured {
 
 func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	rules := filter.DefaultRules()
-	want, err := encodeOptions(rules).Encode(deployment())
+	enc, err := encodeOptions(rules, nil).Encode(deployment())
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := compact(rules, []string{"backup.io/skip"})(deployment())
+	want := enc.Body
+	out, err := compact(rules, []string{"backup.io/skip"}, nil)(deployment())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,12 +65,12 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 		t.Errorf("compressed %d bytes of %d", len(c.packed), len(want))
 	}
 	t.Logf("document %d bytes, cached compressed %d bytes", len(want), len(c.packed))
-	if again, _ := compact(rules, nil)(c); again != c {
+	if again, _ := compact(rules, nil, nil)(c); again != c {
 		t.Error("compact is not idempotent on a cached object")
 	}
 	// With a label selector, labels are kept for it.
 	rules.LabelSelector = labels.SelectorFromSet(labels.Set{"app": "web"})
-	out, _ = compact(rules, nil)(deployment())
+	out, _ = compact(rules, nil, nil)(deployment())
 	c = out.(*cached)
 	if c.GetLabels()["app"] != "web" {
 		t.Errorf("labels %v with a label selector", c.GetLabels())
@@ -82,7 +83,7 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	rules.LabelSelector = labels.Everything()
 
 	rules.MaxResourceSize = 10
-	out, _ = compact(rules, nil)(deployment())
+	out, _ = compact(rules, nil, nil)(deployment())
 	if _, err := out.(*cached).document("apps/v1"); !errors.Is(err, encode.ErrInvalid) {
 		t.Errorf("oversized object: %v", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
@@ -42,6 +43,9 @@ type Options struct {
 	Rules filter.Rules
 	// Rediscover is the period of discovery for aggregated APIs (60s).
 	Rediscover time.Duration
+	// Encrypter, when set, encrypts every Secret's values before its
+	// document enters a cache (SECRET_ENCRYPTION).
+	Encrypter *encrypt.Encrypter
 }
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -481,7 +485,7 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 // rather than after it. With follow-owner-references objects wait for the
 // pass after the sync, because an owner may not be cached yet.
 func (m *Manager) transform(w *informer, rules filter.Rules) cache.TransformFunc {
-	compactObject := compact(rules, rules.AnnotationKeys())
+	compactObject := compact(rules, rules.AnnotationKeys(), m.opts.Encrypter)
 	stream := !rules.FollowOwnerReferences
 	return func(obj any) (any, error) {
 		out, err := compactObject(obj)
@@ -729,7 +733,7 @@ func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 	if inf != nil {
 		kind = inf.res.Kind
 	}
-	return encodeOptions(rules).Check(doc.Body, doc.Meta.APIVersion, kind, ref.Name)
+	return encodeOptions(rules, nil).Check(doc.Body, doc.Meta.APIVersion, kind, ref.Name)
 }
 
 // keep applies the object filters.

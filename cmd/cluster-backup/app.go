@@ -126,17 +126,26 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 			logging.Data(map[string]any{"dir": cfg.BackupDir}))
 		return d, nil
 	}
-	return sink.NewMinIO(ctx, sink.MinIOOptions{
-		Endpoint:  cfg.MinIOEndpoint,
-		AccessKey: cfg.MinIOAccessKey,
-		SecretKey: cfg.MinIOSecretKey,
-		Bucket:    cfg.MinIOBucket,
-		UseSSL:    cfg.MinIOUseSSL,
-		CAFile:    cfg.MinIOCAFile,
-		Region:    cfg.MinIORegion,
-		// The writer's workers plus a pass's listing.
-		Connections:     cfg.BatchSize + 1,
-		NoncurrentDays:  cfg.NoncurrentRetention.Days,
-		NoncurrentNewer: cfg.NoncurrentRetention.Newer,
-	}, log)
+	opts := minioOptions(cfg)
+	// The writer's workers plus a pass's listing.
+	opts.Connections = cfg.BatchSize + 1
+	opts.NoncurrentDays, opts.NoncurrentNewer = cfg.NoncurrentRetention.Days, cfg.NoncurrentRetention.Newer
+	return sink.NewMinIO(ctx, opts, log)
+}
+
+// minioOptions are the settings that reach the bucket, the same for the
+// service and the commands.
+func minioOptions(cfg config.Config) sink.MinIOOptions {
+	return sink.MinIOOptions{
+		Endpoint:   cfg.MinIOEndpoint,
+		AccessKey:  cfg.MinIOAccessKey,
+		SecretKey:  cfg.MinIOSecretKey,
+		Bucket:     cfg.MinIOBucket,
+		UseSSL:     cfg.MinIOUseSSL,
+		CAFile:     cfg.MinIOCAFile,
+		ClientCert: cfg.MinIOClientCert,
+		ClientKey:  cfg.MinIOClientKey,
+		SSE:        cfg.MinIOSSE,
+		Region:     cfg.MinIORegion,
+	}
 }

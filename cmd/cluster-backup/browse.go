@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/encode"
+	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
 	"github.com/cluster-backup/cluster-backup/sink"
@@ -73,6 +76,7 @@ type selection struct {
 	excludeResources  stringList
 	labelSelector     string
 	output            string
+	identity          string
 
 	atTime time.Time
 }
@@ -90,13 +94,30 @@ func (s *selection) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.labelSelector, "l", "", "label selector over the backed-up objects")
 	fs.StringVar(&s.labelSelector, "selector", "", "label selector over the backed-up objects")
 	fs.StringVar(&s.output, "o", "table", "output: table, yaml, json or name")
+	fs.StringVar(&s.identity, "identity", "", "age identity file to decrypt Secrets with (default AGE_IDENTITY_FILE)")
 }
 
 func (s *selection) overrides() map[string]string {
-	if s.cluster == "" {
-		return nil
+	out := map[string]string{}
+	if s.cluster != "" {
+		out["CLUSTER_NAME"] = s.cluster
 	}
-	return map[string]string{"CLUSTER_NAME": s.cluster}
+	if s.identity != "" {
+		out["AGE_IDENTITY_FILE"] = s.identity
+	}
+	return out
+}
+
+// decrypter loads AGE_IDENTITY_FILE; nil when none is given.
+func decrypter(cfg config.Config) (*encrypt.Decrypter, error) {
+	if cfg.AgeIdentityFile == "" {
+		return nil, nil
+	}
+	d, err := encrypt.LoadIdentities(cfg.AgeIdentityFile)
+	if err != nil {
+		return nil, usagef("invalid --identity (AGE_IDENTITY_FILE) %q: %v", cfg.AgeIdentityFile, err)
+	}
+	return d, nil
 }
 
 // parseTime reads --at: RFC 3339, or a duration ago (with d for days).
@@ -193,6 +214,7 @@ func (r resolver) namespaced(segment string) (namespaced, known bool) {
 // browser is what ls, show and history need: the store and the layout.
 type browser struct {
 	cfg    config.Config
+	dec    *encrypt.Decrypter
 	reader restore.Reader
 	layout object.Layout
 	res    resolver
@@ -206,7 +228,11 @@ func openBrowser(ctx context.Context, cfg config.Config, stdout io.Writer) (*bro
 	if err != nil {
 		return nil, err
 	}
-	b := &browser{cfg: cfg, reader: store, layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, stdout: stdout}
+	dec, err := decrypter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b := &browser{cfg: cfg, dec: dec, reader: store, layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, stdout: stdout}
 	if kube, err := restConfig(cfg); err == nil {
 		kube.Timeout = 5 * time.Second
 		if _, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion(); err == nil {
@@ -225,11 +251,9 @@ func openReadStore(ctx context.Context, cfg config.Config) (restore.Reader, erro
 		}
 		return d, nil
 	}
-	m, err := sink.NewMinIO(ctx, sink.MinIOOptions{
-		Endpoint: cfg.MinIOEndpoint, AccessKey: cfg.MinIOAccessKey, SecretKey: cfg.MinIOSecretKey,
-		Bucket: cfg.MinIOBucket, UseSSL: cfg.MinIOUseSSL, CAFile: cfg.MinIOCAFile, Region: cfg.MinIORegion,
-		Connections: 32, ReadOnly: true, MaxRetries: 3,
-	}, zap.NewNop())
+	opts := minioOptions(cfg)
+	opts.Connections, opts.ReadOnly, opts.MaxRetries = 32, true, 3
+	m, err := sink.NewMinIO(ctx, opts, zap.NewNop())
 	if err != nil {
 		return nil, fatalError{err}
 	}
@@ -406,8 +430,39 @@ func (b *browser) show(ctx context.Context, sel *selection, args []string, versi
 	if err != nil {
 		return err
 	}
+	if body, err = b.readable(body); errors.Is(err, encrypt.ErrNoIdentity) {
+		return usagef("%s: %v", key, err)
+	} else if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
 	_, err = b.stdout.Write(body)
 	return err
+}
+
+// readable is a stored document with its values decrypted, or as stored
+// when none is encrypted.
+func (b *browser) readable(body []byte) ([]byte, error) {
+	if !bytes.Contains(body, []byte(encrypt.Annotation)) {
+		return body, nil
+	}
+	obj, err := restore.Decode(body)
+	if err != nil || !encrypt.Encrypted(obj.Object) {
+		return body, nil //nolint:nilerr // not an encrypted document after all: shown as stored
+	}
+	if err := b.dec.Decrypt(obj.Object); err != nil {
+		return nil, err
+	}
+	enc, err := encode.Options{IncludeManagedFields: true, IncludeStatus: true}.Encode(obj)
+	return enc.Body, err
+}
+
+// patchText is what history -p compares: the decrypted document, or the
+// stored one without an identity.
+func (b *browser) patchText(body []byte) string {
+	if plain, err := b.readable(body); err == nil {
+		return string(plain)
+	}
+	return string(body)
 }
 
 // history prints every version of one object, newest first, and with
@@ -452,10 +507,10 @@ func (b *browser) history(ctx context.Context, sel *selection, args []string, si
 		}
 		var older string
 		if i+1 < len(versions) {
-			older = string(bodies[versions[i+1].ID].Body)
+			older = b.patchText(bodies[versions[i+1].ID].Body)
 		}
 		diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-			A: difflib.SplitLines(older), B: difflib.SplitLines(string(f.Body)),
+			A: difflib.SplitLines(older), B: difflib.SplitLines(b.patchText(f.Body)),
 			FromFile: "a/" + key, ToFile: "b/" + key, Context: 3,
 		})
 		fmt.Fprintln(b.stdout, diff)

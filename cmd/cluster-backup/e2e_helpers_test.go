@@ -109,6 +109,9 @@ type serviceOptions struct {
 	configMap map[string]string
 	minio     *testenv.MinIO // default: the shared server
 	args      []string       // default: run
+	// secrets are strings that must appear in no log line, error or
+	// metric, besides the store's credentials.
+	secrets []string
 }
 
 func startService(t *testing.T, cluster string, opts serviceOptions) *service {
@@ -175,14 +178,45 @@ func startService(t *testing.T, cluster string, opts serviceOptions) *service {
 		close(s.done)
 	}()
 	t.Cleanup(func() {
+		exposition := s.scrape()
 		s.stop()
+		b, _ := os.ReadFile(stderr.Name())
+		s.checkNoLeak(append([]string{srv.AccessKey, srv.SecretKey}, opts.secrets...), string(b), exposition)
 		if t.Failed() {
-			b, _ := os.ReadFile(stderr.Name())
 			t.Logf("stderr of %s:\n%s", cluster, b)
 			s.dumpLogs(40)
 		}
 	})
 	return s
+}
+
+// scrape returns the metrics exposition, "" when it cannot be read.
+func (s *service) scrape() string {
+	resp, err := http.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// checkNoLeak fails the test when a credential or secret appears in the
+// service's log lines, its stderr or its metrics.
+func (s *service) checkNoLeak(secrets []string, stderr, exposition string) {
+	var logs strings.Builder
+	for _, l := range s.logs("") {
+		b, _ := json.Marshal(l)
+		logs.Write(b)
+		logs.WriteByte('\n')
+	}
+	for _, secret := range secrets {
+		for where, text := range map[string]string{"log lines": logs.String(), "stderr": stderr, "metrics": exposition} {
+			if secret != "" && strings.Contains(text, secret) {
+				s.t.Errorf("%s: a secret (%.4s...) appears in the %s", s.cluster, secret, where)
+			}
+		}
+	}
 }
 
 func (s *service) read(r io.Reader) {

@@ -91,6 +91,9 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	if err != nil {
 		return err
 	}
+	if opts.Decrypter, err = decrypter(cfg); err != nil {
+		return err
+	}
 	start := time.Now()
 	target, res, err := connectTarget(cfg, fl.qps)
 	if err != nil {

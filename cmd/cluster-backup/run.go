@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -109,7 +110,8 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 		QueueMetrics: metrics.NewWorkqueueProvider(reg),
 		Holds:        holds,
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
-	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules}, a.log.With(logging.Component("watcher")), m)
+	a.checkSecrets(m)
+	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules, Encrypter: a.cfg.Encrypter}, a.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
 		Layout:         a.layout(),
 		BatchSize:      a.cfg.BatchSize,
@@ -123,6 +125,21 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 		Metrics:        m,
 	}
 	return &pipeline{manager: manager, writer: writer, health: health, store: store, holds: holds, settings: settings, pass: pass, reg: reg, metrics: m}, nil
+}
+
+// checkSecrets exports whether Secrets are encrypted and warns when they
+// are stored in the clear.
+func (a *app) checkSecrets(m *metrics.Metrics) {
+	if a.cfg.Encrypter != nil {
+		m.SecretsEncrypted.Set(1)
+		return
+	}
+	m.SecretsEncrypted.Set(0)
+	secrets := filter.Resource{Version: "v1", Resource: "secrets", Singular: "secret", Kind: "Secret", Namespaced: true}
+	if selected, _ := a.cfg.Rules.SelectResources([]filter.Resource{secrets}, false); len(selected) > 0 {
+		a.log.Warn("Secrets are stored in the clear: whoever reads the bucket reads them; set SECRET_ENCRYPTION or exclude secrets",
+			logging.Component("main"), logging.Op(logging.OpDiscovery))
+	}
 }
 
 // checkVersioning exports whether the bucket keeps versions and, with
@@ -262,6 +279,9 @@ func (a *app) run(ctx context.Context) error {
 	var st status
 	srv := a.serve(reg, st.ready(), st.live(a.cfg.SyncTimeout+leaderPassGrace))
 	defer a.shutdownServer(srv)
+	if a.cfg.EnablePprof {
+		defer a.shutdownServer(a.servePprof())
+	}
 	if err := a.connectStore(ctx, m); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -604,17 +624,27 @@ func (a *app) serve(reg *prometheus.Registry, ready, live func() error) *http.Se
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	if a.cfg.EnablePprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	srv := &http.Server{Addr: a.cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return a.listen("Metrics server", a.cfg.MetricsAddr, mux)
+}
+
+// servePprof serves Go's profiles on PPROF_ADDR (loopback by default),
+// never on the metrics port that scrapers reach: a profile shows the
+// process's memory and command line.
+func (a *app) servePprof() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return a.listen("Profiling server", a.cfg.PprofAddr, mux)
+}
+
+func (a *app) listen(name, addr string, h http.Handler) *http.Server {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("Metrics server failed", logging.Component("main"), zap.Error(err))
+			a.log.Error(name+" failed", logging.Component("main"), zap.Error(err), logging.Data(map[string]any{"addr": addr}))
 		}
 	}()
 	return srv

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/minio/minio-go/v7"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cluster-backup/cluster-backup/encrypt"
+	"github.com/cluster-backup/cluster-backup/testenv"
+)
+
+// ageKey is a fresh age identity in a key file.
+func ageKey(t *testing.T) (*age.X25519Identity, string) {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "key.txt")
+	if err := os.WriteFile(path, []byte(id.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return id, path
+}
+
+// seedSecrets creates Secrets whose every value is distinctive, one of
+// them with the annotation kubectl apply leaves, and returns the values.
+func seedSecrets(t *testing.T, ns string) map[string]string {
+	t.Helper()
+	values := map[string]string{
+		"db/password":  "pw-Xq81vTz-" + ns,
+		"db/username":  "admin-Kd27-" + ns,
+		"tls/tls.key":  "-----BEGIN KEY----- k3y-Mv55-" + ns,
+		"tls/tls.crt":  "-----BEGIN CERT----- c3rt-Pp09-" + ns,
+		"token/token":  "tok-Ww42-" + ns,
+		"token/traps":  "yes",
+		"applied/conf": "applied-Rr73-" + ns,
+	}
+	lastApplied := fmt.Sprintf(`{"apiVersion":"v1","kind":"Secret","metadata":{"name":"applied","namespace":%q},"stringData":{"conf":%q}}`, ns, values["applied/conf"])
+	secrets := []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "db", Labels: map[string]string{"app": "db"}},
+			StringData: map[string]string{"password": values["db/password"], "username": values["db/username"]}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "tls"}, Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{"tls.key": []byte(values["tls/tls.key"]), "tls.crt": []byte(values["tls/tls.crt"])}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "token"}, StringData: map[string]string{"token": values["token/token"], "traps": values["token/traps"]}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "applied", Annotations: map[string]string{encrypt.LastApplied: lastApplied}},
+			StringData: map[string]string{"conf": values["applied/conf"]}},
+	}
+	for _, s := range secrets {
+		if _, err := e2e.cs.CoreV1().Secrets(ns).Create(bg, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	createConfigMap(t, ns, "settings", map[string]string{"mode": "fast"}, nil, nil)
+	return values
+}
+
+// secretValue reads a live Secret's value.
+func secretValue(t *testing.T, ns, name, key string) string {
+	t.Helper()
+	s, err := e2e.cs.CoreV1().Secrets(ns).Get(bg, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(s.Data[key])
+}
+
+// mcCat reads a stored object with the stock MinIO client.
+func mcCat(t *testing.T, key string) string {
+	t.Helper()
+	mc := testenv.Require(t, "mc")[0]
+	cmd := exec.Command(mc, "--config-dir", t.TempDir(), "cat", "store/"+bucketName+"/"+key)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("MC_HOST_store=http://%s:%s@%s", e2e.minio.AccessKey, e2e.minio.SecretKey, e2e.minio.Endpoint))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("mc cat %s: %v", key, err)
+	}
+	return string(out)
+}
+
+func TestSecretEncryption(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-encrypted", "encrypted"
+	createNamespace(t, ns)
+	values := seedSecrets(t, ns)
+	id, keyFile := ageKey(t)
+	hmacKey := "hmac-key-Zt61-not-for-production"
+	env := map[string]string{
+		"SECRET_ENCRYPTION": id.Recipient().String(),
+		"SECRET_HMAC_KEY":   hmacKey,
+		"SNAPSHOT_INTERVAL": "2s",
+		"ENABLE_PPROF":      "true",
+	}
+	opts := serviceOptions{env: env, configMap: map[string]string{"include-namespaces": ns}, secrets: []string{hmacKey}}
+	s := startService(t, cluster, opts)
+	s.waitReady()
+	s.waitPass(1)
+	eventually(t, 30*time.Second, "an empty queue", func() bool { return s.metric("cluster_backup_queue_depth", nil) == 0 })
+	if got := s.metric("cluster_backup_secrets_encrypted", nil); got != 1 {
+		t.Errorf("cluster_backup_secrets_encrypted = %v, want 1", got)
+	}
+	if code := s.get("/debug/pprof/"); code != 404 {
+		t.Errorf("the metrics port serves the profiles: GET /debug/pprof/ = %d", code)
+	}
+
+	// What a reader of the bucket sees: no value, in any spelling, and no
+	// metadata that is a plain hash of one.
+	forbidden := map[string]string{}
+	for k, v := range values {
+		if v == "yes" {
+			continue // too short to be told apart from YAML; it is encrypted with the rest
+		}
+		forbidden[v] = k
+		forbidden[base64.StdEncoding.EncodeToString([]byte(v))] = k + " (base64)"
+	}
+	for _, name := range []string{"db", "tls", "token", "applied"} {
+		key := s.key(ns, "secrets", name)
+		stored := mcCat(t, key)
+		for v, what := range forbidden {
+			if strings.Contains(stored, v) {
+				t.Errorf("%s: %s is readable in the bucket:\n%s", key, what, stored)
+			}
+		}
+		if !strings.Contains(stored, encrypt.Annotation) {
+			t.Errorf("%s does not say how it is encrypted:\n%s", key, stored)
+		}
+		info, err := e2e.bucket.StatObject(bg, bucketName, key, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range values {
+			sum := sha256.Sum256([]byte(v))
+			for mk, mv := range info.UserMetadata {
+				if strings.EqualFold(mv, hex.EncodeToString(sum[:])) {
+					t.Errorf("%s: metadata %s is the SHA-256 of %s", key, mk, k)
+				}
+			}
+		}
+	}
+	if !strings.Contains(mcCat(t, s.key(ns, "configmaps", "settings")), "fast") {
+		t.Error("a ConfigMap is no longer stored in the clear")
+	}
+	decryptsWithTheAgeTool(t, s.key(ns, "secrets", "db"), keyFile, values["db/password"])
+
+	// Three passes over unchanged Secrets add no version.
+	s.waitPass(4)
+	for _, name := range []string{"db", "tls", "token", "applied"} {
+		if n := s.versions(s.key(ns, "secrets", name)); n != 1 {
+			t.Errorf("secret %s: %d versions after 4 passes, want 1", name, n)
+		}
+	}
+	s.stop()
+	restart := startService(t, cluster, opts)
+	restart.waitPass(1)
+	eventually(t, 30*time.Second, "an empty queue", func() bool { return restart.metric("cluster_backup_queue_depth", nil) == 0 })
+	if w := restart.metric("cluster_backup_resources_total", map[string]string{"action": "written"}); w != 0 {
+		t.Errorf("a restart over unchanged encrypted Secrets wrote %v objects", w)
+	}
+	restart.stop()
+
+	// Adding a recipient re-encrypts every Secret on the next pass, and
+	// rewrites nothing else.
+	second, secondKey := ageKey(t)
+	env["SECRET_ENCRYPTION"] = id.Recipient().String() + "," + second.Recipient().String()
+	rotated := startService(t, cluster, opts)
+	rotated.waitPass(1)
+	eventually(t, 30*time.Second, "every Secret re-encrypted", func() bool {
+		for _, name := range []string{"db", "tls", "token", "applied"} {
+			if rotated.versions(s.key(ns, "secrets", name)) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	decryptsWithTheAgeTool(t, s.key(ns, "secrets", "db"), secondKey, values["db/password"])
+	if n := rotated.versions(s.key(ns, "configmaps", "settings")); n != 1 {
+		t.Errorf("a new recipient rewrote a ConfigMap: %d versions", n)
+	}
+	rotated.stop()
+
+	browseEncrypted(t, cluster, ns, keyFile, values)
+	restoreEncrypted(t, cluster, ns, keyFile, values)
+}
+
+// decryptsWithTheAgeTool decrypts one value of a stored Secret as the README
+// shows: base64 -d | age -d -i KEY.
+func decryptsWithTheAgeTool(t *testing.T, key, keyFile, want string) {
+	t.Helper()
+	ageBin := testenv.Require(t, "age")[0]
+	doc := mcCat(t, key)
+	var value string
+	for _, line := range strings.Split(doc, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "password: "); ok {
+			value = v
+		}
+	}
+	sealed, err := base64.StdEncoding.DecodeString(value)
+	if err != nil {
+		t.Fatalf("data.password of %s is not base64: %v\n%s", key, err, doc)
+	}
+	cmd := exec.Command(ageBin, "-d", "-i", keyFile)
+	cmd.Stdin = strings.NewReader(string(sealed))
+	out, err := cmd.Output()
+	if err != nil || string(out) != want {
+		t.Errorf("age -d of data.password: %q, %v; want the original value", out, err)
+	}
+}
+
+// browseEncrypted: show decrypts with the identity and refuses without it.
+func browseEncrypted(t *testing.T, cluster, ns, keyFile string, values map[string]string) {
+	t.Helper()
+	out, stderr, code := cli(t, cluster, "show", "secrets/db", "-n", ns, "--identity", keyFile)
+	if code != 0 || !strings.Contains(out, base64.StdEncoding.EncodeToString([]byte(values["db/password"]))) || strings.Contains(out, encrypt.Annotation) {
+		t.Errorf("show --identity: exit %d\n%s\n%s", code, out, stderr)
+	}
+	out, stderr, code = cli(t, cluster, "show", "secrets/db", "-n", ns)
+	if code != 2 || !strings.Contains(stderr, "--identity") || strings.Contains(out, "password") {
+		t.Errorf("show without an identity: exit %d, want 2 and a message naming --identity\n%s\n%s", code, out, stderr)
+	}
+	if out, _, code := cli(t, cluster, "show", "configmaps/settings", "-n", ns); code != 0 || !strings.Contains(out, "fast") {
+		t.Errorf("show of a ConfigMap without an identity: exit %d\n%s", code, out)
+	}
+}
+
+// restoreEncrypted: without the identity a restore brings back everything
+// but the Secrets and says why; with it, the Secrets come back as they were.
+func restoreEncrypted(t *testing.T, cluster, ns, keyFile string, values map[string]string) {
+	t.Helper()
+	deleteNamespace(t, ns)
+	rep := restoreReport(t, cluster, exitPartial, "-n", ns)
+	failed := 0
+	for _, r := range rep.Objects {
+		if r.Outcome == "failed" {
+			failed++
+			if r.Resource != "secrets" || !strings.Contains(r.Reason, "--identity") {
+				t.Errorf("failed %s/%s: %s", r.Resource, r.Name, r.Reason)
+			}
+		}
+	}
+	if failed != 4 {
+		t.Errorf("%d objects failed without the identity, want the 4 Secrets", failed)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "settings", metav1.GetOptions{}); err != nil {
+		t.Errorf("the ConfigMap was not restored without the identity: %v", err)
+	}
+	restoreReport(t, cluster, 0, "-n", ns, "--identity", keyFile)
+	for k, want := range values {
+		name, key, _ := strings.Cut(k, "/")
+		if name == "applied" {
+			continue
+		}
+		if got := secretValue(t, ns, name, key); got != want {
+			t.Errorf("restored %s = %q, want %q", k, got, want)
+		}
+	}
+	applied, err := e2e.cs.CoreV1().Secrets(ns).Get(context.Background(), "applied", metav1.GetOptions{})
+	if err != nil || string(applied.Data["conf"]) != values["applied/conf"] || !strings.Contains(applied.Annotations[encrypt.LastApplied], values["applied/conf"]) {
+		t.Errorf("restored Secret applied: %v %v", applied, err)
+	}
+	if _, stderr, code := cli(t, cluster, "diff", "-n", ns, "--identity", keyFile); code != 0 {
+		t.Errorf("diff after the restore: exit %d\n%s", code, stderr)
+	}
+}
