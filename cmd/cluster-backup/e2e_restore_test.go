@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cluster-backup/cluster-backup/restore"
+	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
 // cli runs one command of the binary against the shared servers, as the
@@ -42,16 +44,26 @@ func cli(t *testing.T, cluster string, args ...string) (stdout, stderr string, c
 // cliOn runs one command against the cluster of kubeconfig.
 func cliOn(t *testing.T, kubeconfig, cluster string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return cliWith(t, e2e.minio, map[string]string{"KUBECONFIG": kubeconfig, "CLUSTER_NAME": cluster}, args...)
+}
+
+// cliWith runs one command against the store srv, with env added to the
+// defaults. Neither output may show the store's credentials.
+func cliWith(t *testing.T, srv *testenv.MinIO, env map[string]string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	vars := map[string]string{
+		"KUBECONFIG":       e2e.kube.Kubeconfig,
+		"MINIO_ENDPOINT":   srv.Endpoint,
+		"MINIO_ACCESS_KEY": srv.AccessKey,
+		"MINIO_SECRET_KEY": srv.SecretKey,
+		"MINIO_BUCKET":     bucketName,
+		"MINIO_USE_SSL":    "false",
+		"HOME":             t.TempDir(),
+	}
+	maps.Copy(vars, env)
 	cmd := exec.Command(e2e.bin, args...)
-	cmd.Env = []string{
-		"CLUSTER_NAME=" + cluster,
-		"KUBECONFIG=" + kubeconfig,
-		"MINIO_ENDPOINT=" + e2e.minio.Endpoint,
-		"MINIO_ACCESS_KEY=" + e2e.minio.AccessKey,
-		"MINIO_SECRET_KEY=" + e2e.minio.SecretKey,
-		"MINIO_BUCKET=" + bucketName,
-		"MINIO_USE_SSL=false",
-		"HOME=" + t.TempDir(),
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -62,6 +74,11 @@ func cliOn(t *testing.T, kubeconfig, cluster string, args ...string) (stdout, st
 		code = exit.ExitCode()
 	case err != nil:
 		t.Fatal(err)
+	}
+	for _, secret := range []string{srv.AccessKey, srv.SecretKey} {
+		if strings.Contains(out.String()+errOut.String(), secret) {
+			t.Errorf("%v: the output shows a credential of the store", args)
+		}
 	}
 	return out.String(), errOut.String(), code
 }

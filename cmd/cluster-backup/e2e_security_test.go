@@ -2,10 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -273,4 +285,182 @@ func restoreEncrypted(t *testing.T, cluster, ns, keyFile string, values map[stri
 	if _, stderr, code := cli(t, cluster, "diff", "-n", ns, "--identity", keyFile); code != 0 {
 		t.Errorf("diff after the restore: exit %d\n%s", code, stderr)
 	}
+}
+
+func TestServerSideEncryption(t *testing.T) {
+	requireServers(t)
+	kmsKey := make([]byte, 32)
+	if _, err := rand.Read(kmsKey); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := testenv.StartMinIOWith(ctx, t.TempDir(), testenv.MinIOOptions{
+		Env: []string{"MINIO_KMS_SECRET_KEY=backup-key:" + base64.StdEncoding.EncodeToString(kmsKey)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	client, err := minioClient(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "e2e-sse"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "at-rest", map[string]string{"sealed": "by-the-store"}, nil, nil)
+
+	for _, tc := range []struct{ cluster, sse, header string }{
+		// The first creates the bucket, with KMS as its default encryption.
+		{cluster: "sse-kms", sse: "kms:backup-key", header: "aws:kms"},
+		{cluster: "sse-s3", sse: "s3", header: "AES256"},
+	} {
+		opts := serviceOptions{minio: srv, env: map[string]string{"MINIO_SSE": tc.sse}, configMap: map[string]string{"include-namespaces": ns}}
+		s := startService(t, tc.cluster, opts)
+		s.waitPass(1)
+		key := s.key(ns, "configmaps", "at-rest")
+		eventually(t, 10*time.Second, "the object stored", func() bool { return s.body(key) != "" })
+		info, err := client.StatObject(ctx, bucketName, key, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Metadata.Get("X-Amz-Server-Side-Encryption"); got != tc.header {
+			t.Errorf("%s: the store reports encryption %q, want %q", tc.sse, got, tc.header)
+		}
+		s.stop()
+		// Read back: a restart's pass over the encrypted objects writes
+		// nothing, and show reads and verifies the document.
+		again := startService(t, tc.cluster, opts)
+		again.waitPass(1)
+		if w := again.metric("cluster_backup_resources_total", map[string]string{"action": "written"}); w != 0 {
+			t.Errorf("%s: a restart wrote %v objects", tc.sse, w)
+		}
+		again.stop()
+		out, stderr, code := cliWith(t, srv, map[string]string{"CLUSTER_NAME": tc.cluster}, "show", "configmaps/at-rest", "-n", ns)
+		if code != 0 || !strings.Contains(out, "by-the-store") {
+			t.Errorf("%s: show: exit %d\n%s%s", tc.sse, code, out, stderr)
+		}
+	}
+	cfg, err := client.GetBucketEncryption(ctx, bucketName)
+	if err != nil || len(cfg.Rules) != 1 || cfg.Rules[0].Apply.SSEAlgorithm != "aws:kms" {
+		t.Errorf("the bucket's default encryption: %+v %v", cfg, err)
+	}
+}
+
+func TestMutualTLS(t *testing.T) {
+	requireServers(t)
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	caFile, serverCert, clientCert := filepath.Join(dir, "ca.crt"), ca.issue(t, "127.0.0.1", true), ca.issue(t, "cluster-backup", false)
+	if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A TLS front that admits only clients with a certificate of the CA,
+	// before the real MinIO.
+	front := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: e2e.minio.Endpoint}))
+	front.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert.pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool, MinVersion: tls.VersionTLS12}
+	front.StartTLS()
+	defer front.Close()
+	ns := "e2e-mtls"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "over-mtls", map[string]string{"a": "b"}, nil, nil)
+	env := map[string]string{
+		"CLUSTER_NAME":   "mtls",
+		"MINIO_ENDPOINT": strings.TrimPrefix(front.URL, "https://"),
+		"MINIO_USE_SSL":  "true",
+		"MINIO_CA_FILE":  caFile,
+	}
+	if _, stderr, code := cliWith(t, e2e.minio, env, "ls", "-A"); code != exitFatal {
+		t.Errorf("ls without a client certificate: exit %d, want %d\n%s", code, exitFatal, stderr)
+	}
+	env["MINIO_CLIENT_CERT"], env["MINIO_CLIENT_KEY"] = clientCert.files(t)
+	s := startService(t, "mtls", serviceOptions{env: env, configMap: map[string]string{"include-namespaces": ns}})
+	s.waitPass(1)
+	key := s.key(ns, "configmaps", "over-mtls")
+	eventually(t, 10*time.Second, "the object stored through mutual TLS", func() bool { return s.body(key) != "" })
+	if out, stderr, code := cliWith(t, e2e.minio, env, "ls", "-n", ns); code != 0 || !strings.Contains(out, "over-mtls") {
+		t.Errorf("ls with a client certificate: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// testCA is a certificate authority of a test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+	pool *x509.CertPool
+}
+
+type testCert struct {
+	pair            tls.Certificate
+	certPEM, keyPEM []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue signs a server certificate for an IP, or a client certificate.
+func (ca *testCA) issue(t *testing.T, name string, server bool) testCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.ParseIP(name)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testCert{
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}
+	if c.pair, err = tls.X509KeyPair(c.certPEM, c.keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// files writes the certificate and its key and returns their paths.
+func (c testCert) files(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, c.certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, c.keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
