@@ -210,6 +210,12 @@ func TestRBACIsReadOnly(t *testing.T) {
 						t.Errorf("ClusterRole grants %q", v)
 					}
 				}
+				resources, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+				for _, res := range resources {
+					if res == "*" || strings.Contains(res, "/") {
+						t.Errorf("ClusterRole grants %q: it reaches subresources", res)
+					}
+				}
 			}
 			roles := find(objs, "Role")
 			if (len(roles) == 1) != tc.wantLease {
@@ -232,6 +238,57 @@ func TestRBACIsReadOnly(t *testing.T) {
 	}
 }
 
+func TestSecretsCanBeLeftOut(t *testing.T) {
+	objs := render(t, defaults, "rbac.secrets=false")
+	rules, _, _ := unstructured.NestedSlice(one(t, objs, "ClusterRole").Object, "rules")
+	for _, r := range rules {
+		resources, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
+		if slices.Contains(resources, "secrets") {
+			t.Error("rbac.secrets=false still grants reading Secrets")
+		}
+	}
+	exclude, _, _ := unstructured.NestedString(one(t, objs, "ConfigMap").Object, "data", "exclude-resources")
+	if !slices.Contains(strings.Fields(exclude), "secrets") {
+		t.Errorf("rbac.secrets=false leaves secrets out of exclude-resources: %q", exclude)
+	}
+	if _, err := helm(t, "template", "r", chart, "--set", "clusterName=x", "--set", "rbac.extraRules[0].apiGroups[0]=", "--set", "rbac.extraRules[0].resources[0]=pods/log"); err == nil {
+		t.Error("an extra rule for a subresource was accepted")
+	}
+}
+
+func TestSecretEncryptionValues(t *testing.T) {
+	objs := render(t, full)
+	env := envOf(t, one(t, objs, "Deployment"))
+	if v := env["SECRET_ENCRYPTION"]["value"]; v != "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p" {
+		t.Errorf("SECRET_ENCRYPTION = %v", v)
+	}
+	ref, _, _ := unstructured.NestedString(env["SECRET_HMAC_KEY"], "valueFrom", "secretKeyRef", "name")
+	var hmac *unstructured.Unstructured
+	for _, s := range find(objs, "Secret") {
+		if s.GetName() == ref {
+			hmac = s
+		}
+	}
+	if hmac == nil {
+		t.Fatalf("SECRET_HMAC_KEY refers to %q, which the chart does not create", ref)
+	}
+	key, _, _ := unstructured.NestedString(hmac.Object, "data", "hmac-key")
+	if len(key) < 32 || hmac.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("the generated key Secret: %d base64 bytes, annotations %v", len(key), hmac.GetAnnotations())
+	}
+	if env["MINIO_SSE"]["value"] != "kms:backup-key" || env["MINIO_CLIENT_CERT"] == nil || env["VERIFY_INTERVAL"]["value"] != "24h" {
+		t.Errorf("store settings: %v %v %v", env["MINIO_SSE"], env["MINIO_CLIENT_CERT"], env["VERIFY_INTERVAL"])
+	}
+	np := one(t, objs, "NetworkPolicy")
+	ports, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+	if len(ports) != 1 {
+		t.Errorf("NetworkPolicy ingress %v: want one rule, the scrapers to the metrics port", ports)
+	}
+	if len(find(render(t, defaults), "NetworkPolicy")) != 0 {
+		t.Error("a NetworkPolicy by default")
+	}
+}
+
 func envOf(t *testing.T, o *unstructured.Unstructured) map[string]map[string]any {
 	t.Helper()
 	env, _ := container(t, podSpec(t, o))["env"].([]any)
@@ -244,7 +301,7 @@ func envOf(t *testing.T, o *unstructured.Unstructured) map[string]map[string]any
 }
 
 func TestCredentials(t *testing.T) {
-	objs := render(t, full)
+	objs := render(t, full, "secretEncryption.recipients=null")
 	secret := one(t, objs, "Secret")
 	env := envOf(t, one(t, objs, "Deployment"))
 	if walk(env["MINIO_SECRET_KEY"], []string{"valueFrom", "secretKeyRef", "name"}) != secret.GetName() {
@@ -254,7 +311,7 @@ func TestCredentials(t *testing.T) {
 		t.Error("secret key set as a literal env value")
 	}
 
-	objs = render(t, full, "minio.existingSecret=my-minio", "minio.accessKey=", "minio.secretKey=")
+	objs = render(t, full, "minio.existingSecret=my-minio", "minio.accessKey=", "minio.secretKey=", "secretEncryption.recipients=null")
 	if len(find(objs, "Secret")) != 0 {
 		t.Error("a Secret was rendered with existingSecret")
 	}

@@ -41,6 +41,10 @@ type Source interface {
 	// Incomplete names the types (and failing API groups) whose stored
 	// keys are kept because their caches are not complete.
 	Incomplete() []string
+	// Denied names the incomplete types that the service may not list: a
+	// choice of its RBAC, reported and never pruned, but no failure of
+	// the pass.
+	Denied() []string
 }
 
 // Lister lists what the store holds.
@@ -133,6 +137,8 @@ type Result struct {
 	// Incomplete names the types whose stored objects were kept because
 	// their caches are not complete.
 	Incomplete []string
+	// Denied are the incomplete types the service may not list.
+	Denied []string
 	// PruneHeld says why the pass's deletes were held back, if they were.
 	PruneHeld string
 	Duration  time.Duration
@@ -252,7 +258,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	}
 	// Incomplete is read before the caches, so that a type which completes
 	// meanwhile is reported as it was planned.
-	incomplete := p.Source.Incomplete()
+	incomplete, denied := p.Source.Incomplete(), p.Source.Denied()
 	skipInvalid, maxPrune := p.Settings.SkipInvalid(), p.Settings.MaxPruneFraction()
 	pl := plan(p.Layout, p.ClusterUID, stored, p.Source, skipInvalid)
 	p.reportInvalid(log, pl.invalid, skipInvalid)
@@ -273,7 +279,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	}
 
 	p.apply(ctx, pl, since, skipInvalid)
-	return p.report(log, pl, incomplete, held, start)
+	return p.report(log, pl, incomplete, denied, held, start)
 }
 
 func (p *Pass) reportInvalid(log *zap.Logger, invalid []invalidObject, skipInvalid bool) {
@@ -361,8 +367,8 @@ func (p *Pass) apply(ctx context.Context, pl *planned, since uint64, skipInvalid
 
 // report logs a line per resource and the pass's summary, and sets the
 // pass's metrics.
-func (p *Pass) report(log *zap.Logger, pl *planned, incomplete []string, held string, start time.Time) (Result, error) {
-	res := Result{Namespaces: pl.namespaces, Incomplete: incomplete, PruneHeld: held}
+func (p *Pass) report(log *zap.Logger, pl *planned, incomplete, denied []string, held string, start time.Time) (Result, error) {
+	res := Result{Namespaces: pl.namespaces, Incomplete: incomplete, Denied: denied, PruneHeld: held}
 	for _, r := range slices.Sorted(maps.Keys(pl.counts)) {
 		c := pl.counts[r]
 		res.add(*c)
@@ -386,6 +392,9 @@ func (p *Pass) report(log *zap.Logger, pl *planned, incomplete []string, held st
 	if len(incomplete) > 0 {
 		fields["incomplete"] = incomplete
 	}
+	if len(denied) > 0 {
+		fields["denied"] = denied
+	}
 	if held != "" {
 		fields["prune_held"] = held
 	}
@@ -395,16 +404,27 @@ func (p *Pass) report(log *zap.Logger, pl *planned, incomplete []string, held st
 		log.Error("Backup completed with errors", logging.Op(logging.OpBackupComplete), logging.Duration(res.Duration), data)
 		return res, fmt.Errorf("snapshot pass: %d errors", res.Errors)
 	}
-	if len(incomplete) > 0 {
+	if failing := without(incomplete, denied); len(failing) > 0 {
 		// Everything that could be listed is backed up; the pass does not
-		// count as a success while types are missing from it.
+		// count as a success while types are missing from it by a fault.
 		log.Warn("Backup completed without the types that could not be listed", logging.Op(logging.OpBackupComplete), logging.Duration(res.Duration), data)
-		return res, fmt.Errorf("snapshot pass: types not listed: %s", strings.Join(incomplete, ", "))
+		return res, fmt.Errorf("snapshot pass: types not listed: %s", strings.Join(failing, ", "))
 	}
 	p.Metrics.LastSuccess.SetToCurrentTime()
 	p.Metrics.Namespaces.Set(float64(res.Namespaces))
 	log.Info("Backup completed successfully", logging.Op(logging.OpBackupComplete), logging.Duration(res.Duration), data)
 	return res, nil
+}
+
+// without is list less the elements of drop.
+func without(list, drop []string) []string {
+	var out []string
+	for _, s := range list {
+		if !slices.Contains(drop, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // interleave orders refs so that consecutive writes go to different
@@ -450,8 +470,11 @@ func (r Result) Summary() string {
 	if r.Kept > 0 {
 		fmt.Fprintf(&b, "; %d stored objects kept", r.Kept)
 	}
-	if len(r.Incomplete) > 0 {
-		fmt.Fprintf(&b, "; not listed: %s", strings.Join(r.Incomplete, ", "))
+	if failing := without(r.Incomplete, r.Denied); len(failing) > 0 {
+		fmt.Fprintf(&b, "; not listed: %s", strings.Join(failing, ", "))
+	}
+	if len(r.Denied) > 0 {
+		fmt.Fprintf(&b, "; not permitted by RBAC (kept, not backed up): %s", strings.Join(r.Denied, ", "))
 	}
 	if r.PruneHeld != "" {
 		fmt.Fprintf(&b, "; deletes held back: %s", r.PruneHeld)

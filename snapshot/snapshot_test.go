@@ -29,6 +29,7 @@ type cached struct {
 type fakeSource struct {
 	objects    []cached
 	incomplete map[string]bool
+	denied     []string // of incomplete
 	// known are the segments discovery resolves (to the core group
 	// unless told otherwise); unknown segments are never prunable.
 	known map[string]string
@@ -48,6 +49,8 @@ func (f fakeSource) Incomplete() []string {
 	sort.Strings(out)
 	return out
 }
+
+func (f fakeSource) Denied() []string { return f.denied }
 
 func (f fakeSource) Resolve(seg string) (object.GroupResource, bool) {
 	group, known := f.known[seg]
@@ -144,6 +147,21 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 	}
 	if testutil.ToFloat64(m.Incomplete) != 1 {
 		t.Error("incomplete gauge not set")
+	}
+
+	// The same type denied by RBAC: kept and reported, but the pass
+	// succeeds.
+	src.denied = []string{"widgets.example.com"}
+	p.Source = src
+	res, err = p.Run(context.Background())
+	if err != nil {
+		t.Fatalf("a pass whose only missing type is denied: %v", err)
+	}
+	if res.Kept != 1 || !strings.Contains(res.Summary(), "not permitted by RBAC (kept, not backed up): widgets.example.com") {
+		t.Errorf("denied type: kept %d, summary %q", res.Kept, res.Summary())
+	}
+	if testutil.ToFloat64(m.LastSuccess) == 0 || testutil.ToFloat64(m.Incomplete) != 1 {
+		t.Error("a pass with only a denied type missing: last success not moved, or the type not reported incomplete")
 	}
 }
 

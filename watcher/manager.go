@@ -670,6 +670,21 @@ func (m *Manager) Incomplete() []string {
 	return out
 }
 
+// Denied names the types whose list the API server forbade: the RBAC of
+// the service does not cover them. They are among Incomplete.
+func (m *Manager) Denied() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for _, inf := range m.informers {
+		if inf.denied.Load() {
+			out = append(out, inf.res.Segment())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Resolve maps a stored resource segment to its type, and reports whether
 // a stored key of it may be deleted when the caches do not hold its
 // object: only when its type has a complete cache, or when the last

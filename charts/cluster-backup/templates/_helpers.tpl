@@ -34,6 +34,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "cluster-backup.fullname" .) .Values.minio.existingSecret }}
 {{- end }}
 
+{{- define "cluster-backup.hmacSecretName" -}}
+{{- .Values.secretEncryption.existingHMACSecret | default (printf "%s-hmac" (include "cluster-backup.fullname" .)) }}
+{{- end }}
+
 {{- define "cluster-backup.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -108,6 +112,27 @@ containers:
       - name: MINIO_CA_FILE
         value: /etc/cluster-backup/ca/ca.crt
       {{- end }}
+      {{- if .Values.minio.clientCertSecret }}
+      - name: MINIO_CLIENT_CERT
+        value: /etc/cluster-backup/client/tls.crt
+      - name: MINIO_CLIENT_KEY
+        value: /etc/cluster-backup/client/tls.key
+      {{- end }}
+      {{- with .Values.minio.sse }}
+      - name: MINIO_SSE
+        value: {{ . | quote }}
+      {{- end }}
+      {{- if .Values.secretEncryption.recipients }}
+      - name: SECRET_ENCRYPTION
+        value: {{ join "," .Values.secretEncryption.recipients | quote }}
+      - name: SECRET_HMAC_KEY
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "cluster-backup.hmacSecretName" . }}
+            key: hmac-key
+      {{- end }}
+      - name: VERIFY_INTERVAL
+        value: {{ .Values.verifyInterval | quote }}
       - name: BACKUP_PREFIX
         value: {{ .Values.backupPrefix | quote }}
       - name: BACKUP_DIR
@@ -185,6 +210,11 @@ containers:
         mountPath: /etc/cluster-backup/ca
         readOnly: true
       {{- end }}
+      {{- if .Values.minio.clientCertSecret }}
+      - name: client-cert
+        mountPath: /etc/cluster-backup/client
+        readOnly: true
+      {{- end }}
       {{- if not .Values.minio.endpoint }}
       - name: backup
         mountPath: {{ .Values.backupDir }}
@@ -197,6 +227,12 @@ volumes:
   - name: ca
     secret:
       secretName: {{ .Values.minio.caSecret }}
+  {{- end }}
+  {{- if .Values.minio.clientCertSecret }}
+  - name: client-cert
+    secret:
+      secretName: {{ .Values.minio.clientCertSecret }}
+      defaultMode: 0400
   {{- end }}
   {{- if not .Values.minio.endpoint }}
   - name: backup
