@@ -53,6 +53,7 @@ const (
 	OpLeaderElection         Operation = "leader_election"
 	OpPruneGuard             Operation = "prune_guard"
 	OpClusterIdentity        Operation = "cluster_identity"
+	OpObjectVerify           Operation = "object_verify"
 )
 
 // ParseLevel accepts debug, info, warn and error.

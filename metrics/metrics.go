@@ -27,6 +27,7 @@ var Operations = []logging.Operation{
 	logging.OpLeaderElection,
 	logging.OpPruneGuard,
 	logging.OpClusterIdentity,
+	logging.OpObjectVerify,
 }
 
 // Actions of cluster_backup_resources_total.

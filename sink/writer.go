@@ -618,6 +618,10 @@ func (w *Writer) remember(key, sum string) {
 	w.mu.Unlock()
 }
 
+// Forget drops what the writer knows of key's stored state: the next Apply
+// of its object writes it, whatever it held.
+func (w *Writer) Forget(key string) { w.forget(key) }
+
 func (w *Writer) forget(key string) {
 	w.mu.Lock()
 	delete(w.hashes, key)

@@ -58,6 +58,9 @@ type Applier interface {
 	// keys the writer wrote after the listing are not written twice.
 	Seq() uint64
 	Apply(ctx context.Context, refs []object.Ref, since uint64) []sink.Outcome
+	// Forget drops what the writer knows of a stored key, so that it is
+	// written again whatever the caches hold.
+	Forget(key string)
 }
 
 // batchesInFlight is how many batches of BATCH_SIZE keys a pass has queued
@@ -86,6 +89,9 @@ type Pass struct {
 	Writer     Applier
 	Log        *zap.Logger
 	Metrics    *metrics.Metrics
+	// Verify, when set, reads back a share of the stored objects in each
+	// pass and writes again those altered in the store.
+	Verify *Verify
 	// Progress, when set, is called after each batch with the objects
 	// handled so far, the objects to handle and those written.
 	Progress func(done, total, written int)
@@ -255,6 +261,14 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())
 		log.Error("Snapshot pass failed to list the store", logging.Op(logging.OpBackupComplete), zap.Error(err))
 		return Result{Counts: Counts{Errors: 1}, Duration: time.Since(start)}, fmt.Errorf("list store: %w", err)
+	}
+	if altered := p.verify(ctx, log, stored); len(altered) > 0 {
+		for i, s := range stored {
+			if altered[s.Key] {
+				p.Writer.Forget(s.Key)
+				stored[i].Meta = object.Meta{ClusterUID: s.Meta.ClusterUID} // matches no cache
+			}
+		}
 	}
 	// Incomplete is read before the caches, so that a type which completes
 	// meanwhile is reported as it was planned.

@@ -72,12 +72,19 @@ func (f fakeStore) List(context.Context, string) ([]object.Stored, error) { retu
 
 // fakeWriter records what the pass asked for and answers as told.
 type fakeWriter struct {
-	mu      sync.Mutex
-	applied []object.Ref
-	outcome func(object.Ref) sink.Outcome
+	mu        sync.Mutex
+	applied   []object.Ref
+	forgotten []string
+	outcome   func(object.Ref) sink.Outcome
 }
 
 func (f *fakeWriter) Seq() uint64 { return 0 }
+
+func (f *fakeWriter) Forget(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgotten = append(f.forgotten, key)
+}
 
 func (f *fakeWriter) Apply(_ context.Context, refs []object.Ref, _ uint64) []sink.Outcome {
 	f.mu.Lock()

@@ -384,18 +384,7 @@ func TestTamperedObjectIsRefused(t *testing.T) {
 	createConfigMap(t, ns, "evil", map[string]string{"v": "1"}, nil, nil)
 	backUp(t, cluster, ns)
 	key := "clusterbackup/" + cluster + "/" + ns + "/configmaps/evil.yaml"
-	info, err := e2e.bucket.StatObject(bg, bucketName, key, minio.StatObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: evil\n  namespace: " + ns + "\ndata:\n  v: injected\n"
-	md := map[string]string{}
-	for k, v := range info.UserMetadata {
-		md[k] = v
-	}
-	if _, err := e2e.bucket.PutObject(bg, bucketName, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{UserMetadata: md}); err != nil {
-		t.Fatal(err)
-	}
+	tamper(t, key, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: evil\n  namespace: "+ns+"\ndata:\n  v: injected\n")
 	if _, stderr, code := cli(t, cluster, "show", "configmaps/evil", "-n", ns); code == 0 || !strings.Contains(stderr, key) || !strings.Contains(stderr, "altered") {
 		t.Errorf("show of a tampered object: exit %d\n%s", code, stderr)
 	}
@@ -409,6 +398,56 @@ func TestTamperedObjectIsRefused(t *testing.T) {
 	}
 	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "good", metav1.GetOptions{}); err != nil {
 		t.Errorf("the good object was not restored: %v", err)
+	}
+}
+
+// tamper replaces a stored object's content and keeps its metadata, as
+// whoever may write to the bucket could.
+func tamper(t *testing.T, key, body string) {
+	t.Helper()
+	info, err := e2e.bucket.StatObject(bg, bucketName, key, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := map[string]string{}
+	maps.Copy(md, info.UserMetadata)
+	if _, err := e2e.bucket.PutObject(bg, bucketName, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{UserMetadata: md}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyRepairsAlteredObjects(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-verify", "verify"
+	createNamespace(t, ns)
+	for i := range 20 {
+		createConfigMap(t, ns, fmt.Sprint("cm-", i), map[string]string{"v": fmt.Sprint(i)}, nil, nil)
+	}
+	backUp(t, cluster, ns)
+	key := "clusterbackup/" + cluster + "/" + ns + "/configmaps/cm-7.yaml"
+	tamper(t, key, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-7\n  namespace: "+ns+"\ndata:\n  v: injected\n")
+	if _, _, code := cli(t, cluster, "show", "configmaps/cm-7", "-n", ns); code == 0 {
+		t.Fatal("show accepted the altered object")
+	}
+	// Every object once per hour, a pass per hour: all of them in the
+	// first pass.
+	s := startService(t, cluster, serviceOptions{
+		env:       map[string]string{"VERIFY_INTERVAL": "1h", "SNAPSHOT_INTERVAL": "1h"},
+		configMap: map[string]string{"include-namespaces": ns},
+	})
+	s.waitPass(1)
+	eventually(t, 10*time.Second, "the altered object written again", func() bool { return !strings.Contains(s.body(key), "injected") })
+	if out, stderr, code := cli(t, cluster, "show", "configmaps/cm-7", "-n", ns); code != 0 || !strings.Contains(out, `v: "7"`) {
+		t.Errorf("show after the repair: exit %d\n%s%s", code, out, stderr)
+	}
+	if got := s.metric("cluster_backup_verify_failures_total", nil); got != 1 {
+		t.Errorf("verify_failures_total = %v, want 1", got)
+	}
+	if got := s.metric("cluster_backup_verified_total", nil); got < 21 {
+		t.Errorf("verified_total = %v, want every stored object (21)", got)
+	}
+	if w := s.metric("cluster_backup_resources_total", map[string]string{"action": "written"}); w != 1 {
+		t.Errorf("the verifying pass wrote %v objects, want the altered one", w)
 	}
 }
 

@@ -124,6 +124,9 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 		Log:            a.log,
 		Metrics:        m,
 	}
+	if reader, ok := a.store.(snapshot.Reader); ok && a.cfg.VerifyInterval > 0 {
+		pass.Verify = &snapshot.Verify{Reader: reader, Interval: a.cfg.VerifyInterval, Period: a.cfg.SnapshotInterval}
+	}
 	return &pipeline{manager: manager, writer: writer, health: health, store: store, holds: holds, settings: settings, pass: pass, reg: reg, metrics: m}, nil
 }
 
