@@ -17,8 +17,8 @@ func TestSmoke(t *testing.T) {
 	testenv.Require(t, "etcd", "kube-apiserver", "minio")
 	cfg := defaultConfig()
 	cfg.sizes = []int{500}
-	cfg.scenarios = map[string]bool{"initial": true, "restore": true, "latency": true, "amplification": true}
-	cfg.viewKeys = 200
+	cfg.scenarios = map[string]bool{"initial": true, "restore": true, "latency": true, "amplification": true, "foreign": true}
+	cfg.viewKeys, cfg.foreignKeys = 200, 2000
 	cfg.latencyRate, cfg.latencyDuration, cfg.latencyObjects = 20, 3*time.Second, 100
 	cfg.statusObjects, cfg.burstObjects = 50, 3
 	cfg.repeats = 2
@@ -61,6 +61,9 @@ func TestSmoke(t *testing.T) {
 	}
 	if x.DiffRequests["GET configmaps"] != 0 {
 		t.Errorf("diff made per-object GETs: %v", x.DiffRequests)
+	}
+	if f := res.Foreign; f == nil || f.PeakRSS <= 0 || f.BaselineRSS <= 0 || f.ForeignDeleted != 0 || f.Passes != 2 {
+		t.Errorf("foreign-key figures: %+v", f)
 	}
 	if md := res.markdown(); !strings.Contains(md, "status-only") || !strings.Contains(md, "ConfigMaps") {
 		t.Errorf("report:\n%s", md)

@@ -48,6 +48,7 @@ type config struct {
 	namespaces      int
 	seeders         int
 	viewKeys        int // keys of the point-in-time view scenario, five versions each
+	foreignKeys     int // keys not the service's own under its prefix, in the foreign scenario
 	out             string
 }
 
@@ -66,6 +67,7 @@ func defaultConfig() config {
 		namespaces:      10,
 		seeders:         16,
 		viewKeys:        10000,
+		foreignKeys:     1000000,
 		out:             "bench/results",
 	}
 }
@@ -148,33 +150,45 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 	}
 
 	res := &results{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg.describe()}
-	sizes := append([]int(nil), cfg.sizes...)
+	return res, e.scenarios(ctx, res)
+}
+
+// scenarios runs the scenarios asked for, in order, into res.
+func (e *env) scenarios(ctx context.Context, res *results) error {
+	sizes := append([]int(nil), e.cfg.sizes...)
 	sort.Ints(sizes)
-	if cfg.scenarios["initial"] {
+	if e.cfg.scenarios["initial"] {
 		for _, n := range sizes {
 			r, err := e.initial(ctx, n)
 			if err != nil {
-				return nil, fmt.Errorf("initial backup of %d: %w", n, err)
+				return fmt.Errorf("initial backup of %d: %w", n, err)
 			}
 			res.Initial = append(res.Initial, r)
 		}
 	}
-	if cfg.scenarios["restore"] {
+	if e.cfg.scenarios["restore"] {
 		r, err := e.restoreScenario(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("restore: %w", err)
+			return fmt.Errorf("restore: %w", err)
 		}
 		res.Restore = &r
 	}
-	if cfg.scenarios["latency"] || cfg.scenarios["amplification"] {
-		if err := e.seed(ctx, max(e.seeded, cfg.latencyObjects)); err != nil {
-			return nil, err
+	if e.cfg.scenarios["foreign"] {
+		r, err := e.foreignScenario(ctx)
+		if err != nil {
+			return fmt.Errorf("foreign keys: %w", err)
+		}
+		res.Foreign = &r
+	}
+	if e.cfg.scenarios["latency"] || e.cfg.scenarios["amplification"] {
+		if err := e.seed(ctx, max(e.seeded, e.cfg.latencyObjects)); err != nil {
+			return err
 		}
 		if err := e.steadyState(ctx, res); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // build compiles the service and the baseline once.

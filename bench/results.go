@@ -63,6 +63,7 @@ type results struct {
 	Latency       *latencyResult  `json:"latency,omitempty"`
 	Amplification *amplification  `json:"amplification,omitempty"`
 	Restore       *restoreResult  `json:"restore,omitempty"`
+	Foreign       *foreignResult  `json:"foreign,omitempty"`
 }
 
 func (c config) describe() string {
@@ -153,6 +154,10 @@ func (r *results) markdown() string {
 			x.Objects, x.DiffSeconds, requests(x.DiffRequests), mib(x.DiffPeakRSS), verdict(x.DiffRequests["GET configmaps"] == 0))
 		fmt.Fprintf(&b, "| point-in-time view of %d keys x 5 versions | one list request per 1,000 versions | %.1f s, %d list requests, peak RSS %s | %s |\n",
 			x.ViewKeys, x.ViewSeconds, x.ViewListRequests, mib(x.ViewPeakRSS), verdict(x.ViewListRequests <= int64(x.ViewVersions/1000+20)))
+	}
+	if f := r.Foreign; f != nil {
+		fmt.Fprintf(&b, "| start-up and %d passes with %d foreign keys under the prefix (%d own objects) | under the chart's %s limit, nothing foreign deleted | peak RSS %s (%s without them, %.0f B per foreign key), first pass after %.1f s (%.1f s without), %d of a sample of 100 deleted | %s |\n",
+			f.Passes, f.ForeignKeys, f.Objects, mib(f.MemoryLimit), mib(f.PeakRSS), mib(f.BaselineRSS), f.BytesPerKey, f.FirstPass, f.BaselineFirst, f.ForeignDeleted, verdict(f.PeakRSS < f.MemoryLimit && f.ForeignDeleted == 0))
 	}
 	if len(r.Initial) >= 2 {
 		first, last := r.Initial[0], r.Initial[len(r.Initial)-1]

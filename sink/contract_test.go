@@ -71,7 +71,7 @@ func TestStoreContract(t *testing.T) {
 			if err := s.Put(ctx, "clusterbackup/west/default/configmaps/a.yaml", []byte("x"), object.Meta{SHA256: object.Digest([]byte("x"))}); err != nil {
 				t.Fatal(err)
 			}
-			list, err := s.List(ctx, prefix)
+			list, err := List(ctx, s, prefix)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,10 +94,10 @@ func TestStoreContract(t *testing.T) {
 					}
 				}
 			}
-			if list, err := s.List(ctx, prefix); err != nil || len(list) != 0 {
+			if list, err := List(ctx, s, prefix); err != nil || len(list) != 0 {
 				t.Errorf("after deletes: %d keys, %v", len(list), err)
 			}
-			if list, _ := s.List(ctx, "clusterbackup/west/"); len(list) != 1 {
+			if list, _ := List(ctx, s, "clusterbackup/west/"); len(list) != 1 {
 				t.Errorf("another prefix was touched: %v", list)
 			}
 		})

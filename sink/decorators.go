@@ -63,12 +63,9 @@ func (r *retrying) Delete(ctx context.Context, key string) error {
 	return r.do(ctx, func() error { return r.Store.Delete(ctx, key) })
 }
 
-func (r *retrying) List(ctx context.Context, prefix string) (out []object.Stored, err error) {
-	err = r.do(ctx, func() error {
-		out, err = r.Store.List(ctx, prefix)
-		return err
-	})
-	return out, err
+// Walk retries the whole listing; visit may see keys again.
+func (r *retrying) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
+	return r.do(ctx, func() error { return r.Store.Walk(ctx, prefix, visit) })
 }
 
 // WithRateLimit holds writes and deletes to the limiter's rate, to spare a
@@ -137,8 +134,7 @@ func (h *Health) Delete(ctx context.Context, key string) error {
 	return h.record(h.Store.Delete(ctx, key))
 }
 
-// List records the outcome of the underlying List.
-func (h *Health) List(ctx context.Context, prefix string) ([]object.Stored, error) {
-	out, err := h.Store.List(ctx, prefix)
-	return out, h.record(err)
+// Walk records the outcome of the underlying Walk.
+func (h *Health) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
+	return h.record(h.Store.Walk(ctx, prefix, visit))
 }

@@ -131,7 +131,7 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 // Versions lists the documents under prefix, one version each (a
 // directory keeps no history), timed by their modification time.
 func (d *Dir) Versions(ctx context.Context, prefix string) ([]object.Version, error) {
-	stored, err := d.List(ctx, prefix)
+	stored, err := List(ctx, d, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -174,9 +174,8 @@ func (d *Dir) Get(_ context.Context, key, id string) ([]byte, object.Meta, error
 	return body, object.MetaFromMap(md), nil
 }
 
-// List walks the tree under prefix.
-func (d *Dir) List(ctx context.Context, prefix string) ([]object.Stored, error) {
-	var out []object.Stored
+// Walk visits the documents under prefix.
+func (d *Dir) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
 	err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -218,11 +217,10 @@ func (d *Dir) List(ctx context.Context, prefix string) ([]object.Stored, error) 
 			// describes it, so it is rewritten whatever it holds.
 			meta.SHA256, meta.HMAC = sum, ""
 		}
-		out = append(out, object.Stored{Key: key, Meta: meta})
-		return nil
+		return visit(object.Stored{Key: key, Meta: meta})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", prefix, err)
+		return fmt.Errorf("list %s: %w", prefix, err)
 	}
-	return out, nil
+	return nil
 }

@@ -39,7 +39,7 @@ func TestDirStore(t *testing.T) {
 			t.Errorf("%s: mode %v %v, want 0700", p, st.Mode(), err)
 		}
 	}
-	list, err := d.List(ctx, "clusterbackup/east/")
+	list, err := List(ctx, d, "clusterbackup/east/")
 	if err != nil || len(list) != 1 || list[0].Key != key || list[0].Meta != meta {
 		t.Fatalf("list %+v %v", list, err)
 	}
@@ -47,11 +47,11 @@ func TestDirStore(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, key), []byte("edited"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	list, _ = d.List(ctx, "clusterbackup/east/")
+	list, _ = List(ctx, d, "clusterbackup/east/")
 	if list[0].Meta.SHA256 != object.Digest([]byte("edited")) || list[0].Meta.Fingerprint() == meta.Fingerprint() {
 		t.Errorf("an edited file lists as %+v: its digest and fingerprint must change", list[0].Meta)
 	}
-	if other, _ := d.List(ctx, "clusterbackup/west/"); len(other) != 0 {
+	if other, _ := List(ctx, d, "clusterbackup/west/"); len(other) != 0 {
 		t.Errorf("other prefix listed %v", other)
 	}
 	if err := d.Delete(ctx, key); err != nil {
@@ -96,7 +96,7 @@ func TestDirStoreListsWhatItWrites(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d-byte name: %v", len(tc.name), err)
 		}
-		list, err := d.List(ctx, key)
+		list, err := List(ctx, d, key)
 		if err != nil || len(list) != 1 || list[0].Meta != meta {
 			t.Errorf("%q not listed with its metadata: %+v %v", tc.name[:min(len(tc.name), 10)], list, err)
 		}

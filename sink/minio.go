@@ -283,21 +283,24 @@ func (m *MinIO) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// List returns the keys under prefix with their user metadata, in one
-// listing and without downloading any object.
-func (m *MinIO) List(ctx context.Context, prefix string) ([]object.Stored, error) {
-	var out []object.Stored
+// Walk visits the keys under prefix with their user metadata, a page of
+// 1,000 at a time, without downloading any object.
+func (m *MinIO) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the listing when visit fails
 	for info := range m.client.ListObjects(ctx, m.bucket, minio.ListObjectsOptions{
 		Prefix:       prefix,
 		Recursive:    true,
 		WithMetadata: true,
 	}) {
 		if info.Err != nil {
-			return nil, m.wrap("list "+prefix, info.Err)
+			return m.wrap("list "+prefix, info.Err)
 		}
-		out = append(out, object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata)})
+		if err := visit(object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata)}); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // Versions lists every version of every key under prefix, each key's

@@ -88,7 +88,7 @@ func TestMinIOStore(t *testing.T) {
 		t.Errorf("user metadata %+v, want %+v", back, meta)
 	}
 
-	list, err := store.List(ctx, object.Layout{Prefix: "clusterbackup", Cluster: "east"}.Root())
+	list, err := List(ctx, store, object.Layout{Prefix: "clusterbackup", Cluster: "east"}.Root())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestMinIOStore(t *testing.T) {
 	if err := store.Delete(ctx, key); err != nil {
 		t.Errorf("second delete: %v", err)
 	}
-	list, err = store.List(ctx, "clusterbackup/east/")
+	list, err = List(ctx, store, "clusterbackup/east/")
 	if err != nil || len(list) != 0 {
 		t.Fatalf("after delete: %+v %v", list, err)
 	}

@@ -20,8 +20,29 @@ type Store interface {
 	Put(ctx context.Context, key string, body []byte, meta object.Meta) error
 	// Delete removes key; deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
-	// List returns every key under prefix with its metadata.
-	List(ctx context.Context, prefix string) ([]object.Stored, error)
+	// Walk visits every key under prefix with its metadata, one at a
+	// time, so that a caller keeps no more of each than it needs, however
+	// many keys there are. After a listing is retried a key may be visited
+	// again. An error of visit ends the walk and is returned.
+	Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error
+}
+
+// Walker lists keys one at a time (Store.Walk).
+type Walker interface {
+	Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error
+}
+
+// List collects a walk under prefix: for prefixes known to hold few keys.
+func List(ctx context.Context, w Walker, prefix string) ([]object.Stored, error) {
+	var out []object.Stored
+	err := w.Walk(ctx, prefix, func(s object.Stored) error {
+		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // ErrNotFound is returned by Get for a key or version the store does not

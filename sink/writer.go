@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,11 +90,17 @@ type Writer struct {
 
 	queue workqueue.TypedRateLimitingInterface[object.Ref]
 
-	mu       sync.Mutex
-	src      Source
-	pending  map[object.Ref]*pendingItem
-	hashes   map[string]storedState // what the store holds, by key
-	seq      uint64                 // counts successful writes
+	mu      sync.Mutex
+	src     Source
+	pending map[object.Ref]*pendingItem
+	hashes  map[string]storedState // what the store holds of this cluster's, by key
+	// foreign holds, by a 64-bit hash of their keys, the keys in the
+	// layout that another cluster wrote: never deleted. A hash keeps the
+	// state per key small when the prefix holds many (a collision with a
+	// key of ours only keeps that key from being deleted).
+	foreign  map[uint64]struct{}
+	keySeed  maphash.Seed
+	seq      uint64 // counts successful writes
 	forced   map[object.Ref]forcedItem
 	flushing bool
 	// unstorable are the keys the store can never hold, counted and
@@ -116,6 +123,11 @@ type storedState struct {
 	// foreign: another cluster wrote it (its cluster UID is not ours);
 	// it is never deleted.
 	foreign bool
+}
+
+// Seeded counts what Seed found under the cluster's prefix.
+type Seeded struct {
+	Own, Foreign, Outside int
 }
 
 // digest parses a hex SHA-256; anything else (a key put by hand) gives the
@@ -170,6 +182,8 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 		),
 		pending:    map[object.Ref]*pendingItem{},
 		hashes:     map[string]storedState{},
+		foreign:    map[uint64]struct{}{},
+		keySeed:    maphash.MakeSeed(),
 		forced:     map[object.Ref]forcedItem{},
 		unstorable: map[string]bool{},
 		abandon:    make(chan struct{}),
@@ -178,16 +192,38 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 }
 
 // Seed learns what the store holds under the cluster's prefix, so that a
-// restart over an unchanged cluster writes nothing.
-func (w *Writer) Seed(ctx context.Context) error {
-	stored, err := w.store.List(ctx, w.opts.Layout.Root())
+// restart over an unchanged cluster writes nothing. It keeps the digest of
+// each of this cluster's keys, a hash of each key another cluster wrote,
+// and nothing of keys outside the layout, which it never touches.
+func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
+	var n Seeded
+	w.mu.Lock()
+	uid := w.clusterUID
+	w.mu.Unlock()
+	hashes, foreign := map[string]storedState{}, map[uint64]struct{}{}
+	err := w.store.Walk(ctx, w.opts.Layout.Root(), func(s object.Stored) error {
+		switch _, ours := w.opts.Layout.Parse(s.Key); {
+		case !ours:
+			n.Outside++
+		case Foreign(s.Meta, uid):
+			foreign[w.keyHash(s.Key)] = struct{}{}
+		default:
+			hashes[s.Key] = storedState{sum: digest(s.Meta.Fingerprint())}
+		}
+		return nil
+	})
 	if err != nil {
 		w.metrics.Error(logging.OpStoreList)
-		return err
+		return n, err
 	}
-	w.SetStored(stored)
-	return nil
+	n.Own, n.Foreign = len(hashes), len(foreign)
+	w.mu.Lock()
+	w.hashes, w.foreign = hashes, foreign
+	w.mu.Unlock()
+	return n, nil
 }
+
+func (w *Writer) keyHash(key string) uint64 { return maphash.String(w.keySeed, key) }
 
 // SetClusterUID sets the identity of the cluster stamped on every write;
 // keys stored with another identity are never deleted. Call it before Seed.
@@ -197,44 +233,33 @@ func (w *Writer) SetClusterUID(uid string) {
 	w.clusterUID = uid
 }
 
-// SetStored replaces the known stored state with a fresh listing.
-func (w *Writer) SetStored(stored []object.Stored) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.hashes = make(map[string]storedState, len(stored))
-	for _, s := range stored {
-		w.hashes[s.Key] = storedState{sum: digest(s.Meta.Fingerprint()), foreign: Foreign(s.Meta, w.clusterUID)}
-	}
-}
-
 // Foreign reports whether a stored object was written by another cluster
 // than the one identified by uid.
 func Foreign(meta object.Meta, uid string) bool {
 	return meta.ClusterUID != "" && uid != "" && meta.ClusterUID != uid
 }
 
-// foreignUID stands for another cluster's identity in List.
-const foreignUID = "another-cluster"
-
-// List returns what the writer knows the store to hold under prefix: the
-// Seed listing, updated by its own writes and deletes since. The snapshot
-// pass right after start-up reads it instead of listing the store again
-// moments after Seed did. Each entry's metadata carries only the
-// fingerprint (in SHA256) and whether another cluster wrote it.
-func (w *Writer) List(_ context.Context, prefix string) ([]object.Stored, error) {
+// Walk visits what the writer knows the store to hold of this cluster's
+// under prefix: the Seed listing, updated by its own writes and deletes
+// since. The snapshot pass right after start-up reads it instead of
+// listing the store again moments after Seed did. Each entry's metadata
+// carries only the fingerprint (in SHA256); keys of other clusters and
+// outside the layout are not visited (a pass never touches them).
+func (w *Writer) Walk(_ context.Context, prefix string, visit func(object.Stored) error) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]object.Stored, 0, len(w.hashes))
+	var out []object.Stored
 	for key, st := range w.hashes {
 		if strings.HasPrefix(key, prefix) {
-			meta := object.Meta{SHA256: hex.EncodeToString(st.sum[:])}
-			if st.foreign {
-				meta.ClusterUID = foreignUID
-			}
-			out = append(out, object.Stored{Key: key, Meta: meta})
+			out = append(out, object.Stored{Key: key, Meta: object.Meta{SHA256: hex.EncodeToString(st.sum[:])}})
 		}
 	}
-	return out, nil
+	w.mu.Unlock()
+	for _, s := range out {
+		if err := visit(s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Enqueue records a change of ref, seen now. It never blocks.
@@ -595,7 +620,9 @@ func (w *Writer) invalid(log func() *zap.Logger, ref object.Ref, resource string
 func (w *Writer) state(key string) storedState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.hashes[key]
+	st := w.hashes[key]
+	_, st.foreign = w.foreign[w.keyHash(key)]
+	return st
 }
 
 func (w *Writer) isUnstorable(key string) bool {
@@ -608,13 +635,15 @@ func (w *Writer) stored(key string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	_, ok := w.hashes[key]
-	return ok
+	_, foreign := w.foreign[w.keyHash(key)]
+	return ok || foreign
 }
 
 func (w *Writer) remember(key, sum string) {
 	w.mu.Lock()
 	w.seq++
 	w.hashes[key] = storedState{sum: digest(sum), seq: w.seq}
+	delete(w.foreign, w.keyHash(key)) // ours now
 	w.mu.Unlock()
 }
 

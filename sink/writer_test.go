@@ -53,11 +53,11 @@ func (m *memStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (m *memStore) List(_ context.Context, prefix string) ([]object.Stored, error) {
+func (m *memStore) Walk(_ context.Context, prefix string, visit func(object.Stored) error) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.fail != nil {
-		return nil, m.fail
+		m.mu.Unlock()
+		return m.fail
 	}
 	var out []object.Stored
 	for k, d := range m.objects {
@@ -65,7 +65,13 @@ func (m *memStore) List(_ context.Context, prefix string) ([]object.Stored, erro
 			out = append(out, object.Stored{Key: k, Meta: d.Meta})
 		}
 	}
-	return out, nil
+	m.mu.Unlock()
+	for _, s := range out {
+		if err := visit(s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *memStore) counts() (puts, deletes int) {
@@ -164,7 +170,7 @@ func startWriterClock(t *testing.T, debounce time.Duration, store *memStore, clk
 		Layout: testLayout, Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
 		Holds: h.holds,
 	}, zap.NewNop(), h.m, clk)
-	if err := h.w.Seed(context.Background()); err != nil {
+	if _, err := h.w.Seed(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	var ctx context.Context
@@ -519,7 +525,7 @@ func TestOfferWritesAtOnceWithinAWindow(t *testing.T) {
 	}
 
 	// List reports what the writer knows the store holds.
-	listed, err := h.w.List(context.Background(), "clusterbackup/c/")
+	listed, err := List(context.Background(), h.w, "clusterbackup/c/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,5 +536,43 @@ func TestOfferWritesAtOnceWithinAWindow(t *testing.T) {
 		if body, _ := store.body(s.Key); object.Digest([]byte(body)) != s.Meta.SHA256 {
 			t.Errorf("List says %s holds %s, the store holds %q", s.Key, s.Meta.SHA256, body)
 		}
+	}
+}
+
+func TestSeedKeepsNothingOfKeysItMayNotTouch(t *testing.T) {
+	store := newMemStore()
+	theirs := keyOf("theirs")
+	store.objects[keyOf("ours")] = object.Document{Body: []byte("x"), Meta: object.Meta{SHA256: object.Digest([]byte("x")), ClusterUID: "ours"}}
+	store.objects[theirs] = object.Document{Body: []byte("y"), Meta: object.Meta{SHA256: object.Digest([]byte("y")), ClusterUID: "theirs"}}
+	store.objects["clusterbackup/c/junk.bin"] = object.Document{Body: []byte("z")}
+	h := startWriter(t, time.Millisecond, store)
+	h.w.SetClusterUID("ours")
+	seeded, err := h.w.Seed(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seeded != (Seeded{Own: 1, Foreign: 1, Outside: 1}) {
+		t.Errorf("seeded %+v", seeded)
+	}
+	listed, _ := List(context.Background(), h.w, testLayout.Root())
+	if len(listed) != 1 || listed[0].Key != keyOf("ours") {
+		t.Errorf("the writer lists %v, want this cluster's key only", listed)
+	}
+	// Neither object is in the caches: ours is deleted, theirs is kept.
+	got := h.w.Apply(context.Background(), []object.Ref{ref("ours"), ref("theirs")}, 0)
+	if got[0] != Deleted || got[1] != Kept {
+		t.Errorf("outcomes %v, want deleted and kept", got)
+	}
+	if _, ok := store.body(theirs); !ok {
+		t.Error("another cluster's key was deleted")
+	}
+	// Written by this cluster, the key becomes its own.
+	h.src.set(ref("theirs"), "mine now")
+	if got := h.w.Apply(context.Background(), []object.Ref{ref("theirs")}, 0); got[0] != Written {
+		t.Fatalf("write: %v", got)
+	}
+	h.src.remove(ref("theirs"))
+	if got := h.w.Apply(context.Background(), []object.Ref{ref("theirs")}, 0); got[0] != Deleted {
+		t.Errorf("this cluster's own write is not deleted when its object goes: %v", got)
 	}
 }

@@ -47,9 +47,9 @@ type Source interface {
 	Denied() []string
 }
 
-// Lister lists what the store holds.
+// Lister lists what the store holds, one key at a time (sink.Walker).
 type Lister interface {
-	List(ctx context.Context, prefix string) ([]object.Stored, error)
+	Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error
 }
 
 // Applier writes or deletes keys now, through the writer's queue.
@@ -176,16 +176,28 @@ func (p *planned) count(resource string) *Counts {
 	return c
 }
 
-// plan compares the caches with the store listing. It is pure: it decides
-// which keys to write and which to delete, and counts the rest. A stored
-// key is deleted only when src says its type may be pruned and the caches
-// do not hold its object; keys outside the layout are never touched.
-func plan(layout object.Layout, clusterUID string, stored []object.Stored, src Source, skipInvalid bool) *planned {
+// ownKeys walks the store under prefix and keeps, of each key, only what a
+// pass needs: the fingerprint of this cluster's keys in the layout, the
+// only keys a pass may write over or delete. Keys another cluster wrote
+// and keys outside the layout are not kept, so that however many of them
+// the prefix holds, they cost the pass nothing but the listing.
+func ownKeys(ctx context.Context, l Lister, prefix string, layout object.Layout, clusterUID string) (map[string]string, error) {
+	own := map[string]string{}
+	err := l.Walk(ctx, prefix, func(s object.Stored) error {
+		if _, ok := layout.Parse(s.Key); ok && !sink.Foreign(s.Meta, clusterUID) {
+			own[s.Key] = s.Meta.Fingerprint()
+		}
+		return nil
+	})
+	return own, err
+}
+
+// plan compares the caches with this cluster's stored keys and their
+// fingerprints (ownKeys). It is pure: it decides which keys to write and
+// which to delete, and counts the rest. A stored key is deleted only when
+// src says its type may be pruned and the caches do not hold its object.
+func plan(layout object.Layout, have map[string]string, src Source, skipInvalid bool) *planned {
 	p := &planned{counts: map[string]*Counts{}}
-	have := make(map[string]string, len(stored))
-	for _, s := range stored {
-		have[s.Key] = s.Meta.Fingerprint()
-	}
 	live := map[string]bool{}
 	namespaces := map[string]bool{}
 	src.Each(func(ref object.Ref, sum string, ok bool, err error) {
@@ -208,22 +220,23 @@ func plan(layout object.Layout, clusterUID string, stored []object.Stored, src S
 			p.writes = append(p.writes, ref)
 		}
 	})
-	for _, s := range stored {
-		k, ok := layout.Parse(s.Key)
+	for key := range have {
+		k, ok := layout.Parse(key)
 		if !ok {
-			continue // not one of ours: never touch it
+			continue // ownKeys keeps none such
 		}
 		p.objects++
-		if live[s.Key] {
+		if live[key] {
 			continue
 		}
 		gr, prunable := src.Resolve(k.Segment)
-		if !prunable || sink.Foreign(s.Meta, clusterUID) {
+		if !prunable {
 			p.count(k.Segment).Kept++ // not known to be gone
 			continue
 		}
 		p.deletes = append(p.deletes, k.Ref(gr))
 	}
+	slices.SortFunc(p.deletes, func(a, b object.Ref) int { return strings.Compare(layout.Key(a), layout.Key(b)) })
 	p.namespaces = len(namespaces)
 	return p
 }
@@ -255,26 +268,22 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 
 	prefix := p.Layout.Root()
 	since := p.Writer.Seq()
-	stored, err := p.Store.List(ctx, prefix)
+	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.ClusterUID)
 	if err != nil {
 		p.Metrics.Error(logging.OpStoreList)
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())
 		log.Error("Snapshot pass failed to list the store", logging.Op(logging.OpBackupComplete), zap.Error(err))
 		return Result{Counts: Counts{Errors: 1}, Duration: time.Since(start)}, fmt.Errorf("list store: %w", err)
 	}
-	if altered := p.verify(ctx, log, stored); len(altered) > 0 {
-		for i, s := range stored {
-			if altered[s.Key] {
-				p.Writer.Forget(s.Key)
-				stored[i].Meta = object.Meta{ClusterUID: s.Meta.ClusterUID} // matches no cache
-			}
-		}
+	for key := range p.verify(ctx, log, have) {
+		p.Writer.Forget(key)
+		have[key] = "" // matches no cache: written again
 	}
 	// Incomplete is read before the caches, so that a type which completes
 	// meanwhile is reported as it was planned.
 	incomplete, denied := p.Source.Incomplete(), p.Source.Denied()
 	skipInvalid, maxPrune := p.Settings.SkipInvalid(), p.Settings.MaxPruneFraction()
-	pl := plan(p.Layout, p.ClusterUID, stored, p.Source, skipInvalid)
+	pl := plan(p.Layout, have, p.Source, skipInvalid)
 	p.reportInvalid(log, pl.invalid, skipInvalid)
 
 	held := holdDeletes(len(pl.deletes), pl.objects, maxPrune, p.AllowMassPrune, p.Holds.Reason())

@@ -68,7 +68,14 @@ var testLayout = object.Layout{Prefix: "clusterbackup", Cluster: "c"}
 
 type fakeStore struct{ stored []object.Stored }
 
-func (f fakeStore) List(context.Context, string) ([]object.Stored, error) { return f.stored, nil }
+func (f fakeStore) Walk(_ context.Context, _ string, visit func(object.Stored) error) error {
+	for _, s := range f.stored {
+		if err := visit(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // fakeWriter records what the pass asked for and answers as told.
 type fakeWriter struct {
@@ -206,14 +213,13 @@ func TestPlanPrunesOnlyCompleteOrExcludedTypes(t *testing.T) {
 			deletes: []object.Ref{deploy},
 		},
 		{
-			name: "another cluster's objects are kept",
+			name: "another cluster's objects are never touched",
 			src:  fakeSource{},
 			stored: []object.Stored{
 				{Key: testLayout.Key(cm("a", "theirs")), Meta: object.Meta{ClusterUID: "theirs"}},
 				{Key: testLayout.Key(cm("a", "ours")), Meta: object.Meta{ClusterUID: "ours"}},
 			},
 			deletes: []object.Ref{cm("a", "ours")},
-			kept:    1,
 		},
 		{
 			name:   "keys outside the layout are not counted or touched",
@@ -222,7 +228,11 @@ func TestPlanPrunesOnlyCompleteOrExcludedTypes(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pl := plan(testLayout, "ours", tc.stored, tc.src, true)
+			have, err := ownKeys(context.Background(), fakeStore{stored: tc.stored}, testLayout.Root(), testLayout, "ours")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl := plan(testLayout, have, tc.src, true)
 			if fmt.Sprint(pl.deletes) != fmt.Sprint(tc.deletes) {
 				t.Errorf("deletes %v, want %v", pl.deletes, tc.deletes)
 			}

@@ -66,16 +66,14 @@ func (v *Verify) share(keys []string) []string {
 // whose bytes no longer match the SHA-256 recorded when they were written,
 // or, stored in the clear, the fingerprint the caches hold for them. The
 // writer forgets what it knew of those keys, so the pass writes them again.
-func (p *Pass) verify(ctx context.Context, log *zap.Logger, stored []object.Stored) map[string]bool {
+func (p *Pass) verify(ctx context.Context, log *zap.Logger, have map[string]string) map[string]bool {
 	v := p.Verify
 	if v == nil || v.Reader == nil {
 		return nil
 	}
-	var keys []string
-	for _, s := range stored {
-		if _, ok := p.Layout.Parse(s.Key); ok && !sink.Foreign(s.Meta, p.ClusterUID) {
-			keys = append(keys, s.Key)
-		}
+	keys := make([]string, 0, len(have))
+	for k := range have {
+		keys = append(keys, k)
 	}
 	todo := v.share(keys)
 	altered := map[string]bool{}

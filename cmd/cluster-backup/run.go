@@ -193,7 +193,7 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 	p.writer.SetClusterUID(uid)
 	p.pass.ClusterUID = uid
 	key := a.layout().IdentityKey()
-	stored, err := p.store.List(ctx, key)
+	stored, err := sink.List(ctx, p.store, key)
 	if err != nil {
 		return fmt.Errorf("read the cluster identity marker %s: %w", key, err)
 	}
@@ -242,8 +242,14 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 	if err := a.claimPrefix(ctx, p); err != nil {
 		return nil, err
 	}
-	if err := p.writer.Seed(ctx); err != nil {
+	seeded, err := p.writer.Seed(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("list the store: %w", err)
+	}
+	if seeded.Foreign+seeded.Outside > 0 {
+		a.log.Warn("Keys under the cluster's prefix that this cluster did not write are kept and never touched",
+			logging.Component("sink"), logging.Op(logging.OpStoreList),
+			logging.Data(map[string]any{"own": seeded.Own, "other_clusters": seeded.Foreign, "outside_layout": seeded.Outside}))
 	}
 	if err := p.manager.Start(ctx); err != nil {
 		return nil, err
