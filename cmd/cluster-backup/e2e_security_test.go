@@ -78,6 +78,10 @@ func seedSecrets(t *testing.T, ns string) map[string]string {
 		{ObjectMeta: metav1.ObjectMeta{Name: "applied", Annotations: map[string]string{encrypt.LastApplied: lastApplied}},
 			StringData: map[string]string{"conf": values["applied/conf"]}},
 	}
+	// The store's credentials, as the chart keeps them in the cluster.
+	secrets = append(secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "minio-credentials"},
+		StringData: map[string]string{"access-key": e2e.minio.AccessKey, "secret-key": e2e.minio.SecretKey}})
+	values["minio-credentials/access-key"], values["minio-credentials/secret-key"] = e2e.minio.AccessKey, e2e.minio.SecretKey
 	for _, s := range secrets {
 		if _, err := e2e.cs.CoreV1().Secrets(ns).Create(bg, s, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -145,7 +149,7 @@ func TestSecretEncryption(t *testing.T) {
 		forbidden[v] = k
 		forbidden[base64.StdEncoding.EncodeToString([]byte(v))] = k + " (base64)"
 	}
-	for _, name := range []string{"db", "tls", "token", "applied"} {
+	for _, name := range []string{"db", "tls", "token", "applied", "minio-credentials"} {
 		key := s.key(ns, "secrets", name)
 		stored := mcCat(t, key)
 		for v, what := range forbidden {
@@ -269,8 +273,8 @@ func restoreEncrypted(t *testing.T, cluster, ns, keyFile string, values map[stri
 			}
 		}
 	}
-	if failed != 4 {
-		t.Errorf("%d objects failed without the identity, want the 4 Secrets", failed)
+	if failed != 5 {
+		t.Errorf("%d objects failed without the identity, want the 5 Secrets", failed)
 	}
 	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "settings", metav1.GetOptions{}); err != nil {
 		t.Errorf("the ConfigMap was not restored without the identity: %v", err)

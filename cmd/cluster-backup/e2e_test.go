@@ -603,6 +603,10 @@ func TestRestartOverUnchangedClusterWritesNothing(t *testing.T) {
 	first.waitReady()
 	first.waitPass(1)
 	eventually(t, 10*time.Second, "an empty queue", func() bool { return first.metric("cluster_backup_queue_depth", nil) == 0 })
+	// Secrets are backed up, unencrypted: said at start, and exported.
+	if first.metric("cluster_backup_secrets_encrypted", nil) != 0 || !hasMessage(first.logs(""), "Secrets are stored in the clear") {
+		t.Error("Secrets stored in the clear without a warning, or cluster_backup_secrets_encrypted is not 0")
+	}
 	first.stop()
 	before := map[string]int{}
 	for k := range first.stored() {
@@ -627,6 +631,16 @@ func TestRestartOverUnchangedClusterWritesNothing(t *testing.T) {
 			t.Errorf("%s: %d versions after restart, was %d", k, got, n)
 		}
 	}
+}
+
+// hasMessage reports whether a log line starts with msg.
+func hasMessage(lines []map[string]any, msg string) bool {
+	for _, l := range lines {
+		if m, _ := l["message"].(string); strings.HasPrefix(m, msg) {
+			return true
+		}
+	}
+	return false
 }
 
 func keys[V any](m map[string]V) []string {
