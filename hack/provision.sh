@@ -5,7 +5,7 @@
 #
 # Usage: hack/provision.sh [--print-dir] [tool...]
 #   tools: etcd kube-apiserver kube-controller-manager kubectl minio mc age
-#          helm staticcheck golangci-lint govulncheck vulndb dockerfilelint
+#          weed helm staticcheck golangci-lint govulncheck vulndb dockerfilelint
 #          (default: the test servers
 #          and mc)
 #   --print-dir  print the directory holding the binaries and exit
@@ -20,6 +20,8 @@ ETCD_VERSION=v3.7.3
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
 AGE_VERSION=v1.3.2
+# SeaweedFS, a second S3 implementation (weed server -s3).
+SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 HELM_VERSION=v3.22.0
 STATICCHECK_VERSION=v0.8.2
 GOLANGCI_LINT_VERSION=v2.15.0
@@ -64,6 +66,7 @@ version_of() {
 	minio) echo "$MINIO_VERSION" ;;
 	mc) echo "$MC_VERSION" ;;
 	age) echo "$AGE_VERSION" ;;
+	weed) echo "$SEAWEEDFS_VERSION" ;;
 	helm) echo "$HELM_VERSION" ;;
 	staticcheck) echo "$STATICCHECK_VERSION" ;;
 	golangci-lint) echo "$GOLANGCI_LINT_VERSION" ;;
@@ -179,6 +182,7 @@ for tool in "${tools[@]}"; do
 	minio) build_go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
 	mc) build_go_install mc "github.com/minio/mc@$MC_VERSION" ;;
 	age) build_go_install age "filippo.io/age/cmd/age@$AGE_VERSION" ;;
+	weed) build_go_install weed "github.com/seaweedfs/seaweedfs/weed@$SEAWEEDFS_VERSION" ;;
 	helm) build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
 	staticcheck) build_go_install staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ;;
 	golangci-lint)

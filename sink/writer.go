@@ -203,6 +203,7 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 	hashes, foreign := map[string]storedState{}, map[uint64]struct{}{}
 	err := w.store.Walk(ctx, w.opts.Layout.Root(), func(s object.Stored) error {
 		switch _, ours := w.opts.Layout.Parse(s.Key); {
+		case s.Key == w.opts.Layout.IdentityKey():
 		case !ours:
 			n.Outside++
 		case Foreign(s.Meta, uid):

@@ -18,6 +18,7 @@ type MinIO struct {
 	bin     string
 	dir     string
 	env     []string
+	drives  []string // a distributed set's endpoint list; nil: dir/data
 	port    int
 	console int
 	proc    *process
@@ -74,6 +75,17 @@ func StartMinIOWith(ctx context.Context, workDir string, opts MinIOOptions) (*Mi
 
 // Start (re)starts the server on the same port and data, for outage tests.
 func (m *MinIO) Start(ctx context.Context) error {
+	if err := m.launch(); err != nil {
+		return err
+	}
+	return m.waitReady(ctx)
+}
+
+func (m *MinIO) launch() error {
+	drives := m.drives
+	if drives == nil {
+		drives = []string{filepath.Join(m.dir, "data")}
+	}
 	var err error
 	m.proc, err = startProcess("minio", filepath.Join(m.dir, "minio.log"), append([]string{
 		"MINIO_ROOT_USER=" + m.AccessKey,
@@ -81,16 +93,75 @@ func (m *MinIO) Start(ctx context.Context) error {
 		"MINIO_UPDATE=off",
 		"MINIO_BROWSER=off",
 		"MINIO_CI_CD=1",
-	}, m.env...), m.bin, "server", "--quiet",
+	}, m.env...), m.bin, append([]string{"server", "--quiet",
 		"--address", m.Endpoint,
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", m.console),
-		filepath.Join(m.dir, "data"))
+		"--console-address", fmt.Sprintf("127.0.0.1:%d", m.console)}, drives...)...)
+	return err
+}
+
+// waitReady waits until the server takes writes: /minio/health/cluster
+// answers 200 only then (live and ready answer earlier), and in a
+// distributed set only once a write quorum of its nodes is up.
+func (m *MinIO) waitReady(ctx context.Context) error {
+	return m.proc.waitHTTP(ctx, http.DefaultClient, "http://"+m.Endpoint+"/minio/health/cluster", 90*time.Second)
+}
+
+// StartMinIOCluster starts n MinIO servers on loopback, one drive each,
+// as one distributed erasure set, as production MinIO runs: each node is
+// started with the same list of every node's drive. It waits until the
+// set takes writes. Any node serves the whole set.
+func StartMinIOCluster(ctx context.Context, workDir string, n int) ([]*MinIO, error) {
+	bin, err := Binary("minio")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// /minio/health/cluster only answers 200 once the server accepts
-	// writes (live and ready answer earlier).
-	return m.proc.waitHTTP(ctx, http.DefaultClient, "http://"+m.Endpoint+"/minio/health/cluster", 60*time.Second)
+	nodes := make([]*MinIO, n)
+	var drives []string
+	for i := range nodes {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		console, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp(workDir, fmt.Sprintf("minio-node%d-", i+1))
+		if err != nil {
+			return nil, err
+		}
+		endpoint := fmt.Sprintf("127.0.0.1:%d", port)
+		nodes[i] = &MinIO{
+			Endpoint: endpoint, AccessKey: "cbk-access-7Q2xW", SecretKey: "cbk-secret-9Zr4Lk-not-for-production",
+			bin: bin, dir: dir, port: port, console: console,
+			// In a container (/.dockerenv), MinIO waits for every node's
+			// host to resolve to a non-loopback address; this names the
+			// node's own endpoint instead, as orchestrated installs do.
+			env: []string{"_MINIO_SERVER_LOCAL=" + endpoint},
+		}
+		drives = append(drives, fmt.Sprintf("http://127.0.0.1:%d%s", port, filepath.Join(dir, "drive")))
+	}
+	stopAll := func() {
+		for _, m := range nodes {
+			if m.proc != nil {
+				m.Stop()
+			}
+		}
+	}
+	for _, m := range nodes {
+		m.drives = drives
+		if err := m.launch(); err != nil {
+			stopAll()
+			return nil, err
+		}
+	}
+	for _, m := range nodes {
+		if err := m.waitReady(ctx); err != nil {
+			stopAll()
+			return nil, err
+		}
+	}
+	return nodes, nil
 }
 
 // Kill stops the server abruptly, keeping its data, to simulate an outage.
