@@ -14,6 +14,10 @@ const ClusterScope = "_cluster"
 // namespace folders.
 const identityFile = "cluster-identity.yaml"
 
+// indexFile is the name of the cluster's change-detection index, beside
+// its identity marker.
+const indexFile = "cluster-index.tsv.zst"
+
 // groupsWithoutSuffix are the built-in groups whose resources are stored under
 // their bare plural name; every other group is spelled out as plural.group so
 // that two groups that share a plural never collide.
@@ -77,6 +81,13 @@ func (l Layout) Root() string {
 // never takes it for an object.
 func (l Layout) IdentityKey() string {
 	return path.Join(l.Prefix, l.Cluster, identityFile)
+}
+
+// IndexKey is the key of the index that carries each object's fingerprint
+// for stores whose listings carry no user metadata. Like IdentityKey, it is
+// outside the object layout.
+func (l Layout) IndexKey() string {
+	return path.Join(l.Prefix, l.Cluster, indexFile)
 }
 
 // Key is the stored key of one object, as Layout.Parse reads it back. The

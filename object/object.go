@@ -7,6 +7,7 @@
 package object
 
 import (
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
@@ -106,6 +107,18 @@ func Digest(body []byte) string {
 type Stored struct {
 	Key  string
 	Meta Meta
+	// ETag and Size are what any S3 listing reports of the object, with
+	// or without its user metadata.
+	ETag string
+	Size int64
+}
+
+// ETag is the entity tag S3 stores report for body written in one plain
+// PUT: the hex MD5 of the bytes (stores that encrypt with a KMS report
+// another, which only makes an index entry never match).
+func ETag(body []byte) string {
+	sum := md5.Sum(body) //nolint:gosec // the S3 entity tag, not a security digest
+	return hex.EncodeToString(sum[:])
 }
 
 // Version is one stored version of a key, as a listing of versions reports

@@ -63,6 +63,23 @@ func (r *retrying) Delete(ctx context.Context, key string) error {
 	return r.do(ctx, func() error { return r.Store.Delete(ctx, key) })
 }
 
+// Get retries a failing read; a missing key is an answer, not retried.
+func (r *retrying) Get(ctx context.Context, key, id string) (body []byte, meta object.Meta, err error) {
+	var missing error
+	err = r.do(ctx, func() error {
+		body, meta, err = r.Store.Get(ctx, key, id)
+		if errors.Is(err, ErrNotFound) {
+			missing = err
+			return nil
+		}
+		return err
+	})
+	if missing != nil {
+		return nil, meta, missing
+	}
+	return body, meta, err
+}
+
 // Walk retries the whole listing; visit may see keys again.
 func (r *retrying) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
 	return r.do(ctx, func() error { return r.Store.Walk(ctx, prefix, visit) })
@@ -132,6 +149,16 @@ func (h *Health) Put(ctx context.Context, key string, body []byte, meta object.M
 // Delete records the outcome of the underlying Delete.
 func (h *Health) Delete(ctx context.Context, key string) error {
 	return h.record(h.Store.Delete(ctx, key))
+}
+
+// Get records the outcome of the underlying Get; a missing key is no
+// failure of the store.
+func (h *Health) Get(ctx context.Context, key, id string) ([]byte, object.Meta, error) {
+	body, meta, err := h.Store.Get(ctx, key, id)
+	if errors.Is(err, ErrNotFound) {
+		return body, meta, err
+	}
+	return body, meta, h.record(err)
 }
 
 // Walk records the outcome of the underlying Walk.

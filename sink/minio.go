@@ -296,7 +296,8 @@ func (m *MinIO) Walk(ctx context.Context, prefix string, visit func(object.Store
 		if info.Err != nil {
 			return m.wrap("list "+prefix, info.Err)
 		}
-		if err := visit(object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata)}); err != nil {
+		s := object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata), ETag: strings.Trim(info.ETag, `"`), Size: info.Size}
+		if err := visit(s); err != nil {
 			return err
 		}
 	}

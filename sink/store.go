@@ -25,6 +25,9 @@ type Store interface {
 	// many keys there are. After a listing is retried a key may be visited
 	// again. An error of visit ends the walk and is returned.
 	Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error
+	// Get reads one version of key ("" for the current one) with the
+	// metadata stored beside it; ErrNotFound when there is none.
+	Get(ctx context.Context, key, id string) ([]byte, object.Meta, error)
 }
 
 // Walker lists keys one at a time (Store.Walk).

@@ -98,11 +98,15 @@ type Writer struct {
 	// layout that another cluster wrote: never deleted. A hash keeps the
 	// state per key small when the prefix holds many (a collision with a
 	// key of ours only keeps that key from being deleted).
-	foreign  map[uint64]struct{}
-	keySeed  maphash.Seed
-	seq      uint64 // counts successful writes
-	forced   map[object.Ref]forcedItem
-	flushing bool
+	foreign map[uint64]struct{}
+	keySeed maphash.Seed
+	// bareListings: the store's listings carry no user metadata (any S3
+	// but MinIO); fingerprints then come from the index (index.go).
+	bareListings bool
+	savedIndex   string // digest of the index last written
+	seq          uint64 // counts successful writes
+	forced       map[object.Ref]forcedItem
+	flushing     bool
 	// unstorable are the keys the store can never hold, counted and
 	// logged once, then skipped without a call.
 	unstorable map[string]bool
@@ -120,6 +124,10 @@ type Writer struct {
 type storedState struct {
 	sum [sha256.Size]byte // zero when unknown
 	seq uint64
+	// etag and size of the stored object, kept for the index of a store
+	// with bare listings.
+	etag string
+	size int64
 	// foreign: another cluster wrote it (its cluster UID is not ours);
 	// it is never deleted.
 	foreign bool
@@ -128,6 +136,10 @@ type storedState struct {
 // Seeded counts what Seed found under the cluster's prefix.
 type Seeded struct {
 	Own, Foreign, Outside int
+	// BareListings: the listing carried no user metadata; Indexed of the
+	// own keys had their fingerprint from the index.
+	BareListings bool
+	Indexed      int
 }
 
 // digest parses a hex SHA-256; anything else (a key put by hand) gives the
@@ -200,14 +212,31 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 	w.mu.Lock()
 	uid := w.clusterUID
 	w.mu.Unlock()
+	idx := w.loadIndex(ctx)
 	hashes, foreign := map[string]storedState{}, map[uint64]struct{}{}
+	bare := false
 	err := w.store.Walk(ctx, w.opts.Layout.Root(), func(s object.Stored) error {
 		switch _, ours := w.opts.Layout.Parse(s.Key); {
 		case s.Key == w.opts.Layout.IdentityKey():
+			// Written with its owner's metadata just before: a listing
+			// that does not show it carries no metadata at all.
+			bare = bare || s.Meta.ClusterUID == ""
+		case s.Key == w.opts.Layout.IndexKey():
 		case !ours:
 			n.Outside++
 		case Foreign(s.Meta, uid):
 			foreign[w.keyHash(s.Key)] = struct{}{}
+		case s.Meta.Fingerprint() == "" && s.Meta.ClusterUID == "":
+			// A listing without metadata: the index vouches, or the
+			// object is unknown and written again.
+			bare = true
+			e, ok := idx[s.Key]
+			if fp := known(s, e, ok); fp != "" {
+				hashes[s.Key] = storedState{sum: digest(fp), etag: s.ETag, size: s.Size}
+				n.Indexed++
+			} else {
+				hashes[s.Key] = storedState{}
+			}
 		default:
 			hashes[s.Key] = storedState{sum: digest(s.Meta.Fingerprint())}
 		}
@@ -217,9 +246,9 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 		w.metrics.Error(logging.OpStoreList)
 		return n, err
 	}
-	n.Own, n.Foreign = len(hashes), len(foreign)
+	n.Own, n.Foreign, n.BareListings = len(hashes), len(foreign), bare
 	w.mu.Lock()
-	w.hashes, w.foreign = hashes, foreign
+	w.hashes, w.foreign, w.bareListings = hashes, foreign, bare || len(idx) > 0
 	w.mu.Unlock()
 	return n, nil
 }
@@ -590,7 +619,7 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 		log().Error("Failed to write object", logging.Op(logging.OpObjectWrite), zap.Error(err), logging.Data(map[string]any{"key": key}))
 		return Failed, err
 	}
-	w.remember(key, doc.Meta.Fingerprint())
+	w.remember(key, doc.Meta.Fingerprint(), doc.Body)
 	w.metrics.Resources.WithLabelValues(resource, metrics.Written).Inc()
 	w.metrics.ChangeLatency.Observe(w.clock.Since(seen).Seconds())
 	if ce := w.log.Check(zap.DebugLevel, "Object written"); ce != nil {
@@ -640,10 +669,14 @@ func (w *Writer) stored(key string) bool {
 	return ok || foreign
 }
 
-func (w *Writer) remember(key, sum string) {
+func (w *Writer) remember(key, sum string, body []byte) {
 	w.mu.Lock()
 	w.seq++
-	w.hashes[key] = storedState{sum: digest(sum), seq: w.seq}
+	st := storedState{sum: digest(sum), seq: w.seq}
+	if w.bareListings {
+		st.etag, st.size = object.ETag(body), int64(len(body))
+	}
+	w.hashes[key] = st
 	delete(w.foreign, w.keyHash(key)) // ours now
 	w.mu.Unlock()
 }

@@ -27,6 +27,9 @@ type memStore struct {
 	puts    int
 	deletes int
 	fail    error
+	// bare listings carry no user metadata, as any S3 store's but
+	// MinIO's.
+	bare bool
 }
 
 func newMemStore() *memStore { return &memStore{objects: map[string]object.Document{}} }
@@ -53,6 +56,19 @@ func (m *memStore) Delete(_ context.Context, key string) error {
 	return nil
 }
 
+func (m *memStore) Get(_ context.Context, key, _ string) ([]byte, object.Meta, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return nil, object.Meta{}, m.fail
+	}
+	d, ok := m.objects[key]
+	if !ok {
+		return nil, object.Meta{}, ErrNotFound
+	}
+	return append([]byte(nil), d.Body...), d.Meta, nil
+}
+
 func (m *memStore) Walk(_ context.Context, prefix string, visit func(object.Stored) error) error {
 	m.mu.Lock()
 	if m.fail != nil {
@@ -62,7 +78,11 @@ func (m *memStore) Walk(_ context.Context, prefix string, visit func(object.Stor
 	var out []object.Stored
 	for k, d := range m.objects {
 		if strings.HasPrefix(k, prefix) {
-			out = append(out, object.Stored{Key: k, Meta: d.Meta})
+			s := object.Stored{Key: k, Meta: d.Meta, ETag: object.ETag(d.Body), Size: int64(len(d.Body))}
+			if m.bare {
+				s.Meta = object.Meta{}
+			}
+			out = append(out, s)
 		}
 	}
 	m.mu.Unlock()
@@ -574,5 +594,77 @@ func TestSeedKeepsNothingOfKeysItMayNotTouch(t *testing.T) {
 	h.src.remove(ref("theirs"))
 	if got := h.w.Apply(context.Background(), []object.Ref{ref("theirs")}, 0); got[0] != Deleted {
 		t.Errorf("this cluster's own write is not deleted when its object goes: %v", got)
+	}
+}
+
+func TestBareListingsUseTheIndex(t *testing.T) {
+	store := newMemStore()
+	store.bare = true
+	marker := testLayout.IdentityKey()
+	store.objects[marker] = object.Document{Body: []byte("owner"), Meta: object.Meta{ClusterUID: "ours"}}
+	h := startWriter(t, time.Millisecond, store)
+	h.w.SetClusterUID("ours")
+	if seeded, _ := h.w.Seed(context.Background()); !seeded.BareListings {
+		t.Fatalf("a listing without the marker's metadata was not taken for bare: %+v", seeded)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		h.src.set(ref(n), "body of "+n)
+	}
+	refs := []object.Ref{ref("a"), ref("b"), ref("c")}
+	if got := h.w.Apply(context.Background(), refs, 0); got[0] != Written || got[2] != Written {
+		t.Fatalf("first writes: %v", got)
+	}
+	if err := h.w.SaveIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := store.body(testLayout.IndexKey()); !ok {
+		t.Fatal("no index written for a store with bare listings")
+	}
+	puts, _ := store.counts()
+	if err := h.w.SaveIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := store.counts(); again != puts {
+		t.Error("an unchanged index was written again")
+	}
+	h.stop()
+
+	// Behind the service's back: b changed (size and ETag differ).
+	store.mu.Lock()
+	d := store.objects[keyOf("b")]
+	d.Body = []byte("edited by hand")
+	store.objects[keyOf("b")] = d
+	store.mu.Unlock()
+
+	restarted := startWriter(t, time.Millisecond, store)
+	restarted.w.SetClusterUID("ours")
+	seeded, err := restarted.w.Seed(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seeded.Indexed != 2 || seeded.Own != 3 {
+		t.Errorf("seeded %+v: want 3 own keys, 2 vouched for by the index", seeded)
+	}
+	before, _ := store.counts()
+	for _, n := range []string{"a", "b", "c"} {
+		restarted.src.set(ref(n), "body of "+n)
+		restarted.w.Enqueue(ref(n))
+	}
+	eventually(t, 5*time.Second, "an empty queue", func() bool { return restarted.w.Pending() == 0 })
+	if after, _ := store.counts(); after-before != 1 {
+		t.Errorf("after a restart %d objects were written, want b alone (changed behind the service's back)", after-before)
+	}
+	if body, _ := store.body(keyOf("b")); body != "body of b" {
+		t.Errorf("b holds %q", body)
+	}
+	// The pass's view of a bare listing: known only while size and ETag
+	// match what the writer wrote.
+	s := object.Stored{Key: keyOf("a"), ETag: object.ETag([]byte("body of a")), Size: int64(len("body of a"))}
+	if restarted.w.Known(s) != object.Digest([]byte("body of a")) {
+		t.Error("Known does not vouch for an unchanged object")
+	}
+	s.ETag = object.ETag([]byte("other"))
+	if restarted.w.Known(s) != "" {
+		t.Error("Known vouches for an object whose ETag changed")
 	}
 }

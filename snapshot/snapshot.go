@@ -92,6 +92,9 @@ type Pass struct {
 	// Verify, when set, reads back a share of the stored objects in each
 	// pass and writes again those altered in the store.
 	Verify *Verify
+	// Known, when set, gives the fingerprint of a listed key whose
+	// listing carries no metadata (sink.Writer.Known).
+	Known func(object.Stored) string
 	// Progress, when set, is called after each batch with the objects
 	// handled so far, the objects to handle and those written.
 	Progress func(done, total, written int)
@@ -181,11 +184,18 @@ func (p *planned) count(resource string) *Counts {
 // only keys a pass may write over or delete. Keys another cluster wrote
 // and keys outside the layout are not kept, so that however many of them
 // the prefix holds, they cost the pass nothing but the listing.
-func ownKeys(ctx context.Context, l Lister, prefix string, layout object.Layout, clusterUID string) (map[string]string, error) {
+//
+// known gives the fingerprint of a key whose listing carries no metadata
+// (nil: the metadata's, or none); a key without one is written again.
+func ownKeys(ctx context.Context, l Lister, prefix string, layout object.Layout, clusterUID string, known func(object.Stored) string) (map[string]string, error) {
 	own := map[string]string{}
 	err := l.Walk(ctx, prefix, func(s object.Stored) error {
 		if _, ok := layout.Parse(s.Key); ok && !sink.Foreign(s.Meta, clusterUID) {
-			own[s.Key] = s.Meta.Fingerprint()
+			fp := s.Meta.Fingerprint()
+			if fp == "" && known != nil {
+				fp = known(s)
+			}
+			own[s.Key] = fp
 		}
 		return nil
 	})
@@ -268,7 +278,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 
 	prefix := p.Layout.Root()
 	since := p.Writer.Seq()
-	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.ClusterUID)
+	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.ClusterUID, p.Known)
 	if err != nil {
 		p.Metrics.Error(logging.OpStoreList)
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())

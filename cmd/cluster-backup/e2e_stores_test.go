@@ -79,7 +79,9 @@ func TestDistributedMinIONodeFailure(t *testing.T) {
 			last[i] = round
 		}
 	}
-	written := func() float64 { return s.metric("cluster_backup_resources_total", map[string]string{"action": "written"}) }
+	written := func() float64 {
+		return s.metric("cluster_backup_resources_total", map[string]string{"action": "written"})
+	}
 	var atKill float64
 	for round := 1; round <= 12; round++ {
 		switch round {

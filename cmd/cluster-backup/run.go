@@ -124,6 +124,7 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 		Log:            a.log,
 		Metrics:        m,
 	}
+	pass.Known = writer.Known
 	if reader, ok := a.store.(snapshot.Reader); ok && a.cfg.VerifyInterval > 0 {
 		pass.Verify = &snapshot.Verify{Reader: reader, Interval: a.cfg.VerifyInterval, Period: a.cfg.SnapshotInterval}
 	}
@@ -143,6 +144,12 @@ func (a *app) checkSecrets(m *metrics.Metrics) {
 		a.log.Warn("Secrets are stored in the clear: whoever reads the bucket reads them; set SECRET_ENCRYPTION or exclude secrets",
 			logging.Component("main"), logging.Op(logging.OpDiscovery))
 	}
+}
+
+// bucketVersioning says whether the store keeps versions, for the logs.
+func (a *app) bucketVersioning() bool {
+	v, ok := a.store.(interface{ Versioning() bool })
+	return ok && v.Versioning()
 }
 
 // checkVersioning exports whether the bucket keeps versions and, with
@@ -193,28 +200,27 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 	p.writer.SetClusterUID(uid)
 	p.pass.ClusterUID = uid
 	key := a.layout().IdentityKey()
-	stored, err := sink.List(ctx, p.store, key)
-	if err != nil {
+	// A GET, not a listing: every S3 store returns user metadata with
+	// the object, not all of them in listings.
+	_, meta, err := p.store.Get(ctx, key, "")
+	switch {
+	case errors.Is(err, sink.ErrNotFound), err == nil && meta.ClusterUID == "":
+		// no marker, or one without an owner: claim it
+	case err != nil:
 		return fmt.Errorf("read the cluster identity marker %s: %w", key, err)
-	}
-	for _, s := range stored {
-		switch {
-		case s.Key != key || s.Meta.ClusterUID == "":
-			// another key, or a marker without an owner: claim it
-		case s.Meta.ClusterUID == uid:
-			return nil // ours
-		default:
-			p.holds.Set("cluster_identity", fmt.Sprintf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s)",
-				a.cfg.ClusterName, s.Meta.ClusterUID, uid))
-			p.metrics.Error(logging.OpClusterIdentity)
-			log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or delete the marker if this cluster replaced that one",
-				logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": s.Meta.ClusterUID, "cluster_uid": uid}))
-			return nil
-		}
+	case meta.ClusterUID == uid:
+		return nil // ours
+	default:
+		p.holds.Set("cluster_identity", fmt.Sprintf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s)",
+			a.cfg.ClusterName, meta.ClusterUID, uid))
+		p.metrics.Error(logging.OpClusterIdentity)
+		log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or delete the marker if this cluster replaced that one",
+			logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": meta.ClusterUID, "cluster_uid": uid}))
+		return nil
 	}
 	body := fmt.Sprintf("# Written by cluster-backup: the cluster that owns this prefix.\ncluster: %s\nkubeSystemUID: %s\n", a.cfg.ClusterName, uid)
-	meta := object.Meta{UID: uid, ClusterUID: uid, SHA256: object.Digest([]byte(body))}
-	if err := p.store.Put(ctx, key, []byte(body), meta); err != nil {
+	marker := object.Meta{UID: uid, ClusterUID: uid, SHA256: object.Digest([]byte(body))}
+	if err := p.store.Put(ctx, key, []byte(body), marker); err != nil {
 		return fmt.Errorf("write the cluster identity marker %s: %w", key, err)
 	}
 	log.Info("Recorded the cluster's identity", logging.Data(map[string]any{"marker": key, "cluster_uid": uid}))
@@ -246,6 +252,9 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the store: %w", err)
 	}
+	a.log.Info("Store capabilities", logging.Component("sink"), logging.Op(logging.OpMinIOConnect),
+		logging.Data(map[string]any{"metadata_in_listings": !seeded.BareListings, "versioning": a.bucketVersioning(),
+			"change_index": seeded.BareListings, "indexed": seeded.Indexed, "own": seeded.Own}))
 	if seeded.Foreign+seeded.Outside > 0 {
 		a.log.Warn("Keys under the cluster's prefix that this cluster did not write are kept and never touched",
 			logging.Component("sink"), logging.Op(logging.OpStoreList),
@@ -270,6 +279,7 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 		<-managerDone
 		stopWriting()
 		<-writerDone
+		a.saveIndex(p)
 	}
 	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
 		stop()
@@ -554,6 +564,18 @@ func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
 	}
 	if _, err := p.passFor(first).Run(ctx); err != nil && ctx.Err() == nil {
 		a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
+	}
+	a.saveIndex(p)
+}
+
+// saveIndex writes the change index of a store whose listings carry no
+// metadata, after a pass and at shutdown; a failure costs only rewrites
+// after the next restart.
+func (a *app) saveIndex(p *pipeline) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.writer.SaveIndex(ctx); err != nil {
+		a.log.Warn("Cannot write the change index; the next restart writes unchanged objects again", logging.Component("sink"), zap.Error(err))
 	}
 }
 
