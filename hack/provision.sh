@@ -157,6 +157,15 @@ build_go_install() {
 	install_built "$tool" "$workdir/bin/$tool"
 }
 
+# build_seaweedfs builds SeaweedFS's single binary in its own module (its
+# go.mod has a replace directive, which go install pkg@version refuses).
+build_seaweedfs() {
+	local src
+	src=$(cd "$workdir" && go mod download -json "github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+	(cd "$src" && go build -trimpath -ldflags='-s -w' -o "$workdir/bin/weed" ./weed)
+	install_built weed "$workdir/bin/weed"
+}
+
 # build_vulndb indexes the OSV files of golang.org/x/vulndb into the
 # database layout govulncheck reads with -db file://DIR.
 build_vulndb() {
@@ -182,7 +191,7 @@ for tool in "${tools[@]}"; do
 	minio) build_go_install minio "github.com/minio/minio@$MINIO_VERSION" ;;
 	mc) build_go_install mc "github.com/minio/mc@$MC_VERSION" ;;
 	age) build_go_install age "filippo.io/age/cmd/age@$AGE_VERSION" ;;
-	weed) build_go_install weed "github.com/seaweedfs/seaweedfs/weed@$SEAWEEDFS_VERSION" ;;
+	weed) build_seaweedfs ;;
 	helm) build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
 	staticcheck) build_go_install staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ;;
 	golangci-lint)

@@ -32,6 +32,19 @@ func startMinIO(t *testing.T) *testenv.MinIO {
 	return srv
 }
 
+func startSeaweedFS(t *testing.T) *testenv.SeaweedFS {
+	t.Helper()
+	testenv.Require(t, "weed")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := testenv.StartSeaweedFS(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
 func TestMinIOStore(t *testing.T) {
 	srv := startMinIO(t)
 	ctx := context.Background()

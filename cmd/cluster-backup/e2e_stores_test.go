@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cluster-backup/cluster-backup/testenv"
@@ -117,5 +120,103 @@ func TestDistributedMinIONodeFailure(t *testing.T) {
 	}
 	if up := s.metric("cluster_backup_store_up", nil); up != 1 {
 		t.Errorf("store_up = %v after the node came back", up)
+	}
+}
+
+// TestSeaweedFS runs the service against a second S3 implementation,
+// whose listings carry no user metadata: the change index keeps a restart
+// and a pass over an unchanged cluster from writing anything, and a change
+// made while the service was down is written exactly once.
+func TestSeaweedFS(t *testing.T) {
+	requireServers(t)
+	testenv.Require(t, "weed")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv, err := testenv.StartSeaweedFS(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	client, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, cluster := "e2e-seaweedfs", "seaweedfs"
+	createNamespace(t, ns)
+	for i := range 20 {
+		createConfigMap(t, ns, fmt.Sprint("cm-", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
+	}
+	opts := serviceOptions{
+		env: map[string]string{
+			"MINIO_ENDPOINT": srv.Endpoint, "MINIO_ACCESS_KEY": srv.AccessKey, "MINIO_SECRET_KEY": srv.SecretKey,
+			"SNAPSHOT_INTERVAL": "3s",
+		},
+		configMap: map[string]string{"include-namespaces": ns},
+		secrets:   []string{srv.AccessKey, srv.SecretKey},
+	}
+	versions := func(key string) int {
+		n := 0
+		for v := range client.ListObjects(ctx, bucketName, minio.ListObjectsOptions{Prefix: key, WithVersions: true}) {
+			if v.Err == nil && v.Key == key && !v.IsDeleteMarker {
+				n++
+			}
+		}
+		return n
+	}
+	body := func(key string) string {
+		o, err := client.GetObject(ctx, bucketName, key, minio.GetObjectOptions{})
+		if err != nil {
+			return ""
+		}
+		defer o.Close()
+		b, _ := io.ReadAll(o)
+		return string(b)
+	}
+	key := func(name string) string {
+		return fmt.Sprintf("clusterbackup/%s/%s/configmaps/%s.yaml", cluster, ns, name)
+	}
+
+	first := startService(t, cluster, opts)
+	first.waitPass(2)
+	eventually(t, 10*time.Second, "an empty queue", func() bool { return first.metric("cluster_backup_queue_depth", nil) == 0 })
+	caps := first.logs("minio_connect")
+	if !hasMessage(caps, "Store capabilities") {
+		t.Errorf("no capabilities line: %v", caps)
+	}
+	for _, l := range caps {
+		if l["message"] == "Store capabilities" {
+			if d, _ := l["data"].(map[string]any); d["metadata_in_listings"] != false || d["change_index"] != true {
+				t.Errorf("capabilities on SeaweedFS: %v", d)
+			}
+		}
+	}
+	// 20 and the namespace's kube-root-ca.crt, each once: the second
+	// pass writes none.
+	if w := first.metric("cluster_backup_resources_total", map[string]string{"action": "written", "resource": "configmaps"}); w != 21 {
+		t.Errorf("the first run wrote %v ConfigMaps over two passes, want 21", w)
+	}
+	first.stop()
+	before := versions(key("cm-3"))
+
+	// A change while the service is down.
+	cm, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "cm-3", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["i"] = "changed while down"
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Update(bg, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	second := startService(t, cluster, opts)
+	second.waitPass(2)
+	eventually(t, 10*time.Second, "the change written", func() bool { return strings.Contains(body(key("cm-3")), "changed while down") })
+	if w := second.metric("cluster_backup_resources_total", map[string]string{"action": "written", "resource": "configmaps"}); w != 1 {
+		t.Errorf("a restart over 20 unchanged ConfigMaps and one changed wrote %v, want 1", w)
+	}
+	if n := versions(key("cm-3")); before > 0 && n != before+1 {
+		t.Errorf("the changed ConfigMap has %d versions, want %d", n, before+1)
+	}
+	if n := versions(key("cm-5")); n > 1 {
+		t.Errorf("an unchanged ConfigMap has %d versions", n)
 	}
 }
