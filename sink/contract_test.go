@@ -32,24 +32,12 @@ func TestStoreContract(t *testing.T) {
 		},
 		"minio": func(t *testing.T) Store {
 			srv := startMinIO(t)
-			m, err := NewMinIO(context.Background(), MinIOOptions{
-				Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: "contract",
-			}, zap.NewNop())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return m
+			return openBucket(t, srv.Endpoint, srv.AccessKey, srv.SecretKey)
 		},
 		// Its listings carry no user metadata: Get does.
 		"seaweedfs": func(t *testing.T) Store {
 			srv := startSeaweedFS(t)
-			m, err := NewMinIO(context.Background(), MinIOOptions{
-				Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Bucket: "contract",
-			}, zap.NewNop())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return m
+			return openBucket(t, srv.Endpoint, srv.AccessKey, srv.SecretKey)
 		},
 	}
 	names := make([]string, 0, len(stores))
@@ -124,6 +112,16 @@ func TestStoreContract(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openBucket opens (creating) the bucket "contract" of an S3 store.
+func openBucket(t *testing.T, endpoint, accessKey, secretKey string) *MinIO {
+	t.Helper()
+	m, err := NewMinIO(context.Background(), MinIOOptions{Endpoint: endpoint, AccessKey: accessKey, SecretKey: secretKey, Bucket: "contract"}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // flaky fails its first n calls with err.

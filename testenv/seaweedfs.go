@@ -75,7 +75,8 @@ func StartSeaweedFS(ctx context.Context, workDir string) (*SeaweedFS, error) {
 		return nil, err
 	}
 	// The gateway answers (403 without credentials) once the filer is up.
-	if err := s.proc.waitAnyHTTP(ctx, "http://"+s.Endpoint+"/", 2*time.Minute); err != nil {
+	anyAnswer := func(int) bool { return true }
+	if err := s.proc.waitAnswer(ctx, http.DefaultClient, "http://"+s.Endpoint+"/", 2*time.Minute, anyAnswer); err != nil {
 		s.Stop()
 		return nil, err
 	}
@@ -103,28 +104,6 @@ func freePortPair() (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no free port pair")
-}
-
-// waitAnyHTTP waits until url answers with any status.
-func (p *process) waitAnyHTTP(ctx context.Context, url string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		if done, err := p.exited(); done {
-			log, _ := os.ReadFile(p.log)
-			return fmt.Errorf("%s exited during start-up: %w\n%s", p.name, err, log)
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not answering at %s: %w", p.name, url, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // free reports whether port can be listened on at 127.0.0.1.

@@ -143,6 +143,11 @@ func (p *process) stop(grace time.Duration) {
 // waitHTTP polls url until it answers 200, the process exits (its log is
 // returned in the error) or timeout passes.
 func (p *process) waitHTTP(ctx context.Context, client *http.Client, url string, timeout time.Duration) error {
+	return p.waitAnswer(ctx, client, url, timeout, func(code int) bool { return code == http.StatusOK })
+}
+
+// waitAnswer is waitHTTP for an answer that ok accepts.
+func (p *process) waitAnswer(ctx context.Context, client *http.Client, url string, timeout time.Duration, ok func(code int) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -153,7 +158,7 @@ func (p *process) waitHTTP(ctx context.Context, client *http.Client, url string,
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := client.Do(req); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if ok(resp.StatusCode) {
 				return nil
 			}
 		}
