@@ -60,9 +60,15 @@ func (e *env) foreignScenario(ctx context.Context) (foreignResult, error) {
 		return r, err
 	}
 	r.BytesPerKey = float64(r.PeakRSS-r.BaselineRSS) / float64(max(1, r.ForeignKeys))
+	e.log("foreign keys: checking a sample of 100 is still there")
 	for i := 0; i < r.ForeignKeys; i += max(1, r.ForeignKeys/100) {
-		if _, err := e.s3.StatObject(ctx, bucket, foreignKey("foreign", i), minio.StatObjectOptions{}); err != nil {
+		statCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := e.s3.StatObject(statCtx, bucket, foreignKey("foreign", i), minio.StatObjectOptions{})
+		cancel()
+		if minio.ToErrorResponse(err).Code == "NoSuchKey" {
 			r.ForeignDeleted++
+		} else if err != nil {
+			return r, fmt.Errorf("check foreign key %d: %w", i, err)
 		}
 	}
 	return r, nil
