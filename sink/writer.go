@@ -212,8 +212,8 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 	w.mu.Lock()
 	uid := w.clusterUID
 	w.mu.Unlock()
-	idx := w.loadIndex(ctx)
 	hashes, foreign := map[string]storedState{}, map[uint64]struct{}{}
+	var unvouched []object.Stored // listed without metadata
 	bare := false
 	err := w.store.Walk(ctx, w.opts.Layout.Root(), func(s object.Stored) error {
 		switch _, ours := w.opts.Layout.Parse(s.Key); {
@@ -227,16 +227,9 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 		case Foreign(s.Meta, uid):
 			foreign[w.keyHash(s.Key)] = struct{}{}
 		case s.Meta.Fingerprint() == "" && s.Meta.ClusterUID == "":
-			// A listing without metadata: the index vouches, or the
-			// object is unknown and written again.
 			bare = true
-			e, ok := idx[s.Key]
-			if fp := known(s, e, ok); fp != "" {
-				hashes[s.Key] = storedState{sum: digest(fp), etag: s.ETag, size: s.Size}
-				n.Indexed++
-			} else {
-				hashes[s.Key] = storedState{}
-			}
+			unvouched = append(unvouched, object.Stored{Key: s.Key, ETag: s.ETag, Size: s.Size})
+			hashes[s.Key] = storedState{} // unknown unless the index vouches
 		default:
 			hashes[s.Key] = storedState{sum: digest(s.Meta.Fingerprint())}
 		}
@@ -246,9 +239,20 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 		w.metrics.Error(logging.OpStoreList)
 		return n, err
 	}
+	// Only a store whose listings carry no metadata has an index to read.
+	if bare {
+		idx := w.loadIndex(ctx)
+		for _, s := range unvouched {
+			e, ok := idx[s.Key]
+			if fp := known(s, e, ok); fp != "" {
+				hashes[s.Key] = storedState{sum: digest(fp), etag: s.ETag, size: s.Size}
+				n.Indexed++
+			}
+		}
+	}
 	n.Own, n.Foreign, n.BareListings = len(hashes), len(foreign), bare
 	w.mu.Lock()
-	w.hashes, w.foreign, w.bareListings = hashes, foreign, bare || len(idx) > 0
+	w.hashes, w.foreign, w.bareListings = hashes, foreign, bare
 	w.mu.Unlock()
 	return n, nil
 }

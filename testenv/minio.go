@@ -39,6 +39,28 @@ func StartMinIO(ctx context.Context, workDir string) (*MinIO, error) {
 
 // StartMinIOWith is StartMinIO with options.
 func StartMinIOWith(ctx context.Context, workDir string, opts MinIOOptions) (*MinIO, error) {
+	m, err := newMinIO(workDir, "minio-")
+	if err != nil {
+		return nil, err
+	}
+	m.env = opts.Env
+	if err := m.Start(ctx); err != nil {
+		m.Stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+// The credentials of every test store: distinctive, so that a test can
+// tell that they leak nowhere.
+const (
+	testAccessKey = "cbk-access-7Q2xW"
+	testSecretKey = "cbk-secret-9Zr4Lk-not-for-production"
+)
+
+// newMinIO prepares a server, not started: its ports and a fresh directory
+// under workDir named after pattern (as os.MkdirTemp).
+func newMinIO(workDir, pattern string) (*MinIO, error) {
 	bin, err := Binary("minio")
 	if err != nil {
 		return nil, err
@@ -51,26 +73,14 @@ func StartMinIOWith(ctx context.Context, workDir string, opts MinIOOptions) (*Mi
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(workDir, "minio-")
+	dir, err := os.MkdirTemp(workDir, pattern)
 	if err != nil {
 		return nil, err
 	}
-	m := &MinIO{
-		Endpoint: fmt.Sprintf("127.0.0.1:%d", port),
-		// Distinctive, so that a test can tell that they leak nowhere.
-		AccessKey: "cbk-access-7Q2xW",
-		SecretKey: "cbk-secret-9Zr4Lk-not-for-production",
-		env:       opts.Env,
-		bin:       bin,
-		dir:       dir,
-		port:      port,
-		console:   console,
-	}
-	if err := m.Start(ctx); err != nil {
-		m.Stop()
-		return nil, err
-	}
-	return m, nil
+	return &MinIO{
+		Endpoint: fmt.Sprintf("127.0.0.1:%d", port), AccessKey: testAccessKey, SecretKey: testSecretKey,
+		bin: bin, dir: dir, port: port, console: console,
+	}, nil
 }
 
 // Start (re)starts the server on the same port and data, for outage tests.
@@ -111,35 +121,19 @@ func (m *MinIO) waitReady(ctx context.Context) error {
 // started with the same list of every node's drive. It waits until the
 // set takes writes. Any node serves the whole set.
 func StartMinIOCluster(ctx context.Context, workDir string, n int) ([]*MinIO, error) {
-	bin, err := Binary("minio")
-	if err != nil {
-		return nil, err
-	}
 	nodes := make([]*MinIO, n)
 	var drives []string
 	for i := range nodes {
-		port, err := FreePort()
+		m, err := newMinIO(workDir, fmt.Sprintf("minio-node%d-", i+1))
 		if err != nil {
 			return nil, err
 		}
-		console, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		dir, err := os.MkdirTemp(workDir, fmt.Sprintf("minio-node%d-", i+1))
-		if err != nil {
-			return nil, err
-		}
-		endpoint := fmt.Sprintf("127.0.0.1:%d", port)
-		nodes[i] = &MinIO{
-			Endpoint: endpoint, AccessKey: "cbk-access-7Q2xW", SecretKey: "cbk-secret-9Zr4Lk-not-for-production",
-			bin: bin, dir: dir, port: port, console: console,
-			// In a container (/.dockerenv), MinIO waits for every node's
-			// host to resolve to a non-loopback address; this names the
-			// node's own endpoint instead, as orchestrated installs do.
-			env: []string{"_MINIO_SERVER_LOCAL=" + endpoint},
-		}
-		drives = append(drives, fmt.Sprintf("http://127.0.0.1:%d%s", port, filepath.Join(dir, "drive")))
+		// In a container (/.dockerenv), MinIO waits for every node's host
+		// to resolve to a non-loopback address; this names the node's own
+		// endpoint instead, as orchestrated installs do.
+		m.env = []string{"_MINIO_SERVER_LOCAL=" + m.Endpoint}
+		nodes[i] = m
+		drives = append(drives, "http://"+m.Endpoint+filepath.Join(m.dir, "drive"))
 	}
 	stopAll := func() {
 		for _, m := range nodes {

@@ -45,8 +45,8 @@ func StartSeaweedFS(ctx context.Context, workDir string) (*SeaweedFS, error) {
 	}
 	s := &SeaweedFS{
 		Endpoint:  fmt.Sprintf("127.0.0.1:%d", ports[3]),
-		AccessKey: "cbk-access-7Q2xW",
-		SecretKey: "cbk-secret-9Zr4Lk-not-for-production",
+		AccessKey: testAccessKey,
+		SecretKey: testSecretKey,
 		dir:       dir,
 	}
 	config, err := json.Marshal(map[string]any{"identities": []any{map[string]any{

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,23 +125,16 @@ func startService(t *testing.T, cluster string, opts serviceOptions) *service {
 	if srv == nil {
 		srv = e2e.minio
 	}
-	env := map[string]string{
+	env := storeEnv(srv)
+	maps.Copy(env, map[string]string{
 		"CLUSTER_NAME":      cluster,
-		"KUBECONFIG":        e2e.kube.Kubeconfig,
-		"MINIO_ENDPOINT":    srv.Endpoint,
-		"MINIO_ACCESS_KEY":  srv.AccessKey,
-		"MINIO_SECRET_KEY":  srv.SecretKey,
-		"MINIO_BUCKET":      bucketName,
-		"MINIO_USE_SSL":     "false",
 		"METRICS_ADDR":      fmt.Sprintf("127.0.0.1:%d", port),
 		"DEBOUNCE":          "300ms",
 		"RETRY_DELAY":       "200ms",
 		"SNAPSHOT_INTERVAL": "1h",
 		"LOG_LEVEL":         "debug",
-	}
-	for k, v := range opts.env {
-		env[k] = v
-	}
+	})
+	maps.Copy(env, opts.env)
 	if opts.configMap != nil {
 		dir := t.TempDir()
 		for k, v := range opts.configMap {
@@ -188,6 +182,19 @@ func startService(t *testing.T, cluster string, opts serviceOptions) *service {
 		}
 	})
 	return s
+}
+
+// storeEnv is the environment that points the service or a command at
+// the cluster under test and at the store srv.
+func storeEnv(srv *testenv.MinIO) map[string]string {
+	return map[string]string{
+		"KUBECONFIG":       e2e.kube.Kubeconfig,
+		"MINIO_ENDPOINT":   srv.Endpoint,
+		"MINIO_ACCESS_KEY": srv.AccessKey,
+		"MINIO_SECRET_KEY": srv.SecretKey,
+		"MINIO_BUCKET":     bucketName,
+		"MINIO_USE_SSL":    "false",
+	}
 }
 
 // scrape returns the metrics exposition, "" when it cannot be read.

@@ -51,15 +51,8 @@ func cliOn(t *testing.T, kubeconfig, cluster string, args ...string) (stdout, st
 // defaults. Neither output may show the store's credentials.
 func cliWith(t *testing.T, srv *testenv.MinIO, env map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	vars := map[string]string{
-		"KUBECONFIG":       e2e.kube.Kubeconfig,
-		"MINIO_ENDPOINT":   srv.Endpoint,
-		"MINIO_ACCESS_KEY": srv.AccessKey,
-		"MINIO_SECRET_KEY": srv.SecretKey,
-		"MINIO_BUCKET":     bucketName,
-		"MINIO_USE_SSL":    "false",
-		"HOME":             t.TempDir(),
-	}
+	vars := storeEnv(srv)
+	vars["HOME"] = t.TempDir()
 	maps.Copy(vars, env)
 	cmd := exec.Command(e2e.bin, args...)
 	for k, v := range vars {

@@ -12,9 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http/httptest"
@@ -33,7 +31,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -499,7 +496,11 @@ func TestLeastPrivilegeRBAC(t *testing.T) {
 		t.Fatalf("helm template: %v", err)
 	}
 	var sa string
-	for _, o := range decodeManifests(t, string(manifests)) {
+	objs, err := testenv.DecodeManifests(string(manifests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
 		switch o.GetKind() {
 		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding":
 			applyObject(t, o, home)
@@ -513,9 +514,10 @@ func TestLeastPrivilegeRBAC(t *testing.T) {
 	createCustom(t, latecomers, "Latecomer", ns, "l1")
 
 	canI := func(verb, resource string) bool {
-		args := []string{"--kubeconfig", e2e.kube.Kubeconfig, "auth", "can-i", verb, resource, "--as", sa, "-n", ns}
-		if res, sub, ok := strings.Cut(resource, "/"); ok {
-			args[4] = res
+		// kubectl reads TYPE/NAME: a subresource is a flag of its own.
+		res, sub, _ := strings.Cut(resource, "/")
+		args := []string{"--kubeconfig", e2e.kube.Kubeconfig, "auth", "can-i", verb, res, "--as", sa, "-n", ns}
+		if sub != "" {
 			args = append(args, "--subresource", sub)
 		}
 		out, _ := exec.Command(kubectl, args...).Output()
@@ -568,25 +570,6 @@ func TestLeastPrivilegeRBAC(t *testing.T) {
 	}
 	if denied != 1 {
 		t.Errorf("the uncovered type was logged %d times, want once", denied)
-	}
-}
-
-// decodeManifests splits rendered YAML into objects.
-func decodeManifests(t *testing.T, manifests string) []*unstructured.Unstructured {
-	t.Helper()
-	var objs []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifests), 4096)
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objs
-			}
-			t.Fatal(err)
-		}
-		if m != nil {
-			objs = append(objs, &unstructured.Unstructured{Object: m})
-		}
 	}
 }
 
