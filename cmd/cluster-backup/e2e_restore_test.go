@@ -392,6 +392,13 @@ func TestTamperedObjectIsRefused(t *testing.T) {
 	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "good", metav1.GetOptions{}); err != nil {
 		t.Errorf("the good object was not restored: %v", err)
 	}
+	// The live object whose backup cannot be read is no extra for prune:
+	// the backup holds it.
+	createConfigMap(t, ns, "evil", map[string]string{"v": "live"}, nil, nil)
+	restoreReport(t, cluster, exitPartial, "-n", ns, "--prune", "--yes")
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "evil", metav1.GetOptions{}); err != nil {
+		t.Errorf("a pruning restore deleted the live object whose backup was altered: %v", err)
+	}
 }
 
 // tamper replaces a stored object's content and keeps its metadata, as

@@ -293,6 +293,14 @@ func restoreEncrypted(t *testing.T, cluster, ns, keyFile string, values map[stri
 	if _, stderr, code := cli(t, cluster, "diff", "-n", ns, "--identity", keyFile); code != 0 {
 		t.Errorf("diff after the restore: exit %d\n%s", code, stderr)
 	}
+	// A pruning restore that cannot decrypt the Secrets must not take them
+	// for extras: the backup holds them.
+	restoreReport(t, cluster, exitPartial, "-n", ns, "--prune", "--yes")
+	for _, name := range []string{"db", "tls", "token", "applied", "minio-credentials"} {
+		if _, err := e2e.cs.CoreV1().Secrets(ns).Get(bg, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("secret %s after a pruning restore without the identity: %v", name, err)
+		}
+	}
 }
 
 func TestServerSideEncryption(t *testing.T) {
