@@ -39,6 +39,10 @@ type restoreResult struct {
 	ViewSeconds      float64        `json:"view_seconds"`
 	ViewListRequests int64          `json:"view_list_requests"`
 	ViewPeakRSS      int64          `json:"view_peak_rss_bytes"`
+	// CPU seconds by process during the restore and during its ceiling:
+	// where the time of a CPU-bound restore goes.
+	RestoreCPU cpuTimes `json:"restore_cpu_seconds"`
+	CeilingCPU cpuTimes `json:"ceiling_cpu_seconds"`
 }
 
 // cbNamespaces are the seeded namespaces as a -n list.
@@ -51,21 +55,30 @@ func (e *env) cbNamespaces() []string {
 }
 
 // command runs one browsing or restore command of the service's binary
-// against the bench servers and returns its stderr and peak RSS. The peak
+// against the bench servers, straight to MinIO, and returns its stderr and
+// peak RSS. The restore's ceiling reads nothing from the bucket, so the
+// restore does not pay for the counting proxy either. The peak
 // is the kernel's VmHWM of the process, polled while it runs: rusage's
 // maxrss would report the bench's own size, which a child inherits at the
 // fork before its exec.
 func (e *env) command(cluster string, args ...string) (string, int64, error) {
+	out, rss, _, err := e.commandVia(e.minio.Endpoint, cluster, args...)
+	return out, rss, err
+}
+
+// commandVia is command with the store at endpoint (the proxy, where its
+// requests are counted); it also returns the CPU seconds the command used.
+func (e *env) commandVia(endpoint, cluster string, args ...string) (string, int64, float64, error) {
 	cmd := exec.Command(e.service, args...)
 	cmd.Env = []string{
 		"CLUSTER_NAME=" + cluster, "KUBECONFIG=" + e.kube.Kubeconfig,
-		"MINIO_ENDPOINT=" + e.proxy.addr, "MINIO_ACCESS_KEY=" + e.minio.AccessKey, "MINIO_SECRET_KEY=" + e.minio.SecretKey,
+		"MINIO_ENDPOINT=" + endpoint, "MINIO_ACCESS_KEY=" + e.minio.AccessKey, "MINIO_SECRET_KEY=" + e.minio.SecretKey,
 		"MINIO_BUCKET=" + bucket, "MINIO_USE_SSL=false", "HOME=" + e.work,
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	p := &process{cmd: cmd}
 	done := make(chan struct{})
@@ -87,10 +100,11 @@ func (e *env) command(cluster string, args ...string) (string, int64, error) {
 	err := cmd.Wait()
 	close(done)
 	<-polled
+	cpu := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	if err != nil {
-		return stderr.String(), rss, fmt.Errorf("%s %s: %w\n%s", filepath.Base(e.service), strings.Join(args, " "), err, lastLines(stderr.String(), 10))
+		return stderr.String(), rss, cpu, fmt.Errorf("%s %s: %w\n%s", filepath.Base(e.service), strings.Join(args, " "), err, lastLines(stderr.String(), 10))
 	}
-	return stderr.String(), rss, nil
+	return stderr.String(), rss, cpu, nil
 }
 
 func lastLines(s string, n int) string {
@@ -114,22 +128,9 @@ func (e *env) restoreScenario(ctx context.Context) (restoreResult, error) {
 		mapping = append(mapping, "--namespace-mapping", fmt.Sprintf("bench-%02d:restored-%02d", i, i))
 	}
 	args := append(append([]string{"restore"}, e.cbNamespaces()...), mapping...)
-	start := time.Now()
-	_, rss, err := e.command(e.lastInitial, args...)
-	if err != nil {
+	if err := e.restoreAgainstCeiling(ctx, &r, args); err != nil {
 		return r, err
 	}
-	r.Seconds, r.PeakRSS = time.Since(start).Seconds(), rss
-	r.ObjectsPerSecond = float64(r.Objects) / r.Seconds
-	ceiling, err := e.applyCeiling(ctx, r.Objects)
-	if err != nil {
-		return r, err
-	}
-	r.CeilingSeconds = ceiling.Seconds()
-	r.CeilingPerSecond = float64(r.Objects) / r.CeilingSeconds
-	r.RatioToCeiling = r.CeilingSeconds / r.Seconds
-	e.log("restore of %d ConfigMaps: %.1fs (%.0f/s, peak RSS %s); parallel server-side apply ceiling: %.1fs (%.0f/s); ratio %.2f",
-		r.Objects, r.Seconds, r.ObjectsPerSecond, mib(r.PeakRSS), r.CeilingSeconds, r.CeilingPerSecond, r.RatioToCeiling)
 
 	writes := func() (map[string]float64, error) {
 		return e.apiserverMetric(ctx, "apiserver_request_total", "PATCH", "POST", "PUT", "DELETE")
@@ -138,7 +139,7 @@ func (e *env) restoreScenario(ctx context.Context) (restoreResult, error) {
 	if err != nil {
 		return r, err
 	}
-	start = time.Now()
+	start := time.Now()
 	if _, _, err := e.command(e.lastInitial, args...); err != nil {
 		return r, err
 	}
@@ -166,6 +167,49 @@ func (e *env) restoreScenario(ctx context.Context) (restoreResult, error) {
 	r.DiffRequests = diff(reqAfter, reqBefore)
 	e.log("diff of %d objects against the live cluster: %.1fs, API requests %v", r.Objects, r.DiffSeconds, r.DiffRequests)
 	return r, e.viewScenario(ctx, &r)
+}
+
+// restoreAgainstCeiling times the restore and its ceiling, with the CPU
+// each process used during each.
+func (e *env) restoreAgainstCeiling(ctx context.Context, r *restoreResult, args []string) error {
+	cpuBefore, err := serverCPU()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	stderr, rss, cpu, err := e.commandVia(e.minio.Endpoint, e.lastInitial, args...)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(line, "restore: ") {
+			e.log("%s", line)
+		}
+	}
+	r.Seconds, r.PeakRSS = time.Since(start).Seconds(), rss
+	r.ObjectsPerSecond = float64(r.Objects) / r.Seconds
+	cpuAfter, err := serverCPU()
+	if err != nil {
+		return err
+	}
+	r.RestoreCPU = cpuAfter.since(cpuBefore)
+	r.RestoreCPU["cluster-backup"] = cpu
+	ceiling, err := e.applyCeiling(ctx, r.Objects)
+	if err != nil {
+		return err
+	}
+	cpuCeiling, err := serverCPU()
+	if err != nil {
+		return err
+	}
+	r.CeilingCPU = cpuCeiling.since(cpuAfter)
+	r.CeilingSeconds = ceiling.Seconds()
+	r.CeilingPerSecond = float64(r.Objects) / r.CeilingSeconds
+	r.RatioToCeiling = r.CeilingSeconds / r.Seconds
+	e.log("restore of %d ConfigMaps: %.1fs (%.0f/s, peak RSS %s); parallel server-side apply ceiling: %.1fs (%.0f/s); ratio %.2f",
+		r.Objects, r.Seconds, r.ObjectsPerSecond, mib(r.PeakRSS), r.CeilingSeconds, r.CeilingPerSecond, r.RatioToCeiling)
+	e.log("CPU during the restore: %v; during the ceiling: %v", r.RestoreCPU, r.CeilingCPU)
+	return nil
 }
 
 // applyCeiling server-side applies n ConfigMaps of the seeded kind into
@@ -248,7 +292,7 @@ func (e *env) viewScenario(ctx context.Context, r *restoreResult) error {
 	lists := e.proxy.lists.Load()
 	start := time.Now()
 	var err error
-	if _, r.ViewPeakRSS, err = e.command("view", "ls", "-A", "-o", "name", "--at", middle.Format(time.RFC3339Nano)); err != nil {
+	if _, r.ViewPeakRSS, _, err = e.commandVia(e.proxy.addr, "view", "ls", "-A", "-o", "name", "--at", middle.Format(time.RFC3339Nano)); err != nil {
 		return err
 	}
 	r.ViewSeconds = time.Since(start).Seconds()

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 
 	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -83,7 +84,11 @@ type Result struct {
 // Target is the cluster a restore writes to.
 type Target struct {
 	Dynamic dynamic.Interface
-	Mapper  meta.ResettableRESTMapper
+	// Metadata, when set, carries the server-side applies: the API server
+	// answers them with the object's metadata only, which costs both
+	// sides less than the whole object the dynamic client asks for.
+	Metadata metadata.Interface
+	Mapper   meta.ResettableRESTMapper
 }
 
 // planned is one object on its way into the cluster.
@@ -387,7 +392,7 @@ func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason strin
 	if r.opts.DryRun == DryRunServer {
 		dryRun = []string{metav1.DryRunAll}
 	}
-	var out *unstructured.Unstructured
+	var uid types.UID
 	if !r.writes.acquire(ctx) {
 		return Failed, ctx.Err().Error()
 	}
@@ -396,15 +401,18 @@ func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason strin
 	if live != nil && r.opts.Existing == ExistingReplace {
 		keepAllocated(obj, live)
 		obj.SetResourceVersion(live.GetResourceVersion())
-		out, err = r.resource(m, obj.GetNamespace()).Update(ctx, obj, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRun})
+		var out *unstructured.Unstructured
+		if out, err = r.resource(m, obj.GetNamespace()).Update(ctx, obj, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRun}); err == nil {
+			uid = out.GetUID()
+		}
 	} else {
-		out, err = r.serverSideApply(ctx, m, obj, dryRun)
+		uid, err = r.serverSideApply(ctx, m, obj, dryRun)
 	}
 	if err != nil {
 		return Failed, err.Error()
 	}
 	if r.opts.DryRun == "" {
-		r.remember(p.owner, out.GetUID())
+		r.remember(p.owner, uid)
 	}
 	if p.implied {
 		return outcome, "its Namespace object is not in the backup: created for the objects restored into it"
@@ -412,18 +420,38 @@ func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason strin
 	return outcome, ""
 }
 
-// serverSideApply applies obj, forced, as FieldManager. The patch is sent
-// as JSON, which the API server reads as the YAML apply patches are: the
-// dynamic client's Apply would convert it to YAML first, which costs more
-// than the rest of the request on the client's side.
-func (r *restorer) serverSideApply(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, dryRun []string) (*unstructured.Unstructured, error) {
+// serverSideApply applies obj, forced, as FieldManager, and returns the
+// UID the object has. The patch is sent as JSON, which the API server reads
+// as the YAML apply patches are: the dynamic client's Apply would convert
+// it to YAML first, which costs more than the rest of the request on the
+// client's side. With a metadata client the answer is the object's
+// metadata only (an API that cannot serve that answers with the whole
+// object, which the metadata client reads as well).
+func (r *restorer) serverSideApply(ctx context.Context, m *meta.RESTMapping, obj *unstructured.Unstructured, dryRun []string) (types.UID, error) {
 	data, err := obj.MarshalJSON()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	force := true
-	return r.resource(m, obj.GetNamespace()).Patch(ctx, obj.GetName(), types.ApplyPatchType, data,
-		metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: dryRun})
+	opts := metav1.PatchOptions{FieldManager: FieldManager, Force: &force, DryRun: dryRun}
+	if r.target.Metadata != nil {
+		res := r.target.Metadata.Resource(m.Resource)
+		var partial *metav1.PartialObjectMetadata
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			partial, err = res.Namespace(obj.GetNamespace()).Patch(ctx, obj.GetName(), types.ApplyPatchType, data, opts)
+		} else {
+			partial, err = res.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, opts)
+		}
+		if err != nil {
+			return "", err
+		}
+		return partial.UID, nil
+	}
+	out, err := r.resource(m, obj.GetNamespace()).Patch(ctx, obj.GetName(), types.ApplyPatchType, data, opts)
+	if err != nil {
+		return "", err
+	}
+	return out.GetUID(), nil
 }
 
 func (r *restorer) remember(k ownerKey, uid types.UID) {

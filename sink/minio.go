@@ -326,20 +326,19 @@ func (m *MinIO) Versions(ctx context.Context, prefix string) ([]object.Version, 
 // Get reads one version of key ("" for the current one) and the metadata
 // stored with it.
 func (m *MinIO) Get(ctx context.Context, key, id string) ([]byte, object.Meta, error) {
-	obj, err := m.client.GetObject(ctx, m.bucket, key, minio.GetObjectOptions{VersionID: id})
-	if err != nil {
-		return nil, object.Meta{}, m.wrap("get "+key, err)
-	}
-	defer obj.Close()
-	body, err := io.ReadAll(obj)
+	// One GET, its metadata from the answer's headers: the Client's
+	// GetObject adds a goroutine and channels per object for seeking,
+	// which a whole-object read does not need.
+	rc, info, _, err := minio.Core{Client: m.client}.GetObject(ctx, m.bucket, key, minio.GetObjectOptions{VersionID: id})
 	if err != nil {
 		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" || code == "NoSuchVersion" {
 			return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, ErrNotFound)
 		}
 		return nil, object.Meta{}, m.wrap("get "+key, err)
 	}
-	info, err := obj.Stat()
-	if err != nil {
+	defer rc.Close()
+	body := make([]byte, 0, max(info.Size, 0))
+	if body, err = readAll(rc, body); err != nil {
 		return nil, object.Meta{}, m.wrap("get "+key, err)
 	}
 	return body, object.MetaFromMap(info.UserMetadata), nil
@@ -372,4 +371,21 @@ func redactor(secrets ...string) *strings.Replacer {
 		}
 	}
 	return strings.NewReplacer(pairs...)
+}
+
+// readAll is io.ReadAll into buf, sized by the caller.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }

@@ -224,7 +224,7 @@ type browser struct {
 // openBrowser opens the store read-only; the cluster is asked for resource
 // names only if KUBECONFIG (or an in-cluster identity) reaches it.
 func openBrowser(ctx context.Context, cfg config.Config, stdout io.Writer) (*browser, error) {
-	store, err := openReadStore(ctx, cfg)
+	store, err := openReadStore(ctx, cfg, readConnections)
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +242,9 @@ func openBrowser(ctx context.Context, cfg config.Config, stdout io.Writer) (*bro
 	return b, nil
 }
 
-// openReadStore opens the configured store without creating anything.
-func openReadStore(ctx context.Context, cfg config.Config) (restore.Reader, error) {
+// openReadStore opens the configured store without creating anything,
+// with connections kept open for as many requests in flight.
+func openReadStore(ctx context.Context, cfg config.Config, connections int) (restore.Reader, error) {
 	if cfg.MinIOEndpoint == "" {
 		d, err := sink.NewDir(cfg.BackupDir)
 		if err != nil {
@@ -252,13 +253,17 @@ func openReadStore(ctx context.Context, cfg config.Config) (restore.Reader, erro
 		return d, nil
 	}
 	opts := minioOptions(cfg)
-	opts.Connections, opts.ReadOnly, opts.MaxRetries = 32, true, 3
+	opts.Connections, opts.ReadOnly, opts.MaxRetries = max(readConnections, connections), true, 3
 	m, err := sink.NewMinIO(ctx, opts, zap.NewNop())
 	if err != nil {
 		return nil, fatalError{err}
 	}
 	return m, nil
 }
+
+// readConnections is the fewest connections to the store the commands
+// keep open: the view lists that many prefixes at once.
+const readConnections = 32
 
 // entry is one line of ls.
 type entry struct {

@@ -10,13 +10,16 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -99,7 +102,7 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	if err != nil {
 		return err
 	}
-	reader, err := openReadStore(ctx, cfg)
+	reader, err := openReadStore(ctx, cfg, fl.parallel)
 	if err != nil {
 		return err
 	}
@@ -117,26 +120,29 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 			return err
 		}
 	}
+	progress := newBatchedWriter(stderr, 100*time.Millisecond)
+	defer progress.Close()
 	opts.Progress = func(r restore.Result) {
 		where := r.Resource + "/" + r.Name
 		if r.Namespace != "" {
 			where = r.Resource + "/" + r.Namespace + "/" + r.Name
 		}
 		if r.Reason != "" {
-			fmt.Fprintf(stderr, "%-10s %s: %s\n", r.Outcome, where, r.Reason)
+			fmt.Fprintf(progress, "%-10s %s: %s\n", r.Outcome, where, r.Reason)
 		} else {
-			fmt.Fprintf(stderr, "%-10s %s\n", r.Outcome, where)
+			fmt.Fprintf(progress, "%-10s %s\n", r.Outcome, where)
 		}
 	}
 	lowest := fl.parallel
 	opts.Concurrency = func(limit int) {
 		if limit < lowest {
 			lowest = limit
-			fmt.Fprintf(stderr, "restore: the API server pushes back: %d writes in flight\n", limit)
+			fmt.Fprintf(progress, "restore: the API server pushes back: %d writes in flight\n", limit)
 		}
 	}
 	results := restore.Restore(ctx, target, reader, items, opts)
 	took := time.Since(start)
+	progress.Close()
 	fmt.Fprintf(stderr, "restore: %s\n", restore.Summary(results, took))
 	if fl.report != "" {
 		if err := writeReport(fl.report, cfg, sel, fl, results, took, lowest); err != nil {
@@ -159,7 +165,9 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, er
 	}
 	kube.QPS, kube.Burst = -1, 0
 	if qps > 0 {
-		kube.QPS, kube.Burst = float32(qps), max(1, int(qps))
+		// One bucket for every client made from kube, so that together
+		// they never exceed --qps.
+		kube.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(float32(qps), max(1, int(qps)))
 	}
 	kube.Timeout = time.Minute
 	dc, err := discovery.NewDiscoveryClientForConfig(kube)
@@ -173,9 +181,13 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, er
 	if err != nil {
 		return restore.Target{}, resolver{}, fatalError{err}
 	}
+	meta, err := metadata.NewForConfig(kube)
+	if err != nil {
+		return restore.Target{}, resolver{}, fatalError{err}
+	}
 	cached := memory.NewMemCacheClient(dc)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
-	return restore.Target{Dynamic: dyn, Mapper: mapper}, resolverFor(mapper, cached), nil
+	return restore.Target{Dynamic: dyn, Metadata: meta, Mapper: mapper}, resolverFor(mapper, cached), nil
 }
 
 // options checks the flags and turns them into restore options.
@@ -321,4 +333,51 @@ func writeReport(path string, cfg config.Config, sel *selection, fl *restoreFlag
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// batchedWriter passes lines written from many goroutines on in batches,
+// at least every interval: a restore reports thousands of objects a second,
+// one write each would cost more than the line.
+type batchedWriter struct {
+	mu   sync.Mutex
+	buf  *bufio.Writer
+	stop chan struct{}
+	done sync.WaitGroup
+	once sync.Once
+}
+
+func newBatchedWriter(w io.Writer, interval time.Duration) *batchedWriter {
+	b := &batchedWriter{buf: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{})}
+	b.done.Go(func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-tick.C:
+				b.mu.Lock()
+				_ = b.buf.Flush()
+				b.mu.Unlock()
+			}
+		}
+	})
+	return b
+}
+
+func (b *batchedWriter) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Close writes what is left; it may be called more than once.
+func (b *batchedWriter) Close() {
+	b.once.Do(func() {
+		close(b.stop)
+		b.done.Wait()
+		b.mu.Lock()
+		_ = b.buf.Flush()
+		b.mu.Unlock()
+	})
 }
