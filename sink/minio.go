@@ -65,7 +65,8 @@ type MinIO struct {
 	client     *minio.Client
 	bucket     string
 	redact     *strings.Replacer
-	versioning string // enabled, suspended, off or unknown
+	versioning string // enabled, suspended, off, unsupported or unknown
+	lifecycle  string // the retention rule on a bucket made at start: set, unsupported or ""
 	sse        encrypt.ServerSide
 }
 
@@ -89,6 +90,10 @@ func NewMinIO(ctx context.Context, opts MinIOOptions, log *zap.Logger) (*MinIO, 
 	log.Info("Connected to MinIO", logging.Data(map[string]any{
 		"endpoint": opts.Endpoint, "bucket": opts.Bucket, "ssl": opts.UseSSL, "versioning": versioning,
 	}))
+	if m.lifecycle == "unsupported" {
+		log.Warn("The store cannot set the retention rule (NoncurrentVersionExpiration): old versions are kept until removed by hand",
+			logging.Data(map[string]any{"bucket": opts.Bucket}))
+	}
 	return m, nil
 }
 
@@ -131,7 +136,10 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 		if err := m.client.MakeBucket(ctx, m.bucket, minio.MakeBucketOptions{Region: opts.Region}); err != nil {
 			return nil, "", m.wrap("create bucket "+m.bucket, err)
 		}
-		if err := m.client.EnableVersioning(ctx, m.bucket); err != nil {
+		// A store without the versioning API (some S3 gateways) says so
+		// with NotImplemented: the bucket then keeps no versions, which the
+		// caller reports and guards against (REQUIRE_VERSIONING).
+		if err := m.client.EnableVersioning(ctx, m.bucket); err != nil && !notImplemented(err) {
 			return nil, "", m.wrap("enable versioning on "+m.bucket, err)
 		}
 		if cfg := bucketEncryption(opts.SSE); cfg != nil {
@@ -140,17 +148,25 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 			}
 		}
 		if opts.NoncurrentDays > 0 || opts.NoncurrentNewer > 0 {
-			if err := m.client.SetBucketLifecycle(ctx, m.bucket, retention(opts.NoncurrentDays, opts.NoncurrentNewer)); err != nil {
+			switch err := m.client.SetBucketLifecycle(ctx, m.bucket, retention(opts.NoncurrentDays, opts.NoncurrentNewer)); {
+			case notImplemented(err):
+				m.lifecycle = "unsupported"
+			case err != nil:
 				return nil, "", m.wrap("set the lifecycle rule on "+m.bucket, err)
+			default:
+				m.lifecycle = "set"
 			}
 		}
 	}
 	versioning := "unknown"
-	if vc, err := m.client.GetBucketVersioning(ctx, m.bucket); err == nil {
+	switch vc, err := m.client.GetBucketVersioning(ctx, m.bucket); {
+	case err == nil:
 		versioning = strings.ToLower(vc.Status)
 		if versioning == "" {
 			versioning = "off"
 		}
+	case notImplemented(err):
+		versioning = "unsupported"
 	}
 	m.versioning = versioning
 	return m, versioning, nil
@@ -371,6 +387,13 @@ func redactor(secrets ...string) *strings.Replacer {
 		}
 	}
 	return strings.NewReplacer(pairs...)
+}
+
+// notImplemented reports whether the store answered that it does not have
+// the API asked for.
+func notImplemented(err error) bool {
+	resp := minio.ToErrorResponse(err)
+	return resp.Code == "NotImplemented" || resp.StatusCode == http.StatusNotImplemented
 }
 
 // readAll is io.ReadAll into buf, sized by the caller.

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,5 +221,81 @@ func TestSeaweedFS(t *testing.T) {
 	}
 	if n := versions(key("cm-5")); n > 1 {
 		t.Errorf("an unchanged ConfigMap has %d versions", n)
+	}
+}
+
+// TestStoreWithoutVersioningAPI runs the service against a store that
+// answers the bucket versioning and lifecycle calls with NotImplemented, as
+// some S3 gateways do: a front before the real MinIO refuses those calls
+// and passes everything else on. The service creates its bucket, reports
+// the store as keeping no versions, backs up, and holds deletes back
+// (REQUIRE_VERSIONING, on by default): the last backup of a deleted object
+// is the only copy on such a store.
+func TestStoreWithoutVersioningAPI(t *testing.T) {
+	requireServers(t)
+	var refused atomic.Int32
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: e2e.minio.Endpoint})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if q.Has("versioning") || q.Has("lifecycle") {
+			refused.Add(1)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusNotImplemented)
+			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code>`+
+				`<Message>A header you provided implies functionality that is not implemented</Message></Error>`)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	const bucket = "unversioned"
+	ns := "e2e-unversioned"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "kept", map[string]string{"a": "b"}, nil, nil)
+	createConfigMap(t, ns, "deleted", map[string]string{"a": "b"}, nil, nil)
+	s := startService(t, "unversioned", serviceOptions{
+		env: map[string]string{
+			"MINIO_ENDPOINT": strings.TrimPrefix(front.URL, "http://"), "MINIO_BUCKET": bucket,
+			"SNAPSHOT_INTERVAL": "2s", "NONCURRENT_RETENTION": "7d",
+		},
+		configMap: map[string]string{"include-namespaces": ns},
+	})
+	s.waitReady()
+	s.waitPass(1)
+	if refused.Load() == 0 {
+		t.Fatal("the front refused no call: the test does not test a store without versioning")
+	}
+	connected, retention := false, false
+	for _, l := range s.logs("minio_connect") {
+		d, _ := l["data"].(map[string]any)
+		connected = connected || l["message"] == "Connected to MinIO" && d["versioning"] == "unsupported"
+		retention = retention || strings.Contains(fmt.Sprint(l["message"]), "cannot set the retention rule")
+	}
+	if !connected || !retention {
+		t.Errorf("the connect lines do not report versioning and the retention rule as unsupported: %v", s.logs("minio_connect"))
+	}
+	if v := s.metric("cluster_backup_bucket_versioning", nil); v != 0 {
+		t.Errorf("cluster_backup_bucket_versioning = %v, want 0", v)
+	}
+	client, err := minioClient(e2e.minio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exists := func(key string) bool {
+		_, err := client.StatObject(bg, bucket, key, minio.StatObjectOptions{})
+		return err == nil
+	}
+	deleted := s.key(ns, "configmaps", "deleted")
+	eventually(t, 10*time.Second, "both objects stored", func() bool { return exists(deleted) && exists(s.key(ns, "configmaps", "kept")) })
+	if err := e2e.cs.CoreV1().ConfigMaps(ns).Delete(bg, "deleted", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	passes := len(s.logs("backup_complete"))
+	s.waitPass(passes + 2)
+	if !exists(deleted) {
+		t.Error("the backup of a deleted object was removed from a store that keeps no versions")
+	}
+	if v := s.metric("cluster_backup_prune_guard_tripped", nil); v != 1 {
+		t.Errorf("cluster_backup_prune_guard_tripped = %v, want 1", v)
 	}
 }
