@@ -23,7 +23,7 @@ type proxy struct {
 	lists   atomic.Int64
 
 	mu     sync.Mutex
-	onPut  func(key, resourceVersion string, at time.Time)
+	onPut  func(put landedPut)
 	bucket string
 }
 
@@ -41,8 +41,9 @@ func startProxy(target, bucket string) (*proxy, error) {
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256}
 	p.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		began := time.Now()
 		rp.ServeHTTP(rec, r)
-		p.count(r, rec.code)
+		p.count(r, rec.code, began)
 	})}
 	go func() { _ = p.srv.Serve(l) }()
 	return p, nil
@@ -58,7 +59,14 @@ func (p *proxy) objectKey(r *http.Request) string {
 	return rest
 }
 
-func (p *proxy) count(r *http.Request, code int) {
+// landedPut is a PUT the store accepted: when the service sent it and when
+// the store answered.
+type landedPut struct {
+	key, resourceVersion string
+	began, at            time.Time
+}
+
+func (p *proxy) count(r *http.Request, code int, began time.Time) {
 	key := p.objectKey(r)
 	switch {
 	case r.Method == http.MethodPut && key != "":
@@ -68,7 +76,7 @@ func (p *proxy) count(r *http.Request, code int) {
 			f := p.onPut
 			p.mu.Unlock()
 			if f != nil {
-				f(key, r.Header.Get("X-Amz-Meta-Resource-Version"), time.Now())
+				f(landedPut{key: key, resourceVersion: r.Header.Get("X-Amz-Meta-Resource-Version"), began: began, at: time.Now()})
 			}
 		}
 	case r.Method == http.MethodDelete && key != "":
@@ -81,7 +89,7 @@ func (p *proxy) count(r *http.Request, code int) {
 }
 
 // watchPuts sets the callback for successful PUTs (nil to stop).
-func (p *proxy) watchPuts(f func(key, resourceVersion string, at time.Time)) {
+func (p *proxy) watchPuts(f func(landedPut)) {
 	p.mu.Lock()
 	p.onPut = f
 	p.mu.Unlock()

@@ -41,6 +41,12 @@ type latencyResult struct {
 	ServiceP50 float64 `json:"service_p50_seconds"`
 	ServiceP95 float64 `json:"service_p95_seconds"`
 	ServiceP99 float64 `json:"service_p99_seconds"`
+	// The updates' time split: from the API server's answer to the
+	// service sending the PUT, and the PUT itself.
+	BeforeWriteP50 float64 `json:"before_write_p50_seconds"`
+	BeforeWriteP99 float64 `json:"before_write_p99_seconds"`
+	WriteP50       float64 `json:"write_p50_seconds"`
+	WriteP99       float64 `json:"write_p99_seconds"`
 }
 
 type amplification struct {
