@@ -12,6 +12,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"math"
 	"math/rand/v2"
 
 	goyaml "go.yaml.in/yaml/v2"
@@ -39,6 +41,9 @@ type Encoded struct {
 	// whose values Body holds encrypted.
 	Digest [sha256.Size]byte
 	Keyed  bool
+	// Shape is the structure Body encodes (see Shape): Check compares a
+	// document's parse with it.
+	Shape uint64
 }
 
 // Reasons an object cannot be stored, as logged in data.reason.
@@ -118,6 +123,9 @@ func (o Options) EncodeOwned(clean *unstructured.Unstructured) (Encoded, error) 
 	} else {
 		out.Digest = sha256.Sum256(body)
 	}
+	if o.Validate {
+		out.Shape = Shape(clean.Object)
+	}
 	if o.MaxSize > 0 && int64(len(out.Body)) > o.MaxSize {
 		return Encoded{}, &InvalidError{Reason: ReasonTooLarge, Err: fmt.Errorf("%d bytes exceed max-resource-size %d", len(out.Body), o.MaxSize)}
 	}
@@ -125,14 +133,16 @@ func (o Options) EncodeOwned(clean *unstructured.Unstructured) (Encoded, error) 
 }
 
 // Check is validate-yaml: it re-parses a document that is about to be
-// written and checks that it names the object it was encoded from. It runs
-// at write time, so that documents the store already holds are never
-// parsed again. With validate-yaml off it accepts everything.
-func (o Options) Check(body []byte, apiVersion, kind, name string) error {
+// written and checks that it reads back as the object it was encoded from
+// (shape is that object's Encoded.Shape; 0 when unknown, and the document
+// must then encode back to itself) and names it. It runs at write time, so
+// that documents the store already holds are never parsed again. With
+// validate-yaml off it accepts everything.
+func (o Options) Check(body []byte, shape uint64, apiVersion, kind, name string) error {
 	if !o.Validate {
 		return nil
 	}
-	if err := validate(body, apiVersion, kind, name); err != nil {
+	if err := validate(body, shape, apiVersion, kind, name); err != nil {
 		return &InvalidError{Reason: ReasonInvalid, Err: err}
 	}
 	return nil
@@ -209,25 +219,38 @@ func collectMergeKeys(v any, out *[]map[string]any) {
 }
 
 // validate re-parses the document, checks that it names the same object,
-// and that it is a fixed point of the round trip: parsed and encoded again,
-// it gives the same bytes. A parse that changes the structure (a merge key
-// merged, a value read as another type) cannot give them back.
-func validate(body []byte, wantAPIVersion, wantKind, wantName string) error {
+// and that it reads back as the object it was encoded from: the parse has
+// the object's shape, or, with the shape unknown (0), the parse encodes
+// back to the same bytes. A parse that changes the structure (a merge key
+// merged, a value read as another type) fails either way; comparing shapes
+// costs a walk of the parse where encoding it again cost as much as the
+// parse itself.
+func validate(body []byte, shape uint64, wantAPIVersion, wantKind, wantName string) error {
 	var parsed map[string]any
 	if err := goyaml.Unmarshal(body, &parsed); err != nil {
 		return fmt.Errorf("document does not parse: %w", err)
 	}
-	back, ok := stringKeys(parsed).(map[string]any)
-	if !ok {
-		return errors.New("document is not a map")
-	}
-	again, err := marshalYAML(back)
-	if err != nil || !bytes.Equal(again, body) {
+	if shape != 0 && Shape(parsed) != shape {
 		return errors.New("document does not read back as the object it was encoded from")
 	}
+	if shape == 0 {
+		back, ok := stringKeys(parsed).(map[string]any)
+		if !ok {
+			return errors.New("document is not a map")
+		}
+		if again, err := marshalYAML(back); err != nil || !bytes.Equal(again, body) {
+			return errors.New("document does not read back as the object it was encoded from")
+		}
+	}
 	str := func(v any) string { s, _ := v.(string); return s }
-	meta, _ := back["metadata"].(map[string]any)
-	apiVersion, kind, name := str(back["apiVersion"]), str(back["kind"]), str(meta["name"])
+	var name string
+	switch meta := parsed["metadata"].(type) {
+	case map[any]any: // as the parser gives it
+		name = str(meta["name"])
+	case map[string]any: // after stringKeys
+		name = str(meta["name"])
+	}
+	apiVersion, kind := str(parsed["apiVersion"]), str(parsed["kind"])
 	switch {
 	case apiVersion == "" || kind == "" || name == "":
 		return errors.New("document lacks apiVersion, kind or metadata.name")
@@ -265,4 +288,83 @@ func stringKeys(v any) any {
 		return t
 	}
 	return v
+}
+
+// Shape is a structural hash of a decoded document: equal for trees that
+// hold the same maps, lists and scalars, whichever decoder made them (JSON
+// gives int64 and map[string]any, the YAML parser int and map[any]any) and
+// in whatever order their maps iterate. A map with a key that is not a
+// string, or a value of a type JSON has not, has a shape no JSON object has.
+// The seed is the process's own: shapes are compared within one process.
+func Shape(v any) uint64 {
+	switch t := v.(type) {
+	case nil:
+		return mix(0, tagNull)
+	case bool:
+		if t {
+			return mix(1, tagBool)
+		}
+		return mix(0, tagBool)
+	case string:
+		return mix(maphash.String(shapeSeed, t), tagString)
+	case int:
+		return mix(uint64(t), tagInt)
+	case int64:
+		return mix(uint64(t), tagInt)
+	case float64:
+		// An integral float encodes as an integer and parses back as one.
+		if t == math.Trunc(t) && math.Abs(t) < 1<<63 {
+			return mix(uint64(int64(t)), tagInt)
+		}
+		return mix(math.Float64bits(t), tagFloat)
+	case []any:
+		h := mix(uint64(len(t)), tagList)
+		for _, e := range t {
+			h = mix(h, Shape(e))
+		}
+		return h
+	case map[string]any:
+		var sum uint64
+		for k, e := range t {
+			sum += mix(maphash.String(shapeSeed, k), Shape(e))
+		}
+		return mix(sum+uint64(len(t)), tagMap)
+	case map[any]any:
+		var sum uint64
+		for k, e := range t {
+			ks, ok := k.(string)
+			if !ok {
+				return tagForeign
+			}
+			sum += mix(maphash.String(shapeSeed, ks), Shape(e))
+		}
+		return mix(sum+uint64(len(t)), tagMap)
+	}
+	return tagForeign
+}
+
+var shapeSeed = maphash.MakeSeed()
+
+// The type tags of Shape.
+const (
+	tagNull uint64 = iota + 0x51ab_0000_0000_0001
+	tagBool
+	tagString
+	tagInt
+	tagFloat
+	tagList
+	tagMap
+	tagForeign
+)
+
+// mix combines two 64-bit values into one, well spread (splitmix64's
+// finaliser over a's combination with b).
+func mix(a, b uint64) uint64 {
+	x := a ^ (b + 0x9e3779b97f4a7c15 + a<<6 + a>>2)
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }

@@ -135,14 +135,29 @@ func TestEncodeLimits(t *testing.T) {
 func TestCheck(t *testing.T) {
 	r := defaults()
 	obj := sampleObject()
-	body, err := bodyOf(r, obj)
+	enc, err := r.Encode(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Check(body, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
-		t.Errorf("a good document failed the check: %v", err)
+	body := enc.Body
+	for _, shape := range []uint64{enc.Shape, 0} {
+		if err := r.Check(body, shape, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+			t.Errorf("a good document failed the check (shape %x): %v", shape, err)
+		}
+	}
+	if enc.Shape == 0 {
+		t.Fatal("validate-yaml on and no shape encoded")
+	}
+	other := sampleObject()
+	other.Object["data"] = map[string]any{"other": "value"}
+	otherBody, err := bodyOf(r, other)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var inv *InvalidError
+	if err := r.Check(otherBody, enc.Shape, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); !errors.As(err, &inv) {
+		t.Errorf("a document that is not the encoded object passed the check")
+	}
 	nameless := sampleObject()
 	unstructured.RemoveNestedField(nameless.Object, "metadata", "name")
 	namelessBody, err := bodyOf(r, nameless)
@@ -158,12 +173,12 @@ func TestCheck(t *testing.T) {
 		{"other kind", obj.GetAPIVersion(), "Secret", obj.GetName(), body},
 		{"not YAML", obj.GetAPIVersion(), obj.GetKind(), obj.GetName(), []byte("a: [b")},
 	} {
-		if err := r.Check(tc.body, tc.apiVersion, tc.kind, tc.objName); !errors.As(err, &inv) || inv.Reason != ReasonInvalid {
+		if err := r.Check(tc.body, 0, tc.apiVersion, tc.kind, tc.objName); !errors.As(err, &inv) || inv.Reason != ReasonInvalid {
 			t.Errorf("%s: want invalid, got %v", tc.name, err)
 		}
 	}
 	r.Validate = false
-	if err := r.Check([]byte("a: [b"), "v1", "ConfigMap", "x"); err != nil {
+	if err := r.Check([]byte("a: [b"), 1, "v1", "ConfigMap", "x"); err != nil {
 		t.Errorf("validate-yaml false still validated: %v", err)
 	}
 }
@@ -213,18 +228,27 @@ func BenchmarkEncode(b *testing.B) {
 	})
 }
 
-// BenchmarkCheck is validate-yaml's cost per written document.
+// BenchmarkCheck is validate-yaml's cost per written document: with the
+// shape the encoder recorded, and without (the document must encode back
+// to itself).
 func BenchmarkCheck(b *testing.B) {
 	r := defaults()
 	obj := sampleObject()
-	body, err := bodyOf(r, obj)
+	enc, err := r.Encode(obj)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
-		if err := r.Check(body, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
-			b.Fatal(err)
-		}
+	for _, bc := range []struct {
+		name  string
+		shape uint64
+	}{{"shape", enc.Shape}, {"re-encode", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if err := r.Check(enc.Body, bc.shape, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -250,11 +274,12 @@ func TestMergeKeyIsKeptAsAKey(t *testing.T) {
 			"text":  "<<cluster-backup-merge-key: not a key\n<<: nor this\n",
 		},
 	}}
-	body, err := bodyOf(r, obj)
+	enc, err := r.Encode(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Check(body, "example.com/v1", "Widget", "w"); err != nil {
+	body := enc.Body
+	if err := r.Check(body, enc.Shape, "example.com/v1", "Widget", "w"); err != nil {
 		t.Fatalf("check: %v\n%s", err, body)
 	}
 	want := r.Clean(obj).Object
@@ -264,8 +289,10 @@ func TestMergeKeyIsKeptAsAKey(t *testing.T) {
 	// A plain << written by hand reads back merged: validate-yaml rejects it.
 	merged := []byte("apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  <<:\n    replicas: 1\n  image: x\n")
 	var inv *InvalidError
-	if err := r.Check(merged, "example.com/v1", "Widget", "w"); !errors.As(err, &inv) {
-		t.Errorf("a document that reads back merged passed validate-yaml")
+	for _, shape := range []uint64{enc.Shape, 0} {
+		if err := r.Check(merged, shape, "example.com/v1", "Widget", "w"); !errors.As(err, &inv) {
+			t.Errorf("a document that reads back merged passed validate-yaml (shape %x)", shape)
+		}
 	}
 }
 
@@ -306,9 +333,17 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 			"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x"}, "data": v,
 		}}
 		want := r.Clean(obj).Object
-		body, err := bodyOf(r, obj)
+		enc, err := r.Encode(obj)
+		body := enc.Body
 		if err == nil {
-			err = r.Check(body, "v1", "ConfigMap", "x")
+			// The check against the encoded shape accepts whatever
+			// encoding the parse again accepts (and what it accepts reads
+			// back as the object, below; it also takes -0, which reads
+			// back as 0, equal in JSON).
+			err = r.Check(body, enc.Shape, "v1", "ConfigMap", "x")
+			if again := r.Check(body, 0, "v1", "ConfigMap", "x"); again == nil && err != nil {
+				t.Fatalf("the shape check says %v where encoding again accepts:\n%s", err, body)
+			}
 		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {

@@ -136,6 +136,9 @@ type Version struct {
 type Document struct {
 	Body []byte
 	Meta Meta
+	// Shape is the structure of the object Body was encoded from
+	// (encode.Shape), for validate-yaml; 0 when not known.
+	Shape uint64
 }
 
 // State says what the informer caches know about one object.

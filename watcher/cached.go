@@ -30,6 +30,7 @@ type cached struct {
 	packed []byte            // zstd-compressed document
 	sum    [sha256.Size]byte // the document's fingerprint (encode.Encoded.Digest)
 	keyed  bool              // sum is the keyed digest of an encrypted document
+	shape  uint64            // the document's structure (encode.Encoded.Shape)
 	err    error             // the object cannot be stored (encode.ErrInvalid)
 }
 
@@ -66,7 +67,7 @@ func (c *cached) document(apiVersion string) (object.Document, error) {
 	if c.keyed {
 		meta.SHA256, meta.HMAC = object.Digest(body), c.sumHex()
 	}
-	return object.Document{Body: body, Meta: meta}, nil
+	return object.Document{Body: body, Meta: meta, Shape: c.shape}, nil
 }
 
 // sumHex is the document's fingerprint as the store's metadata spells it.
@@ -118,7 +119,7 @@ func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter
 		c.err = err
 		if err == nil {
 			body := enc.Body
-			c.sum, c.keyed = enc.Digest, enc.Keyed
+			c.sum, c.keyed, c.shape = enc.Digest, enc.Keyed, enc.Shape
 			c.packed = encoder.EncodeAll(body, make([]byte, 0, len(body)/2))
 			if cap(c.packed) > len(c.packed)+len(c.packed)/8 {
 				c.packed = bytes.Clone(c.packed) // exactly sized

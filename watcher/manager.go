@@ -748,7 +748,7 @@ func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 	if inf != nil {
 		kind = inf.res.Kind
 	}
-	return encodeOptions(rules, nil).Check(doc.Body, doc.Meta.APIVersion, kind, ref.Name)
+	return encodeOptions(rules, nil).Check(doc.Body, doc.Shape, doc.Meta.APIVersion, kind, ref.Name)
 }
 
 // keep applies the object filters.
