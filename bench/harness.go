@@ -44,6 +44,9 @@ type config struct {
 	bodyBytes       int
 	concurrency     int // BATCH_SIZE, also the ceiling's concurrency
 	repeats         int // service/ceiling pairs for sizes up to repeatUpTo
+	repeatUpTo      int // the largest size whose runs are repeated
+	store           string
+	direct          bool // the service and the ceiling reach the store without the proxy
 	debounce        time.Duration
 	namespaces      int
 	seeders         int
@@ -63,6 +66,8 @@ func defaultConfig() config {
 		bodyBytes:       2048,
 		concurrency:     50,
 		repeats:         3,
+		repeatUpTo:      10000,
+		store:           storeMinIO,
 		debounce:        time.Second,
 		namespaces:      10,
 		seeders:         16,
@@ -80,7 +85,7 @@ type env struct {
 	log     func(string, ...any)
 	work    string
 	kube    *testenv.Kube
-	minio   *testenv.MinIO
+	store   *store
 	proxy   *proxy
 	cs      kubernetes.Interface
 	dyn     dynamic.Interface
@@ -112,14 +117,18 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 		return nil, err
 	}
 	defer e.kube.Stop()
-	if e.minio, err = testenv.StartMinIO(ctx, e.work); err != nil {
+	if e.store, err = e.startStore(ctx); err != nil {
 		return nil, err
 	}
-	defer e.minio.Stop()
-	if e.proxy, err = startProxy(e.minio.Endpoint, bucket); err != nil {
+	defer e.store.stop()
+	if e.proxy, err = startProxy(e.store.server, bucket); err != nil {
 		return nil, err
 	}
 	defer func() { _ = e.proxy.srv.Close() }()
+	e.store.endpoint = e.proxy.addr
+	if cfg.direct {
+		e.store.endpoint = e.store.server
+	}
 	e.kube.Config.QPS, e.kube.Config.Burst = 2000, 4000
 	e.cs = kubernetes.NewForConfigOrDie(e.kube.Config)
 	e.dyn = dynamic.NewForConfigOrDie(e.kube.Config)
@@ -131,14 +140,14 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 		return nil, err
 	}
 	transport.MaxIdleConnsPerHost = max(transport.MaxIdleConnsPerHost, cfg.concurrency)
-	if e.s3, err = minio.New(e.proxy.addr, &minio.Options{Creds: credentials.NewStaticV4(e.minio.AccessKey, e.minio.SecretKey, ""), Transport: transport, TrailingHeaders: true}); err != nil {
+	if e.s3, err = minio.New(e.store.endpoint, &minio.Options{Creds: credentials.NewStaticV4(e.store.accessKey, e.store.secretKey, ""), Transport: transport, TrailingHeaders: true}); err != nil {
 		return nil, err
 	}
 	if err := e.s3.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
 		return nil, err
 	}
 	if err := e.s3.EnableVersioning(ctx, bucket); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("enable versioning on %s: %w", cfg.store, err)
 	}
 	for i := range cfg.namespaces {
 		if err := e.namespace(ctx, fmt.Sprintf("bench-%02d", i)); err != nil {
@@ -149,7 +158,7 @@ func run(ctx context.Context, cfg config, log func(string, ...any)) (*results, e
 		return nil, err
 	}
 
-	res := &results{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg.describe()}
+	res := &results{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Config: cfg.describe(), Store: cfg.store, Direct: cfg.direct}
 	return res, e.scenarios(ctx, res)
 }
 
@@ -282,7 +291,8 @@ func (e *env) serviceConfig() string {
 	return dir
 }
 
-// startService runs the real binary against the servers, through the proxy.
+// startService runs the real binary against the servers, through the proxy
+// unless -direct.
 func (e *env) startService(cluster string, extra map[string]string) (*process, error) {
 	e.runs++
 	port, err := testenv.FreePort()
@@ -292,9 +302,9 @@ func (e *env) startService(cluster string, extra map[string]string) (*process, e
 	env := map[string]string{
 		"CLUSTER_NAME":      cluster,
 		"KUBECONFIG":        e.kube.Kubeconfig,
-		"MINIO_ENDPOINT":    e.proxy.addr,
-		"MINIO_ACCESS_KEY":  e.minio.AccessKey,
-		"MINIO_SECRET_KEY":  e.minio.SecretKey,
+		"MINIO_ENDPOINT":    e.store.endpoint,
+		"MINIO_ACCESS_KEY":  e.store.accessKey,
+		"MINIO_SECRET_KEY":  e.store.secretKey,
 		"MINIO_BUCKET":      bucket,
 		"MINIO_USE_SSL":     "false",
 		"METRICS_ADDR":      fmt.Sprintf("127.0.0.1:%d", port),
@@ -313,13 +323,21 @@ func (e *env) startService(cluster string, extra map[string]string) (*process, e
 // not moved for a debounce window and a half.
 func (e *env) waitIdle(p *process, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	last, since := e.proxy.puts.Load(), time.Now()
+	last, err := e.puts()
+	if err != nil {
+		return err
+	}
+	since := time.Now()
 	for {
 		depth, err := p.metric("cluster_backup_queue_depth", nil)
-		if err == nil && depth == 0 && e.proxy.puts.Load() == last && time.Since(since) > e.cfg.debounce*3/2 {
+		n, perr := e.puts()
+		if perr != nil {
+			return perr
+		}
+		if err == nil && depth == 0 && n == last && time.Since(since) > e.cfg.debounce*3/2 {
 			return nil
 		}
-		if n := e.proxy.puts.Load(); n != last {
+		if n != last {
 			last, since = n, time.Now()
 		}
 		if time.Now().After(deadline) {
@@ -474,10 +492,10 @@ func (e *env) initial(ctx context.Context, n int) (initialResult, error) {
 	}
 	r := initialResult{N: n}
 	repeats := 1
-	if n <= repeatUpTo {
+	if n <= e.cfg.repeatUpTo {
 		repeats = max(1, e.cfg.repeats)
 	}
-	var serviceSecs, ceilingSecs, ratios []float64
+	var serviceSecs, ceilingSecs, ratios, cpus []float64
 	for rep := range repeats {
 		e.lastInitial, e.seededAtLastInitial = fmt.Sprintf("initial-%d-%d", n, rep), n
 		run, err := e.firstBackup(ctx, n, e.lastInitial)
@@ -493,13 +511,15 @@ func (e *env) initial(ctx context.Context, n int) (initialResult, error) {
 			return r, err
 		}
 		serviceSecs = append(serviceSecs, run.Seconds)
+		cpus = append(cpus, run.CPUPerObject)
 		ceilingSecs = append(ceilingSecs, d.Seconds())
 		ratios = append(ratios, d.Seconds()/run.Seconds)
-		e.log("initial backup of %d (run %d of %d): %.1fs, %d PUTs, peak RSS %s; raw PUT ceiling at concurrency %d: %.1fs; ratio %.2f",
-			n, rep+1, repeats, run.Seconds, run.PutsTotal, mib(run.PeakRSS), e.cfg.concurrency, d.Seconds(), d.Seconds()/run.Seconds)
+		e.log("initial backup of %d (run %d of %d): %.1fs, %d PUTs, peak RSS %s, CPU %.0f us/object; raw PUT ceiling at concurrency %d: %.1fs; ratio %.2f",
+			n, rep+1, repeats, run.Seconds, run.PutsTotal, mib(run.PeakRSS), run.CPUPerObject*1e6, e.cfg.concurrency, d.Seconds(), d.Seconds()/run.Seconds)
 	}
 	r.Runs = repeats
 	r.Seconds, r.CeilingSeconds, r.RatioToCeiling = median(serviceSecs), median(ceilingSecs), median(ratios)
+	r.CPUPerObject = median(cpus)
 	r.ObjectsPerSecond = float64(n) / r.Seconds
 	r.CeilingPerSecond = float64(n) / r.CeilingSeconds
 
@@ -511,9 +531,6 @@ func (e *env) initial(ctx context.Context, n int) (initialResult, error) {
 	e.log("naive informer baseline: peak RSS %s; ratio %.2f", mib(r.BaselineRSS), r.RSSRatio)
 	return r, nil
 }
-
-// repeatUpTo is the largest size whose runs are repeated.
-const repeatUpTo = 10000
 
 func median(v []float64) float64 {
 	s := slices.Clone(v)
@@ -536,14 +553,24 @@ func (e *env) firstBackup(ctx context.Context, n int, cluster string) (initialRe
 	if err != nil {
 		return r, err
 	}
-	putsBefore := e.proxy.puts.Load()
+	putsBefore, err := e.puts()
+	if err != nil {
+		return r, err
+	}
 	start := time.Now()
 	p, err := e.startService(cluster, nil)
 	if err != nil {
 		return r, err
 	}
 	defer p.stop()
-	for e.proxy.puts.Load()-putsBefore < int64(n) {
+	for {
+		puts, err := e.puts()
+		if err != nil {
+			return r, err
+		}
+		if puts-putsBefore >= int64(n) {
+			break
+		}
 		select {
 		case <-p.done:
 			return r, fmt.Errorf("service exited")
@@ -552,17 +579,25 @@ func (e *env) firstBackup(ctx context.Context, n int, cluster string) (initialRe
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Since(start) > 15*time.Minute {
-			return r, fmt.Errorf("only %d of %d written", e.proxy.puts.Load()-putsBefore, n)
+			return r, fmt.Errorf("only %d of %d written", puts-putsBefore, n)
 		}
 	}
 	r.Seconds = time.Since(start).Seconds()
+	if r.CPUPerObject, err = p.cpuSeconds(); err != nil {
+		return r, err
+	}
+	r.CPUPerObject /= float64(n)
 	if err := p.waitPasses(1, 5*time.Minute); err != nil {
 		return r, err
 	}
 	if err := e.waitIdle(p, 2*time.Minute); err != nil {
 		return r, err
 	}
-	r.PutsTotal = int(e.proxy.puts.Load() - putsBefore)
+	putsAfter, err := e.puts()
+	if err != nil {
+		return r, err
+	}
+	r.PutsTotal = int(putsAfter - putsBefore)
 	if r.PeakRSS, err = p.peakRSS(); err != nil {
 		return r, err
 	}

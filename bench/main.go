@@ -30,7 +30,10 @@ func main() {
 	flag.IntVar(&cfg.statusObjects, "status-objects", cfg.statusObjects, "objects of the status-only scenario")
 	flag.IntVar(&cfg.viewKeys, "view-keys", cfg.viewKeys, "keys (five versions each) of the point-in-time view in the restore scenario")
 	flag.IntVar(&cfg.foreignKeys, "foreign-keys", cfg.foreignKeys, "keys not the service's own under its prefix in the foreign scenario")
-	flag.IntVar(&cfg.repeats, "repeats", cfg.repeats, "service/ceiling pairs of the initial backup for sizes up to 10000 (medians are reported)")
+	flag.IntVar(&cfg.repeats, "repeats", cfg.repeats, "service/ceiling pairs of the initial backup for sizes up to -repeat-up-to (medians are reported)")
+	flag.IntVar(&cfg.repeatUpTo, "repeat-up-to", cfg.repeatUpTo, "the largest size whose initial backup is repeated -repeats times")
+	flag.StringVar(&cfg.store, "store", cfg.store, "the store: minio, minio-tmpfs (its drive in memory), minio-distributed (4 servers) or seaweedfs")
+	flag.BoolVar(&cfg.direct, "direct", cfg.direct, "reach the store without the counting proxy (PUTs counted by MinIO; initial scenario, minio stores only)")
 	flag.StringVar(&cfg.out, "out", cfg.out, "directory for results.md and results.json")
 	flag.Parse()
 
@@ -47,6 +50,10 @@ func main() {
 		cfg.scenarios[strings.TrimSpace(s)] = true
 	}
 
+	if err := cfg.checkStoreConfig(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()

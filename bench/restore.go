@@ -62,7 +62,7 @@ func (e *env) cbNamespaces() []string {
 // maxrss would report the bench's own size, which a child inherits at the
 // fork before its exec.
 func (e *env) command(cluster string, args ...string) (string, int64, error) {
-	out, rss, _, err := e.commandVia(e.minio.Endpoint, cluster, args...)
+	out, rss, _, err := e.commandVia(e.store.server, cluster, args...)
 	return out, rss, err
 }
 
@@ -72,7 +72,7 @@ func (e *env) commandVia(endpoint, cluster string, args ...string) (string, int6
 	cmd := exec.Command(e.service, args...)
 	cmd.Env = []string{
 		"CLUSTER_NAME=" + cluster, "KUBECONFIG=" + e.kube.Kubeconfig,
-		"MINIO_ENDPOINT=" + endpoint, "MINIO_ACCESS_KEY=" + e.minio.AccessKey, "MINIO_SECRET_KEY=" + e.minio.SecretKey,
+		"MINIO_ENDPOINT=" + endpoint, "MINIO_ACCESS_KEY=" + e.store.accessKey, "MINIO_SECRET_KEY=" + e.store.secretKey,
 		"MINIO_BUCKET=" + bucket, "MINIO_USE_SSL=false", "HOME=" + e.work,
 	}
 	var stderr bytes.Buffer
@@ -177,7 +177,7 @@ func (e *env) restoreAgainstCeiling(ctx context.Context, r *restoreResult, args 
 		return err
 	}
 	start := time.Now()
-	stderr, rss, cpu, err := e.commandVia(e.minio.Endpoint, e.lastInitial, args...)
+	stderr, rss, cpu, err := e.commandVia(e.store.server, e.lastInitial, args...)
 	if err != nil {
 		return err
 	}

@@ -141,3 +141,16 @@ func (p *process) metric(name string, match map[string]string) (float64, error) 
 	defer resp.Body.Close()
 	return testenv.SumMetric(resp.Body, name, match)
 }
+
+// cpuSeconds is the CPU (user and system) the process has used so far.
+func (p *process) cpuSeconds() (float64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	_, _, secs, ok := parseStat(string(b))
+	if !ok {
+		return 0, fmt.Errorf("cannot read the CPU time of process %d", p.cmd.Process.Pid)
+	}
+	return secs, nil
+}

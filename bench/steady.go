@@ -279,6 +279,10 @@ func (e *env) generate(ctx context.Context, t *landings) error {
 			}
 		})
 	}
+	cpuBefore, err := serverCPU()
+	if err != nil {
+		return err
+	}
 	start, sent, late := time.Now(), 0, 0
 	tick := time.NewTicker(10 * time.Millisecond)
 	for now := start; now.Sub(start) < e.cfg.latencyDuration; now = <-tick.C {
@@ -295,8 +299,12 @@ func (e *env) generate(ctx context.Context, t *landings) error {
 	close(due)
 	wg.Wait()
 	took := time.Since(start)
-	e.log("load: %d updates in %.1fs (%.0f/s asked, %.0f/s held), %d queued behind a full second, %d failed after retries",
-		sent, took.Seconds(), float64(e.cfg.latencyRate), float64(sent)/took.Seconds(), late, failed.Load())
+	cpuAfter, err := serverCPU()
+	if err != nil {
+		return err
+	}
+	e.log("load: %d updates in %.1fs (%.0f/s asked, %.0f/s held), %d queued behind a full second, %d failed after retries; CPU %v",
+		sent, took.Seconds(), float64(e.cfg.latencyRate), float64(sent)/took.Seconds(), late, failed.Load(), cpuAfter.since(cpuBefore))
 	if err, _ := firstErr.Load().(error); err != nil {
 		return fmt.Errorf("%d updates failed: %w", failed.Load(), err)
 	}
