@@ -176,6 +176,9 @@ func marshalYAML(obj map[string]any) ([]byte, error) {
 	var renamed []map[string]any
 	collectMergeKeys(obj, &renamed)
 	if len(renamed) == 0 {
+		if body, ok := emitYAML(obj); ok {
+			return body, nil
+		}
 		return goyaml.Marshal(obj)
 	}
 	for attempt := uint64(0); attempt < 8; attempt++ {
