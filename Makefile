@@ -18,7 +18,7 @@ GOLANGCI_LINT := $(CLUSTER_BACKUP_ASSETS)/golangci-lint
 TEST_SERVERS  := etcd kube-apiserver kube-controller-manager kubectl minio mc age weed helm
 FUZZTIME ?= 30s
 
-.PHONY: all build test unit lint provision fuzz demo image bench clean
+.PHONY: all build test unit lint provision fuzz demo image bench bench-stores clean
 
 all: build
 
@@ -49,6 +49,7 @@ lint:
 fuzz:
 	go test ./config -run '^$$' -fuzz FuzzParseConfigMap -fuzztime $(FUZZTIME)
 	go test ./encode -run '^$$' -fuzz FuzzEncodeRoundTrip -fuzztime $(FUZZTIME)
+	go test ./encode -run '^$$' -fuzz FuzzEmitMatchesYAMLv2 -fuzztime $(FUZZTIME)
 
 demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio
@@ -59,6 +60,17 @@ demo: build
 bench:
 	hack/provision.sh etcd kube-apiserver minio
 	go run ./bench $(BENCH_FLAGS)
+
+# The first backup of 10,000 ConfigMaps on every store the bench provisions,
+# each against its own raw PUT ceiling (about 10 minutes); results in
+# bench/results/<store>/.
+BENCH_STORES ?= minio-tmpfs seaweedfs minio-distributed
+bench-stores:
+	hack/provision.sh etcd kube-apiserver minio weed
+	for store in $(BENCH_STORES); do \
+		direct=; [ $$store = minio-tmpfs ] && direct=-direct; \
+		go run ./bench -store $$store $$direct -sizes 10000 -scenarios initial -repeats 3 -out bench/results/$$store || exit 1; \
+	done
 
 # Assembles and starts the runtime image with buildah (no Docker engine needed).
 image:
