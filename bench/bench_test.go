@@ -36,10 +36,13 @@ func TestSmoke(t *testing.T) {
 	if i.Runs != 2 || i.PutsTotal < 500 || i.CeilingPerSecond <= 0 || i.PeakRSS <= 0 || i.BaselineRSS <= 0 {
 		t.Errorf("initial figures missing: %+v", i)
 	}
+	if i.CPUPerObject <= 0 {
+		t.Errorf("no service CPU per object: %+v", i)
+	}
 	if i.APIRequests["GET configmaps"] != 0 {
 		t.Errorf("per-object GETs at start: %v", i.APIRequests)
 	}
-	if l := res.Latency; l == nil || l.Landed != l.Updates || l.Updates == 0 || l.P99 <= 0 {
+	if l := res.Latency; l == nil || l.Landed != l.Updates || l.Updates == 0 || l.P99 <= 0 || l.WriteP50 <= 0 {
 		t.Errorf("latency figures: %+v", l)
 	}
 	a := res.Amplification
@@ -56,6 +59,9 @@ func TestSmoke(t *testing.T) {
 	if x == nil || x.Objects != 500 || x.CeilingPerSecond <= 0 || x.PeakRSS <= 0 || x.ViewListRequests < 1 {
 		t.Fatalf("restore figures: %+v", x)
 	}
+	if x.RestoreCPU["cluster-backup"] <= 0 || x.RestoreCPU["kube-apiserver"] <= 0 || x.CeilingCPU["kube-apiserver"] <= 0 {
+		t.Errorf("CPU by process: restore %v, ceiling %v", x.RestoreCPU, x.CeilingCPU)
+	}
 	if w := x.RerunWrites["PATCH configmaps"] + x.RerunWrites["POST configmaps"] + x.RerunWrites["PUT configmaps"]; w != 0 {
 		t.Errorf("the second restore wrote %d ConfigMaps", w)
 	}
@@ -67,5 +73,67 @@ func TestSmoke(t *testing.T) {
 	}
 	if md := res.markdown(); !strings.Contains(md, "status-only") || !strings.Contains(md, "ConfigMaps") {
 		t.Errorf("report:\n%s", md)
+	}
+}
+
+// TestDirectSmoke runs the first backup against MinIO on tmpfs without the
+// proxy: the PUTs are counted by MinIO itself.
+func TestDirectSmoke(t *testing.T) {
+	testenv.Require(t, "etcd", "kube-apiserver", "minio")
+	cfg := defaultConfig()
+	cfg.sizes, cfg.repeats = []int{300}, 1
+	cfg.scenarios = map[string]bool{"initial": true}
+	cfg.store, cfg.direct = storeMinIOTmpfs, true
+	cfg.out = t.TempDir()
+	if err := cfg.checkStoreConfig(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := run(ctx, cfg, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 300 ConfigMaps and the identity marker, as MinIO counted them.
+	if i := res.Initial[0]; i.PutsTotal != 301 || i.CeilingPerSecond <= 0 || i.CPUPerObject <= 0 {
+		t.Errorf("initial figures: %+v", i)
+	}
+	if md := res.markdown(); !strings.Contains(md, "tmpfs reached directly") {
+		t.Errorf("report does not say how the store was reached:\n%s", md)
+	}
+}
+
+func TestStoreConfig(t *testing.T) {
+	for _, tc := range []struct {
+		store     string
+		direct    bool
+		scenarios string
+		ok        bool
+	}{
+		{storeMinIO, false, "initial,restore,latency", true},
+		{storeSeaweedFS, false, "initial,latency", true},
+		{storeMinIOTmpfs, true, "initial", true},
+		{storeSeaweedFS, true, "initial", false},
+		{storeMinIOTmpfs, true, "initial,latency", false},
+		{"ceph", false, "initial", false},
+	} {
+		cfg := defaultConfig()
+		cfg.store, cfg.direct, cfg.scenarios = tc.store, tc.direct, map[string]bool{}
+		for _, s := range strings.Split(tc.scenarios, ",") {
+			cfg.scenarios[s] = true
+		}
+		if err := cfg.checkStoreConfig(); (err == nil) != tc.ok {
+			t.Errorf("%s direct=%v %s: %v", tc.store, tc.direct, tc.scenarios, err)
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	comm, ppid, secs, ok := parseStat("4242 (kube-apiserver x) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 12 0")
+	if !ok || comm != "kube-apiserver x" || ppid != 17 || secs != 3 {
+		t.Errorf("parseStat: %q %d %v %v", comm, ppid, secs, ok)
+	}
+	if _, _, _, ok := parseStat("garbage"); ok {
+		t.Error("parseStat accepted garbage")
 	}
 }
