@@ -45,33 +45,24 @@ func (d Difference) Details() string {
 // DiffLive compares the backup with the live cluster, as a restore with
 // opts would see it: one LIST per type and namespace, no GET, and the live
 // side cleaned and sanitised like the backup. Objects that could not be
-// read or listed come back as failed results.
+// read or listed come back as failed results. Each pair compared is let go
+// (only its identity is kept, for the extras), so that both sides of every
+// object are never held at once.
 func DiffLive(ctx context.Context, target Target, fetched []Fetched, opts Options) ([]Difference, []Result) {
 	r := newRestorer(target, opts)
 	plan := r.plan(fetched)
+	// Objects that --namespace-mapping lands on the same name all compare
+	// with the one live object: it is kept for each of them.
+	targets := map[ownerKey]int{}
+	for _, p := range plan {
+		targets[p.owner]++
+	}
 	var diffs []Difference
 	for _, p := range plan {
-		res := resultOf(p.Item, p.obj)
-		m, err := r.mapping(p.obj)
-		if err != nil {
-			diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
-			continue
+		if d, ok := r.diffLive(ctx, p, targets[p.owner] == 1); ok {
+			diffs = append(diffs, d)
 		}
-		live, err := r.liveObject(ctx, m, p.obj)
-		if err != nil {
-			r.report(res, Failed, "cannot list the live objects: "+err.Error())
-			continue
-		}
-		if live == nil {
-			diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
-			continue
-		}
-		if p.implied {
-			continue // only its existence matters
-		}
-		if same, err := equal(p.obj, live, opts.PreserveNodePorts); err != nil || !same {
-			diffs = append(diffs, difference(Changed, res, live, p.obj, opts.PreserveNodePorts))
-		}
+		p.obj = skeleton(p.obj)
 	}
 	items := make([]Item, len(fetched))
 	for i, f := range fetched {
@@ -89,6 +80,36 @@ func DiffLive(ctx context.Context, target Target, fetched []Fetched, opts Option
 	}
 	sortDiffs(diffs)
 	return diffs, failed
+}
+
+// diffLive compares one planned object with its live copy, which it lets
+// go afterwards when forget; ok is false when they are equal (or the live
+// side could not be listed, reported).
+func (r *restorer) diffLive(ctx context.Context, p *planned, forget bool) (d Difference, ok bool) {
+	res := resultOf(p.Item, p.obj)
+	preserve := r.opts.PreserveNodePorts
+	m, err := r.mapping(p.obj)
+	if err != nil {
+		return difference(Added, res, nil, p.obj, preserve), true
+	}
+	live, err := r.liveObject(ctx, m, p.obj)
+	if err != nil {
+		r.report(res, Failed, "cannot list the live objects: "+err.Error())
+		return d, false
+	}
+	if live == nil {
+		return difference(Added, res, nil, p.obj, preserve), true
+	}
+	if forget {
+		defer r.forgetLive(m, p.obj)
+	}
+	if p.implied {
+		return d, false // only its existence matters
+	}
+	if same, err := equal(p.obj, live, preserve); err != nil || !same {
+		return difference(Changed, res, live, p.obj, preserve), true
+	}
+	return d, false
 }
 
 // DiffBackups compares the backup at one time (after) with the backup at

@@ -323,12 +323,27 @@ func (r *restorer) liveObject(ctx context.Context, m *meta.RESTMapping, obj *uns
 		objs = map[string]*unstructured.Unstructured{}
 		if list != nil {
 			for i := range list.Items {
-				objs[list.Items[i].GetName()] = &list.Items[i]
+				// A copy of each item, so that one forgotten (forgetLive)
+				// is not kept by the list's array.
+				obj := list.Items[i]
+				objs[obj.GetName()] = &obj
 			}
 		}
 		r.live[k] = objs
 	}
 	return objs[obj.GetName()], nil
+}
+
+// forgetLive drops the live object of obj's name from the listed ones,
+// once it has been compared and is needed no more.
+func (r *restorer) forgetLive(m *meta.RESTMapping, obj *unstructured.Unstructured) {
+	ns := obj.GetNamespace()
+	if m.Scope.Name() != meta.RESTScopeNameNamespace {
+		ns = ""
+	}
+	r.mu.Lock()
+	delete(r.live[liveKey{gvr: m.Resource, namespace: ns}], obj.GetName())
+	r.mu.Unlock()
 }
 
 // ownerRefs points obj's owner references at the owners' new UIDs and
