@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -353,11 +352,14 @@ func (m *MinIO) Get(ctx context.Context, key, id string) ([]byte, object.Meta, e
 		return nil, object.Meta{}, m.wrap("get "+key, err)
 	}
 	defer rc.Close()
-	body := make([]byte, 0, max(info.Size, 0))
-	if body, err = readAll(rc, body); err != nil {
+	// Sized by the answer's length, with room for ReadFrom to see the end
+	// without growing the buffer.
+	var body bytes.Buffer
+	body.Grow(int(max(info.Size, 0)) + bytes.MinRead)
+	if _, err := body.ReadFrom(rc); err != nil {
 		return nil, object.Meta{}, m.wrap("get "+key, err)
 	}
-	return body, object.MetaFromMap(info.UserMetadata), nil
+	return body.Bytes(), object.MetaFromMap(info.UserMetadata), nil
 }
 
 // wrap classifies err and removes any trace of the credentials from it.
@@ -394,21 +396,4 @@ func redactor(secrets ...string) *strings.Replacer {
 func notImplemented(err error) bool {
 	resp := minio.ToErrorResponse(err)
 	return resp.Code == "NotImplemented" || resp.StatusCode == http.StatusNotImplemented
-}
-
-// readAll is io.ReadAll into buf, sized by the caller.
-func readAll(r io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }

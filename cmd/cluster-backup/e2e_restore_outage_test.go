@@ -84,7 +84,7 @@ func TestRestoreThroughOutages(t *testing.T) {
 		}
 		t.Logf("%s: exit %d after %s, %v", name, code, time.Since(start).Round(time.Millisecond), rep.Counts)
 		if code != exitPartial {
-			t.Errorf("%s: exit %d, want %d (partial)\n%s", name, code, exitPartial, lastLinesOf(stderr, 5))
+			t.Errorf("%s: exit %d, want %d (partial)\n%s", name, code, exitPartial, lastLines(stderr, 5))
 		}
 		restored := rep.Counts[restore.Created]
 		if restored == 0 || rep.Counts[restore.Failed] == 0 {
@@ -98,7 +98,7 @@ func TestRestoreThroughOutages(t *testing.T) {
 		recover()
 		again, code, stderr := restoreInto(srv, env, ns)
 		if code != 0 {
-			t.Fatalf("%s: the restore after the outage: exit %d\n%s", name, code, lastLinesOf(stderr, 5))
+			t.Fatalf("%s: the restore after the outage: exit %d\n%s", name, code, lastLines(stderr, 5))
 		}
 		if got := live(ns); got != objects {
 			t.Errorf("%s: %d ConfigMaps in %s after the second run, want %d", name, got, ns, objects)
@@ -152,9 +152,4 @@ func TestRestoreThroughOutages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}, "--parallel", "8")
-}
-
-func lastLinesOf(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -146,10 +146,11 @@ func (a *app) checkSecrets(m *metrics.Metrics) {
 	}
 }
 
-// bucketVersioning says whether the store keeps versions, for the logs.
-func (a *app) bucketVersioning() bool {
-	v, ok := a.store.(interface{ Versioning() bool })
-	return ok && v.Versioning()
+// bucketVersioning says whether the store is a bucket and whether it keeps
+// versions, as read at start.
+func (a *app) bucketVersioning() (keeps, isBucket bool) {
+	v, isBucket := a.store.(interface{ Versioning() bool })
+	return isBucket && v.Versioning(), isBucket
 }
 
 // checkVersioning exports whether the bucket keeps versions and, with
@@ -157,11 +158,11 @@ func (a *app) bucketVersioning() bool {
 // from an unversioned bucket cannot be undone. The directory store keeps no
 // versions and is exempt (its deletes are final, as documented).
 func (a *app) checkVersioning(m *metrics.Metrics, holds *sink.Holds) {
-	v, isBucket := a.store.(interface{ Versioning() bool })
+	keeps, isBucket := a.bucketVersioning()
 	switch {
 	case !isBucket:
 		m.Versioning.Set(0)
-	case v.Versioning():
+	case keeps:
 		m.Versioning.Set(1)
 	default:
 		m.Versioning.Set(0)
@@ -252,8 +253,9 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the store: %w", err)
 	}
+	versioning, _ := a.bucketVersioning()
 	a.log.Info("Store capabilities", logging.Component("sink"), logging.Op(logging.OpMinIOConnect),
-		logging.Data(map[string]any{"metadata_in_listings": !seeded.BareListings, "versioning": a.bucketVersioning(),
+		logging.Data(map[string]any{"metadata_in_listings": !seeded.BareListings, "versioning": versioning,
 			"change_index": seeded.BareListings, "indexed": seeded.Indexed, "own": seeded.Own}))
 	if seeded.Foreign+seeded.Outside > 0 {
 		a.log.Warn("Keys under the cluster's prefix that this cluster did not write are kept and never touched",
