@@ -249,11 +249,11 @@ func TestStoreWithoutVersioningAPI(t *testing.T) {
 	}))
 	defer front.Close()
 	const bucket = "unversioned"
-	ns := "e2e-unversioned"
+	ns := "e2e-no-versioning-api"
 	createNamespace(t, ns)
 	createConfigMap(t, ns, "kept", map[string]string{"a": "b"}, nil, nil)
 	createConfigMap(t, ns, "deleted", map[string]string{"a": "b"}, nil, nil)
-	s := startService(t, "unversioned", serviceOptions{
+	s := startService(t, "no-versioning-api", serviceOptions{
 		env: map[string]string{
 			"MINIO_ENDPOINT": strings.TrimPrefix(front.URL, "http://"), "MINIO_BUCKET": bucket,
 			"SNAPSHOT_INTERVAL": "2s", "NONCURRENT_RETENTION": "7d",
