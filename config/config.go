@@ -70,6 +70,10 @@ type Config struct {
 	// VerifyInterval: every stored object is read back and re-hashed at
 	// least once per interval, a share of them in each pass; 0 is off.
 	VerifyInterval time.Duration
+	// RestorePackInterval: after a pass that follows writes, the stored
+	// documents are gathered into the restore pack at most once per
+	// interval; 0 writes none.
+	RestorePackInterval time.Duration
 	// SyncTimeout bounds the wait for the informers' first lists; types
 	// not listed by then are incomplete, never pruned, and retried.
 	SyncTimeout time.Duration
@@ -325,6 +329,10 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 		}},
 		{env: "VERIFY_INTERVAL", def: "0", usage: "read back and re-hash every stored object once per interval, a share in each pass (0: off)", apply: func(c *Config, v string) (err error) {
 			c.VerifyInterval, err = parseDuration(v)
+			return err
+		}},
+		{env: "RESTORE_PACK_INTERVAL", def: "6h", usage: "gather the stored documents into one restore pack, read by restore and diff, at most once per interval after a pass (0: never)", apply: func(c *Config, v string) (err error) {
+			c.RestorePackInterval, err = parseDuration(v)
 			return err
 		}},
 		{env: "SYNC_TIMEOUT", def: "2m", usage: "after this, a pass proceeds with the types listed; the others are kept, never pruned, and retried", apply: func(c *Config, v string) (err error) {

@@ -18,6 +18,10 @@ const identityFile = "cluster-identity.yaml"
 // its identity marker.
 const indexFile = "cluster-index.tsv.zst"
 
+// packFile is the name of the cluster's restore pack, beside its identity
+// marker.
+const packFile = "cluster-pack.bin"
+
 // groupsWithoutSuffix are the built-in groups whose resources are stored under
 // their bare plural name; every other group is spelled out as plural.group so
 // that two groups that share a plural never collide.
@@ -88,6 +92,13 @@ func (l Layout) IdentityKey() string {
 // outside the object layout.
 func (l Layout) IndexKey() string {
 	return path.Join(l.Prefix, l.Cluster, indexFile)
+}
+
+// PackKey is the key of the restore pack: the stored documents in one
+// object, which restore and diff read instead of one object per document
+// (package pack). Like IdentityKey, it is outside the object layout.
+func (l Layout) PackKey() string {
+	return path.Join(l.Prefix, l.Cluster, packFile)
 }
 
 // Key is the stored key of one object, as Layout.Parse reads it back. The

@@ -129,6 +129,7 @@ type Version struct {
 	Time         time.Time // when the store took it
 	DeleteMarker bool      // the key was deleted at Time
 	Size         int64
+	ETag         string // as the listing reports it; "" where unknown
 }
 
 // Document is an object rendered for the store: its bytes and the metadata

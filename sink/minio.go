@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -286,6 +287,25 @@ func (m *MinIO) Put(ctx context.Context, key string, body []byte, meta object.Me
 	return nil
 }
 
+// PutStream writes what r yields under key without holding it in memory:
+// a multipart upload of 5 MiB parts (the restore pack).
+func (m *MinIO) PutStream(ctx context.Context, key string, r io.Reader) error {
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: 5 << 20, ServerSideEncryption: m.sse}
+	if _, err := m.client.PutObject(ctx, m.bucket, key, r, -1, opts); err != nil {
+		return m.wrap("put "+key, err)
+	}
+	return nil
+}
+
+// Open streams one version of key ("" for the current one).
+func (m *MinIO) Open(ctx context.Context, key, id string) (io.ReadCloser, error) {
+	rc, _, _, err := minio.Core{Client: m.client}.GetObject(ctx, m.bucket, key, minio.GetObjectOptions{VersionID: id})
+	if err != nil {
+		return nil, m.wrap("get "+key, err)
+	}
+	return rc, nil
+}
+
 // Delete removes the current version of key; history stays in the bucket's
 // versions when versioning is on.
 func (m *MinIO) Delete(ctx context.Context, key string) error {
@@ -332,7 +352,7 @@ func (m *MinIO) Versions(ctx context.Context, prefix string) ([]object.Version, 
 			return nil, m.wrap("list versions of "+prefix, info.Err)
 		}
 		out = append(out, object.Version{
-			Key: info.Key, ID: info.VersionID, Time: info.LastModified, DeleteMarker: info.IsDeleteMarker, Size: info.Size,
+			Key: info.Key, ID: info.VersionID, Time: info.LastModified, DeleteMarker: info.IsDeleteMarker, Size: info.Size, ETag: strings.Trim(info.ETag, `"`),
 		})
 	}
 	return out, nil

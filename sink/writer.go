@@ -140,6 +140,8 @@ type Seeded struct {
 	// own keys had their fingerprint from the index.
 	BareListings bool
 	Indexed      int
+	// Pack: the cluster's restore pack is stored.
+	Pack bool
 }
 
 // digest parses a hex SHA-256; anything else (a key put by hand) gives the
@@ -222,6 +224,8 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 			// that does not show it carries no metadata at all.
 			bare = bare || s.Meta.ClusterUID == ""
 		case s.Key == w.opts.Layout.IndexKey():
+		case s.Key == w.opts.Layout.PackKey():
+			n.Pack = true
 		case !ours:
 			n.Outside++
 		case Foreign(s.Meta, uid):
@@ -683,6 +687,20 @@ func (w *Writer) remember(key, sum string, body []byte) {
 	w.hashes[key] = st
 	delete(w.foreign, w.keyHash(key)) // ours now
 	w.mu.Unlock()
+}
+
+// Stores says whether the writer knows key to hold the document with this
+// fingerprint: its own write of it, or a listing that showed it.
+func (w *Writer) Stores(key, fingerprint string) bool {
+	st := w.state(key)
+	return !st.foreign && st.sum != ([sha256.Size]byte{}) && st.sum == digest(fingerprint)
+}
+
+// ClusterUID is the identity stamped on every write.
+func (w *Writer) ClusterUID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.clusterUID
 }
 
 // Forget drops what the writer knows of key's stored state: the next Apply

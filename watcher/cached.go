@@ -58,6 +58,25 @@ func (c *cached) document(apiVersion string) (object.Document, error) {
 	if err != nil {
 		return object.Document{}, &encode.InvalidError{Reason: encode.ReasonInvalid, Err: err}
 	}
+	return object.Document{Body: body, Meta: c.metaOf(apiVersion, body), Shape: c.shape}, nil
+}
+
+// meta is the metadata the document is stored with. Only an encrypted
+// document is decompressed, for the SHA-256 of its ciphertext.
+func (c *cached) meta(apiVersion string) (object.Meta, error) {
+	var body []byte
+	if c.keyed {
+		var err error
+		if body, err = decoder.DecodeAll(c.packed, nil); err != nil {
+			return object.Meta{}, err
+		}
+	}
+	return c.metaOf(apiVersion, body), nil
+}
+
+// metaOf is the stored metadata of the document body (read only when
+// encrypted).
+func (c *cached) metaOf(apiVersion string, body []byte) object.Meta {
 	meta := object.Meta{
 		ResourceVersion: c.ResourceVersion,
 		UID:             string(c.UID),
@@ -67,7 +86,7 @@ func (c *cached) document(apiVersion string) (object.Document, error) {
 	if c.keyed {
 		meta.SHA256, meta.HMAC = object.Digest(body), c.sumHex()
 	}
-	return object.Document{Body: body, Meta: meta, Shape: c.shape}, nil
+	return meta
 }
 
 // sumHex is the document's fingerprint as the store's metadata spells it.

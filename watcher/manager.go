@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -704,6 +705,45 @@ func (m *Manager) Resolve(seg string) (gr object.GroupResource, prunable bool) {
 	return gr, true // discovered, and left out by the rules in force
 }
 
+// EachStored calls visit for every object of the complete caches that the
+// rules keep and that can be stored, with the metadata its document is
+// stored with and the document as the caches hold it: one zstd frame (the
+// restore pack copies it as is). Cluster-scoped types come first, as in a
+// restore's first waves, so that a pack cut short still holds them. An
+// error of visit ends the walk.
+func (m *Manager) EachStored(visit func(ref object.Ref, meta object.Meta, frame []byte) error) error {
+	m.mu.RLock()
+	rules := m.rules
+	all := slices.Collect(maps.Values(m.informers))
+	m.mu.RUnlock()
+	slices.SortFunc(all, func(a, b *informer) int {
+		if a.res.Namespaced != b.res.Namespaced {
+			return cmp.Compare(boolInt(a.res.Namespaced), boolInt(b.res.Namespaced))
+		}
+		return cmp.Compare(a.res.Group+"/"+a.res.Resource, b.res.Group+"/"+b.res.Resource)
+	})
+	for _, inf := range all {
+		if !inf.complete() {
+			continue
+		}
+		for _, item := range inf.inf.GetStore().List() {
+			obj, isObj := item.(*cached)
+			if !isObj || obj.err != nil || !m.keep(rules, inf, obj) {
+				continue
+			}
+			meta, err := obj.meta(inf.apiVersion)
+			if err != nil {
+				continue // cannot be read back: the pack leaves it to its key
+			}
+			ref := object.Ref{Group: inf.res.Group, Resource: inf.res.Resource, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+			if err := visit(ref, meta, obj.packed); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Document renders the current state of ref from the caches (sink.Source).
 // Its state is Unknown when ref's type has no complete cache and the object
 // is not in it.
@@ -814,4 +854,11 @@ func (m *Manager) Each(visit func(ref object.Ref, sum string, ok bool, err error
 			}
 		}
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -362,10 +362,12 @@ func (s *service) key(ns, resource, name string) string {
 }
 
 // stored lists the bucket's current objects under the service's cluster,
-// without the cluster's identity marker.
+// without the cluster's identity marker and restore pack.
 func (s *service) stored() map[string]minio.ObjectInfo {
 	out := storedUnder(s.t, s.bucketClient(), "clusterbackup/"+s.cluster+"/")
-	delete(out, object.Layout{Prefix: "clusterbackup", Cluster: s.cluster}.IdentityKey())
+	layout := object.Layout{Prefix: "clusterbackup", Cluster: s.cluster}
+	delete(out, layout.IdentityKey())
+	delete(out, layout.PackKey())
 	return out
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -35,9 +36,14 @@ func TestRestoreThroughOutages(t *testing.T) {
 	const objects = 120
 	src := "outage-src"
 	c.configMaps(t, src, objects, nil, "cm")
-	env := map[string]string{"KUBECONFIG": c.kube.Kubeconfig, "CLUSTER_NAME": "restore-outage"}
-	if _, stderr, code := cliWith(t, srv, env, "snapshot"); code != 0 {
-		t.Fatalf("snapshot: exit %d\n%s", code, stderr)
+	// Two backups of the same namespace: one read object by object, one
+	// with its restore pack.
+	env := map[string]string{"KUBECONFIG": c.kube.Kubeconfig, "CLUSTER_NAME": "restore-outage", "RESTORE_PACK_INTERVAL": "0"}
+	packEnv := map[string]string{"KUBECONFIG": c.kube.Kubeconfig, "CLUSTER_NAME": "restore-outage-pack"}
+	for _, e := range []map[string]string{env, packEnv} {
+		if _, stderr, code := cliWith(t, srv, e, "snapshot"); code != 0 {
+			t.Fatalf("snapshot: exit %d\n%s", code, stderr)
+		}
 	}
 	// The ConfigMaps of the backup live in ns (a cluster without a
 	// controller manager publishes no kube-root-ca.crt).
@@ -64,8 +70,9 @@ func TestRestoreThroughOutages(t *testing.T) {
 		}
 		return rep, code, stderr
 	}
-	// One run interrupted by fault, one after the server is back.
-	interrupted := func(name, ns string, runEnv map[string]string, fault, recover func(), extra ...string) {
+	// One run interrupted by fault (with runEnv), one after the server is
+	// back (with env).
+	interrupted := func(name, ns string, env, runEnv map[string]string, fault, recover func(), extra ...string) {
 		t.Helper()
 		var rep report
 		var code int
@@ -109,7 +116,7 @@ func TestRestoreThroughOutages(t *testing.T) {
 	}
 
 	// The API server stops once 30 objects are back.
-	interrupted("API server stopped", "outage-api", env, func() {
+	interrupted("API server stopped", "outage-api", env, env, func() {
 		eventually(t, time.Minute, "30 objects restored", func() bool { return live("outage-api") >= 30 })
 		if err := c.kube.StopAPIServer(); err != nil {
 			t.Fatal(err)
@@ -125,8 +132,20 @@ func TestRestoreThroughOutages(t *testing.T) {
 	var reads atomic.Int32
 	var kill sync.Once
 	killed := make(chan struct{})
+	// Later, the pack is cut short instead.
+	var cutPack atomic.Bool
+	var packKill sync.Once
+	packKilled := make(chan struct{})
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: srv.Endpoint})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if cutPack.Load() && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/cluster-pack.bin") {
+			sendHalf(t, w, r, srv.Endpoint)
+			packKill.Do(func() {
+				srv.Kill()
+				close(packKilled)
+			})
+			panic(http.ErrAbortHandler) // the client sees the answer end early
+		}
 		isRead := r.Method == http.MethodGet && strings.Count(strings.Trim(r.URL.Path, "/"), "/") > 0
 		if isRead && reads.Add(1) == 30 {
 			kill.Do(func() {
@@ -137,11 +156,14 @@ func TestRestoreThroughOutages(t *testing.T) {
 		proxy.ServeHTTP(w, r)
 	}))
 	defer front.Close()
-	frontEnv := map[string]string{"MINIO_ENDPOINT": strings.TrimPrefix(front.URL, "http://")}
-	for k, v := range env {
-		frontEnv[k] = v
+	via := func(env map[string]string) map[string]string {
+		out := map[string]string{"MINIO_ENDPOINT": strings.TrimPrefix(front.URL, "http://")}
+		for k, v := range env {
+			out[k] = v
+		}
+		return out
 	}
-	interrupted("MinIO killed", "outage-store", frontEnv, func() {
+	interrupted("MinIO killed", "outage-store", env, via(env), func() {
 		select {
 		case <-killed:
 		case <-time.After(time.Minute):
@@ -152,4 +174,38 @@ func TestRestoreThroughOutages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}, "--parallel", "8")
+
+	// MinIO is killed half way through sending the restore pack: the
+	// restore uses the entries it received, reads the rest from their
+	// keys (which fail while MinIO is down), and the next run finishes.
+	cutPack.Store(true)
+	interrupted("MinIO killed while sending the pack", "outage-pack", packEnv, via(packEnv), func() {
+		select {
+		case <-packKilled:
+		case <-time.After(time.Minute):
+			t.Fatal("the restore never read the pack")
+		}
+	}, func() {
+		if err := srv.Start(bg); err != nil {
+			t.Fatal(err)
+		}
+	}, "--parallel", "8")
+}
+
+// sendHalf forwards r to endpoint and copies the first half of the answer.
+func sendHalf(t *testing.T, w http.ResponseWriter, r *http.Request, endpoint string) {
+	out := r.Clone(r.Context())
+	out.URL.Scheme, out.URL.Host, out.RequestURI = "http", endpoint, ""
+	resp, err := http.DefaultTransport.RoundTrip(out)
+	if err != nil {
+		t.Errorf("forward the pack: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.CopyN(w, resp.Body, resp.ContentLength/2)
+	w.(http.Flusher).Flush()
 }

@@ -111,6 +111,8 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	if err != nil {
 		return err
 	}
+	reader, readFrom := readThroughPack(ctx, name, reader, layout, items, sel.atTime, stderr)
+	defer readFrom()
 	if name == "diff" {
 		backup := restore.Fetch(ctx, reader, items, fl.parallel)
 		return runDiff(ctx, target, reader, layout, sel, res, fl, backup, opts, stdout, stderr)
@@ -153,6 +155,26 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return partialError{failed: failed}
 	}
 	return nil
+}
+
+// readThroughPack puts the cluster's restore pack in front of reader when
+// it pays; the function returned tells how many documents it served.
+func readThroughPack(ctx context.Context, name string, reader restore.Reader, layout object.Layout, items []restore.Item, t time.Time, stderr io.Writer) (restore.Reader, func()) {
+	p, note, err := restore.WithPack(ctx, reader, layout, items, t)
+	if note != "" && p != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", name, note)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: every object is read from its own key: %v\n", name, err)
+	}
+	if p == nil {
+		return reader, func() {}
+	}
+	return p, func() {
+		fromPack, fromKeys := p.Read()
+		fmt.Fprintf(stderr, "%s: %d documents read from the restore pack of %s, %d from their own keys\n",
+			name, fromPack, p.Version.Time.UTC().Format(time.RFC3339), fromKeys)
+	}
 }
 
 // connectTarget reaches the cluster to restore into: no client-side rate

@@ -28,6 +28,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/pack"
 	"github.com/cluster-backup/cluster-backup/sink"
 	"github.com/cluster-backup/cluster-backup/snapshot"
 	"github.com/cluster-backup/cluster-backup/watcher"
@@ -62,6 +63,13 @@ type pipeline struct {
 	pass     *snapshot.Pass
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
+	// pack is the restore pack last written or found: whether one is
+	// stored, when this process wrote it, and the writer's sequence then.
+	pack struct {
+		stored bool
+		at     time.Time
+		seq    uint64
+	}
 }
 
 // layout is where this cluster's backup lives in the store.
@@ -253,6 +261,7 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("list the store: %w", err)
 	}
+	p.pack.stored = seeded.Pack
 	versioning, _ := a.bucketVersioning()
 	a.log.Info("Store capabilities", logging.Component("sink"), logging.Op(logging.OpMinIOConnect),
 		logging.Data(map[string]any{"metadata_in_listings": !seeded.BareListings, "versioning": versioning,
@@ -568,6 +577,46 @@ func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
 		a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
 	}
 	a.saveIndex(p)
+	a.savePack(ctx, p)
+}
+
+// savePack gathers the stored documents into the restore pack after a
+// pass, when the writer wrote since the last pack and that pack is
+// RESTORE_PACK_INTERVAL old, or when there is none. Only documents the
+// writer knows the store to hold go in; a restore checks each against the
+// version it chose anyway. A failure costs restores their speed, nothing
+// else.
+func (a *app) savePack(ctx context.Context, p *pipeline) {
+	streamer, ok := a.store.(pack.Streamer)
+	if !ok || a.cfg.RestorePackInterval <= 0 || ctx.Err() != nil {
+		return
+	}
+	seq := p.writer.Seq()
+	if p.pack.stored && (seq == p.pack.seq || (!p.pack.at.IsZero() && time.Since(p.pack.at) < a.cfg.RestorePackInterval)) {
+		return
+	}
+	layout, uid := a.layout(), p.writer.ClusterUID()
+	start := time.Now()
+	st, err := pack.Save(ctx, streamer, layout.PackKey(), func(add func(string, object.Meta, []byte) error) error {
+		return p.manager.EachStored(func(ref object.Ref, meta object.Meta, frame []byte) error {
+			key := layout.Key(ref)
+			if !p.writer.Stores(key, meta.Fingerprint()) {
+				return nil // not written yet: read from its key
+			}
+			meta.ClusterUID = uid
+			return add(key, meta, frame)
+		})
+	})
+	log := a.log.With(logging.Component("sink"), logging.Op(logging.OpObjectWrite), logging.Duration(time.Since(start)))
+	if err != nil {
+		if ctx.Err() == nil {
+			p.metrics.Error(logging.OpObjectWrite)
+			log.Warn("Cannot write the restore pack; restores read each object from its own key", zap.Error(err), logging.Data(map[string]any{"key": layout.PackKey()}))
+		}
+		return
+	}
+	p.pack.stored, p.pack.at, p.pack.seq = true, time.Now(), seq
+	log.Info("Restore pack written", logging.Data(map[string]any{"key": layout.PackKey(), "documents": st.Documents, "bytes": st.Bytes}))
 }
 
 // saveIndex writes the change index of a store whose listings carry no
@@ -636,6 +685,9 @@ func (a *app) snapshot(ctx context.Context) error {
 	}
 	res, err := p.passFor(true).Run(ctx)
 	fmt.Fprintln(a.stderr, res.Summary())
+	if err == nil {
+		a.savePack(ctx, p)
+	}
 	return err
 }
 

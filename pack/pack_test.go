@@ -1,0 +1,180 @@
+package pack
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+var encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+
+type doc struct {
+	key  string
+	body []byte
+	meta object.Meta
+}
+
+func docs(n int) []doc {
+	out := make([]doc, n)
+	for i := range out {
+		body := fmt.Appendf(nil, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%d\n  namespace: ns\ndata:\n  k: \"%d\"\n", i, i*i)
+		out[i] = doc{
+			key:  fmt.Sprintf("clusterbackup/c/ns/configmaps/cm-%d.yaml", i),
+			body: body,
+			meta: object.Meta{ResourceVersion: fmt.Sprint(100 + i), UID: fmt.Sprintf("uid-%d", i), APIVersion: "v1", SHA256: object.Digest(body), ClusterUID: "cluster-uid"},
+		}
+	}
+	return out
+}
+
+func write(t *testing.T, ds []doc) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	for _, d := range ds {
+		if err := w.Add(d.key, d.meta, encoder.EncodeAll(d.body, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w.Len() != len(ds) {
+		t.Fatalf("Len = %d, want %d", w.Len(), len(ds))
+	}
+	return buf.Bytes()
+}
+
+func version(d doc) object.Version {
+	return object.Version{Key: d.key, ID: "v1", Size: int64(len(d.body)), ETag: object.ETag(d.body)}
+}
+
+func all(string) bool { return true }
+
+func TestRoundTrip(t *testing.T) {
+	ds := docs(50)
+	entries, err := Load(bytes.NewReader(write(t, ds)), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(ds) {
+		t.Fatalf("loaded %d entries, want %d", len(entries), len(ds))
+	}
+	for _, d := range ds {
+		e := entries[d.key]
+		if e.Meta != d.meta {
+			t.Errorf("%s: meta %+v, want %+v", d.key, e.Meta, d.meta)
+		}
+		body, err := e.Body(version(d))
+		if err != nil || !bytes.Equal(body, d.body) {
+			t.Errorf("%s: Body = %q, %v; want the stored bytes", d.key, body, err)
+		}
+	}
+}
+
+func TestLoadKeepsOnlyWantedKeys(t *testing.T) {
+	ds := docs(10)
+	entries, err := Load(bytes.NewReader(write(t, ds)), func(k string) bool { return k == ds[3].key })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[ds[3].key].Meta.UID != "uid-3" {
+		t.Fatalf("entries = %v, want only %s", entries, ds[3].key)
+	}
+}
+
+func TestBodyRefusesAnotherVersion(t *testing.T) {
+	ds := docs(1)
+	d := ds[0]
+	e, err := Load(bytes.NewReader(write(t, ds)), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := append(bytes.Clone(d.body), "# changed\n"...)
+	for name, v := range map[string]object.Version{
+		"the key was written again":  {Key: d.key, Size: int64(len(changed)), ETag: object.ETag(changed)},
+		"same size, another MD5":     {Key: d.key, Size: int64(len(d.body)), ETag: object.ETag([]byte("other"))},
+		"a multipart ETag":           {Key: d.key, Size: int64(len(d.body)), ETag: object.ETag(d.body)[:30] + "-2"},
+		"no ETag in the listing":     {Key: d.key, Size: int64(len(d.body))},
+		"the listed size is another": {Key: d.key, Size: 1, ETag: object.ETag(d.body)},
+	} {
+		if _, err := e[d.key].Body(v); !errors.Is(err, ErrMismatch) {
+			t.Errorf("%s: Body error = %v, want ErrMismatch", name, err)
+		}
+	}
+	quoted := version(d)
+	quoted.ETag = `"` + quoted.ETag + `"`
+	if _, err := e[d.key].Body(quoted); err != nil {
+		t.Errorf("a quoted ETag: %v", err)
+	}
+}
+
+func TestBodyRefusesAlteredEntries(t *testing.T) {
+	d := docs(1)[0]
+	// The pack's bytes differ from what the store reports (MD5 and size
+	// are the stored object's): the entry is not used.
+	altered := d
+	altered.body = bytes.ToUpper(d.body)
+	e, err := Load(bytes.NewReader(write(t, []doc{altered})), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e[d.key].Body(version(d)); !errors.Is(err, ErrMismatch) {
+		t.Errorf("altered bytes: %v, want ErrMismatch", err)
+	}
+	// The recorded SHA-256 is not that of the bytes.
+	wrongSum := d
+	wrongSum.meta.SHA256 = object.Digest([]byte("x"))
+	if e, err = Load(bytes.NewReader(write(t, []doc{wrongSum})), all); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e[d.key].Body(version(d)); !errors.Is(err, ErrMismatch) {
+		t.Errorf("wrong sha256: %v, want ErrMismatch", err)
+	}
+	// A frame that is not zstd.
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	_ = w.Add(d.key, d.meta, []byte("not zstd"))
+	_ = w.Close()
+	if e, err = Load(&buf, all); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e[d.key].Body(version(d)); !errors.Is(err, ErrDamaged) {
+		t.Errorf("not zstd: %v, want ErrDamaged", err)
+	}
+}
+
+func TestLoadDamagedPacks(t *testing.T) {
+	ds := docs(5)
+	full := write(t, ds)
+	if _, err := Load(bytes.NewReader([]byte("PK\x03\x04 a zip")), all); !errors.Is(err, ErrDamaged) {
+		t.Errorf("another format: %v, want ErrDamaged", err)
+	}
+	// Cut inside the last record: the first four are kept.
+	got, err := Load(bytes.NewReader(full[:len(full)-3]), all)
+	if !errors.Is(err, ErrDamaged) || len(got) != 4 {
+		t.Errorf("truncated: %d entries, %v; want 4 and ErrDamaged", len(got), err)
+	}
+	// A length no record may have.
+	huge := append(bytes.Clone(full), 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f)
+	got, err = Load(bytes.NewReader(huge), all)
+	if !errors.Is(err, ErrDamaged) || len(got) != 5 {
+		t.Errorf("oversized field: %d entries, %v; want 5 and ErrDamaged", len(got), err)
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte(magic))
+	f.Add([]byte(magic + "\x01k\x00\x00\x00\x00\x00\x00\x03abc"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		entries, _ := Load(bytes.NewReader(b), all)
+		for k, e := range entries {
+			_, _ = e.Body(object.Version{Key: k, Size: 3, ETag: object.ETag([]byte("abc"))})
+		}
+	})
+}
