@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,7 +45,14 @@ type restoreResult struct {
 	// where the time of a CPU-bound restore goes.
 	RestoreCPU cpuTimes `json:"restore_cpu_seconds"`
 	CeilingCPU cpuTimes `json:"ceiling_cpu_seconds"`
+	// Where the restore read its documents: the restore pack, or one GET
+	// per document.
+	FromPack int `json:"documents_from_pack"`
+	FromKeys int `json:"documents_from_keys"`
 }
+
+// packLine is the restore's line on where its documents came from.
+var packLine = regexp.MustCompile(`(\d+) documents read from the restore pack of \S+, (\d+) from their own keys`)
 
 // cbNamespaces are the seeded namespaces as a -n list.
 func (e *env) cbNamespaces() []string {
@@ -185,6 +194,12 @@ func (e *env) restoreAgainstCeiling(ctx context.Context, r *restoreResult, args 
 		if strings.HasPrefix(line, "restore: ") {
 			e.log("%s", line)
 		}
+	}
+	if m := packLine.FindStringSubmatch(stderr); m != nil {
+		r.FromPack, _ = strconv.Atoi(m[1])
+		r.FromKeys, _ = strconv.Atoi(m[2])
+	} else {
+		r.FromKeys = r.Objects
 	}
 	r.Seconds, r.PeakRSS = time.Since(start).Seconds(), rss
 	r.ObjectsPerSecond = float64(r.Objects) / r.Seconds

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"bufio"
 	"encoding/json"
 	"fmt"
@@ -26,6 +27,7 @@ type process struct {
 
 	mu     sync.Mutex
 	passes []map[string]any
+	packs  []map[string]any // "Restore pack written" lines
 	lines  int
 	synced chan struct{}
 }
@@ -79,6 +81,9 @@ func (p *process) follow(r io.Reader) {
 		if line["operation"] == "backup_complete" {
 			p.passes = append(p.passes, line)
 		}
+		if line["message"] == "Restore pack written" {
+			p.packs = append(p.packs, line)
+		}
 		p.mu.Unlock()
 	}
 }
@@ -104,6 +109,35 @@ func (p *process) waitPasses(n int, timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil
+}
+
+// waitPack waits for the first restore pack and returns its bytes and the
+// seconds its upload took.
+func (p *process) waitPack(timeout time.Duration) (bytes int64, seconds float64, err error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		var line map[string]any
+		if len(p.packs) > 0 {
+			line = p.packs[0]
+		}
+		p.mu.Unlock()
+		if line != nil {
+			data, _ := line["data"].(map[string]any)
+			b, _ := data["bytes"].(float64)
+			ms, _ := line["duration_ms"].(float64)
+			return int64(b), ms / 1000, nil
+		}
+		select {
+		case <-p.done:
+			return 0, 0, errors.New("the service exited before writing its restore pack")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("no restore pack within %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // stop sends SIGTERM and waits.
