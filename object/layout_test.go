@@ -42,6 +42,8 @@ func TestKeys(t *testing.T) {
 		"clusterbackup/eastern/default/configmaps/a.yaml",
 		"clusterbackup/east/default/configmaps/.yaml",
 		east.IdentityKey(),
+		east.IndexKey(),
+		east.PackKey(),
 	} {
 		if _, ok := east.Parse(bad); ok {
 			t.Errorf("Parse(%q) accepted", bad)

@@ -17,6 +17,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
@@ -298,4 +299,123 @@ func TestStoreWithoutVersioningAPI(t *testing.T) {
 	if v := s.metric("cluster_backup_prune_guard_tripped", nil); v != 1 {
 		t.Errorf("cluster_backup_prune_guard_tripped = %v, want 1", v)
 	}
+}
+
+// TestSideObjectsFailSafely runs the service against SeaweedFS behind a
+// front that fails every write of the change index and of the restore pack
+// with an internal error, as a store in trouble would. The service keeps
+// backing up and stays ready, says what failed, and loses nothing: the
+// next start, without the front, finds no index, writes every object once
+// again (safe rewrites, the change made while it was down among them),
+// then writes the index and the pack, and the start after that writes
+// nothing.
+func TestSideObjectsFailSafely(t *testing.T) {
+	requireServers(t)
+	testenv.Require(t, "weed")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	srv, err := testenv.StartSeaweedFS(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	var refused atomic.Int32
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: srv.Endpoint})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		side := strings.HasSuffix(r.URL.Path, "/cluster-index.tsv.zst") || strings.HasSuffix(r.URL.Path, "/cluster-pack.bin")
+		if side && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			refused.Add(1)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>`+
+				`<Message>We encountered an internal error, please try again.</Message></Error>`)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	ns, cluster := "e2e-side-objects", "side-objects"
+	createNamespace(t, ns)
+	for i := range 20 {
+		createConfigMap(t, ns, fmt.Sprint("cm-", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
+	}
+	env := func(endpoint string) serviceOptions {
+		return serviceOptions{
+			env: map[string]string{
+				"MINIO_ENDPOINT": endpoint, "MINIO_ACCESS_KEY": srv.AccessKey, "MINIO_SECRET_KEY": srv.SecretKey,
+				"SNAPSHOT_INTERVAL": "3s",
+			},
+			configMap: map[string]string{"include-namespaces": ns},
+			secrets:   []string{srv.AccessKey, srv.SecretKey},
+		}
+	}
+	written := func(s *service) float64 {
+		return s.metric("cluster_backup_resources_total", map[string]string{"action": "written", "resource": "configmaps"})
+	}
+	warned := func(s *service, message string) bool {
+		for _, l := range s.logs("") {
+			if l["level"] == "warn" && strings.HasPrefix(fmt.Sprint(l["message"]), message) {
+				return true
+			}
+		}
+		return false
+	}
+
+	first := startService(t, cluster, env(strings.TrimPrefix(front.URL, "http://")))
+	first.waitPass(1)
+	eventually(t, time.Minute, "the failed writes reported", func() bool {
+		return warned(first, "Cannot write the change index") && warned(first, "Cannot write the restore pack")
+	})
+	// Backing up goes on.
+	patch := []byte(`{"data":{"i":"changed during the fault"}}`)
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, "cm-0", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the change written during the fault", func() bool { return written(first) == 22 })
+	if e := first.metric("cluster_backup_errors_total", map[string]string{"operation": "object_write"}); e < 2 {
+		t.Errorf("errors_total{operation=object_write} = %v, want the index and the pack counted", e)
+	}
+	first.stop()
+	if refused.Load() == 0 {
+		t.Fatal("the front refused nothing: the test tests no failure")
+	}
+
+	cm, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "cm-3", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["i"] = "changed while down"
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Update(bg, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	second := startService(t, cluster, env(srv.Endpoint))
+	second.waitPass(2)
+	eventually(t, 30*time.Second, "the index and the pack written", func() bool {
+		return hasMessage(second.logs("object_write"), "Restore pack written") && second.metric("cluster_backup_queue_depth", nil) == 0
+	})
+	if w := written(second); w != 21 {
+		t.Errorf("without an index the restart wrote %v ConfigMaps, want each once again (21)", w)
+	}
+	client, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := client.GetObject(ctx, bucketName, second.key(ns, "configmaps", "cm-3"), minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := io.ReadAll(o)
+	o.Close()
+	if !strings.Contains(string(stored), "changed while down") {
+		t.Errorf("the change made while the service was down is not stored:\n%s", stored)
+	}
+	second.stop()
+
+	third := startService(t, cluster, env(srv.Endpoint))
+	third.waitPass(2)
+	if w := written(third); w != 0 {
+		t.Errorf("a restart over an unchanged cluster with its index wrote %v ConfigMaps", w)
+	}
+	third.stop()
 }

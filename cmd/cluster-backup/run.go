@@ -50,6 +50,11 @@ const overflowCheck = 5 * time.Second
 // the 30 s a Pod is given by default.
 const flushTimeout = 25 * time.Second
 
+// shutdownIndexTimeout bounds the write of the change index at shutdown,
+// after the flush: a store that fails it (and minio-go retrying) must not
+// keep the process past its 30 s.
+const shutdownIndexTimeout = 3 * time.Second
+
 // pipeline is the wired service: informers feeding the debounced writer,
 // and the snapshot pass over both.
 type pipeline struct {
@@ -290,7 +295,7 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 		<-managerDone
 		stopWriting()
 		<-writerDone
-		a.saveIndex(p)
+		a.saveIndex(p, shutdownIndexTimeout)
 	}
 	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
 		stop()
@@ -576,7 +581,7 @@ func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
 	if _, err := p.passFor(first).Run(ctx); err != nil && ctx.Err() == nil {
 		a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
 	}
-	a.saveIndex(p)
+	a.saveIndex(p, 30*time.Second)
 	a.savePack(ctx, p)
 }
 
@@ -620,10 +625,10 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 }
 
 // saveIndex writes the change index of a store whose listings carry no
-// metadata, after a pass and at shutdown; a failure costs only rewrites
-// after the next restart.
-func (a *app) saveIndex(p *pipeline) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// metadata, after a pass and at shutdown, within timeout; a failure costs
+// only rewrites after the next restart.
+func (a *app) saveIndex(p *pipeline, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := p.writer.SaveIndex(ctx); err != nil {
 		a.log.Warn("Cannot write the change index; the next restart writes unchanged objects again", logging.Component("sink"), zap.Error(err))

@@ -244,7 +244,7 @@ func countStored(ctx context.Context, mc *minio.Client) (int, error) {
 		if o.Err != nil {
 			return 0, o.Err
 		}
-		if o.Key != layout.IdentityKey() {
+		if _, ok := layout.Parse(o.Key); ok { // not the identity marker or the restore pack
 			stored++
 		}
 	}
