@@ -133,18 +133,9 @@ func TestDistributedMinIONodeFailure(t *testing.T) {
 // made while the service was down is written exactly once.
 func TestSeaweedFS(t *testing.T) {
 	requireServers(t)
-	testenv.Require(t, "weed")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	srv, err := testenv.StartSeaweedFS(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-	client, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, client := seaweedFS(ctx, t)
 	ns, cluster := "e2e-seaweedfs", "seaweedfs"
 	createNamespace(t, ns)
 	for i := range 20 {
@@ -167,15 +158,7 @@ func TestSeaweedFS(t *testing.T) {
 		}
 		return n
 	}
-	body := func(key string) string {
-		o, err := client.GetObject(ctx, bucketName, key, minio.GetObjectOptions{})
-		if err != nil {
-			return ""
-		}
-		defer o.Close()
-		b, _ := io.ReadAll(o)
-		return string(b)
-	}
+	body := func(key string) string { return readObject(ctx, client, key) }
 	key := func(name string) string {
 		return fmt.Sprintf("clusterbackup/%s/%s/configmaps/%s.yaml", cluster, ns, name)
 	}
@@ -304,21 +287,16 @@ func TestStoreWithoutVersioningAPI(t *testing.T) {
 // TestSideObjectsFailSafely runs the service against SeaweedFS behind a
 // front that fails every write of the change index and of the restore pack
 // with an internal error, as a store in trouble would. The service keeps
-// backing up and stays ready, says what failed, and loses nothing: the
+// backing up, says what failed, and loses nothing: the
 // next start, without the front, finds no index, writes every object once
 // again (safe rewrites, the change made while it was down among them),
 // then writes the index and the pack, and the start after that writes
 // nothing.
 func TestSideObjectsFailSafely(t *testing.T) {
 	requireServers(t)
-	testenv.Require(t, "weed")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	srv, err := testenv.StartSeaweedFS(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv, client := seaweedFS(ctx, t)
 	var refused atomic.Int32
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: srv.Endpoint})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -397,17 +375,7 @@ func TestSideObjectsFailSafely(t *testing.T) {
 	if w := written(second); w != 21 {
 		t.Errorf("without an index the restart wrote %v ConfigMaps, want each once again (21)", w)
 	}
-	client, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := client.GetObject(ctx, bucketName, second.key(ns, "configmaps", "cm-3"), minio.GetObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored, _ := io.ReadAll(o)
-	o.Close()
-	if !strings.Contains(string(stored), "changed while down") {
+	if stored := readObject(ctx, client, second.key(ns, "configmaps", "cm-3")); !strings.Contains(stored, "changed while down") {
 		t.Errorf("the change made while the service was down is not stored:\n%s", stored)
 	}
 	second.stop()
@@ -418,4 +386,31 @@ func TestSideObjectsFailSafely(t *testing.T) {
 		t.Errorf("a restart over an unchanged cluster with its index wrote %v ConfigMaps", w)
 	}
 	third.stop()
+}
+
+// seaweedFS starts a SeaweedFS server for the test and a client of it.
+func seaweedFS(ctx context.Context, t *testing.T) (*testenv.SeaweedFS, *minio.Client) {
+	t.Helper()
+	testenv.Require(t, "weed")
+	srv, err := testenv.StartSeaweedFS(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	client, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, client
+}
+
+// readObject reads the current version of key, "" when it cannot.
+func readObject(ctx context.Context, client *minio.Client, key string) string {
+	o, err := client.GetObject(ctx, bucketName, key, minio.GetObjectOptions{})
+	if err != nil {
+		return ""
+	}
+	defer o.Close()
+	b, _ := io.ReadAll(o)
+	return string(b)
 }
