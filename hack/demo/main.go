@@ -157,8 +157,15 @@ func disaster(ctx context.Context, cs kubernetes.Interface, binary string, kube 
 	if err := restore.Run(); err != nil {
 		return fmt.Errorf("restore: %w\n%s", err, summary.String())
 	}
-	lines := strings.Split(strings.TrimSpace(summary.String()), "\n")
-	say("%s (%s end to end)", lines[len(lines)-1], time.Since(start).Round(time.Millisecond))
+	took := time.Since(start).Round(time.Millisecond)
+	// The counts, then where the documents were read from.
+	for _, line := range strings.Split(strings.TrimSpace(summary.String()), "\n") {
+		if strings.HasPrefix(line, "restore: ") && strings.Contains(line, " created, ") {
+			say("%s (%s end to end)", line, took)
+		} else if strings.HasPrefix(line, "restore: ") && strings.Contains(line, "restore pack") {
+			say("%s", line)
+		}
+	}
 	diff := cliCommand(binary, kube, store, "diff", "-n", "payments", "--at", before)
 	if out, err := diff.CombinedOutput(); err != nil {
 		return fmt.Errorf("diff after the restore: %w\n%s", err, out)
