@@ -1,7 +1,10 @@
 package watcher
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
+	"io"
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,11 +48,96 @@ func (s leanJSON) SupportedMediaTypes() []runtime.SerializerInfo {
 		}
 		stream := *info.StreamSerializer
 		stream.Serializer = envelopeDecoder{stream.Serializer}
+		stream.Framer = lineFramer{stream.Framer}
 		info.StreamSerializer = &stream
 		info.Serializer = objectDecoder{info.Serializer}
 		infos[i] = info
 	}
 	return infos
+}
+
+// lineFramer splits a JSON watch stream at its newlines: the API server
+// writes each event as one line of compact JSON. The stock framer runs a
+// JSON scanner over every byte to find where an object ends, which cost as
+// much as decoding the envelope did. A stream whose first line is not one
+// JSON object is handed to the stock framer.
+type lineFramer struct {
+	runtime.Framer
+}
+
+func (f lineFramer) NewFrameReader(r io.ReadCloser) io.ReadCloser {
+	return &lineFrameReader{r: bufio.NewReaderSize(r, 32<<10), closer: r, stock: f.Framer}
+}
+
+// lineFrameReader returns one event per Read, or io.ErrShortBuffer and
+// the rest on the next Reads when data is too small for it (as the stock
+// framer does).
+type lineFrameReader struct {
+	r         *bufio.Reader
+	closer    io.Closer
+	stock     runtime.Framer
+	fallback  io.ReadCloser // the stock framer, once a line was not an object
+	checked   bool          // the first line was one object
+	line      []byte        // holds a line longer than r's buffer
+	remaining []byte
+}
+
+func (f *lineFrameReader) Read(data []byte) (int, error) {
+	if f.fallback != nil {
+		return f.fallback.Read(data)
+	}
+	if len(f.remaining) == 0 {
+		frame, err := f.next()
+		if err != nil {
+			return 0, err
+		}
+		if !f.checked {
+			if frame[0] != '{' || frame[len(frame)-1] != '}' {
+				f.fallback = f.stock.NewFrameReader(readCloser{io.MultiReader(bytes.NewReader(bytes.Clone(frame)), f.r), f.closer})
+				return f.fallback.Read(data)
+			}
+			f.checked = true
+		}
+		f.remaining = frame
+	}
+	n := copy(data, f.remaining)
+	f.remaining = f.remaining[n:]
+	if len(f.remaining) > 0 {
+		return n, io.ErrShortBuffer
+	}
+	return n, nil
+}
+
+// next reads the next non-blank line, without its line end. It is valid
+// until the next call.
+func (f *lineFrameReader) next() ([]byte, error) {
+	f.line = f.line[:0]
+	for {
+		chunk, err := f.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			f.line = append(f.line, chunk...)
+			continue
+		}
+		line := chunk
+		if len(f.line) > 0 {
+			f.line = append(f.line, chunk...)
+			line = f.line
+		}
+		if frame := bytes.TrimSpace(line); len(frame) > 0 {
+			return frame, nil // a last line without its newline, too
+		}
+		if err != nil {
+			return nil, err
+		}
+		f.line = f.line[:0]
+	}
+}
+
+func (f *lineFrameReader) Close() error { return f.closer.Close() }
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 var watchEventKind = metav1.SchemeGroupVersion.WithKind("WatchEvent")

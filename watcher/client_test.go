@@ -1,8 +1,12 @@
 package watcher
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -123,5 +127,73 @@ func BenchmarkWatchDecode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// frames reads every frame of a stream through framer with a streaming
+// decoder's buffer of size bufSize (growing it on io.ErrShortBuffer, as
+// client-go's does).
+func frames(t *testing.T, framer runtime.Framer, stream string, bufSize int) []string {
+	t.Helper()
+	r := framer.NewFrameReader(io.NopCloser(strings.NewReader(stream)))
+	defer r.Close()
+	var out []string
+	buf := make([]byte, bufSize)
+	for {
+		base := 0
+		for {
+			n, err := r.Read(buf[base:])
+			if errors.Is(err, io.ErrShortBuffer) {
+				base += n
+				buf = append(buf, make([]byte, len(buf))...)
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			base += n
+			break
+		}
+		out = append(out, string(buf[:base]))
+	}
+}
+
+func TestLineFramerMatchesTheStockOne(t *testing.T) {
+	stock := dynamic.ConfigFor(&rest.Config{}).NegotiatedSerializer
+	var stockFramer runtime.Framer
+	for _, info := range stock.SupportedMediaTypes() {
+		if info.MediaType == runtime.ContentTypeJSON {
+			stockFramer = info.StreamSerializer.Framer
+		}
+	}
+	lean := lineFramer{stockFramer}
+	event := func(name string, size int) string {
+		return `{"type":"ADDED","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"` + name + `"},"data":{"k":"` + strings.Repeat("x", size) + `\nnext"}}}`
+	}
+	for name, stream := range map[string]string{
+		"events as the API server writes them":            event("a", 10) + "\n" + event("b", 100) + "\n",
+		"a line longer than the read buffer":              event("a", 10) + "\n" + event("big", 100<<10) + "\n" + event("c", 1) + "\n",
+		"blank lines and a last line without its newline": "\n" + event("a", 10) + "\r\n\n" + event("b", 3),
+		// Not one object per line: the stock framer takes over.
+		"pretty-printed": "{\n  \"type\": \"ADDED\",\n  \"object\": {\"kind\": \"ConfigMap\"}\n}\n" + event("b", 3) + "\n",
+	} {
+		for _, bufSize := range []int{16, 1 << 10, 64 << 10} {
+			want := frames(t, stockFramer, stream, bufSize)
+			got := frames(t, lean, stream, bufSize)
+			for i := range want {
+				// The stock framer keeps an object's inner layout; both
+				// give the same JSON values.
+				var w, g any
+				if i >= len(got) || json.Unmarshal([]byte(want[i]), &w) != nil || json.Unmarshal([]byte(got[i]), &g) != nil || !reflect.DeepEqual(w, g) {
+					t.Fatalf("%s, buffer %d: frames\n%q\nwant\n%q", name, bufSize, got, want)
+				}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%s, buffer %d: %d frames, want %d", name, bufSize, len(got), len(want))
+			}
+		}
 	}
 }
