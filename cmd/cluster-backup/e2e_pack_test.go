@@ -11,7 +11,6 @@ import (
 	"github.com/minio/minio-go/v7"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
@@ -74,10 +73,7 @@ func TestRestoreReadsThePack(t *testing.T) {
 
 	// One object changes (the service writes it; the pack is not due
 	// again), another is altered in the bucket.
-	patch := []byte(`{"data":{"v":"2"}}`)
-	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, "cm-1", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	setData(t, ns, "cm-1", "v", "2")
 	eventually(t, 30*time.Second, "the change stored", func() bool {
 		return strings.Contains(s.body(s.key(ns, "configmaps", "cm-1")), `v: "2"`)
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -186,14 +187,7 @@ func TestSeaweedFS(t *testing.T) {
 	before := versions(key("cm-3"))
 
 	// A change while the service is down.
-	cm, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "cm-3", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm.Data["i"] = "changed while down"
-	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Update(bg, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	setData(t, ns, "cm-3", "i", "changed while down")
 	second := startService(t, cluster, opts)
 	second.waitPass(2)
 	eventually(t, 10*time.Second, "the change written", func() bool { return strings.Contains(body(key("cm-3")), "changed while down") })
@@ -346,10 +340,7 @@ func TestSideObjectsFailSafely(t *testing.T) {
 		return warned(first, "Cannot write the change index") && warned(first, "Cannot write the restore pack")
 	})
 	// Backing up goes on.
-	patch := []byte(`{"data":{"i":"changed during the fault"}}`)
-	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, "cm-0", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	setData(t, ns, "cm-0", "i", "changed during the fault")
 	eventually(t, 30*time.Second, "the change written during the fault", func() bool { return written(first) == 22 })
 	if e := first.metric("cluster_backup_errors_total", map[string]string{"operation": "object_write"}); e < 2 {
 		t.Errorf("errors_total{operation=object_write} = %v, want the index and the pack counted", e)
@@ -359,14 +350,7 @@ func TestSideObjectsFailSafely(t *testing.T) {
 		t.Fatal("the front refused nothing: the test tests no failure")
 	}
 
-	cm, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "cm-3", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm.Data["i"] = "changed while down"
-	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Update(bg, cm, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	setData(t, ns, "cm-3", "i", "changed while down")
 	second := startService(t, cluster, env(srv.Endpoint))
 	second.waitPass(2)
 	eventually(t, 30*time.Second, "the index and the pack written", func() bool {
@@ -413,4 +397,16 @@ func readObject(ctx context.Context, client *minio.Client, key string) string {
 	defer o.Close()
 	b, _ := io.ReadAll(o)
 	return string(b)
+}
+
+// setData sets one key of a ConfigMap's data.
+func setData(t *testing.T, ns, name, key, value string) {
+	t.Helper()
+	patch, err := json.Marshal(map[string]any{"data": map[string]string{key: value}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
