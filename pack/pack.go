@@ -169,8 +169,8 @@ var decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDe
 // recorded one. Anything else is an error wrapping ErrMismatch, and the
 // caller reads v from its own key.
 func (e Entry) Body(v object.Version) ([]byte, error) {
-	etag := strings.ToLower(strings.Trim(v.ETag, `"`))
-	if len(etag) != 2*md5.Size || e.Meta.SHA256 == "" {
+	etag, ok := md5ETag(v.ETag)
+	if !ok || e.Meta.SHA256 == "" {
 		// Not a plain MD5 (a multipart or KMS-encrypted object, or a
 		// store that keeps none): nothing binds the entry to v.
 		return nil, fmt.Errorf("%s: %w: the store reports no MD5 of it", v.Key, ErrMismatch)
@@ -184,6 +184,22 @@ func (e Entry) Body(v object.Version) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", v.Key, ErrMismatch)
 	}
 	return body, nil
+}
+
+// Checkable says whether an entry can be checked against a version listed
+// with etag: only an ETag that is the MD5 of the bytes binds the two.
+func Checkable(etag string) bool {
+	_, ok := md5ETag(etag)
+	return ok
+}
+
+// md5ETag is etag as lower-case hex when it is an MD5, unquoted.
+func md5ETag(etag string) (string, bool) {
+	etag = strings.ToLower(strings.Trim(etag, `"`))
+	if _, err := hex.DecodeString(etag); err != nil || len(etag) != 2*md5.Size {
+		return "", false
+	}
+	return etag, true
 }
 
 // Streamer writes an object from a stream without holding it in memory

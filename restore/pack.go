@@ -3,13 +3,12 @@ package restore
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cluster-backup/cluster-backup/object"
@@ -35,13 +34,13 @@ const (
 // checks size, MD5 and SHA-256), and everything else from its own key.
 type Packed struct {
 	Reader
-	// Version is the version of the pack read; Size its bytes.
+	// Version is the version of the pack read.
 	Version  object.Version
 	mu       sync.Mutex
 	entries  map[string]pack.Entry
 	chosen   map[string]object.Version
-	fromPack int
-	fromKeys int
+	fromPack atomic.Int64
+	fromKeys atomic.Int64
 }
 
 // WithPack returns a Reader over r that serves items from the restore pack
@@ -56,7 +55,7 @@ func WithPack(ctx context.Context, r Reader, layout object.Layout, items []Item,
 	if len(items) < packMinItems {
 		return nil, fmt.Sprintf("%d objects are read faster one by one", len(items)), nil
 	}
-	if !slices.ContainsFunc(items, func(it Item) bool { return isMD5(it.Version.ETag) }) {
+	if !slices.ContainsFunc(items, func(it Item) bool { return pack.Checkable(it.Version.ETag) }) {
 		return nil, "the store reports no MD5 of its objects to check the restore pack against", nil
 	}
 	key := layout.PackKey()
@@ -114,34 +113,16 @@ func (p *Packed) Get(ctx context.Context, key, id string) ([]byte, object.Meta, 
 	p.mu.Unlock()
 	if ok && v.ID == id {
 		if body, err := e.Body(v); err == nil {
-			p.count(true)
+			p.fromPack.Add(1)
 			return body, e.Meta, nil
 		}
 	}
-	p.count(false)
+	p.fromKeys.Add(1)
 	return p.Reader.Get(ctx, key, id)
-}
-
-func (p *Packed) count(fromPack bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if fromPack {
-		p.fromPack++
-	} else {
-		p.fromKeys++
-	}
 }
 
 // Read says how many documents came from the pack and how many from their
 // own keys.
 func (p *Packed) Read() (fromPack, fromKeys int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.fromPack, p.fromKeys
-}
-
-func isMD5(etag string) bool {
-	etag = strings.Trim(etag, `"`)
-	_, err := hex.DecodeString(etag)
-	return len(etag) == 32 && err == nil
+	return int(p.fromPack.Load()), int(p.fromKeys.Load())
 }

@@ -58,11 +58,10 @@ func TestPackServesTheChosenVersions(t *testing.T) {
 		name               string
 		at                 time.Time
 		fromPack, fromKeys int
-		cm0                string
 	}{
-		{"now", t0.Add(time.Hour), n - 1, 1, "2"},
-		{"before the change", t0.Add(90 * time.Second), n, 0, "1"},
-		{"before the pack", t0.Add(30 * time.Second), n, 0, "1"}, // the oldest pack serves
+		{"now", t0.Add(time.Hour), n - 1, 1},
+		{"before the change", t0.Add(90 * time.Second), n, 0},
+		{"before the pack", t0.Add(30 * time.Second), n, 0}, // the oldest pack serves
 	} {
 		r.gets.Store(0)
 		items, err := View(context.Background(), r, layout, nil, tc.at)

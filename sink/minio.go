@@ -299,11 +299,22 @@ func (m *MinIO) PutStream(ctx context.Context, key string, r io.Reader) error {
 
 // Open streams one version of key ("" for the current one).
 func (m *MinIO) Open(ctx context.Context, key, id string) (io.ReadCloser, error) {
-	rc, _, _, err := minio.Core{Client: m.client}.GetObject(ctx, m.bucket, key, minio.GetObjectOptions{VersionID: id})
+	rc, _, err := m.open(ctx, key, id)
+	return rc, err
+}
+
+// open sends one GET, its metadata from the answer's headers: the Client's
+// GetObject adds a goroutine and channels per object for seeking, which a
+// whole-object read does not need.
+func (m *MinIO) open(ctx context.Context, key, id string) (io.ReadCloser, minio.ObjectInfo, error) {
+	rc, info, _, err := minio.Core{Client: m.client}.GetObject(ctx, m.bucket, key, minio.GetObjectOptions{VersionID: id})
 	if err != nil {
-		return nil, m.wrap("get "+key, err)
+		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" || code == "NoSuchVersion" {
+			return nil, info, fmt.Errorf("get %s: %w", key, ErrNotFound)
+		}
+		return nil, info, m.wrap("get "+key, err)
 	}
-	return rc, nil
+	return rc, info, nil
 }
 
 // Delete removes the current version of key; history stays in the bucket's
@@ -361,15 +372,9 @@ func (m *MinIO) Versions(ctx context.Context, prefix string) ([]object.Version, 
 // Get reads one version of key ("" for the current one) and the metadata
 // stored with it.
 func (m *MinIO) Get(ctx context.Context, key, id string) ([]byte, object.Meta, error) {
-	// One GET, its metadata from the answer's headers: the Client's
-	// GetObject adds a goroutine and channels per object for seeking,
-	// which a whole-object read does not need.
-	rc, info, _, err := minio.Core{Client: m.client}.GetObject(ctx, m.bucket, key, minio.GetObjectOptions{VersionID: id})
+	rc, info, err := m.open(ctx, key, id)
 	if err != nil {
-		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" || code == "NoSuchVersion" {
-			return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, ErrNotFound)
-		}
-		return nil, object.Meta{}, m.wrap("get "+key, err)
+		return nil, object.Meta{}, err
 	}
 	defer rc.Close()
 	// Sized by the answer's length, with room for ReadFrom to see the end

@@ -705,6 +705,23 @@ func (m *Manager) Resolve(seg string) (gr object.GroupResource, prunable bool) {
 	return gr, true // discovered, and left out by the rules in force
 }
 
+// completeInformers are the informers whose caches are complete,
+// cluster-scoped types first, then by name, with the rules in force.
+func (m *Manager) completeInformers() ([]*informer, filter.Rules) {
+	m.mu.RLock()
+	rules := m.rules
+	all := slices.Collect(maps.Values(m.informers))
+	m.mu.RUnlock()
+	all = slices.DeleteFunc(all, func(inf *informer) bool { return !inf.complete() })
+	slices.SortFunc(all, func(a, b *informer) int {
+		if a.res.Namespaced != b.res.Namespaced {
+			return cmp.Compare(boolInt(a.res.Namespaced), boolInt(b.res.Namespaced))
+		}
+		return cmp.Compare(a.res.Group+"/"+a.res.Resource, b.res.Group+"/"+b.res.Resource)
+	})
+	return all, rules
+}
+
 // EachStored calls visit for every object of the complete caches that the
 // rules keep and that can be stored, with the metadata its document is
 // stored with and the document as the caches hold it: one zstd frame (the
@@ -712,20 +729,8 @@ func (m *Manager) Resolve(seg string) (gr object.GroupResource, prunable bool) {
 // restore's first waves, so that a pack cut short still holds them. An
 // error of visit ends the walk.
 func (m *Manager) EachStored(visit func(ref object.Ref, meta object.Meta, frame []byte) error) error {
-	m.mu.RLock()
-	rules := m.rules
-	all := slices.Collect(maps.Values(m.informers))
-	m.mu.RUnlock()
-	slices.SortFunc(all, func(a, b *informer) int {
-		if a.res.Namespaced != b.res.Namespaced {
-			return cmp.Compare(boolInt(a.res.Namespaced), boolInt(b.res.Namespaced))
-		}
-		return cmp.Compare(a.res.Group+"/"+a.res.Resource, b.res.Group+"/"+b.res.Resource)
-	})
-	for _, inf := range all {
-		if !inf.complete() {
-			continue
-		}
+	complete, rules := m.completeInformers()
+	for _, inf := range complete {
 		for _, item := range inf.inf.GetStore().List() {
 			obj, isObj := item.(*cached)
 			if !isObj || obj.err != nil || !m.keep(rules, inf, obj) {
@@ -829,14 +834,8 @@ func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (metav1.Obj
 // complete with its document's hash, without decompressing the document
 // (snapshot.Source).
 func (m *Manager) Each(visit func(ref object.Ref, sum string, ok bool, err error)) {
-	m.mu.RLock()
-	rules := m.rules
-	all := slices.Collect(maps.Values(m.informers))
-	m.mu.RUnlock()
-	for _, inf := range all {
-		if !inf.complete() {
-			continue
-		}
+	complete, rules := m.completeInformers()
+	for _, inf := range complete {
 		inf.passed.Store(true)
 		for _, item := range inf.inf.GetStore().List() {
 			obj, isObj := item.(*cached)
