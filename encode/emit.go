@@ -16,8 +16,10 @@ import (
 // made of: maps with string keys, lists, strings of printable ASCII (on
 // several lines as literal blocks), integers, floats, booleans and nulls.
 // For anything else (non-ASCII text, a key longer than a simple key may
-// be, a string yaml.v2 would escape, fold or write with block hints) it
-// returns false and the caller uses yaml.v2.
+// be, a merge key, a string yaml.v2 would escape, fold or write with block
+// hints) it returns false and the caller uses yaml.v2. What it writes reads
+// back as the object it was written from (FuzzEmitMatchesYAMLv2), so
+// validate-yaml need not parse it again.
 func emitYAML(obj map[string]any) ([]byte, bool) {
 	e := emitter{buf: make([]byte, 0, 2048)}
 	if len(obj) == 0 {
@@ -36,6 +38,9 @@ type emitter struct{ buf []byte }
 func (e *emitter) mapping(m map[string]any, indent int, inline bool) bool {
 	keys := make(keyList, 0, len(m))
 	for k := range m {
+		if k == "<<" {
+			return false // a merge key: marshalYAML renames it
+		}
 		for i := 0; i < len(k); i++ {
 			if k[i] < 0x20 || k[i] > 0x7e {
 				return false // keyLess compares ASCII

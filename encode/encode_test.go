@@ -140,13 +140,29 @@ func TestCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := enc.Body
-	for _, shape := range []uint64{enc.Shape, 0} {
-		if err := r.Check(body, shape, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+	// The emitter wrote it: it reads back as the object by construction
+	// (FuzzEmitMatchesYAMLv2), and no shape is computed for it.
+	if !enc.Emitted || enc.Shape != 0 {
+		t.Fatalf("an ordinary object: emitted %v, shape %x; want emitted and no shape", enc.Emitted, enc.Shape)
+	}
+	shape := Shape(r.Clean(obj).Object)
+	for _, shape := range []uint64{shape, 0} {
+		if err := r.Check(body, shape, false, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
 			t.Errorf("a good document failed the check (shape %x): %v", shape, err)
 		}
 	}
-	if enc.Shape == 0 {
-		t.Fatal("validate-yaml on and no shape encoded")
+	// A document the emitter leaves to yaml.v2 carries its shape.
+	accented := sampleObject()
+	accented.Object["data"] = map[string]any{"greeting": "h\u00e9llo"}
+	acc, err := r.Encode(accented)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.Emitted || acc.Shape == 0 {
+		t.Fatalf("non-ASCII text: emitted %v, shape %x; want yaml.v2 and a shape", acc.Emitted, acc.Shape)
+	}
+	if err := r.Check(acc.Body, acc.Shape, false, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+		t.Errorf("a good yaml.v2 document failed the check: %v", err)
 	}
 	other := sampleObject()
 	other.Object["data"] = map[string]any{"other": "value"}
@@ -155,7 +171,7 @@ func TestCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	var inv *InvalidError
-	if err := r.Check(otherBody, enc.Shape, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); !errors.As(err, &inv) {
+	if err := r.Check(otherBody, shape, false, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); !errors.As(err, &inv) {
 		t.Errorf("a document that is not the encoded object passed the check")
 	}
 	nameless := sampleObject()
@@ -173,12 +189,12 @@ func TestCheck(t *testing.T) {
 		{"other kind", obj.GetAPIVersion(), "Secret", obj.GetName(), body},
 		{"not YAML", obj.GetAPIVersion(), obj.GetKind(), obj.GetName(), []byte("a: [b")},
 	} {
-		if err := r.Check(tc.body, 0, tc.apiVersion, tc.kind, tc.objName); !errors.As(err, &inv) || inv.Reason != ReasonInvalid {
+		if err := r.Check(tc.body, 0, false, tc.apiVersion, tc.kind, tc.objName); !errors.As(err, &inv) || inv.Reason != ReasonInvalid {
 			t.Errorf("%s: want invalid, got %v", tc.name, err)
 		}
 	}
 	r.Validate = false
-	if err := r.Check([]byte("a: [b"), 1, "v1", "ConfigMap", "x"); err != nil {
+	if err := r.Check([]byte("a: [b"), 1, false, "v1", "ConfigMap", "x"); err != nil {
 		t.Errorf("validate-yaml false still validated: %v", err)
 	}
 }
@@ -195,7 +211,7 @@ func TestEncodeMatchesSigsYAML(t *testing.T) {
 		"quoted": []any{"yes", "no", "on", "off", "true", "1", "1.5", "~", "null", "", " lead", "a: b", "#c", "- d", "0x1F", "1e3", ".inf"},
 	}
 	clean := defaults().Clean(obj)
-	got, err := marshalYAML(clean.Object)
+	got, _, err := marshalYAML(clean.Object)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,16 +237,16 @@ func BenchmarkEncode(b *testing.B) {
 	})
 	b.Run("direct", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := marshalYAML(obj); err != nil {
+			if _, _, err := marshalYAML(obj); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 }
 
-// BenchmarkCheck is validate-yaml's cost per written document: with the
-// shape the encoder recorded, and without (the document must encode back
-// to itself).
+// BenchmarkCheck is validate-yaml's cost per written document that the
+// emitter left to yaml.v2: with the shape the encoder recorded, and
+// without (the document must encode back to itself).
 func BenchmarkCheck(b *testing.B) {
 	r := defaults()
 	obj := sampleObject()
@@ -241,10 +257,10 @@ func BenchmarkCheck(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
 		shape uint64
-	}{{"shape", enc.Shape}, {"re-encode", 0}} {
+	}{{"shape", Shape(r.Clean(obj).Object)}, {"re-encode", 0}} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
-				if err := r.Check(enc.Body, bc.shape, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
+				if err := r.Check(enc.Body, bc.shape, false, obj.GetAPIVersion(), obj.GetKind(), obj.GetName()); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -279,7 +295,7 @@ func TestMergeKeyIsKeptAsAKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := enc.Body
-	if err := r.Check(body, enc.Shape, "example.com/v1", "Widget", "w"); err != nil {
+	if err := r.Check(body, enc.Shape, enc.Emitted, "example.com/v1", "Widget", "w"); err != nil {
 		t.Fatalf("check: %v\n%s", err, body)
 	}
 	want := r.Clean(obj).Object
@@ -290,7 +306,7 @@ func TestMergeKeyIsKeptAsAKey(t *testing.T) {
 	merged := []byte("apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  <<:\n    replicas: 1\n  image: x\n")
 	var inv *InvalidError
 	for _, shape := range []uint64{enc.Shape, 0} {
-		if err := r.Check(merged, shape, "example.com/v1", "Widget", "w"); !errors.As(err, &inv) {
+		if err := r.Check(merged, shape, false, "example.com/v1", "Widget", "w"); !errors.As(err, &inv) {
 			t.Errorf("a document that reads back merged passed validate-yaml (shape %x)", shape)
 		}
 	}
@@ -340,8 +356,8 @@ func FuzzEncodeRoundTrip(f *testing.F) {
 			// encoding the parse again accepts (and what it accepts reads
 			// back as the object, below; it also takes -0, which reads
 			// back as 0, equal in JSON).
-			err = r.Check(body, enc.Shape, "v1", "ConfigMap", "x")
-			if again := r.Check(body, 0, "v1", "ConfigMap", "x"); again == nil && err != nil {
+			err = r.Check(body, enc.Shape, enc.Emitted, "v1", "ConfigMap", "x")
+			if again := r.Check(body, 0, false, "v1", "ConfigMap", "x"); again == nil && err != nil {
 				t.Fatalf("the shape check says %v where encoding again accepts:\n%s", err, body)
 			}
 		}

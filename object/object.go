@@ -137,6 +137,10 @@ type Version struct {
 type Document struct {
 	Body []byte
 	Meta Meta
+	// Emitted says encode's emitter wrote Body, which reads back as its
+	// object by construction (encode.Encoded.Emitted): validate-yaml
+	// need not parse it.
+	Emitted bool
 	// Shape is the structure of the object Body was encoded from
 	// (encode.Shape), for validate-yaml; 0 when not known.
 	Shape uint64

@@ -30,8 +30,11 @@ type cached struct {
 	packed []byte            // zstd-compressed document
 	sum    [sha256.Size]byte // the document's fingerprint (encode.Encoded.Digest)
 	keyed  bool              // sum is the keyed digest of an encrypted document
-	shape  uint64            // the document's structure (encode.Encoded.Shape)
-	err    error             // the object cannot be stored (encode.ErrInvalid)
+	// emitted and shape are what validate-yaml needs
+	// (encode.Encoded.Emitted, encode.Encoded.Shape).
+	emitted bool
+	shape   uint64
+	err     error // the object cannot be stored (encode.ErrInvalid)
 }
 
 var _ runtime.Object = (*cached)(nil)
@@ -58,7 +61,7 @@ func (c *cached) document(apiVersion string) (object.Document, error) {
 	if err != nil {
 		return object.Document{}, &encode.InvalidError{Reason: encode.ReasonInvalid, Err: err}
 	}
-	return object.Document{Body: body, Meta: c.metaOf(apiVersion, body), Shape: c.shape}, nil
+	return object.Document{Body: body, Meta: c.metaOf(apiVersion, body), Emitted: c.emitted, Shape: c.shape}, nil
 }
 
 // meta is the metadata the document is stored with. Only an encrypted
@@ -138,7 +141,7 @@ func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter
 		c.err = err
 		if err == nil {
 			body := enc.Body
-			c.sum, c.keyed, c.shape = enc.Digest, enc.Keyed, enc.Shape
+			c.sum, c.keyed, c.emitted, c.shape = enc.Digest, enc.Keyed, enc.Emitted, enc.Shape
 			c.packed = encoder.EncodeAll(body, make([]byte, 0, len(body)/2))
 			if cap(c.packed) > len(c.packed)+len(c.packed)/8 {
 				c.packed = bytes.Clone(c.packed) // exactly sized

@@ -783,7 +783,7 @@ func (m *Manager) Document(ref object.Ref) (object.Document, object.State, error
 }
 
 // Check re-parses a document about to be written, when validate-yaml is on
-// (sink.Source).
+// and the emitter did not write it (sink.Source).
 func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 	m.mu.RLock()
 	rules := m.rules
@@ -793,7 +793,7 @@ func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 	if inf != nil {
 		kind = inf.res.Kind
 	}
-	return encodeOptions(rules, nil).Check(doc.Body, doc.Shape, doc.Meta.APIVersion, kind, ref.Name)
+	return encodeOptions(rules, nil).Check(doc.Body, doc.Shape, doc.Emitted, doc.Meta.APIVersion, kind, ref.Name)
 }
 
 // keep applies the object filters.
