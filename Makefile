@@ -50,6 +50,7 @@ fuzz:
 	go test ./config -run '^$$' -fuzz FuzzParseConfigMap -fuzztime $(FUZZTIME)
 	go test ./encode -run '^$$' -fuzz FuzzEncodeRoundTrip -fuzztime $(FUZZTIME)
 	go test ./encode -run '^$$' -fuzz FuzzEmitMatchesYAMLv2 -fuzztime $(FUZZTIME)
+	go test ./watcher -run '^$$' -fuzz FuzzDecodeJSONObject -fuzztime $(FUZZTIME)
 
 demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio

@@ -427,7 +427,7 @@ func diff(after, before map[string]float64) map[string]int {
 
 // ceiling PUTs n bodies of the service's size straight through the same
 // proxy into the same MinIO at the same concurrency: what the store can take.
-func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration, error) {
+func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration, cpuTimes, error) {
 	// The same bodies, sent as the service sends them (sink.PutOptions),
 	// with every digest computed before the clock starts.
 	bodies := make([][]byte, n)
@@ -435,21 +435,30 @@ func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration,
 	for i := range n {
 		b, err := yaml.Marshal(e.configMap(i))
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		bodies[i] = b
 		opts[i] = sink.PutOptions(object.Meta{ResourceVersion: "1", UID: "u", APIVersion: "v1", SHA256: object.Digest(b)})
 	}
+	cpuBefore, err := serverCPU()
+	if err != nil {
+		return 0, nil, err
+	}
 	start := time.Now()
-	err := forEach(ctx, 0, n, e.cfg.concurrency, func(i int) error {
+	err = forEach(ctx, 0, n, e.cfg.concurrency, func(i int) error {
 		_, err := e.s3.PutObject(ctx, bucket, fmt.Sprintf("%s/%s/configmaps/%s.yaml", prefix, e.cmNamespace(i), cmName(i)),
 			bytes.NewReader(bodies[i]), int64(len(bodies[i])), opts[i])
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return time.Since(start), nil
+	d := time.Since(start)
+	cpuAfter, err := serverCPU()
+	if err != nil {
+		return 0, nil, err
+	}
+	return d, cpuAfter.since(cpuBefore), nil
 }
 
 // forEach calls f for every i in [from, to) from workers goroutines and
@@ -502,15 +511,17 @@ func (e *env) initial(ctx context.Context, n int) (initialResult, error) {
 		if err != nil {
 			return r, err
 		}
-		if rep == 0 {
-			r.PutsTotal, r.APIRequests = run.PutsTotal, run.APIRequests
-			r.PackBytes, r.PackSeconds = run.PackBytes, run.PackSeconds
-		}
-		r.PeakRSS = max(r.PeakRSS, run.PeakRSS)
-		d, err := e.ceiling(ctx, n, fmt.Sprintf("ceiling-%d-%d", n, rep))
+		d, ceilingCPU, err := e.ceiling(ctx, n, fmt.Sprintf("ceiling-%d-%d", n, rep))
 		if err != nil {
 			return r, err
 		}
+		if rep == 0 {
+			r.PutsTotal, r.APIRequests = run.PutsTotal, run.APIRequests
+			r.PackBytes, r.PackSeconds = run.PackBytes, run.PackSeconds
+			r.BackupCPU, r.CeilingCPU = run.BackupCPU, ceilingCPU
+		}
+		r.PeakRSS = max(r.PeakRSS, run.PeakRSS)
+		e.log("CPU by process: first backup %s; ceiling %s", run.BackupCPU, ceilingCPU)
 		serviceSecs = append(serviceSecs, run.Seconds)
 		cpus = append(cpus, run.CPUPerObject)
 		ceilingSecs = append(ceilingSecs, d.Seconds())
@@ -558,6 +569,10 @@ func (e *env) firstBackup(ctx context.Context, n int, cluster string) (initialRe
 	if err != nil {
 		return r, err
 	}
+	cpuBefore, err := serverCPU()
+	if err != nil {
+		return r, err
+	}
 	start := time.Now()
 	p, err := e.startService(cluster, nil)
 	if err != nil {
@@ -584,6 +599,11 @@ func (e *env) firstBackup(ctx context.Context, n int, cluster string) (initialRe
 		}
 	}
 	r.Seconds = time.Since(start).Seconds()
+	cpuAfter, err := serverCPU()
+	if err != nil {
+		return r, err
+	}
+	r.BackupCPU = cpuAfter.since(cpuBefore)
 	if r.CPUPerObject, err = p.cpuSeconds(); err != nil {
 		return r, err
 	}

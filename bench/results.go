@@ -32,6 +32,13 @@ type initialResult struct {
 	// its first pass (first run), its size and upload time.
 	PackBytes   int64   `json:"restore_pack_bytes"`
 	PackSeconds float64 `json:"restore_pack_seconds"`
+	// BackupCPU and CeilingCPU are the CPU seconds by process (the
+	// service, the API server, etcd, the store, the bench's own ceiling
+	// client) during the first backup, up to its last object written, and
+	// during its ceiling (first run): where the time of a CPU-bound run
+	// goes.
+	BackupCPU  cpuTimes `json:"backup_cpu_seconds"`
+	CeilingCPU cpuTimes `json:"ceiling_cpu_seconds"`
 }
 
 type latencyResult struct {

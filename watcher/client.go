@@ -20,7 +20,7 @@ import (
 // decoder reads each event's bytes about nine times: it sniffs the envelope's
 // kind, validates and decodes the envelope, then sniffs, validates and
 // decodes the object inside it twice over. This one splits the envelope
-// without parsing it and decodes the object once (validated, then decoded),
+// without parsing it and decodes the object in one pass (decodeJSONObject)
 // into the same unstructured object. Anything it does not recognise goes to
 // the stock decoder.
 func NewDynamicClient(cfg *rest.Config) (*dynamic.DynamicClient, error) {
@@ -205,6 +205,16 @@ type objectDecoder struct {
 
 func (d objectDecoder) Decode(data []byte, defaults *schema.GroupVersionKind, into runtime.Object) (runtime.Object, *schema.GroupVersionKind, error) {
 	if into == nil && defaults == nil {
+		// One pass over the bytes for an object, as the unstructured
+		// scheme would decode it (a list, with "items", is not one).
+		if m, ok := decodeJSONObject(data); ok {
+			if _, list := m["items"]; !list {
+				obj := &unstructured.Unstructured{Object: m}
+				if gvk := obj.GroupVersionKind(); gvk.Kind != "" && !metaKinds.Recognizes(gvk) {
+					return obj, &gvk, nil
+				}
+			}
+		}
 		obj, gvk, err := unstructured.UnstructuredJSONScheme.Decode(data, nil, nil)
 		if err == nil && gvk != nil && !metaKinds.Recognizes(*gvk) {
 			if _, isObject := obj.(*unstructured.Unstructured); isObject {

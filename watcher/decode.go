@@ -1,0 +1,263 @@
+package watcher
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// decodeJSONObject decodes one JSON object in a single pass into the tree
+// the API machinery's JSON decoder (k8s.io/apimachinery/pkg/util/json)
+// makes of it: map[string]any and []any, strings, bools, nil, int64 for a
+// number without a '.' that fits, float64 for the others. That decoder
+// validates the whole input, then decodes it; the unstructured scheme
+// scans it once more before, to tell a list from an object. Here every
+// byte is read once. ok is false for anything outside plain valid JSON
+// (malformed input, a number a float64 cannot hold, nesting past
+// maxDepth): the caller then takes the stock path, which gives the error
+// or the result. FuzzDecodeJSONObject holds it to the stock decoder.
+func decodeJSONObject(data []byte) (map[string]any, bool) {
+	d := jsonDecoder{data: data}
+	d.space()
+	if d.off >= len(d.data) || d.data[d.off] != '{' {
+		return nil, false
+	}
+	m, ok := d.object(0)
+	if !ok {
+		return nil, false
+	}
+	d.space()
+	return m, d.off == len(d.data)
+}
+
+// maxDepth bounds the nesting the fast path follows; deeper documents go to
+// the stock decoder, which has its own limit.
+const maxDepth = 1000
+
+type jsonDecoder struct {
+	data []byte
+	off  int
+}
+
+func (d *jsonDecoder) space() {
+	for d.off < len(d.data) {
+		switch d.data[d.off] {
+		case ' ', '\t', '\n', '\r':
+			d.off++
+		default:
+			return
+		}
+	}
+}
+
+// object reads an object whose '{' is at d.off.
+func (d *jsonDecoder) object(depth int) (map[string]any, bool) {
+	if depth > maxDepth {
+		return nil, false
+	}
+	d.off++ // '{'
+	m := make(map[string]any)
+	d.space()
+	if d.off < len(d.data) && d.data[d.off] == '}' {
+		d.off++
+		return m, true
+	}
+	for {
+		if d.off >= len(d.data) || d.data[d.off] != '"' {
+			return nil, false
+		}
+		k, ok := d.string()
+		if !ok {
+			return nil, false
+		}
+		d.space()
+		if d.off >= len(d.data) || d.data[d.off] != ':' {
+			return nil, false
+		}
+		d.off++
+		d.space()
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		m[k] = v // the last of duplicate keys wins, as in encoding/json
+		d.space()
+		if d.off >= len(d.data) {
+			return nil, false
+		}
+		switch d.data[d.off] {
+		case ',':
+			d.off++
+			d.space()
+		case '}':
+			d.off++
+			return m, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// array reads an array whose '[' is at d.off.
+func (d *jsonDecoder) array(depth int) ([]any, bool) {
+	if depth > maxDepth {
+		return nil, false
+	}
+	d.off++ // '['
+	list := make([]any, 0)
+	d.space()
+	if d.off < len(d.data) && d.data[d.off] == ']' {
+		d.off++
+		return list, true
+	}
+	for {
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		list = append(list, v)
+		d.space()
+		if d.off >= len(d.data) {
+			return nil, false
+		}
+		switch d.data[d.off] {
+		case ',':
+			d.off++
+			d.space()
+		case ']':
+			d.off++
+			return list, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// value reads the value at d.off.
+func (d *jsonDecoder) value(depth int) (any, bool) {
+	if d.off >= len(d.data) {
+		return nil, false
+	}
+	switch c := d.data[d.off]; {
+	case c == '{':
+		return d.object(depth)
+	case c == '[':
+		return d.array(depth)
+	case c == '"':
+		return d.string()
+	case c == 't':
+		return true, d.literal("true")
+	case c == 'f':
+		return false, d.literal("false")
+	case c == 'n':
+		return nil, d.literal("null")
+	case c == '-' || c >= '0' && c <= '9':
+		return d.number()
+	}
+	return nil, false
+}
+
+func (d *jsonDecoder) literal(word string) bool {
+	if len(d.data)-d.off < len(word) || string(d.data[d.off:d.off+len(word)]) != word {
+		return false
+	}
+	d.off += len(word)
+	return true
+}
+
+// string reads the string whose opening quote is at d.off. One without
+// escapes and of valid UTF-8 is copied as it is; the others are unquoted by
+// encoding/json, which the API machinery's decoder is a fork of.
+func (d *jsonDecoder) string() (string, bool) {
+	start := d.off + 1
+	plain := true
+	for i := start; i < len(d.data); i++ {
+		switch c := d.data[i]; {
+		case c == '"':
+			d.off = i + 1
+			if plain {
+				return string(d.data[start:i]), true
+			}
+			if !hasEscape(d.data[start:i]) && utf8.Valid(d.data[start:i]) {
+				return string(d.data[start:i]), true
+			}
+			var s string
+			if err := json.Unmarshal(d.data[start-1:i+1], &s); err != nil {
+				return "", false
+			}
+			return s, true
+		case c == '\\':
+			plain = false
+			i++ // the escaped byte, which may be a quote
+		case c < 0x20:
+			return "", false
+		case c >= 0x80:
+			plain = false
+		}
+	}
+	return "", false
+}
+
+func hasEscape(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' {
+			return true
+		}
+	}
+	return false
+}
+
+// number reads a number as the API machinery's decoder converts it: an
+// int64 when it has no '.' and fits, else a float64.
+func (d *jsonDecoder) number() (any, bool) {
+	start := d.off
+	i := d.off
+	if i < len(d.data) && d.data[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(d.data) && d.data[i] == '0':
+		i++
+	case i < len(d.data) && d.data[i] >= '1' && d.data[i] <= '9':
+		i = d.digits(i)
+	default:
+		return nil, false
+	}
+	fraction := false
+	if i < len(d.data) && d.data[i] == '.' {
+		fraction = true
+		if j := d.digits(i + 1); j > i+1 {
+			i = j
+		} else {
+			return nil, false
+		}
+	}
+	if i < len(d.data) && (d.data[i] == 'e' || d.data[i] == 'E') {
+		i++
+		if i < len(d.data) && (d.data[i] == '+' || d.data[i] == '-') {
+			i++
+		}
+		if j := d.digits(i); j > i {
+			i = j
+		} else {
+			return nil, false
+		}
+	}
+	d.off = i
+	s := string(d.data[start:i])
+	if !fraction {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return n, true
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	return f, err == nil
+}
+
+// digits returns the index after the digits from i.
+func (d *jsonDecoder) digits(i int) int {
+	for i < len(d.data) && d.data[i] >= '0' && d.data[i] <= '9' {
+		i++
+	}
+	return i
+}
