@@ -3,6 +3,7 @@ package watcher
 import (
 	"encoding/json"
 	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -178,8 +179,15 @@ func (d *jsonDecoder) string() (string, bool) {
 			if plain {
 				return string(d.data[start:i]), true
 			}
-			if !hasEscape(d.data[start:i]) && utf8.Valid(d.data[start:i]) {
-				return string(d.data[start:i]), true
+			// encoding/json replaces invalid UTF-8, and unquotes what
+			// unescape leaves.
+			if raw := d.data[start:i]; utf8.Valid(raw) {
+				if !hasEscape(raw) {
+					return string(raw), true
+				}
+				if s, ok := unescape(raw); ok {
+					return s, true
+				}
 			}
 			var s string
 			if err := json.Unmarshal(d.data[start-1:i+1], &s); err != nil {
@@ -196,6 +204,86 @@ func (d *jsonDecoder) string() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// unescape is encoding/json's unquote for the escapes objects hold: the
+// short ones and \u of a character or a surrogate pair. ok is false for
+// anything else (a lone surrogate, a malformed escape), left to
+// encoding/json.
+func unescape(raw []byte) (string, bool) {
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if i++; i >= len(raw) {
+			return "", false
+		}
+		switch raw[i] {
+		case '"', '\\', '/':
+			out = append(out, raw[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(raw[i+1:])
+			if !ok {
+				return "", false
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				if i+6 >= len(raw) {
+					return "", false
+				}
+				if raw[i+1] != '\\' || raw[i+2] != 'u' {
+					return "", false
+				}
+				r2, ok := hex4(raw[i+3:])
+				if !ok {
+					return "", false
+				}
+				if r = utf16.DecodeRune(r, r2); r == utf8.RuneError {
+					return "", false
+				}
+				i += 6
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return "", false
+		}
+	}
+	return string(out), true
+}
+
+// hex4 reads the four hex digits of a \u escape.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 func hasEscape(b []byte) bool {

@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 
@@ -17,7 +18,8 @@ func FuzzDecodeJSONObject(f *testing.F) {
 		`{"s":"\u00e9\ud83d\ude00 \"q\" \\ \/ \b\f\n\r\t","t":"é","bad":"` + "\xff" + `"}`,
 		`{"a":1,"a":2}`, `{"a":true,"b":false,"c":null}`, `{"n":1e400}`, `{"n":01}`, `{"n":1.}`, `{"n":.5}`, `{"n":-}`,
 		`{"a":1,}`, `{"a" 1}`, `{"a":[1,]}`, `{"a":tru}`, `{"a":"x` + "\n" + `"}`, `{"a":1} x`, `[1]`, `"s"`, `{"a":"\ud800"}`,
-		`{"kind":"List","items":[]}`,
+		`{"kind":"List","items":[]}`, `{"a":"\ud83d\ude00\u0041\u00e9\u20ac"}`, `{"a":"\ud83d"}`, `{"a":"\ude00\ud83d"}`,
+		`{"a":"\ud83d\u0041"}`, `{"a":"\u12"}`, `{"a":"\x"}`, `{"a":"\ud83d\"}`, `{"a":"x\"}`, `{"a":"\u00zz"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -65,4 +67,24 @@ func BenchmarkDecodeObject(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestUnescape: the escapes objects hold are unquoted without encoding/json,
+// as encoding/json unquotes them.
+func TestUnescape(t *testing.T) {
+	for _, raw := range []string{`line \"one\"\nline two`, `tab\there\r\n`, `a\/b\\c\b\f`, `\u00e9\u20ac\u0041`, `\ud83d\ude00`} {
+		got, ok := unescape([]byte(raw))
+		var want string
+		if err := json.Unmarshal([]byte(`"`+raw+`"`), &want); err != nil {
+			t.Fatal(err)
+		}
+		if !ok || got != want {
+			t.Errorf("unescape(%s) = %q, %v; want %q", raw, got, ok, want)
+		}
+	}
+	for _, raw := range []string{`\ud83d`, `\ude00\ud83d`, `\ud83d\u0041`, `\u12`, `\x`, `x\`} {
+		if _, ok := unescape([]byte(raw)); ok {
+			t.Errorf("unescape(%s) took what it should leave to encoding/json", raw)
+		}
+	}
 }
