@@ -56,11 +56,8 @@ func (d *jsonDecoder) object(depth int) (map[string]any, bool) {
 	if depth > maxDepth {
 		return nil, false
 	}
-	d.off++ // '{'
 	m := make(map[string]any)
-	d.space()
-	if d.off < len(d.data) && d.data[d.off] == '}' {
-		d.off++
+	if d.open('}') {
 		return m, true
 	}
 	for {
@@ -82,19 +79,8 @@ func (d *jsonDecoder) object(depth int) (map[string]any, bool) {
 			return nil, false
 		}
 		m[k] = v // the last of duplicate keys wins, as in encoding/json
-		d.space()
-		if d.off >= len(d.data) {
-			return nil, false
-		}
-		switch d.data[d.off] {
-		case ',':
-			d.off++
-			d.space()
-		case '}':
-			d.off++
-			return m, true
-		default:
-			return nil, false
+		if more, ok := d.more('}'); !more {
+			return m, ok
 		}
 	}
 }
@@ -104,11 +90,8 @@ func (d *jsonDecoder) array(depth int) ([]any, bool) {
 	if depth > maxDepth {
 		return nil, false
 	}
-	d.off++ // '['
 	list := make([]any, 0)
-	d.space()
-	if d.off < len(d.data) && d.data[d.off] == ']' {
-		d.off++
+	if d.open(']') {
 		return list, true
 	}
 	for {
@@ -117,21 +100,41 @@ func (d *jsonDecoder) array(depth int) ([]any, bool) {
 			return nil, false
 		}
 		list = append(list, v)
-		d.space()
-		if d.off >= len(d.data) {
-			return nil, false
-		}
-		switch d.data[d.off] {
-		case ',':
-			d.off++
-			d.space()
-		case ']':
-			d.off++
-			return list, true
-		default:
-			return nil, false
+		if more, ok := d.more(']'); !more {
+			return list, ok
 		}
 	}
+}
+
+// open steps over an opening bracket and the space after it, and over
+// closing when it follows at once (an empty object or array).
+func (d *jsonDecoder) open(closing byte) bool {
+	d.off++
+	d.space()
+	if d.off < len(d.data) && d.data[d.off] == closing {
+		d.off++
+		return true
+	}
+	return false
+}
+
+// more steps over what follows a member: a ',' (more members follow) or
+// closing (the last one). ok is false for anything else.
+func (d *jsonDecoder) more(closing byte) (more, ok bool) {
+	d.space()
+	if d.off >= len(d.data) {
+		return false, false
+	}
+	switch d.data[d.off] {
+	case ',':
+		d.off++
+		d.space()
+		return true, true
+	case closing:
+		d.off++
+		return false, true
+	}
+	return false, false
 }
 
 // value reads the value at d.off.
