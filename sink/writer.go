@@ -319,12 +319,18 @@ func (w *Writer) Enqueue(ref object.Ref) {
 		w.pending[ref] = p
 	}
 	p.last = now
-	depth := len(w.pending)
+	w.setDepth()
 	w.mu.Unlock()
-	w.metrics.QueueDepth.Set(float64(depth))
 	if !ok {
 		w.queue.AddAfter(ref, w.opts.Debounce)
 	}
+}
+
+// setDepth exports the number of pending keys. It runs under w.mu, so that
+// the gauge's updates land in the order the queue changed: set after the
+// lock, a stale count could land last and stay while the queue is empty.
+func (w *Writer) setDepth() {
+	w.metrics.QueueDepth.Set(float64(len(w.pending)))
 }
 
 // Offer queues ref to be written at once, without a debounce window, unless
@@ -344,9 +350,8 @@ func (w *Writer) Offer(ref object.Ref) bool {
 		return false
 	}
 	w.pending[ref] = &pendingItem{first: now, last: now, now: true}
-	depth := len(w.pending)
+	w.setDepth()
 	w.mu.Unlock()
-	w.metrics.QueueDepth.Set(float64(depth))
 	w.queue.Add(ref)
 	return true
 }
@@ -379,6 +384,7 @@ func (w *Writer) Apply(ctx context.Context, refs []object.Ref, since uint64) []O
 			w.pending[ref] = &pendingItem{first: now, last: now}
 		}
 	}
+	w.setDepth()
 	w.mu.Unlock()
 	for _, ref := range refs {
 		w.queue.Add(ref)
@@ -508,9 +514,8 @@ func (w *Writer) processNext(ctx context.Context) bool {
 	seen := p.first
 	delete(w.pending, ref)
 	delete(w.forced, ref)
-	depth := len(w.pending)
+	w.setDepth()
 	w.mu.Unlock()
-	w.metrics.QueueDepth.Set(float64(depth))
 
 	outcome, err := w.sync(ctx, ref, seen, forced, force.since)
 	if force.done != nil {
@@ -526,9 +531,8 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		if _, ok := w.pending[ref]; !ok {
 			w.pending[ref] = &pendingItem{first: seen, last: seen, now: p.now}
 		}
-		depth = len(w.pending)
+		w.setDepth()
 		w.mu.Unlock()
-		w.metrics.QueueDepth.Set(float64(depth))
 		w.queue.AddRateLimited(ref)
 		return true
 	}

@@ -668,3 +668,34 @@ func TestBareListingsUseTheIndex(t *testing.T) {
 		t.Error("Known vouches for an object whose ETag changed")
 	}
 }
+
+// TestQueueDepthEndsAtZero: offers and changes from many goroutines while
+// the workers drain them leave cluster_backup_queue_depth at 0 once
+// everything is written. A count exported after the writer's lock was
+// released could land after a newer one and stay, showing a queue that
+// never drains.
+func TestQueueDepthEndsAtZero(t *testing.T) {
+	store := newMemStore()
+	h := startWriter(t, time.Millisecond, store)
+	const producers, each = 8, 300
+	for i := range producers * each {
+		h.src.set(ref(fmt.Sprint("k", i)), "x")
+	}
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			for i := range each {
+				r := ref(fmt.Sprint("k", p*each+i))
+				if i%2 == 0 || !h.w.Offer(r) {
+					h.w.Enqueue(r)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, 30*time.Second, "every key written", func() bool { p, _ := store.counts(); return p == producers*each })
+	eventually(t, 5*time.Second, "the queue empty", func() bool { return h.w.Pending() == 0 })
+	if got := testutil.ToFloat64(h.m.QueueDepth); got != 0 {
+		t.Errorf("queue depth %v with nothing pending", got)
+	}
+}
