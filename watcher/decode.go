@@ -174,18 +174,16 @@ func (d *jsonDecoder) literal(word string) bool {
 // encoding/json, which the API machinery's decoder is a fork of.
 func (d *jsonDecoder) string() (string, bool) {
 	start := d.off + 1
-	plain := true
+	escaped, nonASCII := false, false
 	for i := start; i < len(d.data); i++ {
 		switch c := d.data[i]; {
 		case c == '"':
 			d.off = i + 1
-			if plain {
-				return string(d.data[start:i]), true
-			}
+			raw := d.data[start:i]
 			// encoding/json replaces invalid UTF-8, and unquotes what
 			// unescape leaves.
-			if raw := d.data[start:i]; utf8.Valid(raw) {
-				if !hasEscape(raw) {
+			if !nonASCII || utf8.Valid(raw) {
+				if !escaped {
 					return string(raw), true
 				}
 				if s, ok := unescape(raw); ok {
@@ -198,12 +196,12 @@ func (d *jsonDecoder) string() (string, bool) {
 			}
 			return s, true
 		case c == '\\':
-			plain = false
+			escaped = true
 			i++ // the escaped byte, which may be a quote
 		case c < 0x20:
 			return "", false
 		case c >= 0x80:
-			plain = false
+			nonASCII = true
 		}
 	}
 	return "", false
@@ -287,15 +285,6 @@ func hex4(b []byte) (rune, bool) {
 		r = r<<4 | rune(c)
 	}
 	return r, true
-}
-
-func hasEscape(b []byte) bool {
-	for _, c := range b {
-		if c == '\\' {
-			return true
-		}
-	}
-	return false
 }
 
 // number reads a number as the API machinery's decoder converts it: an
