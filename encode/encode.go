@@ -188,7 +188,8 @@ func marshalYAML(obj map[string]any) (body []byte, emitted bool, err error) {
 	return body, false, err
 }
 
-// marshalYAML with yaml.v2, for what the emitter leaves to it.
+// marshalMergeKeys is marshalYAML's yaml.v2 path, for what the emitter
+// leaves to it: merge keys renamed around yaml.v2's Marshal.
 func marshalMergeKeys(obj map[string]any) ([]byte, error) {
 	var renamed []map[string]any
 	collectMergeKeys(obj, &renamed)
