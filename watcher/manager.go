@@ -536,6 +536,12 @@ func (w *informer) get(key string) (*cached, bool) {
 		c, ok := item.(*cached)
 		return c, ok
 	}
+	// Once synced, the cache holds the whole list and is the truth: the
+	// staged copies live on until the sync is noticed (setListing), and an
+	// object deleted meanwhile must not be read from them.
+	if w.inf.HasSynced() {
+		return nil, false
+	}
 	w.stageMu.RLock()
 	defer w.stageMu.RUnlock()
 	c, ok := w.staged[key]
