@@ -21,7 +21,12 @@ import (
 // back as the object it was written from (FuzzEmitMatchesYAMLv2), so
 // validate-yaml need not parse it again.
 func emitYAML(obj map[string]any) ([]byte, bool) {
-	e := emitter{buf: make([]byte, 0, 2048)}
+	return appendYAML(make([]byte, 0, 2048), obj)
+}
+
+// appendYAML is emitYAML appending to buf.
+func appendYAML(buf []byte, obj map[string]any) ([]byte, bool) {
+	e := emitter{buf: buf}
 	if len(obj) == 0 {
 		return append(e.buf, "{}\n"...), true
 	}

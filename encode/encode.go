@@ -107,11 +107,19 @@ func (o Options) Encode(obj *unstructured.Unstructured) (Encoded, error) {
 }
 
 // EncodeOwned is Encode for an object the caller owns and no longer needs:
-// it is cleaned (and its values encrypted) in place, without a copy. The
-// informers' transform uses it on each freshly decoded object.
+// it is cleaned (and its values encrypted) in place, without a copy.
 func (o Options) EncodeOwned(clean *unstructured.Unstructured) (Encoded, error) {
+	return o.EncodeOwnedInto(nil, clean)
+}
+
+// EncodeOwnedInto is EncodeOwned writing the document into scratch's
+// storage when it can (the result's Body may then share it, and is valid
+// until scratch is written again). The informers' transform, which keeps
+// only each document's compressed copy, encodes every object it sees into
+// one reused buffer this way.
+func (o Options) EncodeOwnedInto(scratch []byte, clean *unstructured.Unstructured) (Encoded, error) {
 	o.cleanInPlace(clean)
-	body, emitted, err := marshalYAML(clean.Object)
+	body, emitted, err := marshalYAML(scratch, clean.Object)
 	if err != nil {
 		return Encoded{}, &InvalidError{Reason: ReasonInvalid, Err: err}
 	}
@@ -121,7 +129,8 @@ func (o Options) EncodeOwned(clean *unstructured.Unstructured) (Encoded, error) 
 		if err := o.Encrypter.Encrypt(clean.Object); err != nil {
 			return Encoded{}, &InvalidError{Reason: ReasonInvalid, Err: err}
 		}
-		if out.Body, out.Emitted, err = marshalYAML(clean.Object); err != nil {
+		// The digest is taken: the plaintext's storage can be reused.
+		if out.Body, out.Emitted, err = marshalYAML(body, clean.Object); err != nil {
 			return Encoded{}, &InvalidError{Reason: ReasonInvalid, Err: err}
 		}
 	} else {
@@ -179,9 +188,13 @@ func (e *InvalidError) Unwrap() error { return e.Err }
 // the same place and appears nowhere else in the document, and the
 // placeholder is then written back as "<<", quoted.
 //
-// emitted says the emitter wrote the document (see emitYAML).
-func marshalYAML(obj map[string]any) (body []byte, emitted bool, err error) {
-	if body, ok := emitYAML(obj); ok {
+// emitted says the emitter wrote the document (see emitYAML), into
+// scratch's storage when it is given.
+func marshalYAML(scratch []byte, obj map[string]any) (body []byte, emitted bool, err error) {
+	if scratch == nil {
+		scratch = make([]byte, 0, 2048)
+	}
+	if body, ok := appendYAML(scratch[:0], obj); ok {
 		return body, true, nil
 	}
 	body, err = marshalMergeKeys(obj)
@@ -256,7 +269,7 @@ func validate(body []byte, shape uint64, wantAPIVersion, wantKind, wantName stri
 		if !ok {
 			return errors.New("document is not a map")
 		}
-		if again, _, err := marshalYAML(back); err != nil || !bytes.Equal(again, body) {
+		if again, _, err := marshalYAML(nil, back); err != nil || !bytes.Equal(again, body) {
 			return errors.New("document does not read back as the object it was encoded from")
 		}
 	}

@@ -211,7 +211,7 @@ func TestEncodeMatchesSigsYAML(t *testing.T) {
 		"quoted": []any{"yes", "no", "on", "off", "true", "1", "1.5", "~", "null", "", " lead", "a: b", "#c", "- d", "0x1F", "1e3", ".inf"},
 	}
 	clean := defaults().Clean(obj)
-	got, _, err := marshalYAML(clean.Object)
+	got, _, err := marshalYAML(nil, clean.Object)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func BenchmarkEncode(b *testing.B) {
 	})
 	b.Run("direct", func(b *testing.B) {
 		for b.Loop() {
-			if _, _, err := marshalYAML(obj); err != nil {
+			if _, _, err := marshalYAML(nil, obj); err != nil {
 				b.Fatal(err)
 			}
 		}

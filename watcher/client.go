@@ -151,8 +151,10 @@ func (d envelopeDecoder) Decode(data []byte, defaults *schema.GroupVersionKind, 
 	if ev, ok := into.(*metav1.WatchEvent); ok {
 		if typ, raw, ok := splitEnvelope(data); ok {
 			ev.Type = typ
-			// The stream reuses its buffer for the next frame.
-			ev.Object = runtime.RawExtension{Raw: bytes.Clone(raw)}
+			// raw is the stream's buffer, which the next frame reuses:
+			// client-go's watch decoder decodes it before reading on, and
+			// the object decoders copy what they keep.
+			ev.Object = runtime.RawExtension{Raw: raw}
 			return ev, &watchEventKind, nil
 		}
 	}

@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -194,6 +195,33 @@ func TestLineFramerMatchesTheStockOne(t *testing.T) {
 			if len(got) != len(want) {
 				t.Fatalf("%s, buffer %d: %d frames, want %d", name, bufSize, len(got), len(want))
 			}
+		}
+	}
+}
+
+// TestDecodedObjectsOwnTheirBytes: the envelope decoder hands the object's
+// bytes over without a copy, and the stream reuses its buffer for the next
+// frame, so a decoded object must hold nothing of the frame it came from.
+func TestDecodedObjectsOwnTheirBytes(t *testing.T) {
+	stock := dynamic.ConfigFor(&rest.Config{}).NegotiatedSerializer
+	stockEnv, stockObj := jsonDecoders(t, stock)
+	leanEnv, leanObj := jsonDecoders(t, leanJSON{stock})
+	escaped := strings.Replace(configMapJSON, `"n":"1"`, `"n":"\u00e9\ud83d\ude00 \\ \/ \t","big":12345678901234567890`, 1)
+	for _, obj := range []string{configMapJSON, escaped} {
+		frame := []byte(`{"type":"ADDED","object":` + obj + `}`)
+		_, want, err := decodeEvent(stockEnv, stockObj, bytes.Clone(frame))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := decodeEvent(leanEnv, leanObj, frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range frame {
+			frame[i] = 'x' // the next frame
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("after the buffer was reused:\n%#v\nwant %#v", got, want)
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package watcher
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -212,57 +214,58 @@ func (d *jsonDecoder) string() (string, bool) {
 // anything else (a lone surrogate, a malformed escape), left to
 // encoding/json.
 func unescape(raw []byte) (string, bool) {
-	out := make([]byte, 0, len(raw))
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		if c != '\\' {
-			out = append(out, c)
-			continue
+	var out strings.Builder // one allocation, handed over as the string
+	out.Grow(len(raw))
+	for len(raw) > 0 {
+		i := bytes.IndexByte(raw, '\\')
+		if i < 0 {
+			out.Write(raw)
+			break
 		}
-		if i++; i >= len(raw) {
+		out.Write(raw[:i])
+		if raw = raw[i+1:]; len(raw) == 0 {
 			return "", false
 		}
-		switch raw[i] {
+		n := 1 // bytes of the escape after the backslash
+		switch c := raw[0]; c {
 		case '"', '\\', '/':
-			out = append(out, raw[i])
+			out.WriteByte(c)
 		case 'b':
-			out = append(out, '\b')
+			out.WriteByte('\b')
 		case 'f':
-			out = append(out, '\f')
+			out.WriteByte('\f')
 		case 'n':
-			out = append(out, '\n')
+			out.WriteByte('\n')
 		case 'r':
-			out = append(out, '\r')
+			out.WriteByte('\r')
 		case 't':
-			out = append(out, '\t')
+			out.WriteByte('\t')
 		case 'u':
-			r, ok := hex4(raw[i+1:])
+			r, ok := hex4(raw[1:])
 			if !ok {
 				return "", false
 			}
-			i += 4
+			n = 5
 			if utf16.IsSurrogate(r) {
-				if i+6 >= len(raw) {
+				if len(raw) < 11 || raw[5] != '\\' || raw[6] != 'u' {
 					return "", false
 				}
-				if raw[i+1] != '\\' || raw[i+2] != 'u' {
-					return "", false
-				}
-				r2, ok := hex4(raw[i+3:])
+				r2, ok := hex4(raw[7:])
 				if !ok {
 					return "", false
 				}
 				if r = utf16.DecodeRune(r, r2); r == utf8.RuneError {
 					return "", false
 				}
-				i += 6
+				n = 11
 			}
-			out = utf8.AppendRune(out, r)
+			out.WriteRune(r)
 		default:
 			return "", false
 		}
+		raw = raw[n:]
 	}
-	return string(out), true
+	return out.String(), true
 }
 
 // hex4 reads the four hex digits of a \u escape.
