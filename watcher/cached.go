@@ -5,9 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -26,7 +26,7 @@ import (
 // dropped as soon as it arrives, so the caches hold a fraction of a tree of
 // maps, and a snapshot pass compares hashes without encoding anything.
 type cached struct {
-	metav1.ObjectMeta
+	cachedMeta
 	packed []byte            // zstd-compressed document
 	sum    [sha256.Size]byte // the document's fingerprint (encode.Encoded.Digest)
 	keyed  bool              // sum is the keyed digest of an encrypted document
@@ -47,7 +47,7 @@ func (c *cached) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKi
 // is shared.
 func (c *cached) DeepCopyObject() runtime.Object {
 	out := *c
-	c.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	out.cachedMeta = c.deepCopy()
 	return &out
 }
 
@@ -81,8 +81,8 @@ func (c *cached) meta(apiVersion string) (object.Meta, error) {
 // encrypted).
 func (c *cached) metaOf(apiVersion string, body []byte) object.Meta {
 	meta := object.Meta{
-		ResourceVersion: c.ResourceVersion,
-		UID:             string(c.UID),
+		ResourceVersion: c.resourceVersion,
+		UID:             string(c.uid),
 		APIVersion:      apiVersion,
 		SHA256:          c.sumHex(),
 	}
@@ -102,50 +102,68 @@ var (
 	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(true))
 )
 
+// scratch holds the buffers compact writes a document and its compressed
+// copy into; they are reused for the next object.
+type scratch struct{ doc, packed []byte }
+
+var scratchBuffers = sync.Pool{New: func() any { return new(scratch) }}
+
+// maxScratch bounds the buffers kept for reuse: the rare large object does
+// not pin its size in every pooled buffer.
+const maxScratch = 64 << 10
+
+func (s *scratch) release() {
+	if cap(s.doc) > maxScratch || cap(s.packed) > maxScratch {
+		return
+	}
+	s.doc, s.packed = s.doc[:0], s.packed[:0]
+	scratchBuffers.Put(s)
+}
+
 // compact turns a decoded object into its cached form under rules. It is the
 // informers' transform: it runs before an object enters a cache.
 func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter) func(any) (any, error) {
 	keepLabels := rules.SelectsLabels()
-	encoding := encodeOptions(rules, enc)
+	encoding := EncodeOptions(rules, enc)
 	return func(obj any) (any, error) {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
 			return obj, nil // a tombstone, or already compact
 		}
-		c := &cached{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:            u.GetName(),
-				Namespace:       u.GetNamespace(),
-				UID:             u.GetUID(),
-				ResourceVersion: u.GetResourceVersion(),
-				OwnerReferences: u.GetOwnerReferences(),
-			},
-		}
+		c := &cached{cachedMeta: cachedMeta{
+			name:            u.GetName(),
+			namespace:       u.GetNamespace(),
+			uid:             u.GetUID(),
+			resourceVersion: u.GetResourceVersion(),
+			owners:          u.GetOwnerReferences(),
+		}}
 		if keepLabels {
-			c.Labels = u.GetLabels()
+			c.labels = u.GetLabels()
 		}
 		if len(annotationKeys) > 0 {
 			all := u.GetAnnotations()
 			for _, k := range annotationKeys {
 				if v, ok := all[k]; ok {
-					if c.Annotations == nil {
-						c.Annotations = map[string]string{}
+					if c.annotations == nil {
+						c.annotations = map[string]string{}
 					}
-					c.Annotations[k] = v
+					c.annotations[k] = v
 				}
 			}
 		}
 		// The decoded object is ours and dropped after this: clean it in
-		// place. Everything the filters read was copied out above.
-		enc, err := encoding.EncodeOwned(u)
+		// place. Everything the filters read was copied out above. Only
+		// the compressed document is kept, exactly sized: the document and
+		// its compression are written into reused buffers.
+		s := scratchBuffers.Get().(*scratch)
+		defer s.release()
+		enc, err := encoding.EncodeOwnedInto(s.doc, u)
 		c.err = err
 		if err == nil {
-			body := enc.Body
 			c.sum, c.keyed, c.emitted, c.shape = enc.Digest, enc.Keyed, enc.Emitted, enc.Shape
-			c.packed = encoder.EncodeAll(body, make([]byte, 0, len(body)/2))
-			if cap(c.packed) > len(c.packed)+len(c.packed)/8 {
-				c.packed = bytes.Clone(c.packed) // exactly sized
-			}
+			s.doc = enc.Body
+			s.packed = encoder.EncodeAll(enc.Body, s.packed[:0])
+			c.packed = bytes.Clone(s.packed)
 		} else if !errors.Is(c.err, encode.ErrInvalid) {
 			c.err = &encode.InvalidError{Reason: encode.ReasonInvalid, Err: c.err}
 		}
@@ -153,8 +171,9 @@ func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter
 	}
 }
 
-// encodeOptions are the rules' keys that shape a document.
-func encodeOptions(r filter.Rules, enc *encrypt.Encrypter) encode.Options {
+// EncodeOptions are the rules' keys that shape a document: the caches hold
+// each object encoded with them.
+func EncodeOptions(r filter.Rules, enc *encrypt.Encrypter) encode.Options {
 	return encode.Options{
 		Encrypter:            enc,
 		IncludeManagedFields: r.IncludeManagedFields,

@@ -3,9 +3,13 @@ package watcher
 import (
 	"errors"
 	"testing"
+	"unsafe"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/filter"
@@ -38,7 +42,7 @@ func deployment() *unstructured.Unstructured {
 
 func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	rules := filter.DefaultRules()
-	enc, err := encodeOptions(rules, nil).Encode(deployment())
+	enc, err := EncodeOptions(rules, nil).Encode(deployment())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +80,8 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 		t.Errorf("labels %v with a label selector", c.GetLabels())
 	}
 	cp := c.DeepCopyObject().(*cached)
-	cp.Labels["app"] = "changed"
-	if c.Labels["app"] != "web" {
+	cp.labels["app"] = "changed"
+	if c.labels["app"] != "web" {
 		t.Error("DeepCopyObject shares labels")
 	}
 	rules.LabelSelector = labels.Everything()
@@ -86,5 +90,37 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	out, _ = compact(rules, nil, nil)(deployment())
 	if _, err := out.(*cached).document("apps/v1"); !errors.Is(err, encode.ErrInvalid) {
 		t.Errorf("oversized object: %v", err)
+	}
+}
+
+func TestCachedMetaIsWhatInformersRead(t *testing.T) {
+	controller := true
+	u := deployment()
+	u.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: "X", Name: "owner", UID: "o-1", Controller: &controller}})
+	out, err := compact(filter.DefaultRules(), nil, nil)(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := meta.Accessor(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.GetNamespace() != "shop" || acc.GetName() != "web" || acc.GetUID() != "u-1" || acc.GetResourceVersion() != "42" {
+		t.Errorf("metadata %s/%s %s %s", acc.GetNamespace(), acc.GetName(), acc.GetUID(), acc.GetResourceVersion())
+	}
+	if key, _ := cache.MetaNamespaceKeyFunc(out); key != "shop/web" {
+		t.Errorf("informer key %q", key)
+	}
+	if got := acc.GetOwnerReferences(); len(got) != 1 || got[0].UID != "o-1" || !*got[0].Controller {
+		t.Errorf("owner references %v", got)
+	}
+	cp := out.(*cached).DeepCopyObject().(*cached)
+	*cp.owners[0].Controller = false
+	if !*acc.GetOwnerReferences()[0].Controller {
+		t.Error("DeepCopyObject shares owner references")
+	}
+	// The caches hold one of these for every object of the cluster.
+	if size := unsafe.Sizeof(cached{}); size > 192 {
+		t.Errorf("a cached object takes %d bytes before its document", size)
 	}
 }

@@ -500,7 +500,7 @@ func (m *Manager) transform(w *informer, rules filter.Rules) cache.TransformFunc
 		// Only what the rules keep is offered: a namespace filter is
 		// applied here, not by the list.
 		if keep, _ := rules.KeepObject(w.res, c, w.selected.Load(), m); keep {
-			m.queue.Offer(object.Ref{Group: w.res.Group, Resource: w.res.Resource, Namespace: c.Namespace, Name: c.Name})
+			m.queue.Offer(object.Ref{Group: w.res.Group, Resource: w.res.Resource, Namespace: c.namespace, Name: c.name})
 		}
 		return out, nil
 	}
@@ -526,7 +526,7 @@ func (w *informer) stage(c *cached) bool {
 	if !w.listing {
 		return false
 	}
-	w.staged[cache.NewObjectName(c.Namespace, c.Name).String()] = c
+	w.staged[cache.NewObjectName(c.namespace, c.name).String()] = c
 	return true
 }
 
@@ -799,7 +799,7 @@ func (m *Manager) Check(ref object.Ref, doc object.Document) error {
 	if inf != nil {
 		kind = inf.res.Kind
 	}
-	return encodeOptions(rules, nil).Check(doc.Body, doc.Shape, doc.Emitted, doc.Meta.APIVersion, kind, ref.Name)
+	return EncodeOptions(rules, nil).Check(doc.Body, doc.Shape, doc.Emitted, doc.Meta.APIVersion, kind, ref.Name)
 }
 
 // keep applies the object filters.

@@ -33,7 +33,7 @@ func TestStagedCopiesEndAtTheSync(t *testing.T) {
 	}
 	w := &informer{inf: cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{})}
 	w.setListing(true)
-	w.stage(&cached{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "doomed"}})
+	w.stage(&cached{cachedMeta: cachedMeta{namespace: "ns", name: "doomed"}})
 	if _, ok := w.get("ns/doomed"); !ok {
 		t.Fatal("a staged object is not found while the list streams")
 	}

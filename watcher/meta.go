@@ -1,0 +1,71 @@
+package watcher
+
+import (
+	"maps"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// cachedMeta is the part of an object's metadata the caches keep: what the
+// informers key and index by, and what the filters read (labels and
+// annotations only when a selector reads them). It is the metav1.Object the
+// informers need at half the size of a metav1.ObjectMeta, which would be
+// held for every object of the cluster: the fields it does not keep read as
+// empty, and setting them does nothing.
+type cachedMeta struct {
+	name, namespace, resourceVersion string
+	uid                              types.UID
+	labels, annotations              map[string]string
+	owners                           []metav1.OwnerReference
+}
+
+var _ metav1.Object = (*cachedMeta)(nil)
+
+func (m *cachedMeta) deepCopy() cachedMeta {
+	out := *m
+	out.labels, out.annotations = maps.Clone(m.labels), maps.Clone(m.annotations)
+	if m.owners != nil {
+		out.owners = make([]metav1.OwnerReference, len(m.owners))
+		for i := range m.owners {
+			m.owners[i].DeepCopyInto(&out.owners[i])
+		}
+	}
+	return out
+}
+
+func (m *cachedMeta) GetNamespace() string                         { return m.namespace }
+func (m *cachedMeta) SetNamespace(namespace string)                { m.namespace = namespace }
+func (m *cachedMeta) GetName() string                              { return m.name }
+func (m *cachedMeta) SetName(name string)                          { m.name = name }
+func (m *cachedMeta) GetUID() types.UID                            { return m.uid }
+func (m *cachedMeta) SetUID(uid types.UID)                         { m.uid = uid }
+func (m *cachedMeta) GetResourceVersion() string                   { return m.resourceVersion }
+func (m *cachedMeta) SetResourceVersion(version string)            { m.resourceVersion = version }
+func (m *cachedMeta) GetLabels() map[string]string                 { return m.labels }
+func (m *cachedMeta) SetLabels(labels map[string]string)           { m.labels = labels }
+func (m *cachedMeta) GetAnnotations() map[string]string            { return m.annotations }
+func (m *cachedMeta) SetAnnotations(annotations map[string]string) { m.annotations = annotations }
+func (m *cachedMeta) GetOwnerReferences() []metav1.OwnerReference  { return m.owners }
+func (m *cachedMeta) SetOwnerReferences(references []metav1.OwnerReference) {
+	m.owners = references
+}
+
+// The fields the caches do not keep.
+
+func (m *cachedMeta) GetGenerateName() string                       { return "" }
+func (m *cachedMeta) SetGenerateName(string)                        {}
+func (m *cachedMeta) GetGeneration() int64                          { return 0 }
+func (m *cachedMeta) SetGeneration(int64)                           {}
+func (m *cachedMeta) GetSelfLink() string                           { return "" }
+func (m *cachedMeta) SetSelfLink(string)                            {}
+func (m *cachedMeta) GetCreationTimestamp() metav1.Time             { return metav1.Time{} }
+func (m *cachedMeta) SetCreationTimestamp(metav1.Time)              {}
+func (m *cachedMeta) GetDeletionTimestamp() *metav1.Time            { return nil }
+func (m *cachedMeta) SetDeletionTimestamp(*metav1.Time)             {}
+func (m *cachedMeta) GetDeletionGracePeriodSeconds() *int64         { return nil }
+func (m *cachedMeta) SetDeletionGracePeriodSeconds(*int64)          {}
+func (m *cachedMeta) GetFinalizers() []string                       { return nil }
+func (m *cachedMeta) SetFinalizers([]string)                        {}
+func (m *cachedMeta) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
+func (m *cachedMeta) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
