@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -22,14 +24,17 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
+	"k8s.io/client-go/tools/pager"
 
+	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/sink"
 	"github.com/cluster-backup/cluster-backup/testenv"
+	"github.com/cluster-backup/cluster-backup/watcher"
 )
 
 type config struct {
@@ -428,18 +433,11 @@ func diff(after, before map[string]float64) map[string]int {
 // ceiling PUTs n bodies of the service's size straight through the same
 // proxy into the same MinIO at the same concurrency: what the store can take.
 func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration, cpuTimes, error) {
-	// The same bodies, sent as the service sends them (sink.PutOptions),
-	// with every digest computed before the clock starts.
-	bodies := make([][]byte, n)
-	opts := make([]minio.PutObjectOptions, n)
-	for i := range n {
-		b, err := yaml.Marshal(e.configMap(i))
-		if err != nil {
-			return 0, nil, err
-		}
-		bodies[i] = b
-		opts[i] = sink.PutOptions(object.Meta{ResourceVersion: "1", UID: "u", APIVersion: "v1", SHA256: object.Digest(b)})
+	bodies, opts, err := e.serviceDocuments(ctx, n)
+	if err != nil {
+		return 0, nil, err
 	}
+	runtime.GC() // the lists' garbage is not collected on the ceiling's clock
 	cpuBefore, err := serverCPU()
 	if err != nil {
 		return 0, nil, err
@@ -459,6 +457,53 @@ func (e *env) ceiling(ctx context.Context, n int, prefix string) (time.Duration,
 		return 0, nil, err
 	}
 	return d, cpuAfter.since(cpuBefore), nil
+}
+
+// serviceDocuments are the documents the service writes for the first n
+// seeded ConfigMaps, and the options it writes them with (sink.PutOptions):
+// the live objects encoded as the caches encode them under the default
+// rules, with their resourceVersion, UID, digest and the cluster's
+// identity as metadata. The ceiling sends the same bytes and headers, all
+// computed before its clock starts.
+func (e *env) serviceDocuments(ctx context.Context, n int) ([][]byte, []minio.PutObjectOptions, error) {
+	system, err := e.cs.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	live := map[string]*unstructured.Unstructured{}
+	list := e.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"})
+	err = pager.New(func(ctx context.Context, opts metav1.ListOptions) (k8sruntime.Object, error) {
+		return list.List(ctx, opts)
+	}).EachListItem(ctx, metav1.ListOptions{}, func(obj k8sruntime.Object) error {
+		u := obj.(*unstructured.Unstructured)
+		live[u.GetNamespace()+"/"+u.GetName()] = u
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	encoding := watcher.EncodeOptions(filter.DefaultRules(), nil)
+	bodies := make([][]byte, n)
+	opts := make([]minio.PutObjectOptions, n)
+	for i := range n {
+		u, ok := live[e.cmNamespace(i)+"/"+cmName(i)]
+		if !ok {
+			return nil, nil, fmt.Errorf("ConfigMap %s/%s is not in the cluster", e.cmNamespace(i), cmName(i))
+		}
+		enc, err := encoding.Encode(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		bodies[i] = enc.Body
+		opts[i] = sink.PutOptions(object.Meta{
+			ResourceVersion: u.GetResourceVersion(),
+			UID:             string(u.GetUID()),
+			APIVersion:      "v1",
+			SHA256:          hex.EncodeToString(enc.Digest[:]),
+			ClusterUID:      string(system.UID),
+		})
+	}
+	return bodies, opts, nil
 }
 
 // forEach calls f for every i in [from, to) from workers goroutines and
