@@ -23,7 +23,7 @@ import (
 // without parsing it and decodes the object in one pass (decodeJSONObject)
 // into the same unstructured object. Anything it does not recognise goes to
 // the stock decoder.
-func NewDynamicClient(cfg *rest.Config) (*dynamic.DynamicClient, error) {
+func NewDynamicClient(cfg *rest.Config) (*Client, error) {
 	conf := dynamic.ConfigFor(cfg)
 	conf.GroupVersion = nil
 	conf.APIPath = "/apis" // every request names its own absolute path
@@ -32,7 +32,7 @@ func NewDynamicClient(cfg *rest.Config) (*dynamic.DynamicClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return dynamic.New(rc), nil
+	return &Client{DynamicClient: dynamic.New(rc), rest: rc}, nil
 }
 
 // leanJSON replaces the JSON decoders of the dynamic client's serializer.

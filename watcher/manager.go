@@ -404,9 +404,15 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 	w.gvr = schema.GroupVersionResource{Group: w.res.Group, Version: w.res.Version, Resource: w.res.Resource}
 	w.apiVersion = w.gvr.GroupVersion().String()
 	selector := serverSelector(rules)
-	w.inf = dynamicinformer.NewFilteredDynamicInformer(m.dyn, w.gvr, metav1.NamespaceAll, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) { o.LabelSelector = selector }).Informer()
-	_ = w.inf.SetTransform(m.transform(w, rules))
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = selector }
+	transform := m.transform(w, rules)
+	if c, ok := m.dyn.(*Client); ok {
+		w.inf = cache.NewSharedIndexInformerWithOptions(c.listWatch(w.gvr, w.res.Kind, tweak, transform), &unstructured.Unstructured{},
+			cache.SharedIndexInformerOptions{ObjectDescription: w.gvr.String()})
+	} else {
+		w.inf = dynamicinformer.NewFilteredDynamicInformer(m.dyn, w.gvr, metav1.NamespaceAll, 0, cache.Indexers{}, tweak).Informer()
+	}
+	_ = w.inf.SetTransform(transform)
 	gr := groupResource(w.res)
 	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
