@@ -23,6 +23,11 @@ import (
 // without parsing it and decodes the object in one pass (decodeJSONObject)
 // into the same unstructured object. Anything it does not recognise goes to
 // the stock decoder.
+//
+// The informers' lists (streamedListWatch) go through a second REST client
+// without the client-side rate limit: each replaces the streaming watch
+// that client-go's informers open instead of a list, and client-go does not
+// rate-limit watches. API_QPS holds every other request, as before.
 func NewDynamicClient(cfg *rest.Config) (*Client, error) {
 	conf := dynamic.ConfigFor(cfg)
 	conf.GroupVersion = nil
@@ -32,7 +37,13 @@ func NewDynamicClient(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{DynamicClient: dynamic.New(rc), rest: rc}, nil
+	unlimited := rest.CopyConfig(conf)
+	unlimited.QPS, unlimited.Burst, unlimited.RateLimiter = -1, 0, nil
+	lists, err := rest.UnversionedRESTClientFor(unlimited)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{DynamicClient: dynamic.New(rc), lists: lists}, nil
 }
 
 // leanJSON replaces the JSON decoders of the dynamic client's serializer.

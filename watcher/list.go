@@ -18,11 +18,11 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// Client is the dynamic client the service watches with (NewDynamicClient):
-// its REST client also streams lists (streamedListWatch).
+// Client is the dynamic client the service watches with (NewDynamicClient),
+// with the REST client the informers list with (streamedListWatch).
 type Client struct {
 	*dynamic.DynamicClient
-	rest rest.Interface
+	lists rest.Interface
 }
 
 // streamedListWatch lists a type in one request, read item by item: each
@@ -46,6 +46,15 @@ func (c *Client) listWatch(gvr schema.GroupVersionResource, kind string, tweak f
 			tweak(&opts)
 			// One response, however large: it is read item by item.
 			opts.Limit, opts.Continue = 0, ""
+			// A consistent read, always. A list at any version ("0", as
+			// the reflector first asks) may be served from the watch
+			// cache as it is: with a conversion webhook down, such a list
+			// of a custom resource succeeded with no items, and the pass
+			// took the stored objects for deleted. A consistent list
+			// fails instead, and the type stays incomplete
+			// (TestFailingTypeDoesNotStallTheRest). Its version is the
+			// newest: never older than one the reflector asks for.
+			opts.ResourceVersion, opts.ResourceVersionMatch = "", ""
 			return c.streamList(ctx, gvr, kind, opts, each)
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -78,7 +87,7 @@ func (c *Client) streamList(ctx context.Context, gvr schema.GroupVersionResource
 	if gvr.Group != "" {
 		path = []string{"/apis", gvr.Group, gvr.Version, gvr.Resource}
 	}
-	body, err := c.rest.Get().AbsPath(path...).SpecificallyVersionedParams(&opts, metav1.ParameterCodec, metav1.SchemeGroupVersion).Stream(ctx)
+	body, err := c.lists.Get().AbsPath(path...).SpecificallyVersionedParams(&opts, metav1.ParameterCodec, metav1.SchemeGroupVersion).Stream(ctx)
 	if err != nil {
 		return nil, err
 	}

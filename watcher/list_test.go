@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 )
 
 // TestListReaderMatchesTheStockDecoder reads lists the way the API server
@@ -84,5 +85,19 @@ func TestListReaderRefusesWhatIsNotAList(t *testing.T) {
 	r := listReader{r: strings.NewReader(`{"items":[{"a":1}]}`), kind: "X", apiVersion: "v1", each: func(any) (any, error) { return nil, boom }}
 	if _, err := r.read(); !errors.Is(err, boom) {
 		t.Errorf("error from each: %v", err)
+	}
+}
+
+// TestListsAreNotRateLimited: an informer's list replaces the streaming
+// watch client-go would open, which no client-side limit holds; with many
+// types a rate-limited list of each would delay the first backup by
+// seconds.
+func TestListsAreNotRateLimited(t *testing.T) {
+	c, err := NewDynamicClient(&rest.Config{Host: "http://127.0.0.1:1", QPS: 1, Burst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.lists.GetRateLimiter() != nil {
+		t.Error("the informers' lists are rate-limited")
 	}
 }
