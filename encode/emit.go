@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// emitYAML renders a decoded JSON object as go.yaml.in/yaml/v2's Marshal
-// does, byte for byte (FuzzEmitMatchesYAMLv2 holds it to that), at a
+// appendYAML renders a decoded JSON object, appended to buf, as
+// go.yaml.in/yaml/v2's Marshal does, byte for byte (FuzzEmitMatchesYAMLv2 holds it to that), at a
 // fraction of the cost: it writes the bytes straight from the tree where
 // yaml.v2 builds events, analyses every scalar in a generic emitter and
 // sorts keys through reflection. It knows the documents that objects are
@@ -20,11 +20,6 @@ import (
 // hints) it returns false and the caller uses yaml.v2. What it writes reads
 // back as the object it was written from (FuzzEmitMatchesYAMLv2), so
 // validate-yaml need not parse it again.
-func emitYAML(obj map[string]any) ([]byte, bool) {
-	return appendYAML(make([]byte, 0, 2048), obj)
-}
-
-// appendYAML is emitYAML appending to buf.
 func appendYAML(buf []byte, obj map[string]any) ([]byte, bool) {
 	e := emitter{buf: buf}
 	if len(obj) == 0 {

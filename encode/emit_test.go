@@ -43,22 +43,22 @@ func numbers(v any) any {
 	return v
 }
 
-// checkEmit fails when emitYAML writes obj otherwise than yaml.v2 does,
+// checkEmit fails when appendYAML writes obj otherwise than yaml.v2 does,
 // or writes a document that does not read back as obj (validate-yaml
 // accepts the emitter's documents without parsing them); it returns
-// whether emitYAML wrote it.
+// whether appendYAML wrote it.
 func checkEmit(t *testing.T, obj map[string]any) bool {
 	t.Helper()
 	want, err := goyaml.Marshal(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, ok := emitYAML(obj)
+	got, ok := appendYAML(nil, obj)
 	if !ok {
 		return false
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("emitYAML differs from yaml.v2:\n--- yaml.v2\n%s\n--- emitYAML\n%s", want, got)
+		t.Fatalf("appendYAML differs from yaml.v2:\n--- yaml.v2\n%s\n--- appendYAML\n%s", want, got)
 	}
 	var parsed map[string]any
 	if err := goyaml.Unmarshal(got, &parsed); err != nil || Shape(parsed) != Shape(obj) {
@@ -130,9 +130,9 @@ func TestEmitWritesRealObjects(t *testing.T) {
 // BenchmarkEmit compares the emitter with yaml.v2 on a stored ConfigMap.
 func BenchmarkEmit(b *testing.B) {
 	obj := defaults().Clean(sampleObject()).Object
-	b.Run("emitYAML", func(b *testing.B) {
+	b.Run("appendYAML", func(b *testing.B) {
 		for b.Loop() {
-			if _, ok := emitYAML(obj); !ok {
+			if _, ok := appendYAML(nil, obj); !ok {
 				b.Fatal("not emitted")
 			}
 		}

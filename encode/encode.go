@@ -188,7 +188,7 @@ func (e *InvalidError) Unwrap() error { return e.Err }
 // the same place and appears nowhere else in the document, and the
 // placeholder is then written back as "<<", quoted.
 //
-// emitted says the emitter wrote the document (see emitYAML), into
+// emitted says the emitter wrote the document (see appendYAML), into
 // scratch's storage when it is given.
 func marshalYAML(scratch []byte, obj map[string]any) (body []byte, emitted bool, err error) {
 	if scratch == nil {

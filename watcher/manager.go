@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
@@ -53,7 +52,7 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 
 // Manager runs one dynamic informer per selected resource type.
 type Manager struct {
-	dyn     dynamic.Interface
+	dyn     *Client
 	disc    discovery.DiscoveryInterface
 	queue   Queue
 	log     *zap.Logger
@@ -106,7 +105,7 @@ type informer struct {
 }
 
 // New returns a Manager; Start begins watching.
-func New(dyn dynamic.Interface, disc discovery.DiscoveryInterface, queue Queue, opts Options, log *zap.Logger, m *metrics.Metrics) *Manager {
+func New(dyn *Client, disc discovery.DiscoveryInterface, queue Queue, opts Options, log *zap.Logger, m *metrics.Metrics) *Manager {
 	if opts.Rediscover <= 0 {
 		opts.Rediscover = time.Minute
 	}
@@ -406,12 +405,8 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 	selector := serverSelector(rules)
 	tweak := func(o *metav1.ListOptions) { o.LabelSelector = selector }
 	transform := m.transform(w, rules)
-	if c, ok := m.dyn.(*Client); ok {
-		w.inf = cache.NewSharedIndexInformerWithOptions(c.listWatch(w.gvr, w.res.Kind, tweak, transform), &unstructured.Unstructured{},
-			cache.SharedIndexInformerOptions{ObjectDescription: w.gvr.String()})
-	} else {
-		w.inf = dynamicinformer.NewFilteredDynamicInformer(m.dyn, w.gvr, metav1.NamespaceAll, 0, cache.Indexers{}, tweak).Informer()
-	}
+	w.inf = cache.NewSharedIndexInformerWithOptions(m.dyn.listWatch(w.gvr, w.res.Kind, tweak, transform), &unstructured.Unstructured{},
+		cache.SharedIndexInformerOptions{ObjectDescription: w.gvr.String()})
 	_ = w.inf.SetTransform(transform)
 	gr := groupResource(w.res)
 	_ = w.inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
