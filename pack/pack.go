@@ -8,9 +8,16 @@
 // written, an altered file, a damaged pack, a store whose ETags are not
 // MD5s) is read from its own key as before.
 //
-// Format: the line "cluster-backup pack 1", then one record per document:
-// its key, the six fields of its stored metadata (object.Meta) and the
-// stored bytes as one zstd frame, each a uvarint length and the bytes.
+// Format: the line "cluster-backup pack 2", then records of nine fields,
+// each a uvarint length and the bytes. A document's record holds its key,
+// the six fields of its stored metadata (object.Meta), the number of the
+// dictionary its frame was compressed against (empty for none) and the
+// frame (see Frame). A record with an empty key defines the next
+// dictionary, numbered from 1, in its last field; its other fields are
+// empty. It comes before the first frame that uses it. Packs of the first
+// format ("cluster-backup pack 1": eight fields, no dictionaries, each
+// frame one zstd frame) are still read, for restores to a time they were
+// written at.
 package pack
 
 import (
@@ -22,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -29,7 +37,10 @@ import (
 	"github.com/cluster-backup/cluster-backup/object"
 )
 
-const magic = "cluster-backup pack 1\n"
+const (
+	magic   = "cluster-backup pack 2\n"
+	magicV1 = "cluster-backup pack 1\n"
+)
 
 // Limits of one record, so that a damaged pack cannot make a reader
 // allocate without bound.
@@ -44,14 +55,16 @@ var ErrDamaged = errors.New("the restore pack is damaged")
 // Entry is one document of a pack.
 type Entry struct {
 	Meta  object.Meta
-	Frame []byte // the stored bytes, one zstd frame
+	Frame Frame
+	zstd  bool // a pack of the first format: Frame.Bytes is a zstd frame
 }
 
 // Writer writes a pack record by record.
 type Writer struct {
-	w   *bufio.Writer
-	n   int
-	err error
+	w     *bufio.Writer
+	n     int
+	dicts map[*Dict]int // the dictionaries written, by number
+	err   error
 }
 
 // NewWriter starts a pack on w.
@@ -62,17 +75,36 @@ func NewWriter(w io.Writer) *Writer {
 }
 
 // Add appends one document: its key, the metadata it is stored with, and
-// its stored bytes as one zstd frame.
-func (p *Writer) Add(key string, meta object.Meta, frame []byte) error {
-	p.field([]byte(key))
-	for _, f := range metaFields(meta) {
-		p.field([]byte(f))
+// its stored bytes compressed (after the dictionary of the frame, the first
+// time it is used).
+func (p *Writer) Add(key string, meta object.Meta, frame Frame) error {
+	dict := ""
+	if frame.Dict != nil {
+		n, ok := p.dicts[frame.Dict]
+		if !ok {
+			if p.dicts == nil {
+				p.dicts = map[*Dict]int{}
+			}
+			n = len(p.dicts) + 1
+			p.dicts[frame.Dict] = n
+			p.record("", object.Meta{}, "", frame.Dict.bytes())
+		}
+		dict = strconv.Itoa(n)
 	}
-	p.field(frame)
+	p.record(key, meta, dict, frame.Bytes)
 	if p.err == nil {
 		p.n++
 	}
 	return p.err
+}
+
+func (p *Writer) record(key string, meta object.Meta, dict string, last []byte) {
+	p.field([]byte(key))
+	for _, f := range metaFields(meta) {
+		p.field([]byte(f))
+	}
+	p.field([]byte(dict))
+	p.field(last)
 }
 
 func (p *Writer) field(b []byte) {
@@ -107,21 +139,46 @@ func metaFields(m object.Meta) []string {
 func Load(r io.Reader, want func(key string) bool) (map[string]Entry, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head := make([]byte, len(magic))
-	if _, err := io.ReadFull(br, head); err != nil || string(head) != magic {
+	if _, err := io.ReadFull(br, head); err != nil || (string(head) != magic && string(head) != magicV1) {
 		return nil, fmt.Errorf("%w: it does not start with %q", ErrDamaged, strings.TrimSpace(magic))
 	}
+	v1 := string(head) == magicV1
+	var dicts []*Dict
 	out := map[string]Entry{}
+	damaged := func(err error) (map[string]Entry, error) {
+		return out, fmt.Errorf("%w: record %d: %w", ErrDamaged, len(out)+len(dicts)+1, err)
+	}
 	for {
-		var f [8][]byte // key, metaFields, frame
-		for i := range f {
-			b, err := readField(br, i == len(f)-1)
+		var f [9][]byte // key, metaFields, dictionary, frame
+		fields := f[:]
+		if v1 {
+			fields = f[:8] // no dictionary: the frame is f[7]
+		}
+		for i := range fields {
+			b, err := readField(br, i == len(fields)-1)
 			if errors.Is(err, io.EOF) && i == 0 {
 				return out, nil
 			}
 			if err != nil {
-				return out, fmt.Errorf("%w: record %d: %w", ErrDamaged, len(out)+1, err)
+				return damaged(err)
 			}
-			f[i] = b
+			fields[i] = b
+		}
+		frame := Frame{Bytes: fields[len(fields)-1]}
+		if !v1 && len(f[0]) == 0 {
+			d, err := loadDict(frame.Bytes)
+			if err != nil {
+				return damaged(err)
+			}
+			dicts = append(dicts, d)
+			continue
+		}
+		if !v1 && len(f[7]) > 0 {
+			n, err := strconv.Atoi(string(f[7]))
+			if err != nil || n < 1 || n > len(dicts) {
+				return damaged(fmt.Errorf("dictionary %q is not defined", f[7]))
+			}
+			frame.Dict = dicts[n-1]
 		}
 		if key := string(f[0]); want(key) {
 			out[key] = Entry{
@@ -129,7 +186,8 @@ func Load(r io.Reader, want func(key string) bool) (map[string]Entry, error) {
 					ResourceVersion: string(f[1]), UID: string(f[2]), APIVersion: string(f[3]),
 					SHA256: string(f[4]), HMAC: string(f[5]), ClusterUID: string(f[6]),
 				},
-				Frame: f[7],
+				Frame: frame,
+				zstd:  v1,
 			}
 		}
 	}
@@ -161,7 +219,8 @@ func readField(br *bufio.Reader, frame bool) ([]byte, error) {
 // ErrMismatch marks an entry that is not the version a reader chose.
 var ErrMismatch = errors.New("the restore pack holds another version")
 
-// decoder decompresses entries; it is safe for concurrent use.
+// decoder decompresses the entries of packs of the first format; it is
+// safe for concurrent use.
 var decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxFrame))
 
 // Body is the entry's stored bytes if they are those of version v: the
@@ -175,7 +234,13 @@ func (e Entry) Body(v object.Version) ([]byte, error) {
 		// store that keeps none): nothing binds the entry to v.
 		return nil, fmt.Errorf("%s: %w: the store reports no MD5 of it", v.Key, ErrMismatch)
 	}
-	body, err := decoder.DecodeAll(e.Frame, make([]byte, 0, max(v.Size, 0)))
+	var body []byte
+	var err error
+	if e.zstd {
+		body, err = decoder.DecodeAll(e.Frame.Bytes, make([]byte, 0, max(v.Size, 0)))
+	} else {
+		body, err = e.Frame.Decompress()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", v.Key, ErrDamaged, err)
 	}
@@ -215,7 +280,7 @@ type Stats struct {
 }
 
 // Save streams a pack to key in s. each calls add once per document.
-func Save(ctx context.Context, s Streamer, key string, each func(add func(key string, meta object.Meta, frame []byte) error) error) (Stats, error) {
+func Save(ctx context.Context, s Streamer, key string, each func(add func(key string, meta object.Meta, frame Frame) error) error) (Stats, error) {
 	pr, pw := io.Pipe()
 	var st Stats
 	done := make(chan struct{})

@@ -2,8 +2,10 @@ package pack
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -12,6 +14,10 @@ import (
 )
 
 var encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+
+// Two dictionaries, as two types would have: documents go against the
+// first, the second or none in turn.
+var testDicts = []*Dict{NewDict(docs(1)[0].body), NewDict(append(docs(1)[0].body, "# another type\n"...)), nil}
 
 type doc struct {
 	key  string
@@ -36,8 +42,8 @@ func write(t *testing.T, ds []doc) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w := NewWriter(&buf)
-	for _, d := range ds {
-		if err := w.Add(d.key, d.meta, encoder.EncodeAll(d.body, nil)); err != nil {
+	for i, d := range ds {
+		if err := w.Add(d.key, d.meta, Compress(nil, d.body, testDicts[i%len(testDicts)])); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -46,6 +52,25 @@ func write(t *testing.T, ds []doc) []byte {
 	}
 	if w.Len() != len(ds) {
 		t.Fatalf("Len = %d, want %d", w.Len(), len(ds))
+	}
+	return buf.Bytes()
+}
+
+// writeV1 writes a pack of the first format: eight fields per record, each
+// frame one zstd frame.
+func writeV1(ds []doc) []byte {
+	var buf bytes.Buffer
+	buf.WriteString(magicV1)
+	field := func(b []byte) {
+		buf.Write(binary.AppendUvarint(nil, uint64(len(b))))
+		buf.Write(b)
+	}
+	for _, d := range ds {
+		field([]byte(d.key))
+		for _, f := range metaFields(d.meta) {
+			field([]byte(f))
+		}
+		field(encoder.EncodeAll(d.body, nil))
 	}
 	return buf.Bytes()
 }
@@ -74,6 +99,55 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil || !bytes.Equal(body, d.body) {
 			t.Errorf("%s: Body = %q, %v; want the stored bytes", d.key, body, err)
 		}
+	}
+}
+
+func TestFirstFormatIsRead(t *testing.T) {
+	ds := docs(20)
+	entries, err := Load(bytes.NewReader(writeV1(ds)), all)
+	if err != nil || len(entries) != len(ds) {
+		t.Fatalf("loaded %d entries, %v; want %d", len(entries), err, len(ds))
+	}
+	for _, d := range ds {
+		body, err := entries[d.key].Body(version(d))
+		if err != nil || !bytes.Equal(body, d.body) || entries[d.key].Meta != d.meta {
+			t.Errorf("%s: Body = %q, %v; want the stored bytes", d.key, body, err)
+		}
+	}
+}
+
+func TestEachDictionaryIsWrittenOnce(t *testing.T) {
+	ds := docs(30)
+	packed := write(t, ds)
+	// A dictionary record is an empty key followed by six empty fields
+	// and an empty dictionary number.
+	if n := bytes.Count(packed, []byte{0, 0, 0, 0, 0, 0, 0, 0}); n != 2 {
+		t.Errorf("%d dictionary records, want 2", n)
+	}
+	var plain bytes.Buffer
+	w := NewWriter(&plain)
+	for _, d := range ds {
+		_ = w.Add(d.key, d.meta, Compress(nil, d.body, nil))
+	}
+	_ = w.Close()
+	t.Logf("30 small documents: %d bytes with dictionaries, %d without", len(packed), plain.Len())
+}
+
+func TestUndefinedDictionaryIsDamage(t *testing.T) {
+	ds := docs(2)
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	_ = w.Add(ds[0].key, ds[0].meta, Compress(nil, ds[0].body, nil))
+	_ = w.Close()
+	// The same record, naming dictionary 1, which no record defines.
+	rec := buf.Bytes()[len(magic):]
+	i := bytes.LastIndex(rec, []byte("cluster-uid")) + len("cluster-uid")
+	bad := append([]byte(magic), rec[:i]...)
+	bad = append(bad, 1, '1')
+	bad = append(bad, rec[i+1:]...)
+	got, err := Load(bytes.NewReader(bad), all)
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), `dictionary "1" is not defined`) || len(got) != 0 {
+		t.Errorf("an undefined dictionary: %d entries, %v; want ErrDamaged", len(got), err)
 	}
 }
 
@@ -136,16 +210,27 @@ func TestBodyRefusesAlteredEntries(t *testing.T) {
 	if _, err := e[d.key].Body(version(d)); !errors.Is(err, ErrMismatch) {
 		t.Errorf("wrong sha256: %v, want ErrMismatch", err)
 	}
-	// A frame that is not zstd.
-	var buf bytes.Buffer
-	w := NewWriter(&buf)
-	_ = w.Add(d.key, d.meta, []byte("not zstd"))
-	_ = w.Close()
-	if e, err = Load(&buf, all); err != nil {
+	// Frames that do not decompress, on their own, against a dictionary
+	// and in a pack of the first format.
+	for _, dict := range []*Dict{nil, testDicts[0]} {
+		var buf bytes.Buffer
+		w := NewWriter(&buf)
+		_ = w.Add(d.key, d.meta, Frame{Bytes: []byte("\xff\xff\xff\xff\x0fnot a frame"), Dict: dict})
+		_ = w.Close()
+		if e, err = Load(&buf, all); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e[d.key].Body(version(d)); !errors.Is(err, ErrDamaged) {
+			t.Errorf("not a frame (dictionary %v): %v, want ErrDamaged", dict != nil, err)
+		}
+	}
+	v1 := writeV1([]doc{d})
+	v1 = append(v1[:len(v1)-4], "nope"...)
+	if e, err = Load(bytes.NewReader(v1), all); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e[d.key].Body(version(d)); !errors.Is(err, ErrDamaged) {
-		t.Errorf("not zstd: %v, want ErrDamaged", err)
+		t.Errorf("not a zstd frame: %v, want ErrDamaged", err)
 	}
 }
 
@@ -170,11 +255,29 @@ func TestLoadDamagedPacks(t *testing.T) {
 
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(magic))
-	f.Add([]byte(magic + "\x01k\x00\x00\x00\x00\x00\x00\x03abc"))
+	f.Add([]byte(magic + "\x01k\x00\x00\x00\x00\x00\x00\x00\x04\x03abc"))
+	f.Add([]byte(magicV1 + "\x01k\x00\x00\x00\x00\x00\x00\x03abc"))
+	f.Add(write(&testing.T{}, docs(3)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		entries, _ := Load(bytes.NewReader(b), all)
 		for k, e := range entries {
 			_, _ = e.Body(object.Version{Key: k, Size: 3, ETag: object.ETag([]byte("abc"))})
 		}
 	})
+}
+
+func TestDictionaryOwnsItsSample(t *testing.T) {
+	d := docs(2)
+	sample := bytes.Clone(d[0].body)
+	dict := NewDict(sample)
+	frame := Compress(nil, d[1].body, dict)
+	for i := range sample {
+		sample[i] = 'x' // the caller reuses its buffer
+	}
+	if body, err := frame.Decompress(); err != nil || !bytes.Equal(body, d[1].body) {
+		t.Errorf("after the sample's buffer was reused: %q, %v", body, err)
+	}
+	if NewDict([]byte("too short")) != nil {
+		t.Error("a dictionary of 9 bytes")
+	}
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/pack"
 )
@@ -28,7 +26,7 @@ func (c *countingReader) Get(ctx context.Context, key, id string) ([]byte, objec
 func TestPackServesTheChosenVersions(t *testing.T) {
 	layout := object.Layout{Prefix: "clusterbackup", Cluster: "east"}
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	enc, _ := zstd.NewWriter(nil)
+	dict := pack.NewDict([]byte("kind: ConfigMap\nmetadata:\n  name: cm-dictionary-sample\n  namespace: a\n"))
 	r := &countingReader{memReader: memReader{bodies: map[string]string{}, metas: map[string]object.Meta{}}}
 	put := func(key, id, body string, at time.Time) {
 		r.versions = append([]object.Version{{Key: key, ID: id, Time: at, Size: int64(len(body)), ETag: object.ETag([]byte(body))}}, r.versions...)
@@ -42,7 +40,7 @@ func TestPackServesTheChosenVersions(t *testing.T) {
 		key := layout.Key(object.Ref{Resource: "configmaps", Namespace: "a", Name: fmt.Sprint("cm-", i)})
 		body := fmt.Sprintf("kind: ConfigMap\nmetadata:\n  name: cm-%d\n", i)
 		put(key, "1", body, t0)
-		if err := w.Add(key, r.metas[key+"@1"], enc.EncodeAll([]byte(body), nil)); err != nil {
+		if err := w.Add(key, r.metas[key+"@1"], pack.Compress(nil, []byte(body), dict)); err != nil {
 			t.Fatal(err)
 		}
 	}

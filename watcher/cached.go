@@ -7,7 +7,8 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
+	"sync/atomic"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -16,18 +17,20 @@ import (
 	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/pack"
 )
 
 // cached is what the informer caches hold for each object: the metadata the
 // filters read (names, owner references, labels when a label selector is
 // set, the annotations the annotation selector looks at) and the document
-// already cleaned and encoded for the store, zstd-compressed at its fastest
-// level (YAML of Kubernetes objects shrinks 2-4x). The decoded object is
-// dropped as soon as it arrives, so the caches hold a fraction of a tree of
-// maps, and a snapshot pass compares hashes without encoding anything.
+// already cleaned and encoded for the store, compressed (pack.Frame: YAML
+// of Kubernetes objects shrinks 2-4x, and further against a dictionary of
+// its type). The decoded object is dropped as soon as it arrives, so the
+// caches hold a fraction of a tree of maps, and a snapshot pass compares
+// hashes without encoding anything.
 type cached struct {
 	cachedMeta
-	packed []byte            // zstd-compressed document
+	packed pack.Frame        // the compressed document
 	sum    [sha256.Size]byte // the document's fingerprint (encode.Encoded.Digest)
 	keyed  bool              // sum is the keyed digest of an encrypted document
 	// emitted and shape are what validate-yaml needs
@@ -57,7 +60,7 @@ func (c *cached) document(apiVersion string) (object.Document, error) {
 	if c.err != nil {
 		return object.Document{}, c.err
 	}
-	body, err := decoder.DecodeAll(c.packed, nil)
+	body, err := c.packed.Decompress()
 	if err != nil {
 		return object.Document{}, &encode.InvalidError{Reason: encode.ReasonInvalid, Err: err}
 	}
@@ -70,7 +73,7 @@ func (c *cached) meta(apiVersion string) (object.Meta, error) {
 	var body []byte
 	if c.keyed {
 		var err error
-		if body, err = decoder.DecodeAll(c.packed, nil); err != nil {
+		if body, err = c.packed.Decompress(); err != nil {
 			return object.Meta{}, err
 		}
 	}
@@ -95,12 +98,31 @@ func (c *cached) metaOf(apiVersion string, body []byte) object.Meta {
 // sumHex is the document's fingerprint as the store's metadata spells it.
 func (c *cached) sumHex() string { return hex.EncodeToString(c.sum[:]) }
 
-// One encoder and one decoder serve every cache; both are safe for
-// concurrent use. Documents are small: a 128 KiB window covers them.
-var (
-	encoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(128<<10), zstd.WithEncoderConcurrency(2))
-	decoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderLowmem(true))
-)
+// dictionary is the compression dictionary of one informer's documents,
+// made of the dictAfter-th document it compacts: a type with fewer objects
+// costs no dictionary (one takes up to 64 KiB). It never changes once made,
+// and every document compressed after that uses it. Encrypted documents
+// neither use nor make one: ciphertext has nothing in common with other
+// ciphertext.
+type dictionary struct {
+	seen atomic.Int64
+	dict atomic.Pointer[pack.Dict]
+}
+
+const dictAfter = 64
+
+func (d *dictionary) of(doc []byte, encrypted bool) *pack.Dict {
+	if d == nil || encrypted {
+		return nil
+	}
+	if dict := d.dict.Load(); dict != nil {
+		return dict
+	}
+	if d.seen.Add(1) >= dictAfter {
+		d.dict.CompareAndSwap(nil, pack.NewDict(doc))
+	}
+	return d.dict.Load()
+}
 
 // scratch holds the buffers compact writes a document and its compressed
 // copy into; they are reused for the next object.
@@ -120,9 +142,10 @@ func (s *scratch) release() {
 	scratchBuffers.Put(s)
 }
 
-// compact turns a decoded object into its cached form under rules. It is the
-// informers' transform: it runs before an object enters a cache.
-func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter) func(any) (any, error) {
+// compact turns a decoded object into its cached form under rules,
+// compressing documents against dict's dictionary (nil: each on its own).
+// It is the informers' transform: it runs before an object enters a cache.
+func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter, dict *dictionary) func(any) (any, error) {
 	keepLabels := rules.SelectsLabels()
 	encoding := EncodeOptions(rules, enc)
 	return func(obj any) (any, error) {
@@ -162,8 +185,9 @@ func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter
 		if err == nil {
 			c.sum, c.keyed, c.emitted, c.shape = enc.Digest, enc.Keyed, enc.Emitted, enc.Shape
 			s.doc = enc.Body
-			s.packed = encoder.EncodeAll(enc.Body, s.packed[:0])
-			c.packed = bytes.Clone(s.packed)
+			frame := pack.Compress(s.packed, enc.Body, dict.of(enc.Body, enc.Keyed))
+			s.packed = frame.Bytes
+			c.packed = pack.Frame{Bytes: bytes.Clone(frame.Bytes), Dict: frame.Dict}
 		} else if !errors.Is(c.err, encode.ErrInvalid) {
 			c.err = &encode.InvalidError{Reason: encode.ReasonInvalid, Err: c.err}
 		}

@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"unsafe"
 
@@ -9,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/cluster-backup/cluster-backup/encode"
@@ -47,7 +49,7 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := enc.Body
-	out, err := compact(rules, []string{"backup.io/skip"}, nil)(deployment())
+	out, err := compact(rules, []string{"backup.io/skip"}, nil, nil)(deployment())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,16 +67,16 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	if c.GetLabels() != nil || len(c.GetAnnotations()) != 1 || c.GetAnnotations()["backup.io/skip"] != "false" {
 		t.Errorf("labels %v annotations %v: want no labels (no label selector) and the selector's annotation", c.GetLabels(), c.GetAnnotations())
 	}
-	if len(c.packed) >= len(want) {
-		t.Errorf("compressed %d bytes of %d", len(c.packed), len(want))
+	if len(c.packed.Bytes) >= len(want) {
+		t.Errorf("compressed %d bytes of %d", len(c.packed.Bytes), len(want))
 	}
-	t.Logf("document %d bytes, cached compressed %d bytes", len(want), len(c.packed))
-	if again, _ := compact(rules, nil, nil)(c); again != c {
+	t.Logf("document %d bytes, cached compressed %d bytes", len(want), len(c.packed.Bytes))
+	if again, _ := compact(rules, nil, nil, nil)(c); again != c {
 		t.Error("compact is not idempotent on a cached object")
 	}
 	// With a label selector, labels are kept for it.
 	rules.LabelSelector = labels.SelectorFromSet(labels.Set{"app": "web"})
-	out, _ = compact(rules, nil, nil)(deployment())
+	out, _ = compact(rules, nil, nil, nil)(deployment())
 	c = out.(*cached)
 	if c.GetLabels()["app"] != "web" {
 		t.Errorf("labels %v with a label selector", c.GetLabels())
@@ -87,7 +89,7 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	rules.LabelSelector = labels.Everything()
 
 	rules.MaxResourceSize = 10
-	out, _ = compact(rules, nil, nil)(deployment())
+	out, _ = compact(rules, nil, nil, nil)(deployment())
 	if _, err := out.(*cached).document("apps/v1"); !errors.Is(err, encode.ErrInvalid) {
 		t.Errorf("oversized object: %v", err)
 	}
@@ -97,7 +99,7 @@ func TestCachedMetaIsWhatInformersRead(t *testing.T) {
 	controller := true
 	u := deployment()
 	u.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "v1", Kind: "X", Name: "owner", UID: "o-1", Controller: &controller}})
-	out, err := compact(filter.DefaultRules(), nil, nil)(u)
+	out, err := compact(filter.DefaultRules(), nil, nil, nil)(u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +122,71 @@ func TestCachedMetaIsWhatInformersRead(t *testing.T) {
 		t.Error("DeepCopyObject shares owner references")
 	}
 	// The caches hold one of these for every object of the cluster.
-	if size := unsafe.Sizeof(cached{}); size > 192 {
+	if size := unsafe.Sizeof(cached{}); size > 208 {
 		t.Errorf("a cached object takes %d bytes before its document", size)
+	}
+}
+
+func TestDocumentsOfManyObjectsShareADictionary(t *testing.T) {
+	rules := filter.DefaultRules()
+	var dict dictionary
+	transform := compact(rules, nil, nil, &dict)
+	var alone, against int
+	var all []*cached
+	var wants [][]byte
+	for i := range 3 * dictAfter {
+		u := deployment()
+		u.SetName(fmt.Sprintf("web-%d", i))
+		u.SetUID(types.UID(fmt.Sprintf("u-%d", i)))
+		want, err := EncodeOptions(rules, nil).Encode(u.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := transform(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := out.(*cached)
+		// The first documents of a type are compressed on their own;
+		// from the dictAfter-th on, against one dictionary.
+		if (i+1 < dictAfter) != (c.packed.Dict == nil) {
+			t.Fatalf("document %d: dictionary %v", i, c.packed.Dict != nil)
+		}
+		if c.packed.Dict != nil && c.packed.Dict != dict.dict.Load() {
+			t.Fatalf("document %d: another dictionary", i)
+		}
+		all = append(all, c)
+		wants = append(wants, want.Body)
+		if i < dictAfter-1 {
+			alone += len(c.packed.Bytes)
+		} else if i >= 2*dictAfter {
+			against += len(c.packed.Bytes)
+		}
+	}
+	// Every document reads back, read after all were compressed: the
+	// dictionary does not share the buffers compact reuses.
+	for i, c := range all {
+		doc, err := c.document("apps/v1")
+		if err != nil || string(doc.Body) != string(wants[i]) {
+			t.Fatalf("document %d: %v\n%s\nwant\n%s", i, err, doc.Body, wants[i])
+		}
+	}
+	// The documents differ in their names only: against the dictionary
+	// they are a handful of matches.
+	if against*4 > alone {
+		t.Errorf("%d bytes against the dictionary, %d alone", against, alone)
+	}
+	t.Logf("%d documents: %d bytes on their own, %d against the dictionary", dictAfter-1, alone, against)
+
+	// Encrypted documents use none, and make none: ciphertext shares
+	// nothing with other ciphertext.
+	var secrets dictionary
+	for range 2 * dictAfter {
+		if secrets.of(all[0].packed.Bytes, true) != nil {
+			t.Fatal("an encrypted document is compressed against a dictionary")
+		}
+	}
+	if secrets.dict.Load() != nil || secrets.seen.Load() != 0 {
+		t.Error("encrypted documents made a dictionary")
 	}
 }

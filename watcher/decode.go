@@ -22,15 +22,28 @@ import (
 func decodeJSONObject(data []byte) (map[string]any, bool) {
 	d := jsonDecoder{data: data}
 	d.space()
-	if d.off >= len(d.data) || d.data[d.off] != '{' {
-		return nil, false
-	}
-	m, ok := d.object(0)
+	m, n, ok := decodeJSONObjectPrefix(data[d.off:])
 	if !ok {
 		return nil, false
 	}
+	d.off += n
 	d.space()
 	return m, d.off == len(d.data)
+}
+
+// decodeJSONObjectPrefix decodes the object data starts with ('{' first)
+// and says how many bytes it took; what follows is not read. ok is false
+// as for decodeJSONObject, and when data ends before the object does.
+func decodeJSONObjectPrefix(data []byte) (map[string]any, int, bool) {
+	if len(data) == 0 || data[0] != '{' {
+		return nil, 0, false
+	}
+	d := jsonDecoder{data: data}
+	m, ok := d.object(0)
+	if !ok {
+		return nil, 0, false
+	}
+	return m, d.off, true
 }
 
 // maxDepth bounds the nesting the fast path follows; deeper documents go to

@@ -189,11 +189,7 @@ func (l *listReader) items() ([]runtime.Object, error) {
 	}
 	for {
 		l.off--
-		raw, err := l.value()
-		if err != nil {
-			return nil, err
-		}
-		obj, err := l.item(raw)
+		obj, err := l.nextItem()
 		if err != nil {
 			return nil, err
 		}
@@ -210,8 +206,24 @@ func (l *listReader) items() ([]runtime.Object, error) {
 	}
 }
 
-// item decodes one item as a watch event's object is decoded, with the
-// list's type when it carries none, and hands it over.
+// nextItem reads the item at off. An item that lies whole in the buffer,
+// as most do, is decoded where it lies in one pass. One cut short by the
+// buffer's end, or one the one-pass decoder declines, is first found whole
+// (value, reading on) and then decoded (item).
+func (l *listReader) nextItem() (runtime.Object, error) {
+	if m, n, ok := decodeJSONObjectPrefix(l.buf[l.off:]); ok {
+		l.off += n
+		return l.hand(m)
+	}
+	raw, err := l.value()
+	if err != nil {
+		return nil, err
+	}
+	return l.item(raw)
+}
+
+// item decodes one item as a watch event's object is decoded and hands it
+// over.
 func (l *listReader) item(raw []byte) (runtime.Object, error) {
 	m, ok := decodeJSONObject(raw)
 	if !ok {
@@ -222,6 +234,12 @@ func (l *listReader) item(raw []byte) (runtime.Object, error) {
 			return nil, errMalformed
 		}
 	}
+	return l.hand(m)
+}
+
+// hand completes a decoded item with the list's type when it carries none,
+// and hands it over.
+func (l *listReader) hand(m map[string]any) (runtime.Object, error) {
 	u := &unstructured.Unstructured{Object: m}
 	if u.GetKind() == "" {
 		u.SetKind(l.kind)

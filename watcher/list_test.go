@@ -2,10 +2,10 @@ package watcher
 
 import (
 	"errors"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
-	"testing/iotest"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -34,14 +34,16 @@ func TestListReaderMatchesTheStockDecoder(t *testing.T) {
 		if err := want.UnmarshalJSON([]byte(tc.body)); err != nil {
 			t.Fatalf("%s: stock decoder: %v", name, err)
 		}
-		for _, oneByte := range []bool{false, true} {
+		// Whole, one byte per read, and in reads that cut items at every
+		// other place: an item cut by the buffer's end is read on.
+		for _, chunk := range []int{0, 1, 7, 50} {
 			var got []*unstructured.Unstructured
 			r := listReader{r: strings.NewReader(tc.body), kind: tc.kind, apiVersion: tc.apiVersion, each: func(obj any) (any, error) {
 				got = append(got, obj.(*unstructured.Unstructured))
 				return obj, nil
 			}}
-			if oneByte {
-				r.r = iotest.OneByteReader(r.r)
+			if chunk > 0 {
+				r.r = chunkReader{r.r, chunk}
 			}
 			list, err := r.read()
 			if err != nil {
@@ -61,6 +63,14 @@ func TestListReaderMatchesTheStockDecoder(t *testing.T) {
 		}
 	}
 }
+
+// chunkReader returns at most n bytes per read.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
 
 func TestListReaderRefusesWhatIsNotAList(t *testing.T) {
 	each := func(obj any) (any, error) { return obj, nil }

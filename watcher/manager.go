@@ -26,6 +26,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/pack"
 )
 
 // Queue receives every change the informers see.
@@ -95,6 +96,7 @@ type informer struct {
 	denied     atomic.Bool
 	failures   atomic.Int64 // list errors before its first complete list
 	passed     atomic.Bool  // a snapshot pass has visited its complete cache
+	dict       dictionary   // its documents are compressed against
 
 	// While the first list streams in, the objects already transformed
 	// wait in the reflector's own store, out of reach of the cache: they
@@ -487,7 +489,7 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 // rather than after it. With follow-owner-references objects wait for the
 // pass after the sync, because an owner may not be cached yet.
 func (m *Manager) transform(w *informer, rules filter.Rules) cache.TransformFunc {
-	compactObject := compact(rules, rules.AnnotationKeys(), m.opts.Encrypter)
+	compactObject := compact(rules, rules.AnnotationKeys(), m.opts.Encrypter, &w.dict)
 	stream := !rules.FollowOwnerReferences
 	return func(obj any) (any, error) {
 		out, err := compactObject(obj)
@@ -731,11 +733,11 @@ func (m *Manager) completeInformers() ([]*informer, filter.Rules) {
 
 // EachStored calls visit for every object of the complete caches that the
 // rules keep and that can be stored, with the metadata its document is
-// stored with and the document as the caches hold it: one zstd frame (the
+// stored with and the document as the caches hold it, compressed (the
 // restore pack copies it as is). Cluster-scoped types come first, as in a
 // restore's first waves, so that a pack cut short still holds them. An
 // error of visit ends the walk.
-func (m *Manager) EachStored(visit func(ref object.Ref, meta object.Meta, frame []byte) error) error {
+func (m *Manager) EachStored(visit func(ref object.Ref, meta object.Meta, frame pack.Frame) error) error {
 	complete, rules := m.completeInformers()
 	for _, inf := range complete {
 		for _, item := range inf.inf.GetStore().List() {

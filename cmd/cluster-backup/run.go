@@ -602,8 +602,8 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 	}
 	layout, uid := a.layout(), p.writer.ClusterUID()
 	start := time.Now()
-	st, err := pack.Save(ctx, streamer, layout.PackKey(), func(add func(string, object.Meta, []byte) error) error {
-		return p.manager.EachStored(func(ref object.Ref, meta object.Meta, frame []byte) error {
+	st, err := pack.Save(ctx, streamer, layout.PackKey(), func(add func(string, object.Meta, pack.Frame) error) error {
+		return p.manager.EachStored(func(ref object.Ref, meta object.Meta, frame pack.Frame) error {
 			key := layout.Key(ref)
 			if !p.writer.Stores(key, meta.Fingerprint()) {
 				return nil // not written yet: read from its key
