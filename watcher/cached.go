@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"sync"
-
 	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -100,7 +99,7 @@ func (c *cached) sumHex() string { return hex.EncodeToString(c.sum[:]) }
 
 // dictionary is the compression dictionary of one informer's documents,
 // made of the dictAfter-th document it compacts: a type with fewer objects
-// costs no dictionary (one takes up to 64 KiB). It never changes once made,
+// costs no dictionary (one takes up to 48 KiB). It never changes once made,
 // and every document compressed after that uses it. Encrypted documents
 // neither use nor make one: ciphertext has nothing in common with other
 // ciphertext.
