@@ -55,8 +55,8 @@ var ErrDamaged = errors.New("the restore pack is damaged")
 // Entry is one document of a pack.
 type Entry struct {
 	Meta  object.Meta
-	Frame Frame
-	zstd  bool // a pack of the first format: Frame.Bytes is a zstd frame
+	frame Frame // read through Body, which knows the format
+	zstd  bool  // a pack of the first format: frame.Bytes is a zstd frame
 }
 
 // Writer writes a pack record by record.
@@ -186,7 +186,7 @@ func Load(r io.Reader, want func(key string) bool) (map[string]Entry, error) {
 					ResourceVersion: string(f[1]), UID: string(f[2]), APIVersion: string(f[3]),
 					SHA256: string(f[4]), HMAC: string(f[5]), ClusterUID: string(f[6]),
 				},
-				Frame: frame,
+				frame: frame,
 				zstd:  v1,
 			}
 		}
@@ -237,9 +237,9 @@ func (e Entry) Body(v object.Version) ([]byte, error) {
 	var body []byte
 	var err error
 	if e.zstd {
-		body, err = decoder.DecodeAll(e.Frame.Bytes, make([]byte, 0, max(v.Size, 0)))
+		body, err = decoder.DecodeAll(e.frame.Bytes, make([]byte, 0, max(v.Size, 0)))
 	} else {
-		body, err = e.Frame.Decompress()
+		body, err = e.frame.Decompress()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", v.Key, ErrDamaged, err)
