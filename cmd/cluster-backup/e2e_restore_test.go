@@ -587,7 +587,7 @@ func TestRestoreIntoAFreshCluster(t *testing.T) {
 		"--exclude-namespace", "default", "--exclude-namespace", "kube-system", "--exclude-namespace", "kube-public", "--exclude-namespace", "kube-node-lease")
 	took := time.Since(start)
 	if code != 0 {
-		t.Fatalf("restore into a fresh cluster: exit %d\n%s", code, lastLines(stderr, 20))
+		t.Fatalf("restore into a fresh cluster: exit %d\n%s\n%s", code, failedLines(stderr), lastLines(stderr, 20))
 	}
 	if strings.Contains(stderr, "no matches for kind") {
 		t.Error("a custom resource was applied before its CRD was known")
@@ -603,6 +603,17 @@ func TestRestoreIntoAFreshCluster(t *testing.T) {
 	if _, err := fresh.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(bg, hook.Name, metav1.GetOptions{}); err != nil {
 		t.Errorf("the webhook was not restored: %v", err)
 	}
+}
+
+// failedLines are the report's lines of the objects a restore failed.
+func failedLines(s string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "failed ") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func lastLines(s string, n int) string {
