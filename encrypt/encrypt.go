@@ -6,7 +6,14 @@
 // bucket stays browsable and diffable, and one value decrypts with the stock
 // age tool:
 //
-//	yq -r '.data.password' secret.yaml | base64 -d | age -d -i key.txt
+//	yq -r '.data.password' secret.yaml | base64 -d | age -d -i key.txt | tail -n +2
+//
+// Each ciphertext is bound to its place: the plaintext starts with one line
+// that names the Secret's namespace and name and the value's field and key
+// (the line tail drops above), and decryption refuses a value whose line
+// names another place. A ciphertext copied into another object therefore
+// decrypts nowhere else, and only Secrets are ever decrypted: a restore is
+// no oracle for whoever can write the bucket and create an object.
 //
 // Encryption is randomised, so the stored bytes of an unchanged Secret
 // differ on every encryption. Change detection therefore compares a keyed
@@ -40,9 +47,23 @@ const Annotation = "cluster-backup.io/encryption"
 // of one age file holding the value's bytes (for data, the decoded bytes).
 const Scheme = "age/v1"
 
+// BoundScheme is Scheme with each plaintext preceded by its binding line.
+// Documents marked with Scheme alone were written before values were bound,
+// and decrypt unchecked.
+const BoundScheme = Scheme + "+bound"
+
 // envelope is Annotation's value.
-const envelope = Scheme + ": each value of data and stringData and the " + LastApplied +
-	" annotation is base64(age ciphertext); decrypt one with: base64 -d | age -d -i IDENTITY_FILE"
+const envelope = BoundScheme + ": each value of data and stringData and the " + LastApplied +
+	" annotation is base64(age ciphertext) of one line naming the value's place, then the value; decrypt one with: base64 -d | age -d -i IDENTITY_FILE | tail -n +2"
+
+// bindingPrefix starts the first line of every bound plaintext.
+const bindingPrefix = "cluster-backup.io/bound-to: "
+
+// binding is the first line of a bound plaintext: the object and the value
+// it belongs to.
+func binding(namespace, name, field, key string) string {
+	return bindingPrefix + namespace + "/" + name + " " + field + "/" + key + "\n"
+}
 
 // LastApplied is the annotation kubectl apply leaves on an object, a second
 // copy of everything the object held when it was applied.
@@ -123,7 +144,7 @@ func New(spec string, key []byte) (*Encrypter, error) {
 	if len(key) < MinKeyBytes {
 		return nil, fmt.Errorf("a key of %d bytes is too short: at least %d", len(key), MinKeyBytes)
 	}
-	ctx := Scheme + "\n" + strings.Join(names, "\n") + "\n\n"
+	ctx := BoundScheme + "\n" + strings.Join(names, "\n") + "\n\n"
 	return &Encrypter{recipients: recipients, context: []byte(ctx), key: bytes.Clone(key)}, nil
 }
 
@@ -139,9 +160,11 @@ func (e *Encrypter) Digest(plain []byte) [sha256.Size]byte {
 }
 
 // Encrypt replaces, in place, the values of obj's data and stringData and
-// its last-applied-configuration annotation with their ciphertexts, and
+// its last-applied-configuration annotation with their ciphertexts, each
+// bound to obj's namespace and name and to its own field and key, and
 // marks obj with Annotation.
 func (e *Encrypter) Encrypt(obj map[string]any) error {
+	namespace, name := placeOf(obj)
 	err := eachValue(obj, func(field, k, v string) (string, error) {
 		plain := []byte(v)
 		if field == "data" {
@@ -153,6 +176,9 @@ func (e *Encrypter) Encrypt(obj map[string]any) error {
 		var buf bytes.Buffer
 		w, err := age.Encrypt(&buf, e.recipients...)
 		if err != nil {
+			return "", err
+		}
+		if _, err := io.WriteString(w, binding(namespace, name, field, k)); err != nil {
 			return "", err
 		}
 		if _, err := w.Write(plain); err != nil {
@@ -211,33 +237,62 @@ func LoadIdentities(path string) (*Decrypter, error) {
 	return &Decrypter{identities: ids}, nil
 }
 
+// ErrNotEncryptable is an object other than a Secret that claims to hold
+// encrypted values: the service never writes one, so it is refused rather
+// than decrypted.
+var ErrNotEncryptable = errors.New("it carries the " + Annotation + " annotation, which only Secrets are stored with: refused, not decrypted")
+
+// ErrMisplaced is a ciphertext bound to another object or value than the
+// one it was found in.
+var ErrMisplaced = errors.New("the ciphertext belongs to another object or value")
+
 // Decrypt restores, in place, the values Encrypt replaced and removes
-// Annotation. A document without Annotation is left as it is. With a nil
-// Decrypter, an encrypted document is ErrNoIdentity.
+// Annotation. A document without Annotation is left as it is. Only Secrets
+// are decrypted (ErrNotEncryptable), and a value bound to another place
+// than where it was found is ErrMisplaced. With a nil Decrypter, an
+// encrypted document is ErrNoIdentity.
 func (d *Decrypter) Decrypt(obj map[string]any) error {
 	if !Encrypted(obj) {
 		return nil
 	}
+	if apiVersion, _ := obj["apiVersion"].(string); !Applies(apiVersion, stringOf(obj, "kind")) {
+		return ErrNotEncryptable
+	}
 	meta, _ := obj["metadata"].(map[string]any)
 	annotations, _ := meta["annotations"].(map[string]any)
-	if scheme, _ := annotations[Annotation].(string); !strings.HasPrefix(scheme, Scheme) {
+	scheme, _ := annotations[Annotation].(string)
+	if !strings.HasPrefix(scheme, Scheme) {
 		return fmt.Errorf("unknown encryption %q", scheme)
 	}
+	// Only documents written before values were bound may hold unbound
+	// ones; a bound line is checked whatever the envelope says, so that
+	// relabelling a document as older unlocks nothing.
+	mustBind := strings.HasPrefix(scheme, BoundScheme)
 	if d == nil {
 		return ErrNoIdentity
 	}
+	namespace, name := placeOf(obj)
 	err := eachValue(obj, func(field, k, v string) (string, error) {
 		sealed, err := base64.StdEncoding.DecodeString(v)
 		if err != nil {
-			return "", fmt.Errorf("%s: not base64: %w", name(field, k), err)
+			return "", fmt.Errorf("%s: not base64: %w", valueName(field, k), err)
 		}
 		r, err := age.Decrypt(bytes.NewReader(sealed), d.identities...)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", name(field, k), err)
+			return "", fmt.Errorf("%s: %w", valueName(field, k), err)
 		}
 		plain, err := io.ReadAll(r)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", name(field, k), err)
+			return "", fmt.Errorf("%s: %w", valueName(field, k), err)
+		}
+		if bytes.HasPrefix(plain, []byte(bindingPrefix)) {
+			want := binding(namespace, name, field, k)
+			if !bytes.HasPrefix(plain, []byte(want)) {
+				return "", fmt.Errorf("%s: %w", valueName(field, k), ErrMisplaced)
+			}
+			plain = plain[len(want):]
+		} else if mustBind {
+			return "", fmt.Errorf("%s: not bound to its object: %w", valueName(field, k), ErrMisplaced)
 		}
 		if field == "data" {
 			return base64.StdEncoding.EncodeToString(plain), nil
@@ -254,7 +309,7 @@ func (d *Decrypter) Decrypt(obj map[string]any) error {
 	return nil
 }
 
-func name(field, key string) string {
+func valueName(field, key string) string {
 	if field == "annotation" {
 		return "the " + key + " annotation"
 	}
@@ -289,6 +344,17 @@ func eachValue(obj map[string]any, f func(field, key, value string) (string, err
 		annotations[LastApplied] = out
 	}
 	return nil
+}
+
+// placeOf is obj's namespace and name.
+func placeOf(obj map[string]any) (namespace, name string) {
+	meta, _ := obj["metadata"].(map[string]any)
+	return stringOf(meta, "namespace"), stringOf(meta, "name")
+}
+
+func stringOf(m map[string]any, key string) string {
+	s, _ := m[key].(string)
+	return s
 }
 
 func sortedKeys(m map[string]any) []string {

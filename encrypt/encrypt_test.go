@@ -73,13 +73,16 @@ func TestEncryptHidesValuesAndDecryptRestoresThem(t *testing.T) {
 			t.Errorf("%q is no longer readable", readable)
 		}
 	}
-	// One value decrypts on its own, as base64 -d | age -d does.
+	// One value decrypts on its own, as base64 -d | age -d | tail -n +2
+	// does: its first line names its place.
 	sealed, _ := base64.StdEncoding.DecodeString(obj["data"].(map[string]any)["password"].(string))
 	r, err := age.Decrypt(bytes.NewReader(sealed), id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plain, _ := io.ReadAll(r); string(plain) != "hunter2" {
+	plain, _ := io.ReadAll(r)
+	line, value, _ := bytes.Cut(plain, []byte("\n"))
+	if string(line) != "cluster-backup.io/bound-to: payments/db data/password" || string(value) != "hunter2" {
 		t.Errorf("data.password decrypts to %q", plain)
 	}
 
@@ -183,4 +186,94 @@ func flatten(v any) string {
 	}
 	walk(v)
 	return b.String()
+}
+
+// TestCiphertextDecryptsOnlyInItsPlace: a value copied into another Secret,
+// another key of the same Secret or any object other than a Secret is
+// refused, and so is an unbound value in a bound document; a document
+// written before values were bound still decrypts.
+func TestCiphertextDecryptsOnlyInItsPlace(t *testing.T) {
+	id, path := identity(t)
+	e, _ := New(id.Recipient().String(), testKey)
+	d, err := LoadIdentities(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedSecret := func() map[string]any {
+		obj := secret()
+		if err := e.Encrypt(obj); err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
+	password := func(obj map[string]any) string { return obj["data"].(map[string]any)["password"].(string) }
+	// A value sealed as an age file of the bare value, as documents were
+	// written before values were bound.
+	unbound := func(v string) string {
+		var buf bytes.Buffer
+		w, _ := age.Encrypt(&buf, id.Recipient())
+		_, _ = io.WriteString(w, v)
+		_ = w.Close()
+		return base64.StdEncoding.EncodeToString(buf.Bytes())
+	}
+	cases := []struct {
+		name string
+		obj  func() map[string]any
+		want error
+	}{
+		{"another Secret's name", func() map[string]any {
+			obj := sealedSecret()
+			obj["metadata"].(map[string]any)["name"] = "stolen"
+			return obj
+		}, ErrMisplaced},
+		{"another namespace", func() map[string]any {
+			obj := sealedSecret()
+			obj["metadata"].(map[string]any)["namespace"] = "attacker"
+			return obj
+		}, ErrMisplaced},
+		{"another key of the same Secret", func() map[string]any {
+			obj := sealedSecret()
+			obj["stringData"].(map[string]any)["token"] = password(obj)
+			return obj
+		}, ErrMisplaced},
+		{"a ConfigMap", func() map[string]any {
+			obj := sealedSecret()
+			obj["kind"] = "ConfigMap"
+			return obj
+		}, ErrNotEncryptable},
+		{"an unbound value in a bound document", func() map[string]any {
+			obj := sealedSecret()
+			obj["data"].(map[string]any)["password"] = unbound("hunter2")
+			return obj
+		}, ErrMisplaced},
+		{"a bound value relabelled as an older document", func() map[string]any {
+			obj := sealedSecret()
+			obj["metadata"].(map[string]any)["name"] = "stolen"
+			obj["metadata"].(map[string]any)["annotations"].(map[string]any)[Annotation] = Scheme + ": older"
+			return obj
+		}, ErrMisplaced},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := d.Decrypt(c.obj()); !errors.Is(err, c.want) {
+				t.Errorf("decrypt: %v, want %v", err, c.want)
+			}
+		})
+	}
+	t.Run("a document written before values were bound", func(t *testing.T) {
+		obj := secret()
+		want := secret()
+		obj["data"].(map[string]any)["password"] = unbound("hunter2")
+		obj["data"].(map[string]any)["empty"] = unbound("")
+		obj["stringData"].(map[string]any)["token"] = unbound("s3cr3t")
+		annotations := obj["metadata"].(map[string]any)["annotations"].(map[string]any)
+		annotations[LastApplied] = unbound(annotations[LastApplied].(string))
+		annotations[Annotation] = Scheme + ": each value is base64(age ciphertext)"
+		if err := d.Decrypt(obj); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(obj, want) {
+			t.Errorf("decrypted:\n%v\nwant:\n%v", obj, want)
+		}
+	})
 }

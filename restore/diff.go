@@ -8,6 +8,8 @@ import (
 	"github.com/pmezard/go-difflib/difflib"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/cluster-backup/cluster-backup/encrypt"
 )
 
 // Changes between the backup and the other side.
@@ -167,14 +169,11 @@ func sortDiffs(diffs []Difference) {
 
 func difference(change string, res Result, before, after *unstructured.Unstructured, preserveNodePorts bool) Difference {
 	d := Difference{Change: change, Resource: res.Resource, Namespace: res.Namespace, Name: res.Name}
-	if before != nil && after != nil && before.GetKind() == "Secret" {
-		maskSecrets(before, after)
-	} else {
-		for _, o := range []*unstructured.Unstructured{before, after} {
-			if o != nil && o.GetKind() == "Secret" {
-				maskSecrets(o, nil)
-			}
-		}
+	switch {
+	case before != nil:
+		MaskSecrets(before, after)
+	case after != nil:
+		MaskSecrets(after, nil)
 	}
 	d.Before, d.After = render(before, preserveNodePorts), render(after, preserveNodePorts)
 	return d
@@ -200,18 +199,34 @@ func render(obj *unstructured.Unstructured, preserveNodePorts bool) string {
 	return string(out)
 }
 
-// maskSecrets replaces the values of a Secret's data and stringData, as
-// kubectl diff does: "***" where both sides agree, "*** (before)" and
-// "*** (after)" where they differ. a and b are masked in place (b may be
-// nil).
+// MaskSecrets masks the values of two versions of a Secret (see
+// maskSecrets); objects of any other kind are left as they are. b may be
+// nil.
+func MaskSecrets(a, b *unstructured.Unstructured) {
+	if a != nil && a.GetKind() == "Secret" {
+		maskSecrets(a, b)
+	} else if b != nil && b.GetKind() == "Secret" {
+		maskSecrets(b, nil)
+	}
+}
+
+// maskSecrets replaces the values of a Secret's data and stringData and
+// its last-applied-configuration annotation (kubectl apply's second copy
+// of them), as kubectl diff does: "***" where both sides agree, "***
+// (before)" and "*** (after)" where they differ. a and b are masked in
+// place (b may be nil).
 func maskSecrets(a, b *unstructured.Unstructured) {
-	for _, field := range []string{"data", "stringData"} {
-		av, _, _ := unstructured.NestedMap(a.Object, field)
+	for _, field := range [][]string{{"data"}, {"stringData"}, {"metadata", "annotations"}} {
+		av, _, _ := unstructured.NestedMap(a.Object, field...)
 		var bv map[string]any
 		if b != nil {
-			bv, _, _ = unstructured.NestedMap(b.Object, field)
+			bv, _, _ = unstructured.NestedMap(b.Object, field...)
 		}
+		secret := func(k string) bool { return field[0] != "metadata" || k == encrypt.LastApplied }
 		for k, v := range av {
+			if !secret(k) {
+				continue
+			}
 			if bv != nil {
 				if w, ok := bv[k]; ok && w != v {
 					av[k], bv[k] = "*** (before)", "*** (after)"
@@ -221,15 +236,18 @@ func maskSecrets(a, b *unstructured.Unstructured) {
 			av[k] = "***"
 		}
 		for k := range bv {
+			if !secret(k) {
+				continue
+			}
 			if _, ok := av[k]; !ok || av[k] == "***" {
 				bv[k] = "***"
 			}
 		}
 		if av != nil {
-			_ = unstructured.SetNestedMap(a.Object, av, field)
+			_ = unstructured.SetNestedMap(a.Object, av, field...)
 		}
 		if bv != nil {
-			_ = unstructured.SetNestedMap(b.Object, bv, field)
+			_ = unstructured.SetNestedMap(b.Object, bv, field...)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -90,27 +91,20 @@ func removeAnnotations(obj *unstructured.Unstructured, keys ...string) {
 	obj.SetAnnotations(a)
 }
 
-// workloadControllers are the kinds whose controllers create the objects
-// they own: those objects are not restored when their owner is.
-var workloadControllers = map[schema.GroupKind]bool{
-	{Group: "apps", Kind: "Deployment"}:  true,
-	{Group: "apps", Kind: "ReplicaSet"}:  true,
-	{Group: "apps", Kind: "StatefulSet"}: true,
-	{Group: "apps", Kind: "DaemonSet"}:   true,
-	{Group: "batch", Kind: "Job"}:        true,
-	{Group: "batch", Kind: "CronJob"}:    true,
-	{Kind: "ReplicationController"}:      true,
-}
-
-// neverRestored are kinds that belong to the cluster they were read from.
-var neverRestored = map[schema.GroupKind]bool{
-	{Kind: "Node"}:                                        true,
-	{Kind: "Event"}:                                       true,
-	{Group: "events.k8s.io", Kind: "Event"}:               true,
-	{Group: "coordination.k8s.io", Kind: "Lease"}:         true,
-	{Group: "apps", Kind: "ControllerRevision"}:           true,
-	{Kind: "ComponentStatus"}:                             true,
-	{Group: "authentication.k8s.io", Kind: "TokenReview"}: true,
+// controllerCreates are, for each workload kind, the kinds of objects its
+// controller creates from its spec: an object of one of them controlled by
+// a restored workload is not restored, the controller makes it anew. Any
+// other object a workload controls (a ConfigMap or Secret a Deployment
+// controls, a StatefulSet's claim under the WhenDeleted: Delete policy,
+// which holds the data) nobody recreates, and is restored.
+var controllerCreates = map[schema.GroupKind][]schema.GroupKind{
+	{Group: "apps", Kind: "Deployment"}:  {{Group: "apps", Kind: "ReplicaSet"}},
+	{Group: "apps", Kind: "ReplicaSet"}:  {{Kind: "Pod"}},
+	{Group: "apps", Kind: "StatefulSet"}: {{Kind: "Pod"}},
+	{Group: "apps", Kind: "DaemonSet"}:   {{Kind: "Pod"}},
+	{Group: "batch", Kind: "Job"}:        {{Kind: "Pod"}},
+	{Group: "batch", Kind: "CronJob"}:    {{Group: "batch", Kind: "Job"}},
+	{Kind: "ReplicationController"}:      {{Kind: "Pod"}},
 }
 
 // ownerKey identifies an owner within a namespace by kind and name.
@@ -129,34 +123,22 @@ func refKey(obj *unstructured.Unstructured, apiVersion, kind, name string) owner
 	return ownerKey{group: gv.Group, kind: kind, namespace: obj.GetNamespace(), name: name}
 }
 
-// SkipReason says why obj is not restored, or "" when it is: it belongs to
-// the cluster it came from, a controller recreates it from an owner that
-// is restored too, or the cluster makes its own (service-account tokens,
-// kube-root-ca.crt, the kubernetes Service).
-func SkipReason(obj *unstructured.Unstructured, restored func(ownerKey) bool) string {
-	gk := obj.GroupVersionKind().GroupKind()
-	switch {
-	case neverRestored[gk]:
-		return "never restored: " + gk.String() + " belongs to the cluster it was read from"
-	case gk == schema.GroupKind{Kind: "Secret"} && strings.EqualFold(typeOf(obj), "kubernetes.io/service-account-token"):
-		return "a service-account token: the cluster issues its own"
-	case gk == schema.GroupKind{Kind: "ConfigMap"} && obj.GetName() == "kube-root-ca.crt":
-		return "kube-root-ca.crt: the cluster publishes its own"
-	case gk == schema.GroupKind{Kind: "Service"} && obj.GetNamespace() == "default" && obj.GetName() == "kubernetes":
-		return "the API server's own Service"
-	case gk == schema.GroupKind{Group: "discovery.k8s.io", Kind: "EndpointSlice"} && obj.GetLabels()["endpointslice.kubernetes.io/managed-by"] != "":
-		return "an EndpointSlice its controller maintains"
-	case gk == schema.GroupKind{Kind: "Pod"} && obj.GetAnnotations()["kubernetes.io/config.mirror"] != "":
-		return "a mirror Pod of a static Pod"
-	case gk == schema.GroupKind{Group: "apiregistration.k8s.io", Kind: "APIService"} && obj.GetLabels()["kube-aggregator.kubernetes.io/automanaged"] != "":
-		return "an APIService the API server manages"
+// SkipReason says why obj is not restored, or "" when it is: the control
+// plane makes and maintains it (see ControlPlaneRules; includeControlPlane
+// lifts those that are not a cluster's own by nature), or a controller
+// recreates it from an owner that is restored too.
+func SkipReason(obj *unstructured.Unstructured, restored func(ownerKey) bool, includeControlPlane bool) string {
+	if rule, ok := controlPlaneRule(obj); ok && (rule.Always || !includeControlPlane) && !rule.AbsentOnly {
+		return rule.Reason
 	}
+	gk := obj.GroupVersionKind().GroupKind()
 	for _, ref := range obj.GetOwnerReferences() {
 		if ref.Controller == nil || !*ref.Controller {
 			continue
 		}
 		gv, _ := schema.ParseGroupVersion(ref.APIVersion)
-		if workloadControllers[schema.GroupKind{Group: gv.Group, Kind: ref.Kind}] && restored(refKey(obj, ref.APIVersion, ref.Kind, ref.Name)) {
+		owner := schema.GroupKind{Group: gv.Group, Kind: ref.Kind}
+		if slices.Contains(controllerCreates[owner], gk) && restored(refKey(obj, ref.APIVersion, ref.Kind, ref.Name)) {
 			return "created by its controller from " + ref.Kind + "/" + ref.Name + ", which is restored"
 		}
 	}
@@ -168,10 +150,13 @@ func typeOf(obj *unstructured.Unstructured) string {
 	return t
 }
 
-// MapNamespaces moves obj to the namespaces mapping names: its own
-// namespace (or its name, for a Namespace), the namespaces of a
-// RoleBinding's or ClusterRoleBinding's subjects, and a PersistentVolume's
-// claimRef.
+// MapNamespaces moves obj to the namespaces mapping names, wherever an
+// object names a namespace: its own namespace (or its name, for a
+// Namespace, with its kubernetes.io/metadata.name label); the subjects of a
+// RoleBinding or ClusterRoleBinding (a subject's namespace, the group
+// system:serviceaccounts:NS and the user system:serviceaccount:NS:NAME); a
+// NetworkPolicy's namespace selectors on kubernetes.io/metadata.name; and
+// a PersistentVolume's claimRef.
 func MapNamespaces(obj *unstructured.Unstructured, mapping map[string]string) {
 	if len(mapping) == 0 {
 		return
@@ -184,8 +169,8 @@ func MapNamespaces(obj *unstructured.Unstructured, mapping map[string]string) {
 	case schema.GroupKind{Kind: "Namespace"}:
 		if to, ok := mapping[obj.GetName()]; ok {
 			obj.SetName(to)
-			if labels := obj.GetLabels(); labels["kubernetes.io/metadata.name"] != "" {
-				labels["kubernetes.io/metadata.name"] = to
+			if labels := obj.GetLabels(); labels[namespaceNameLabel] != "" {
+				labels[namespaceNameLabel] = to
 				obj.SetLabels(labels)
 			}
 		}
@@ -193,20 +178,93 @@ func MapNamespaces(obj *unstructured.Unstructured, mapping map[string]string) {
 		subjects, _, _ := unstructured.NestedSlice(obj.Object, "subjects")
 		for _, s := range subjects {
 			if m, ok := s.(map[string]any); ok {
-				if ns, _ := m["namespace"].(string); ns != "" {
-					if to, ok := mapping[ns]; ok {
-						m["namespace"] = to
-					}
-				}
+				mapSubject(m, mapping)
 			}
 		}
 		if subjects != nil {
 			_ = unstructured.SetNestedSlice(obj.Object, subjects, "subjects")
 		}
+	case schema.GroupKind{Group: "networking.k8s.io", Kind: "NetworkPolicy"}:
+		for _, dir := range []struct{ rules, peers string }{{"ingress", "from"}, {"egress", "to"}} {
+			rules, _, _ := unstructured.NestedSlice(obj.Object, "spec", dir.rules)
+			for _, rule := range rules {
+				peers, _ := rule.(map[string]any)[dir.peers].([]any)
+				for _, peer := range peers {
+					if sel, ok := peer.(map[string]any)["namespaceSelector"].(map[string]any); ok {
+						mapNamespaceSelector(sel, mapping)
+					}
+				}
+			}
+			if rules != nil {
+				_ = unstructured.SetNestedSlice(obj.Object, rules, "spec", dir.rules)
+			}
+		}
 	case schema.GroupKind{Kind: "PersistentVolume"}:
 		if ns, _, _ := unstructured.NestedString(obj.Object, "spec", "claimRef", "namespace"); ns != "" {
 			if to, ok := mapping[ns]; ok {
 				_ = unstructured.SetNestedField(obj.Object, to, "spec", "claimRef", "namespace")
+			}
+		}
+	}
+}
+
+// namespaceNameLabel is the label every Namespace carries with its name.
+const namespaceNameLabel = "kubernetes.io/metadata.name"
+
+// The RBAC names of a namespace's service accounts.
+const (
+	serviceAccountsGroup = "system:serviceaccounts:"
+	serviceAccountUser   = "system:serviceaccount:"
+)
+
+// mapSubject moves one RBAC subject to the mapped namespace.
+func mapSubject(m map[string]any, mapping map[string]string) {
+	if ns, _ := m["namespace"].(string); ns != "" {
+		if to, ok := mapping[ns]; ok {
+			m["namespace"] = to
+		}
+	}
+	name, _ := m["name"].(string)
+	switch m["kind"] {
+	case "Group":
+		if ns, ok := strings.CutPrefix(name, serviceAccountsGroup); ok {
+			if to, ok := mapping[ns]; ok {
+				m["name"] = serviceAccountsGroup + to
+			}
+		}
+	case "User":
+		if rest, ok := strings.CutPrefix(name, serviceAccountUser); ok {
+			if ns, account, ok := strings.Cut(rest, ":"); ok {
+				if to, ok := mapping[ns]; ok {
+					m["name"] = serviceAccountUser + to + ":" + account
+				}
+			}
+		}
+	}
+}
+
+// mapNamespaceSelector moves a label selector's terms on
+// kubernetes.io/metadata.name to the mapped namespaces.
+func mapNamespaceSelector(sel map[string]any, mapping map[string]string) {
+	if labels, ok := sel["matchLabels"].(map[string]any); ok {
+		if ns, _ := labels[namespaceNameLabel].(string); ns != "" {
+			if to, ok := mapping[ns]; ok {
+				labels[namespaceNameLabel] = to
+			}
+		}
+	}
+	exprs, _ := sel["matchExpressions"].([]any)
+	for _, e := range exprs {
+		expr, _ := e.(map[string]any)
+		if expr["key"] != namespaceNameLabel {
+			continue
+		}
+		values, _ := expr["values"].([]any)
+		for i, v := range values {
+			if ns, _ := v.(string); ns != "" {
+				if to, ok := mapping[ns]; ok {
+					values[i] = to
+				}
 			}
 		}
 	}

@@ -67,6 +67,18 @@ type Options struct {
 	// Decrypter decrypts the values of Secrets stored encrypted; without
 	// it such Secrets fail and everything else goes on.
 	Decrypter *encrypt.Decrypter
+	// IncludeControlPlane writes what a control plane makes and maintains
+	// for itself (ControlPlaneRules), which is otherwise left alone.
+	IncludeControlPlane bool
+	// ClusterUID is the target cluster's identity (its kube-system UID):
+	// a PersistentVolume another cluster wrote is restored with reclaim
+	// policy Retain, unless KeepReclaimPolicy.
+	ClusterUID        string
+	KeepReclaimPolicy bool
+	// Stored, when set, says whether the service's rules would have stored
+	// a live object: prune deletes nothing else, since the backup not
+	// holding an object the rules leave out says nothing about it.
+	Stored func(*unstructured.Unstructured) bool
 }
 
 // Result is what a restore did with one object.
@@ -91,6 +103,16 @@ type Target struct {
 	Mapper   meta.ResettableRESTMapper
 }
 
+// ClusterUID is the target cluster's identity: the UID of its kube-system
+// namespace, as the service records it with every document it writes.
+func (t Target) ClusterUID(ctx context.Context) (string, error) {
+	ns, err := t.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return string(ns.GetUID()), nil
+}
+
 // planned is one object on its way into the cluster.
 type planned struct {
 	Fetched
@@ -101,6 +123,9 @@ type planned struct {
 	// implied: a Namespace the backup does not hold (the filters left
 	// Namespace objects out), created for the objects restored into it.
 	implied bool
+	// note is said in the report of a written object (what was changed
+	// for the target cluster).
+	note string
 }
 
 // restorer is one run.
@@ -115,6 +140,9 @@ type restorer struct {
 	listErr map[liveKey]error
 	gvrs    map[schema.GroupVersionKind]*meta.RESTMapping
 	writes  *adaptive // writes in flight, adapted to the API server
+	// namespaces are those the selected items lie in, before mapping:
+	// their Namespace objects are restored whatever the label selector.
+	namespaces map[string]bool
 }
 
 type liveKey struct {
@@ -141,69 +169,29 @@ func newRestorer(target Target, opts Options) *restorer {
 	return r
 }
 
-// decode reads a verified document back as the object it was, its values
-// decrypted.
-func (r *restorer) decode(body []byte) (*unstructured.Unstructured, error) {
-	obj, err := Decode(body)
-	if err != nil {
-		return nil, fmt.Errorf("cannot decode the stored document: %w", err)
-	}
-	if err := r.opts.Decrypter.Decrypt(obj.Object); err != nil {
-		return obj, fmt.Errorf("cannot decrypt: %w", err)
-	}
-	return obj, nil
-}
-
-// plan decodes, selects, maps, skips and sanitises; what remains is
-// ordered into waves and owner depths.
+// plan decides every fetched document; what remains is ordered by owner
+// depth.
 func (r *restorer) plan(fetched []Fetched) []*planned {
-	var decoded []*planned
-	for i := range fetched {
-		f := fetched[i]
-		fetched[i].Body = nil // decoded below: the bytes can be collected
-		if f.Err != nil {
-			r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
-			continue
-		}
-		obj, err := r.decode(f.Body)
-		if err != nil {
-			r.report(resultOf(f.Item, obj), Failed, err.Error())
-			continue
-		}
-		if r.opts.Selector != nil && !r.opts.Selector.Matches(labels.Set(obj.GetLabels())) {
-			continue
-		}
-		MapNamespaces(obj, r.opts.NamespaceMapping)
-		f.Body = nil
-		decoded = append(decoded, &planned{Fetched: f, obj: obj, owner: ownerKeyOf(obj)})
-	}
-	inSet := map[ownerKey]*planned{}
-	for _, p := range decoded {
-		inSet[p.owner] = p
-	}
-	// Whether a controller recreates an object depends on its owner being
-	// in the backup, restored or recreated itself in turn.
-	restored := func(k ownerKey) bool { _, ok := inSet[k]; return ok }
-	var plan []*planned
-	var skipped []ownerKey
-	for _, p := range decoded {
-		if reason := SkipReason(p.obj, restored); reason != "" {
-			r.report(resultOf(p.Item, p.obj), Skipped, reason)
-			skipped = append(skipped, p.owner)
-			continue
-		}
-		Sanitize(p.obj, r.opts.PreserveNodePorts)
-		p.wave = WaveOf(p.obj)
-		plan = append(plan, p)
-	}
-	for _, k := range skipped {
-		delete(inSet, k)
-	}
 	items := make([]Item, len(fetched))
 	for i, f := range fetched {
 		items[i] = f.Item
 	}
+	r.selection(items)
+	keys := keysOf(items, r.opts.NamespaceMapping)
+	restored := func(k ownerKey) bool { return keys[segmentKey(k)] }
+	var plan []*planned
+	for i := range fetched {
+		p := r.decide(fetched[i], restored)
+		fetched[i].Body = nil // decided: the bytes can be collected
+		if p != nil {
+			plan = append(plan, p)
+		}
+	}
 	plan = append(plan, impliedFromKeys(items, r.opts.NamespaceMapping)...)
+	inSet := map[ownerKey]*planned{}
+	for _, p := range plan {
+		inSet[p.owner] = p
+	}
 	for _, p := range plan {
 		p.depth = depth(p, inSet, 0)
 	}
@@ -233,6 +221,16 @@ func byDepth(ps []*planned) [][]*planned {
 		groups[p.depth] = append(groups[p.depth], p)
 	}
 	return groups
+}
+
+// selection records what the selection restores into.
+func (r *restorer) selection(items []Item) {
+	r.namespaces = map[string]bool{}
+	for _, it := range items {
+		if it.Namespace != "" {
+			r.namespaces[it.Namespace] = true
+		}
+	}
 }
 
 func resultOf(it Item, obj *unstructured.Unstructured) Result {
@@ -385,6 +383,9 @@ func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason strin
 		if p.implied {
 			return Unchanged, ""
 		}
+		if rule, ok := controlPlaneRule(obj); ok && rule.AbsentOnly && !r.opts.IncludeControlPlane {
+			return Skipped, rule.Reason
+		}
 		if r.opts.Existing == ExistingSkip {
 			return Skipped, "exists in the cluster (--existing skip)"
 		}
@@ -413,8 +414,13 @@ func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason strin
 	}
 	start := time.Now()
 	defer func() { r.writes.release(time.Since(start), err) }()
-	if live != nil && r.opts.Existing == ExistingReplace {
+	if live != nil {
+		// Both an apply and a replace would otherwise send the backup's
+		// allocations over the live ones (a volume's claimRef is atomic:
+		// applied without its uid, it replaces the live binding).
 		keepAllocated(obj, live)
+	}
+	if live != nil && r.opts.Existing == ExistingReplace {
 		obj.SetResourceVersion(live.GetResourceVersion())
 		var out *unstructured.Unstructured
 		if out, err = r.resource(m, obj.GetNamespace()).Update(ctx, obj, metav1.UpdateOptions{FieldManager: FieldManager, DryRun: dryRun}); err == nil {
@@ -432,7 +438,7 @@ func (r *restorer) apply(ctx context.Context, p *planned) (outcome, reason strin
 	if p.implied {
 		return outcome, "its Namespace object is not in the backup: created for the objects restored into it"
 	}
-	return outcome, ""
+	return outcome, p.note
 }
 
 // serverSideApply applies obj, forced, as FieldManager, and returns the
@@ -490,7 +496,8 @@ func equal(backup, live *unstructured.Unstructured, preserveNodePorts bool) (boo
 
 // keepAllocated copies into obj what the cluster allocated to the live
 // object and will not let a replace change: a Service's cluster IPs, a
-// claim's volume, a Job's selector and the labels it matches.
+// claim's volume, a volume's claim, a Job's selector and the labels it
+// matches.
 func keepAllocated(obj, live *unstructured.Unstructured) {
 	copyField := func(path ...string) {
 		if v, found, _ := unstructured.NestedFieldCopy(live.Object, path...); found {
@@ -503,6 +510,10 @@ func keepAllocated(obj, live *unstructured.Unstructured) {
 		copyField("spec", "clusterIPs")
 	case schema.GroupKind{Kind: "PersistentVolumeClaim"}:
 		copyField("spec", "volumeName")
+	case schema.GroupKind{Kind: "PersistentVolume"}:
+		// The binding with its uid: without it the volume controller takes
+		// the volume for pre-bound and the bound claim goes Lost.
+		copyField("spec", "claimRef")
 	case schema.GroupKind{Group: "batch", Kind: "Job"}:
 		copyField("spec", "selector")
 		liveLabels, _, _ := unstructured.NestedStringMap(live.Object, "spec", "template", "metadata", "labels")
@@ -571,15 +582,18 @@ func (r *restorer) awaitCRDs(ctx context.Context, ps []*planned) {
 	}
 }
 
-// extra is a live object the backup does not hold.
+// extra is a live object the backup does not hold, and why a prune
+// deletes it.
 type extra struct {
-	obj *unstructured.Unstructured
-	gvr schema.GroupVersionResource
+	obj    *unstructured.Unstructured
+	gvr    schema.GroupVersionResource
+	reason string
 }
 
 // extras are the live namespaced objects, of the types and namespaces the
-// restore listed, that the backup does not hold: never an object a
-// controller owns, one the cluster makes itself, or a cluster-scoped one.
+// restore listed, that the backup does not hold and PruneReason finds
+// eligible: in the selection, and what the service's rules would have
+// stored.
 func (r *restorer) extras(plan []*planned, held map[string]bool) []extra {
 	wanted := map[ownerKey]bool{}
 	for _, p := range plan {
@@ -596,11 +610,12 @@ func (r *restorer) extras(plan []*planned, held map[string]bool) []extra {
 		for _, o := range objs {
 			// What the backup holds is never an extra, even when it could
 			// not be read, decrypted or written.
-			if wanted[ownerKeyOf(o)] || held[segment+"/"+o.GetNamespace()+"/"+o.GetName()] || len(o.GetOwnerReferences()) > 0 || SkipReason(o, func(ownerKey) bool { return false }) != "" ||
-				(o.GetKind() == "ServiceAccount" && o.GetName() == "default") {
+			if wanted[ownerKeyOf(o)] || held[segment+"/"+o.GetNamespace()+"/"+o.GetName()] {
 				continue
 			}
-			out = append(out, extra{obj: o, gvr: k.gvr})
+			if reason := PruneReason(o, r.opts.Selector, r.opts.Stored); reason != "" {
+				out = append(out, extra{obj: o, gvr: k.gvr, reason: reason})
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -616,7 +631,7 @@ func (r *restorer) prune(ctx context.Context, plan []*planned, held map[string]b
 		o := e.obj
 		res := Result{Resource: e.gvr.Resource, Namespace: o.GetNamespace(), Name: o.GetName()}
 		if r.opts.DryRun == DryRunClient {
-			r.report(res, Pruned, "dry run")
+			r.report(res, Pruned, "dry run: "+e.reason)
 			continue
 		}
 		var dryRun []string
@@ -628,7 +643,7 @@ func (r *restorer) prune(ctx context.Context, plan []*planned, held map[string]b
 			r.report(res, Failed, "prune: "+err.Error())
 			continue
 		}
-		r.report(res, Pruned, "not in the backup")
+		r.report(res, Pruned, e.reason)
 	}
 }
 

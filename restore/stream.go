@@ -7,7 +7,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/cluster-backup/cluster-backup/object"
@@ -46,12 +45,17 @@ func waveOfSegment(seg string) Wave {
 // object; an object that fails does not stop the others.
 func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Options) []Result {
 	rs := newRestorer(target, opts)
+	rs.selection(items)
 	byWave := make([][]Item, waves)
 	for _, it := range items {
 		w := waveOfSegment(it.Segment)
 		byWave[w] = append(byWave[w], it)
 	}
 	keys := keysOf(items, opts.NamespaceMapping)
+	// carried are dependents whose owner comes in a later wave: they wait
+	// for the end of the owner's wave, so that their references can point
+	// at it.
+	carried := make([][]*planned, waves)
 	var all []*planned
 	for wave := range waves {
 		var extra []*planned
@@ -59,7 +63,15 @@ func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Op
 			extra = impliedFromKeys(items, opts.NamespaceMapping)
 			rs.awaitTerminatingNamespaces(ctx, namespaceNames(byWave[wave], extra, opts.NamespaceMapping))
 		}
-		done, deferred := rs.stream(ctx, r, byWave[wave], extra, keys)
+		done, streamed := rs.stream(ctx, r, byWave[wave], extra, keys)
+		deferred := carried[wave]
+		for _, p := range streamed {
+			if w := ownersWave(p.obj, keys); w > wave {
+				carried[w] = append(carried[w], p)
+				continue
+			}
+			deferred = append(deferred, p)
+		}
 		all = append(append(all, done...), deferred...)
 		inSet := map[ownerKey]*planned{}
 		for _, p := range all {
@@ -81,6 +93,19 @@ func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Op
 	}
 	sort.SliceStable(rs.results, func(i, j int) bool { return rs.results[i].Key < rs.results[j].Key })
 	return rs.results
+}
+
+// ownersWave is the latest wave in which one of obj's owners that the
+// restore holds (keys) is written.
+func ownersWave(obj *unstructured.Unstructured, keys map[string]bool) Wave {
+	w := Wave(0)
+	for _, ref := range obj.GetOwnerReferences() {
+		k := refKey(obj, ref.APIVersion, ref.Kind, ref.Name)
+		if keys[segmentKey(k)] {
+			w = max(w, waveOfSegment(segmentOf(k.group, k.kind)))
+		}
+	}
+	return w
 }
 
 // stream reads the items of one wave and writes those without owner
@@ -138,32 +163,12 @@ func (r *restorer) stream(ctx context.Context, reader Reader, items []Item, extr
 	return done, deferred
 }
 
-// prepare reads, verifies, decodes, selects, maps, skips and sanitises one
-// item; nil means it is not written (reported, or left out by -l).
+// prepare reads and decides one item; nil means it is not written
+// (reported, or left out by the selection).
 func (r *restorer) prepare(ctx context.Context, reader Reader, it Item, keys map[string]bool) *planned {
 	f := Fetched{Item: it}
 	f.Body, f.Meta, f.Err = Read(ctx, reader, it.Version.Key, it.Version.ID)
-	if f.Err != nil {
-		r.report(resultOf(it, nil), Failed, f.Err.Error())
-		return nil
-	}
-	obj, err := r.decode(f.Body)
-	if err != nil {
-		r.report(resultOf(it, obj), Failed, err.Error())
-		return nil
-	}
-	if r.opts.Selector != nil && !r.opts.Selector.Matches(labels.Set(obj.GetLabels())) {
-		return nil
-	}
-	MapNamespaces(obj, r.opts.NamespaceMapping)
-	restored := func(k ownerKey) bool { return keys[segmentKey(k)] }
-	if reason := SkipReason(obj, restored); reason != "" {
-		r.report(resultOf(it, obj), Skipped, reason)
-		return nil
-	}
-	Sanitize(obj, r.opts.PreserveNodePorts)
-	f.Body = nil // decoded: the bytes are no longer needed
-	return &planned{Fetched: f, obj: obj, owner: ownerKeyOf(obj), wave: WaveOf(obj)}
+	return r.decide(f, func(k ownerKey) bool { return keys[segmentKey(k)] })
 }
 
 // skeleton is obj's identity without its content.

@@ -83,6 +83,15 @@ func discover(client preferred) (discovered, error) {
 	return d, nil
 }
 
+// Resources are the resource types the cluster serves that can be listed
+// and watched, at their preferred versions, as the service discovers them,
+// and whether the cluster looks like OpenShift. Groups that fail discovery
+// are left out.
+func Resources(client discovery.DiscoveryInterface) ([]filter.Resource, bool, error) {
+	d, err := discover(client)
+	return d.resources, d.openshift, err
+}
+
 // openShiftGroupFailed reports whether an API group that OpenShift
 // detection looks at failed discovery this round.
 func (d discovered) openShiftGroupFailed() bool {

@@ -16,6 +16,7 @@ import (
 	"github.com/pmezard/go-difflib/difflib"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -154,6 +155,7 @@ func parseTime(v string, now time.Time) (time.Time, error) {
 type resolver struct {
 	mapper meta.RESTMapper // nil without a cluster
 	reset  func()
+	disc   discovery.DiscoveryInterface
 }
 
 func newResolver(kube *rest.Config) resolver {
@@ -174,6 +176,7 @@ func resolverFor(mapper *restmapper.DeferredDiscoveryRESTMapper, cached discover
 	return resolver{
 		mapper: restmapper.NewShortcutExpander(mapper, cached, func(string) {}),
 		reset:  mapper.Reset,
+		disc:   cached,
 	}
 }
 
@@ -461,13 +464,46 @@ func (b *browser) readable(body []byte) ([]byte, error) {
 	return enc.Body, err
 }
 
-// patchText is what history -p compares: the decrypted document, or the
-// stored one without an identity.
-func (b *browser) patchText(body []byte) string {
-	if plain, err := b.readable(body); err == nil {
-		return string(plain)
+// patchTexts are what history -p compares for two versions (older is nil
+// for the first): the decrypted documents, or the stored ones without an
+// identity, with a Secret's values masked as diff masks them.
+func (b *browser) patchTexts(older, newer []byte) (string, string) {
+	text := func(body []byte) []byte {
+		if plain, err := b.readable(body); err == nil {
+			return plain
+		}
+		return body
 	}
-	return string(body)
+	o, n := text(older), text(newer)
+	if !bytes.Contains(o, []byte("kind: Secret")) && !bytes.Contains(n, []byte("kind: Secret")) {
+		return string(o), string(n)
+	}
+	decode := func(body []byte) *unstructured.Unstructured {
+		if len(body) == 0 {
+			return nil
+		}
+		obj, err := restore.Decode(body)
+		if err != nil {
+			return nil
+		}
+		return obj
+	}
+	oo, no := decode(o), decode(n)
+	if no == nil {
+		return string(o), "" // unreadable: shown as such by the version line
+	}
+	restore.MaskSecrets(no, oo)
+	encode := func(obj *unstructured.Unstructured) string {
+		if obj == nil {
+			return ""
+		}
+		enc, err := encode.Options{IncludeManagedFields: true, IncludeStatus: true}.Encode(obj)
+		if err != nil {
+			return err.Error()
+		}
+		return string(enc.Body)
+	}
+	return encode(oo), encode(no)
 }
 
 // history prints every version of one object, newest first, and with
@@ -510,12 +546,13 @@ func (b *browser) history(ctx context.Context, sel *selection, args []string, si
 		if !patch {
 			continue
 		}
-		var older string
+		var olderBody []byte
 		if i+1 < len(versions) {
-			older = b.patchText(bodies[versions[i+1].ID].Body)
+			olderBody = bodies[versions[i+1].ID].Body
 		}
+		older, newer := b.patchTexts(olderBody, f.Body)
 		diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-			A: difflib.SplitLines(older), B: difflib.SplitLines(b.patchText(f.Body)),
+			A: difflib.SplitLines(older), B: difflib.SplitLines(newer),
 			FromFile: "a/" + key, ToFile: "b/" + key, Context: 3,
 		})
 		fmt.Fprintln(b.stdout, diff)

@@ -216,7 +216,7 @@ func TestSecretEncryption(t *testing.T) {
 }
 
 // decryptsWithTheAgeTool decrypts one value of a stored Secret as the README
-// shows: base64 -d | age -d -i KEY.
+// shows: base64 -d | age -d -i KEY | tail -n +2.
 func decryptsWithTheAgeTool(t *testing.T, key, keyFile, want string) {
 	t.Helper()
 	ageBin := testenv.Require(t, "age")[0]
@@ -231,7 +231,7 @@ func decryptsWithTheAgeTool(t *testing.T, key, keyFile, want string) {
 	if err != nil {
 		t.Fatalf("data.password of %s is not base64: %v\n%s", key, err, doc)
 	}
-	cmd := exec.Command(ageBin, "-d", "-i", keyFile)
+	cmd := exec.Command("sh", "-c", `"$0" -d -i "$1" | tail -n +2`, ageBin, keyFile)
 	cmd.Stdin = strings.NewReader(string(sealed))
 	out, err := cmd.Output()
 	if err != nil || string(out) != want {

@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -22,8 +24,10 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
+	"github.com/cluster-backup/cluster-backup/watcher"
 )
 
 // restoreFlags are the flags of restore and diff.
@@ -40,20 +44,24 @@ type restoreFlags struct {
 	against           string
 	againstTime       string
 	details           bool
+	controlPlane      bool
+	keepReclaim       bool
 }
 
 func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
 	fs.Var(&f.namespaceMapping, "namespace-mapping", "OLD:NEW: restore namespace OLD as NEW (repeatable)")
 	fs.IntVar(&f.parallel, "parallel", 32, "objects read and written at once")
 	fs.BoolVar(&f.preserveNodePorts, "preserve-nodeports", false, "keep the Services' node ports")
+	fs.BoolVar(&f.controlPlane, "include-control-plane", false, "also write what a control plane makes and maintains for itself (skipped by default, each with its reason)")
 	if name == "diff" {
 		fs.StringVar(&f.against, "against", "live", "what to compare the backup with: live")
 		fs.StringVar(&f.againstTime, "against-time", "", "compare with the backup as it was at this time instead of the live cluster")
 		fs.BoolVar(&f.details, "details", false, "print a unified diff of each differing object (Secret values masked)")
 		return
 	}
+	fs.BoolVar(&f.keepReclaim, "keep-reclaim-policy", false, "keep reclaim policy Delete on PersistentVolumes another cluster wrote (default: restored as Retain)")
 	fs.StringVar(&f.existing, "existing", restore.ExistingApply, "an object that exists: apply (server-side apply, fields added since stay), skip, or replace (made equal to the backup)")
-	fs.BoolVar(&f.prune, "prune", false, "delete live objects of the restored types and namespaces that the backup does not hold")
+	fs.BoolVar(&f.prune, "prune", false, "delete live objects of the restored types and namespaces that the backup does not hold, within the selection (-l), of what the service's rules store")
 	fs.StringVar(&f.dryRun, "dry-run", "", "client (decide, send nothing) or server (send every write as a server-side dry run)")
 	fs.Float64Var(&f.qps, "qps", 0, "at most this many API requests per second (0: no client-side limit)")
 	fs.StringVar(&f.report, "report", "", "write a JSON report of every object to this file")
@@ -102,6 +110,14 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	if err != nil {
 		return err
 	}
+	if opts.ClusterUID, err = target.ClusterUID(ctx); err != nil {
+		return fatalError{fmt.Errorf("read the target cluster's identity: %w", err)}
+	}
+	if fl.prune || name == "diff" {
+		if opts.Stored, err = storedByRules(cfg.Rules, res.disc); err != nil {
+			return fatalError{err}
+		}
+	}
 	reader, err := openReadStore(ctx, cfg, fl.parallel)
 	if err != nil {
 		return err
@@ -118,7 +134,7 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return runDiff(ctx, target, reader, layout, sel, res, fl, backup, opts, stdout, stderr)
 	}
 	if fl.prune && !fl.yes && fl.dryRun == "" {
-		if err := confirm(stderr, "Prune deletes the live objects of the restored types and namespaces that the backup does not hold."); err != nil {
+		if err := confirm(stderr, "Prune deletes the live objects of the restored types and namespaces that the backup does not hold and that the selection and the service's rules take."); err != nil {
 			return err
 		}
 	}
@@ -212,11 +228,46 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, er
 	return restore.Target{Dynamic: dyn, Metadata: meta, Mapper: mapper}, resolverFor(mapper, cached), nil
 }
 
+// storedByRules says whether the service would store a live object under
+// rules (the ConfigMap of BACKUP_CONFIG_DIR, or the defaults): its type
+// selected, its namespace and labels and annotations taken, its document
+// within max-resource-size. A type the cluster does not serve stores
+// nothing.
+func storedByRules(rules filter.Rules, disc discovery.DiscoveryInterface) (func(*unstructured.Unstructured) bool, error) {
+	all, openshift, err := watcher.Resources(disc)
+	if err != nil {
+		return nil, err
+	}
+	selected, _ := rules.SelectResources(all, watcher.OpenShift(rules.OpenShiftMode, openshift))
+	byKind := map[schema.GroupKind]filter.Resource{}
+	for _, r := range selected {
+		byKind[schema.GroupKind{Group: r.Group, Kind: r.Kind}] = r
+	}
+	enc := watcher.EncodeOptions(rules, nil)
+	enc.Validate = false
+	return func(obj *unstructured.Unstructured) bool {
+		r, ok := byKind[obj.GroupVersionKind().GroupKind()]
+		if !ok {
+			return false
+		}
+		if keep, _ := rules.KeepObject(r, obj, true, nil); !keep {
+			return false
+		}
+		if rules.MaxResourceSize > 0 {
+			if _, err := enc.Encode(obj); err != nil {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
 // options checks the flags and turns them into restore options.
 func (f *restoreFlags) options(sel *selection) (restore.Options, error) {
 	opts := restore.Options{
 		Existing: f.existing, Prune: f.prune, DryRun: f.dryRun, Parallel: f.parallel,
 		PreserveNodePorts: f.preserveNodePorts, NamespaceMapping: map[string]string{},
+		IncludeControlPlane: f.controlPlane, KeepReclaimPolicy: f.keepReclaim,
 	}
 	switch f.existing {
 	case "", restore.ExistingApply, restore.ExistingSkip, restore.ExistingReplace:

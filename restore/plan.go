@@ -1,0 +1,156 @@
+package restore
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// This file holds what a restore decides about each object, as pure
+// functions of the object, its key and the options: whether the document
+// is believed, whether the selection takes it, where it goes, whether it
+// is skipped and why, and how it is made fit for the target cluster. The
+// executor (stream.go, restore.go) only reads, orders and writes.
+
+// ErrMisfiled marks a document whose object is not the one its key names:
+// the service never writes one, so it is refused, never applied.
+var ErrMisfiled = fmt.Errorf("the document is not the object its key names")
+
+// CheckKey refuses a document whose resource, namespace or name differ
+// from its key. segment is the key segment of the document's kind when the
+// target cluster knows it ("" when it does not: the document's group is
+// then checked against the key's).
+func CheckKey(obj *unstructured.Unstructured, key object.Key, segment string) error {
+	where := key.Segment + "/" + key.Name
+	if key.Namespace != "" {
+		where = key.Namespace + "/" + where
+	}
+	gvk := obj.GroupVersionKind()
+	switch {
+	case obj.GetName() != key.Name:
+		return fmt.Errorf("%w: %s holds %s %q", ErrMisfiled, where, gvk.Kind, obj.GetName())
+	case obj.GetNamespace() != key.Namespace:
+		return fmt.Errorf("%w: %s holds a %s of namespace %q", ErrMisfiled, where, gvk.Kind, obj.GetNamespace())
+	case segment != "" && segment != key.Segment:
+		return fmt.Errorf("%w: %s holds a %s (%s)", ErrMisfiled, where, gvk.Kind, segment)
+	case segment == "" && groupOfSegment(key.Segment) != gvk.Group:
+		return fmt.Errorf("%w: %s holds a %s of group %q", ErrMisfiled, where, gvk.Kind, gvk.Group)
+	}
+	return nil
+}
+
+// groupOfSegment is the API group a key segment names (see
+// object.Segment): "" for a bare plural of the core group or of the
+// built-in groups stored without suffix, which cannot be told apart.
+func groupOfSegment(seg string) string {
+	if _, group, ok := strings.Cut(seg, "."); ok {
+		return group
+	}
+	return ""
+}
+
+// Selected reports whether the selection's label selector takes obj. A
+// Namespace the selection restores objects into is always taken, whatever
+// its labels: without it, nothing in it could be restored.
+func Selected(obj *unstructured.Unstructured, selector labels.Selector, namespaces map[string]bool) bool {
+	if selector == nil || selector.Matches(labels.Set(obj.GetLabels())) {
+		return true
+	}
+	return is(obj, "", "Namespace") && namespaces[obj.GetName()]
+}
+
+// Reclaimed makes a PersistentVolume whose reclaim policy is Delete,
+// written by another cluster than the target, Retain, and says so; ""
+// when it changed nothing. Otherwise deleting a claim in the new cluster
+// would delete the old cluster's disk.
+func Reclaimed(obj *unstructured.Unstructured, writtenBy, target string, keep bool) string {
+	if keep || !is(obj, "", "PersistentVolume") || (writtenBy != "" && writtenBy == target) {
+		return ""
+	}
+	if policy, _, _ := unstructured.NestedString(obj.Object, "spec", "persistentVolumeReclaimPolicy"); policy != "Delete" {
+		return ""
+	}
+	_ = unstructured.SetNestedField(obj.Object, "Retain", "spec", "persistentVolumeReclaimPolicy")
+	return "reclaim policy Delete restored as Retain: another cluster wrote it (--keep-reclaim-policy keeps Delete)"
+}
+
+// PruneReason says why a live object the backup does not hold is pruned,
+// or "" when it must not be: it is outside the selection, the control
+// plane or a controller maintains it, or the service's rules would not
+// have stored it (so the backup not holding it says nothing).
+func PruneReason(live *unstructured.Unstructured, selector labels.Selector, stored func(*unstructured.Unstructured) bool) string {
+	if len(live.GetOwnerReferences()) > 0 || (is(live, "", "ServiceAccount") && live.GetName() == "default") {
+		return ""
+	}
+	if _, ok := controlPlaneRule(live); ok {
+		return ""
+	}
+	if selector != nil && !selector.Matches(labels.Set(live.GetLabels())) {
+		return ""
+	}
+	if stored != nil && !stored(live) {
+		return ""
+	}
+	reason := "not in the backup, which holds its type and namespace"
+	if selector != nil && !selector.Empty() {
+		reason += "; matches -l " + selector.String()
+	}
+	if stored != nil {
+		reason += "; the service's rules would have stored it"
+	}
+	return reason
+}
+
+// decide reads one fetched document into what the restore does with it:
+// nil when it is not written (reported, or left out by the selection). The
+// document is believed only when it is the object its key names; it is
+// decrypted, mapped to its new namespace, checked against the skip rules
+// and sanitised.
+func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
+	if f.Err != nil {
+		r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
+		return nil
+	}
+	obj, err := Decode(f.Body)
+	if err != nil {
+		r.report(resultOf(f.Item, nil), Failed, "cannot decode the stored document: "+err.Error())
+		return nil
+	}
+	if err := CheckKey(obj, f.Key, r.segmentOfKind(obj)); err != nil {
+		r.report(resultOf(f.Item, nil), Failed, err.Error())
+		return nil
+	}
+	if err := r.opts.Decrypter.Decrypt(obj.Object); err != nil {
+		r.report(resultOf(f.Item, obj), Failed, "cannot decrypt: "+err.Error())
+		return nil
+	}
+	if !Selected(obj, r.opts.Selector, r.namespaces) {
+		return nil
+	}
+	MapNamespaces(obj, r.opts.NamespaceMapping)
+	if reason := SkipReason(obj, restored, r.opts.IncludeControlPlane); reason != "" {
+		r.report(resultOf(f.Item, obj), Skipped, reason)
+		return nil
+	}
+	Sanitize(obj, r.opts.PreserveNodePorts)
+	note := Reclaimed(obj, f.Meta.ClusterUID, r.opts.ClusterUID, r.opts.KeepReclaimPolicy)
+	return &planned{Fetched: Fetched{Item: f.Item, Meta: f.Meta}, obj: obj, owner: ownerKeyOf(obj), wave: WaveOf(obj), note: note}
+}
+
+// segmentOfKind is the key segment of obj's kind as the target cluster
+// serves it, or "" when there is no target or it does not know the kind
+// (CheckKey then compares groups).
+func (r *restorer) segmentOfKind(obj *unstructured.Unstructured) string {
+	if r.target.Mapper == nil {
+		return ""
+	}
+	m, err := r.mapping(obj)
+	if err != nil {
+		return ""
+	}
+	return object.Segment(m.Resource.Group, m.Resource.Resource)
+}
