@@ -118,16 +118,23 @@ func (r *restorer) diffLive(ctx context.Context, p *planned, forget bool) (d Dif
 // another (before), objects matched by key.
 func DiffBackups(before, after []Fetched, opts Options) ([]Difference, []Result) {
 	rb, ra := newRestorer(Target{}, opts), newRestorer(Target{}, opts)
+	// What either side cannot tell is not compared.
+	unknown := map[string]bool{}
+	for _, f := range append(append([]Fetched{}, before...), after...) {
+		if f.Unknown {
+			unknown[f.Version.Key] = true
+		}
+	}
 	pb, pa := rb.plan(before), ra.plan(after)
 	old := map[string]*planned{}
 	for _, p := range pb {
-		if !p.implied {
+		if !p.implied && !unknown[p.Version.Key] {
 			old[p.Version.Key] = p
 		}
 	}
 	var diffs []Difference
 	for _, p := range pa {
-		if p.implied {
+		if p.implied || unknown[p.Version.Key] {
 			continue
 		}
 		res := resultOf(p.Item, p.obj)

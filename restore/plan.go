@@ -3,6 +3,7 @@ package restore
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -111,6 +112,11 @@ func PruneReason(live *unstructured.Unstructured, selector labels.Selector, stor
 // decrypted, mapped to its new namespace, checked against the skip rules
 // and sanitised.
 func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
+	if f.Unknown {
+		r.report(resultOf(f.Item, nil), Unknown, "the store keeps no version of it from the chosen time; its oldest is from "+
+			f.Version.Time.UTC().Format(time.RFC3339)+": neither restored nor pruned")
+		return nil
+	}
 	if f.Err != nil {
 		r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
 		return nil

@@ -47,6 +47,9 @@ const (
 	Skipped    = "skipped"
 	Failed     = "failed"
 	Pruned     = "pruned"
+	// Unknown: the store cannot say what the object was at the chosen
+	// time (see Item.Unknown); it is neither restored nor pruned.
+	Unknown = "unknown"
 )
 
 // Options configure a restore.
@@ -662,6 +665,10 @@ var ErrPartial = errors.New("some objects were not restored")
 // Summary is one line of counts.
 func Summary(results []Result, took time.Duration) string {
 	c := Counts(results)
-	return fmt.Sprintf("%d created, %d configured, %d unchanged, %d skipped, %d pruned, %d failed in %s",
-		c[Created], c[Configured], c[Unchanged], c[Skipped], c[Pruned], c[Failed], took.Round(time.Millisecond))
+	unknown := ""
+	if c[Unknown] > 0 {
+		unknown = fmt.Sprintf(", %d unknown", c[Unknown])
+	}
+	return fmt.Sprintf("%d created, %d configured, %d unchanged, %d skipped, %d pruned, %d failed%s in %s",
+		c[Created], c[Configured], c[Unchanged], c[Skipped], c[Pruned], c[Failed], unknown, took.Round(time.Millisecond))
 }

@@ -167,7 +167,9 @@ func (r *restorer) stream(ctx context.Context, reader Reader, items []Item, extr
 // (reported, or left out by the selection).
 func (r *restorer) prepare(ctx context.Context, reader Reader, it Item, keys map[string]bool) *planned {
 	f := Fetched{Item: it}
-	f.Body, f.Meta, f.Err = Read(ctx, reader, it.Version.Key, it.Version.ID)
+	if !it.Unknown {
+		f.Body, f.Meta, f.Err = Read(ctx, reader, it.Version.Key, it.Version.ID)
+	}
 	return r.decide(f, func(k ownerKey) bool { return keys[segmentKey(k)] })
 }
 

@@ -50,13 +50,71 @@ func At(versions []object.Version, t time.Time) []object.Version {
 type Item struct {
 	object.Key
 	Version object.Version
+	// Unknown: the store cannot say what the object was at the chosen
+	// time. It existed then (its oldest version kept, Version, was created
+	// before that time, or is a delete marker), but no version from then
+	// is kept: the store keeps one version per key, or older versions
+	// expired. Such an item is never restored and never pruned.
+	Unknown bool
+}
+
+// undetermined are, for each key with versions but none taken at or
+// before t, its oldest version: either the key did not exist at t, or the
+// store no longer keeps what it held then. versions lists each key's
+// versions newest first.
+func undetermined(versions []object.Version, t time.Time) []object.Version {
+	oldest := map[string]object.Version{}
+	decided := map[string]bool{}
+	var order []string
+	for _, v := range versions {
+		if !v.Time.After(t) {
+			decided[v.Key] = true
+			continue
+		}
+		if _, seen := oldest[v.Key]; !seen {
+			order = append(order, v.Key)
+		}
+		oldest[v.Key] = v
+	}
+	var out []object.Version
+	for _, k := range order {
+		if !decided[k] {
+			out = append(out, oldest[k])
+		}
+	}
+	return out
+}
+
+// existedAt decides, for a key whose oldest version kept is newer than t,
+// whether its object existed at t: a delete marker means something was
+// there before it; otherwise the object's creationTimestamp says. A
+// version that cannot be read or carries no creation time counts as
+// existing: unknown is never restored and never pruned, which is the safe
+// side.
+func existedAt(ctx context.Context, r Reader, oldest object.Version, t time.Time) bool {
+	if oldest.DeleteMarker {
+		return true
+	}
+	body, _, err := Read(ctx, r, oldest.Key, oldest.ID)
+	if err != nil {
+		return true
+	}
+	obj, err := Decode(body)
+	if err != nil {
+		return true
+	}
+	created := obj.GetCreationTimestamp()
+	return created.IsZero() || !created.After(t)
 }
 
 // View lists the objects of one cluster's backup at t. With namespaces
 // set, only their folders and the cluster-scoped folder are listed, each
 // in parallel (listing costs one request per 1,000 versions); otherwise
 // the whole cluster prefix. Keys outside the layout (the identity marker)
-// are left out.
+// are left out. An object that existed at t but whose version from then
+// the store no longer keeps is an Unknown item (see Item): a key whose
+// versions are all newer than t has its oldest version read for the
+// object's creation time.
 func View(ctx context.Context, r Reader, layout object.Layout, namespaces []string, t time.Time) ([]Item, error) {
 	prefixes := []string{layout.Root()}
 	if len(namespaces) > 0 {
@@ -76,15 +134,52 @@ func View(ctx context.Context, r Reader, layout object.Layout, namespaces []stri
 		return nil, err
 	}
 	var items []Item
+	var candidates []Item
 	for _, list := range lists {
 		for _, v := range At(list, t) {
 			if k, ok := layout.Parse(v.Key); ok {
 				items = append(items, Item{Key: k, Version: v})
 			}
 		}
+		for _, v := range undetermined(list, t) {
+			if k, ok := layout.Parse(v.Key); ok {
+				candidates = append(candidates, Item{Key: k, Version: v, Unknown: true})
+			}
+		}
+	}
+	existed := make([]bool, len(candidates))
+	next := make(chan int)
+	var readers sync.WaitGroup
+	for range min(16, len(candidates)) {
+		readers.Go(func() {
+			for i := range next {
+				existed[i] = existedAt(ctx, r, candidates[i].Version, t)
+			}
+		})
+	}
+	for i := range candidates {
+		next <- i
+	}
+	close(next)
+	readers.Wait()
+	for i, it := range candidates {
+		if existed[i] {
+			items = append(items, it)
+		}
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].Version.Key < items[j].Version.Key })
 	return items, nil
+}
+
+// Known are the items whose state at the chosen time the store can tell.
+func Known(items []Item) []Item {
+	out := make([]Item, 0, len(items))
+	for _, it := range items {
+		if !it.Unknown {
+			out = append(out, it)
+		}
+	}
+	return out
 }
 
 // History lists the versions of one key, newest first, taken between since
@@ -133,7 +228,8 @@ type Fetched struct {
 	Err  error
 }
 
-// Fetch reads the items' documents, parallel at a time, each verified.
+// Fetch reads the items' documents, parallel at a time, each verified;
+// an Unknown item has none to read.
 func Fetch(ctx context.Context, r Reader, items []Item, parallel int) []Fetched {
 	out := make([]Fetched, len(items))
 	next := make(chan int)
@@ -142,7 +238,9 @@ func Fetch(ctx context.Context, r Reader, items []Item, parallel int) []Fetched 
 		wg.Go(func() {
 			for i := range next {
 				f := Fetched{Item: items[i]}
-				f.Body, f.Meta, f.Err = Read(ctx, r, items[i].Version.Key, items[i].Version.ID)
+				if !f.Unknown {
+					f.Body, f.Meta, f.Err = Read(ctx, r, items[i].Version.Key, items[i].Version.ID)
+				}
 				out[i] = f
 			}
 		})

@@ -125,3 +125,71 @@ func TestWaveOfSegmentMatchesWaveOfKind(t *testing.T) {
 		}
 	}
 }
+
+// TestViewTellsUnknownFromAbsent: a key whose versions all come after t
+// did not exist at t when its object was created after t, and is unknown
+// when it was created before (a store with one version per key, or with
+// older versions expired) or when its oldest version kept is a delete
+// marker.
+func TestViewTellsUnknownFromAbsent(t *testing.T) {
+	layout := object.Layout{Prefix: "clusterbackup", Cluster: "east"}
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	at := func(h int) time.Time { return t0.Add(time.Duration(h) * time.Hour) }
+	cm := func(name string) string {
+		return layout.Key(object.Ref{Resource: "configmaps", Namespace: "a", Name: name})
+	}
+	doc := func(name string, created time.Time) string {
+		return "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + name + "\n  namespace: a\n  creationTimestamp: \"" + created.Format(time.RFC3339) + "\"\n"
+	}
+	bodies := map[string]string{
+		cm("modified") + "@1":  doc("modified", at(0)),  // existed before t, rewritten after
+		cm("created") + "@1":   doc("created", at(5)),   // created after t
+		cm("kept") + "@1":      doc("kept", at(0)),      // a version from before t
+		cm("recreated") + "@2": doc("recreated", at(0)), // the older of two, both after t
+		cm("recreated") + "@3": doc("recreated", at(6)),
+	}
+	metas := map[string]object.Meta{}
+	for k, b := range bodies {
+		metas[k] = object.Meta{SHA256: object.Digest([]byte(b))}
+	}
+	r := memReader{
+		versions: []object.Version{
+			{Key: cm("modified"), ID: "1", Time: at(4)},
+			{Key: cm("created"), ID: "1", Time: at(5)},
+			{Key: cm("deleted"), ID: "9", Time: at(4), DeleteMarker: true},
+			{Key: cm("kept"), ID: "1", Time: at(1)},
+			{Key: cm("recreated"), ID: "3", Time: at(6)},
+			{Key: cm("recreated"), ID: "2", Time: at(3)},
+		},
+		bodies: bodies, metas: metas,
+	}
+	items, err := View(context.Background(), r, layout, []string{"a"}, at(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range items {
+		s := it.Name
+		if it.Unknown {
+			s += "?"
+		}
+		got = append(got, s)
+	}
+	if strings.Join(got, " ") != "deleted? kept modified? recreated?" {
+		t.Errorf("view at t: %v, want deleted? kept modified? recreated?", got)
+	}
+	if known := Known(items); len(known) != 1 || known[0].Name != "kept" {
+		t.Errorf("known: %v", known)
+	}
+	rs := newRestorer(Target{}, Options{})
+	for _, it := range items {
+		if it.Unknown {
+			if p := rs.decide(Fetched{Item: it}, func(ownerKey) bool { return false }); p != nil {
+				t.Errorf("%s: an unknown item was planned", it.Name)
+			}
+		}
+	}
+	if c := Counts(rs.results); c[Unknown] != 3 {
+		t.Errorf("outcomes %v, want 3 unknown", c)
+	}
+}

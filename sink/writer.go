@@ -110,7 +110,7 @@ type Writer struct {
 	// unstorable are the keys the store can never hold, counted and
 	// logged once, then skipped without a call.
 	unstorable map[string]bool
-	clusterUID string // stamped on every write
+	identity object.Identity // its UID stamped on every write
 
 	overflowed  atomic.Bool
 	holdOnce    sync.Once
@@ -212,7 +212,7 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 	var n Seeded
 	w.mu.Lock()
-	uid := w.clusterUID
+	id := w.identity
 	w.mu.Unlock()
 	hashes, foreign := map[string]storedState{}, map[uint64]struct{}{}
 	var unvouched []object.Stored // listed without metadata
@@ -228,7 +228,7 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 			n.Pack = true
 		case !ours:
 			n.Outside++
-		case Foreign(s.Meta, uid):
+		case !id.Owns(s.Meta.ClusterUID):
 			foreign[w.keyHash(s.Key)] = struct{}{}
 		case s.Meta.Fingerprint() == "" && s.Meta.ClusterUID == "":
 			bare = true
@@ -263,18 +263,13 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 
 func (w *Writer) keyHash(key string) uint64 { return maphash.String(w.keySeed, key) }
 
-// SetClusterUID sets the identity of the cluster stamped on every write;
-// keys stored with another identity are never deleted. Call it before Seed.
-func (w *Writer) SetClusterUID(uid string) {
+// SetIdentity sets the cluster that owns the prefix: its UID is stamped
+// on every write, and keys stored by a cluster it neither is nor adopted
+// are never written over or deleted. Call it before Seed.
+func (w *Writer) SetIdentity(id object.Identity) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.clusterUID = uid
-}
-
-// Foreign reports whether a stored object was written by another cluster
-// than the one identified by uid.
-func Foreign(meta object.Meta, uid string) bool {
-	return meta.ClusterUID != "" && uid != "" && meta.ClusterUID != uid
+	w.identity = id
 }
 
 // Walk visits what the writer knows the store to hold of this cluster's
@@ -615,7 +610,7 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 	resource := ref.Segment()
 	start := w.clock.Now()
 	w.mu.Lock()
-	doc.Meta.ClusterUID = w.clusterUID
+	doc.Meta.ClusterUID = w.identity.UID
 	w.mu.Unlock()
 	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); errors.Is(err, ErrUnstorable) {
 		w.mu.Lock()
@@ -704,7 +699,7 @@ func (w *Writer) Stores(key, fingerprint string) bool {
 func (w *Writer) ClusterUID() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.clusterUID
+	return w.identity.UID
 }
 
 // Forget drops what the writer knows of key's stored state: the next Apply

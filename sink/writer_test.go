@@ -571,7 +571,7 @@ func TestSeedKeepsNothingOfKeysItMayNotTouch(t *testing.T) {
 	store.objects[theirs] = object.Document{Body: []byte("y"), Meta: object.Meta{SHA256: object.Digest([]byte("y")), ClusterUID: "theirs"}}
 	store.objects["clusterbackup/c/junk.bin"] = object.Document{Body: []byte("z")}
 	h := startWriter(t, time.Millisecond, store)
-	h.w.SetClusterUID("ours")
+	h.w.SetIdentity(object.Identity{UID: "ours"})
 	seeded, err := h.w.Seed(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -602,13 +602,35 @@ func TestSeedKeepsNothingOfKeysItMayNotTouch(t *testing.T) {
 	}
 }
 
+// TestAdoptedKeysAreOwn: after a rebuilt cluster adopted the prefix, the
+// keys the old cluster wrote are its own (deleted when their object is
+// gone), and a third cluster's stay untouched.
+func TestAdoptedKeysAreOwn(t *testing.T) {
+	store := newMemStore()
+	store.objects[keyOf("old")] = object.Document{Body: []byte("x"), Meta: object.Meta{SHA256: object.Digest([]byte("x")), ClusterUID: "old-cluster"}}
+	store.objects[keyOf("third")] = object.Document{Body: []byte("y"), Meta: object.Meta{SHA256: object.Digest([]byte("y")), ClusterUID: "third"}}
+	h := startWriter(t, time.Millisecond, store)
+	h.w.SetIdentity(object.Identity{UID: "new-cluster", Adopted: []string{"old-cluster"}})
+	seeded, err := h.w.Seed(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seeded.Own != 1 || seeded.Foreign != 1 {
+		t.Errorf("seeded %+v, want the adopted key own and the third cluster's foreign", seeded)
+	}
+	got := h.w.Apply(context.Background(), []object.Ref{ref("old"), ref("third")}, 0)
+	if got[0] != Deleted || got[1] != Kept {
+		t.Errorf("outcomes %v, want the adopted key deleted and the third cluster's kept", got)
+	}
+}
+
 func TestBareListingsUseTheIndex(t *testing.T) {
 	store := newMemStore()
 	store.bare = true
 	marker := testLayout.IdentityKey()
 	store.objects[marker] = object.Document{Body: []byte("owner"), Meta: object.Meta{ClusterUID: "ours"}}
 	h := startWriter(t, time.Millisecond, store)
-	h.w.SetClusterUID("ours")
+	h.w.SetIdentity(object.Identity{UID: "ours"})
 	if seeded, _ := h.w.Seed(context.Background()); !seeded.BareListings {
 		t.Fatalf("a listing without the marker's metadata was not taken for bare: %+v", seeded)
 	}
@@ -642,7 +664,7 @@ func TestBareListingsUseTheIndex(t *testing.T) {
 	store.mu.Unlock()
 
 	restarted := startWriter(t, time.Millisecond, store)
-	restarted.w.SetClusterUID("ours")
+	restarted.w.SetIdentity(object.Identity{UID: "ours"})
 	seeded, err := restarted.w.Seed(context.Background())
 	if err != nil {
 		t.Fatal(err)

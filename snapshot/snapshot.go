@@ -81,9 +81,9 @@ type Pass struct {
 	AllowMassPrune bool
 	// Holds, when set, can hold every delete back.
 	Holds *sink.Holds
-	// ClusterUID identifies this cluster: stored objects another cluster
-	// wrote are never deleted.
-	ClusterUID string
+	// Identity is the cluster that owns the prefix: stored objects another
+	// cluster wrote, one it did not adopt, are never deleted.
+	Identity object.Identity
 	Source     Source
 	Store      Lister
 	Writer     Applier
@@ -187,10 +187,10 @@ func (p *planned) count(resource string) *Counts {
 //
 // known gives the fingerprint of a key whose listing carries no metadata
 // (nil: the metadata's, or none); a key without one is written again.
-func ownKeys(ctx context.Context, l Lister, prefix string, layout object.Layout, clusterUID string, known func(object.Stored) string) (map[string]string, error) {
+func ownKeys(ctx context.Context, l Lister, prefix string, layout object.Layout, id object.Identity, known func(object.Stored) string) (map[string]string, error) {
 	own := map[string]string{}
 	err := l.Walk(ctx, prefix, func(s object.Stored) error {
-		if _, ok := layout.Parse(s.Key); ok && !sink.Foreign(s.Meta, clusterUID) {
+		if _, ok := layout.Parse(s.Key); ok && id.Owns(s.Meta.ClusterUID) {
 			fp := s.Meta.Fingerprint()
 			if fp == "" && known != nil {
 				fp = known(s)
@@ -278,7 +278,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 
 	prefix := p.Layout.Root()
 	since := p.Writer.Seq()
-	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.ClusterUID, p.Known)
+	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.Identity, p.Known)
 	if err != nil {
 		p.Metrics.Error(logging.OpStoreList)
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())

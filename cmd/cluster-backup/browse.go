@@ -121,6 +121,16 @@ func decrypter(cfg config.Config) (*encrypt.Decrypter, error) {
 	return d, nil
 }
 
+// viewTime is the time the backup is viewed at: --at, or without it every
+// version written so far, whatever the store's clock says (a store whose
+// clock runs ahead of this machine's must not hide its newest versions).
+func (s *selection) viewTime() time.Time {
+	if s.at == "" {
+		return time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	return s.atTime
+}
+
 // parseTime reads --at: RFC 3339, or a duration ago (with d for days).
 func parseTime(v string, now time.Time) (time.Time, error) {
 	if v == "" {
@@ -293,7 +303,7 @@ func (b *browser) ls(ctx context.Context, sel *selection, args []string) error {
 	if !sel.allNamespaces {
 		namespaces = sel.namespaces
 	}
-	items, err := restore.View(ctx, b.reader, b.layout, namespaces, sel.atTime)
+	items, err := restore.View(ctx, b.reader, b.layout, namespaces, sel.viewTime())
 	if err != nil {
 		return fatalError{err}
 	}
@@ -425,7 +435,7 @@ func (b *browser) show(ctx context.Context, sel *selection, args []string, versi
 		if err != nil {
 			return fatalError{err}
 		}
-		inForce := restore.At(versions, sel.atTime)
+		inForce := restore.At(versions, sel.viewTime())
 		if len(inForce) == 0 {
 			return fmt.Errorf("%s at %s: %w", key, sel.atTime.UTC().Format(time.RFC3339), errNotFound)
 		}

@@ -19,6 +19,7 @@ var commandUsage = map[string]string{
 	"history": "Usage: cluster-backup history RESOURCE/NAME [-n NS] [--since TIME] [--until TIME] [-p]",
 	"restore": "Usage: cluster-backup restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server] [--parallel N] [--qps Q] [--report FILE] [--yes]",
 	"diff":    "Usage: cluster-backup diff (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details]",
+	"adopt":   "Usage: cluster-backup adopt [--yes]   (a rebuilt cluster takes its backup prefix over from the cluster it replaces)",
 }
 
 // commandFlags are the flags of one command beyond the selection.
@@ -26,6 +27,7 @@ type commandFlags struct {
 	version      string
 	since, until string
 	patch        bool
+	yes          bool
 	restore      restoreFlags
 }
 
@@ -46,6 +48,8 @@ func runCommand(ctx context.Context, name string, args []string, stdout, stderr 
 				fs.BoolVar(&fl.patch, "p", false, "show what each version changed")
 			case "restore", "diff":
 				fl.restore.register(fs, name)
+			case "adopt":
+				fs.BoolVar(&fl.yes, "yes", false, "do not ask before taking the prefix over")
 			}
 		},
 		Overrides: sel.overrides,
@@ -66,8 +70,11 @@ func runParsed(ctx context.Context, name string, cfg config.Config, sel *selecti
 	if sel.atTime, err = parseTime(sel.at, now); err != nil {
 		return err
 	}
-	if name == "restore" || name == "diff" {
+	switch name {
+	case "restore", "diff":
 		return runRestore(ctx, name, cfg, sel, &fl.restore, args, stdout, stderr)
+	case "adopt":
+		return runAdopt(ctx, cfg, fl.yes, args, stdout, stderr)
 	}
 	b, err := openBrowser(ctx, cfg, stdout)
 	if err != nil {

@@ -123,11 +123,15 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return err
 	}
 	layout := object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}
-	items, err := selectItems(ctx, reader, layout, sel, res, sel.atTime)
+	items, err := selectItems(ctx, reader, layout, sel, res, sel.viewTime())
 	if err != nil {
 		return err
 	}
-	reader, readFrom := readThroughPack(ctx, name, reader, layout, items, sel.atTime, stderr)
+	if n := len(items) - len(restore.Known(items)); n > 0 {
+		fmt.Fprintf(stderr, "%s: warning: the store cannot say what %d objects were at %s: it keeps one version per key, or their older versions expired; they are reported unknown, never restored or pruned\n",
+			name, n, sel.atTime.UTC().Format(time.RFC3339))
+	}
+	reader, readFrom := readThroughPack(ctx, name, reader, layout, restore.Known(items), sel.viewTime(), stderr)
 	defer readFrom()
 	if name == "diff" {
 		backup := restore.Fetch(ctx, reader, items, fl.parallel)
@@ -167,8 +171,8 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 			return err
 		}
 	}
-	if failed := restore.Counts(results)[restore.Failed]; failed > 0 {
-		return partialError{failed: failed}
+	if c := restore.Counts(results); c[restore.Failed]+c[restore.Unknown] > 0 {
+		return partialError{failed: c[restore.Failed] + c[restore.Unknown]}
 	}
 	return nil
 }

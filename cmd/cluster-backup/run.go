@@ -211,30 +211,37 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		return nil
 	}
 	uid := string(ns.UID)
-	p.writer.SetClusterUID(uid)
-	p.pass.ClusterUID = uid
+	own := object.Identity{Cluster: a.cfg.ClusterName, UID: uid}
+	p.writer.SetIdentity(own)
+	p.pass.Identity = own
 	key := a.layout().IdentityKey()
 	// A GET, not a listing: every S3 store returns user metadata with
 	// the object, not all of them in listings.
-	_, meta, err := p.store.Get(ctx, key, "")
+	body, meta, err := p.store.Get(ctx, key, "")
 	switch {
 	case errors.Is(err, sink.ErrNotFound), err == nil && meta.ClusterUID == "":
 		// no marker, or one without an owner: claim it
 	case err != nil:
 		return fmt.Errorf("read the cluster identity marker %s: %w", key, err)
 	case meta.ClusterUID == uid:
-		return nil // ours
+		// ours: with the clusters it adopted (cluster-backup adopt),
+		// whose keys are its own
+		marked := object.ParseIdentity(body)
+		own.Adopted = marked.Adopted
+		p.writer.SetIdentity(own)
+		p.pass.Identity = own
+		return nil
 	default:
 		p.holds.Set("cluster_identity", fmt.Sprintf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s)",
 			a.cfg.ClusterName, meta.ClusterUID, uid))
 		p.metrics.Error(logging.OpClusterIdentity)
-		log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or delete the marker if this cluster replaced that one",
+		log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or, if this cluster replaced that one, take the prefix over with cluster-backup adopt",
 			logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": meta.ClusterUID, "cluster_uid": uid}))
 		return nil
 	}
-	body := fmt.Sprintf("# Written by cluster-backup: the cluster that owns this prefix.\ncluster: %s\nkubeSystemUID: %s\n", a.cfg.ClusterName, uid)
-	marker := object.Meta{UID: uid, ClusterUID: uid, SHA256: object.Digest([]byte(body))}
-	if err := p.store.Put(ctx, key, []byte(body), marker); err != nil {
+	body = own.Marshal()
+	marker := object.Meta{UID: uid, ClusterUID: uid, SHA256: object.Digest(body)}
+	if err := p.store.Put(ctx, key, body, marker); err != nil {
 		return fmt.Errorf("write the cluster identity marker %s: %w", key, err)
 	}
 	log.Info("Recorded the cluster's identity", logging.Data(map[string]any{"marker": key, "cluster_uid": uid}))
