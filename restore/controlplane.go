@@ -50,10 +50,12 @@ var ControlPlaneRules = []ControlPlaneRule{
 			return is(o, "", "Secret") && typeOf(o) == "bootstrap.kubernetes.io/token"
 		}},
 	{Match: "ConfigMaps kube-root-ca.crt (every namespace)", Example: "ConfigMap shop/kube-root-ca.crt",
-		Reason:  "kube-root-ca.crt: the cluster publishes its own CA",
-		matches: func(o *unstructured.Unstructured) bool { return is(o, "", "ConfigMap") && o.GetName() == "kube-root-ca.crt" }},
+		Reason: "kube-root-ca.crt: the cluster publishes its own CA",
+		matches: func(o *unstructured.Unstructured) bool {
+			return is(o, "", "ConfigMap") && o.GetName() == "kube-root-ca.crt"
+		}},
 	{Match: "ConfigMaps kube-system/extension-apiserver-authentication and kube-system/kube-apiserver-legacy-service-account-token-tracking", Example: "ConfigMap kube-system/extension-apiserver-authentication",
-		Reason: "the API server's own: an old client CA written here stays trusted by the aggregation layer",
+		Reason:  "the API server's own: an old client CA written here stays trusted by the aggregation layer",
 		matches: named(gk("", "ConfigMap"), "kube-system/extension-apiserver-authentication", "kube-system/kube-apiserver-legacy-service-account-token-tracking")},
 	{Match: "kubeadm state: ConfigMaps kube-public/cluster-info, kube-system/kubeadm-config, kubelet-config, kube-proxy; Secret kube-system/kubeadm-certs", Example: "ConfigMap kube-public/cluster-info",
 		Reason: "kubeadm's record of this cluster's CA, endpoint and component settings",

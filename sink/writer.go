@@ -110,7 +110,7 @@ type Writer struct {
 	// unstorable are the keys the store can never hold, counted and
 	// logged once, then skipped without a call.
 	unstorable map[string]bool
-	identity object.Identity // its UID stamped on every write
+	identity   object.Identity // its UID stamped on every write
 
 	overflowed  atomic.Bool
 	holdOnce    sync.Once

@@ -84,11 +84,11 @@ type Pass struct {
 	// Identity is the cluster that owns the prefix: stored objects another
 	// cluster wrote, one it did not adopt, are never deleted.
 	Identity object.Identity
-	Source     Source
-	Store      Lister
-	Writer     Applier
-	Log        *zap.Logger
-	Metrics    *metrics.Metrics
+	Source   Source
+	Store    Lister
+	Writer   Applier
+	Log      *zap.Logger
+	Metrics  *metrics.Metrics
 	// Verify, when set, reads back a share of the stored objects in each
 	// pass and writes again those altered in the store.
 	Verify *Verify
