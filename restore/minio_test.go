@@ -52,10 +52,19 @@ func TestViewOnMinIO(t *testing.T) {
 	}
 	beforeAll := time.Now()
 	tick()
+	// Documents carry their object's creation time, as the service's do:
+	// a key whose versions all come after a time is absent then only if
+	// its object was created after it.
+	docAt := func(created string, i int) string {
+		return fmt.Sprintf("metadata:\n  creationTimestamp: %q\nv: %d\n", created, i)
+	}
+	createdAt := func() string { return time.Now().UTC().Add(time.Second).Format(time.RFC3339) }
+	busyCreated := createdAt()
+	doc := func(i int) string { return docAt(busyCreated, i) }
 	const versions = 1205 // more than one 1,000-entry page
 	var afterFirst, afterMiddle time.Time
 	for i := range versions {
-		put(busy, fmt.Sprintf("v: %d\n", i))
+		put(busy, doc(i))
 		switch i {
 		case 0:
 			tick()
@@ -67,7 +76,8 @@ func TestViewOnMinIO(t *testing.T) {
 			tick()
 		}
 	}
-	put(gone, "v: 0\n")
+	goneDoc := docAt(createdAt(), 0)
+	put(gone, goneDoc)
 	tick()
 	beforeDelete := time.Now()
 	tick()
@@ -81,10 +91,10 @@ func TestViewOnMinIO(t *testing.T) {
 		want map[string]string // key -> body in force
 	}{
 		{"before the first version", beforeAll, map[string]string{}},
-		{"after the first version", afterFirst, map[string]string{busy: "v: 0\n"}},
-		{"between versions, across list pages", afterMiddle, map[string]string{busy: fmt.Sprintf("v: %d\n", versions/2)}},
-		{"before the delete", beforeDelete, map[string]string{busy: fmt.Sprintf("v: %d\n", versions-1), gone: "v: 0\n"}},
-		{"a delete marker is newest", time.Now(), map[string]string{busy: fmt.Sprintf("v: %d\n", versions-1)}},
+		{"after the first version", afterFirst, map[string]string{busy: doc(0)}},
+		{"between versions, across list pages", afterMiddle, map[string]string{busy: doc(versions / 2)}},
+		{"before the delete", beforeDelete, map[string]string{busy: doc(versions - 1), gone: goneDoc}},
+		{"a delete marker is newest", time.Now(), map[string]string{busy: doc(versions - 1)}},
 	} {
 		items, err := View(ctx, store, layout, []string{"a"}, tc.at)
 		if err != nil {

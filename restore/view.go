@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
 	"github.com/cluster-backup/cluster-backup/object"
 )
 
@@ -99,11 +102,15 @@ func existedAt(ctx context.Context, r Reader, oldest object.Version, t time.Time
 	if err != nil {
 		return true
 	}
-	obj, err := Decode(body)
-	if err != nil {
+	var doc struct {
+		Metadata struct {
+			CreationTimestamp metav1.Time `json:"creationTimestamp"`
+		} `json:"metadata"`
+	}
+	if err := yaml.Unmarshal(body, &doc); err != nil {
 		return true
 	}
-	created := obj.GetCreationTimestamp()
+	created := doc.Metadata.CreationTimestamp
 	return created.IsZero() || !created.After(t)
 }
 
