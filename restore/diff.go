@@ -108,6 +108,9 @@ func (r *restorer) diffLive(ctx context.Context, p *planned, forget bool) (d Dif
 	if p.implied {
 		return d, false // only its existence matters
 	}
+	if rule, ok := controlPlaneRule(p.obj); ok && rule.AbsentOnly && !r.opts.IncludeControlPlane {
+		return d, false // a restore leaves the live one alone
+	}
 	if same, err := equal(p.obj, live, preserve); err != nil || !same {
 		return difference(Changed, res, live, p.obj, preserve), true
 	}

@@ -84,15 +84,7 @@ func restoreReport(t *testing.T, cluster string, wantCode int, args ...string) r
 	if code != wantCode {
 		t.Fatalf("restore %v: exit %d, want %d\n%s", args, code, wantCode, stderr)
 	}
-	var rep report
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
-	return rep
+	return readReport(t, path)
 }
 
 // seedApp creates one namespace of everything a restore must bring back.

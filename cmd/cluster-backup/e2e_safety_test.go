@@ -33,11 +33,13 @@ type cluster struct {
 	dyn  dynamic.Interface
 }
 
-func privateCluster(t *testing.T) *cluster {
+// privateCluster starts a control plane of the test's own (new etcd, new
+// PKI), with the options given, if any.
+func privateCluster(t *testing.T, opts ...testenv.KubeOptions) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(bg, 2*time.Minute)
 	defer cancel()
-	k, err := testenv.StartKube(ctx, testenv.KubeOptions{})
+	k, err := testenv.StartKube(ctx, append(opts, testenv.KubeOptions{})[0])
 	if err != nil {
 		t.Fatal(err)
 	}
