@@ -247,7 +247,9 @@ func TestNamespaceDisasterRestore(t *testing.T) {
 }
 
 // TestRestoreIntoAnotherNamespace restores a namespace under a new name:
-// the original is untouched and the RoleBinding's subject follows.
+// the original is untouched, and the RoleBinding's subjects (service
+// account, group and user) and the NetworkPolicy's namespace selectors
+// follow.
 func TestRestoreIntoAnotherNamespace(t *testing.T) {
 	requireServers(t)
 	ns, to, cluster := "e2e-mapping", "e2e-mapping-copy", "mapping"
@@ -256,7 +258,18 @@ func TestRestoreIntoAnotherNamespace(t *testing.T) {
 	if _, err := e2e.cs.RbacV1().RoleBindings(ns).Create(bg, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "sa-view"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "view"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns}},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns},
+			{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "system:serviceaccounts:" + ns},
+			{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "system:serviceaccount:" + ns + ":default"}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2e.cs.NetworkingV1().NetworkPolicies(ns).Create(bg, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "same-namespace"},
+		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+			{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+			{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: []string{ns, "monitoring"}}}}},
+		}}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -272,9 +285,20 @@ func TestRestoreIntoAnotherNamespace(t *testing.T) {
 	if _, err := e2e.cs.CoreV1().ConfigMaps(to).Get(bg, "app", metav1.GetOptions{}); err != nil {
 		t.Errorf("the ConfigMap in the new namespace: %v", err)
 	}
+	// Every reference to the namespace follows it: otherwise the old
+	// namespace's accounts get rights in the new one, and its policies
+	// open the new namespace to the old.
 	rb, err := e2e.cs.RbacV1().RoleBindings(to).Get(bg, "sa-view", metav1.GetOptions{})
-	if err != nil || rb.Subjects[0].Namespace != to {
-		t.Errorf("RoleBinding subjects after mapping: %+v %v", rb, err)
+	if err != nil || rb.Subjects[0].Namespace != to || rb.Subjects[1].Name != "system:serviceaccounts:"+to || rb.Subjects[2].Name != "system:serviceaccount:"+to+":default" {
+		t.Errorf("RoleBinding subjects after mapping: %+v %v", rb.Subjects, err)
+	}
+	np, err := e2e.cs.NetworkingV1().NetworkPolicies(to).Get(bg, "same-namespace", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := np.Spec.Ingress[0].From
+	if peers[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != to || peers[1].NamespaceSelector.MatchExpressions[0].Values[0] != to || peers[1].NamespaceSelector.MatchExpressions[0].Values[1] != "monitoring" {
+		t.Errorf("NetworkPolicy namespace selectors after mapping: %+v", peers)
 	}
 	now, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "app", metav1.GetOptions{})
 	if err != nil || now.ResourceVersion != orig.ResourceVersion {
