@@ -243,3 +243,54 @@ func TestRestoreBelievesOnlyWhatTheServiceWrote(t *testing.T) {
 		t.Errorf("the genuine Secret was not restored: %v", err)
 	}
 }
+
+// TestPointInTimeOnAStoreOfOneVersion restores --at T from the directory
+// store, which keeps one version per key: an object modified after T is
+// unknown (neither restored nor pruned, exit 3, with a warning), one
+// created after T did not exist then (pruned), one unchanged since is
+// known.
+func TestPointInTimeOnAStoreOfOneVersion(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-one-version", "one-version"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "kept", map[string]string{"v": "1"}, nil, nil)
+	createConfigMap(t, ns, "edited", map[string]string{"v": "1"}, nil, nil)
+	env := map[string]string{"MINIO_ENDPOINT": "", "BACKUP_DIR": t.TempDir(), "REQUIRE_VERSIONING": "false"}
+	s := startService(t, cluster, serviceOptions{env: env, configMap: map[string]string{"include-namespaces": ns}})
+	s.waitPass(1)
+	// T on a whole second, as --at takes it; what changes after T changes
+	// a second later, so that creation times (whole seconds) tell.
+	at := time.Now().Truncate(time.Second).Add(time.Second)
+	eventually(t, 5*time.Second, "the clock a second past T", func() bool { return time.Now().After(at.Add(time.Second)) })
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, "edited", types.MergePatchType, []byte(`{"data":{"v":"2"}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createConfigMap(t, ns, "created", map[string]string{"v": "1"}, nil, nil)
+	dir := env["BACKUP_DIR"]
+	eventually(t, 30*time.Second, "both changes in the directory", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "clusterbackup", cluster, ns, "configmaps", "edited.yaml"))
+		_, err2 := os.Stat(filepath.Join(dir, "clusterbackup", cluster, ns, "configmaps", "created.yaml"))
+		return err == nil && strings.Contains(string(b), "v: \"2\"") && err2 == nil
+	})
+	s.stop()
+
+	path := filepath.Join(t.TempDir(), "report.json")
+	_, stderr, code := cliWith(t, e2e.minio, map[string]string{"CLUSTER_NAME": cluster, "MINIO_ENDPOINT": "", "BACKUP_DIR": dir},
+		"restore", "-n", ns, "--at", at.UTC().Format(time.RFC3339), "--prune", "--yes", "--report", path)
+	if code != exitPartial || !strings.Contains(stderr, "cannot say what 1 objects were at") {
+		t.Fatalf("restore --at on one version per key: exit %d, want %d and a warning\n%s", code, exitPartial, stderr)
+	}
+	outcomes := map[string]string{}
+	for _, r := range readReport(t, path).Objects {
+		if r.Resource == "configmaps" {
+			outcomes[r.Name] = r.Outcome
+		}
+	}
+	if outcomes["edited"] != restore.Unknown || outcomes["created"] != restore.Pruned || outcomes["kept"] != restore.Unchanged {
+		t.Errorf("outcomes %v, want edited unknown, created pruned, kept unchanged", outcomes)
+	}
+	cm, err := e2e.cs.CoreV1().ConfigMaps(ns).Get(bg, "edited", metav1.GetOptions{})
+	if err != nil || cm.Data["v"] != "2" {
+		t.Errorf("the object the store cannot answer for was touched: %v %v", cm.Data, err)
+	}
+}
