@@ -21,6 +21,7 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/metrics"
+	"github.com/cluster-backup/cluster-backup/restore"
 )
 
 func read(t *testing.T, path string) string {
@@ -172,6 +173,26 @@ func fmtType(e ast.Expr) string {
 }
 
 // TestCodeLayoutTable checks that every top-level folder is described.
+// TestControlPlaneTable compares the table of what a control plane owns
+// with the rules a restore applies, row by row and in order.
+func TestControlPlaneTable(t *testing.T) {
+	table := section(t, read(t, "restore.md"), "## What a control plane owns")
+	var documented, declared []string
+	for _, line := range strings.Split(table, "\n") {
+		if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "| ---") || strings.HasPrefix(line, "| match |") {
+			continue
+		}
+		cells := strings.Split(line, " | ")
+		documented = append(documented, strings.TrimPrefix(cells[0], "| ")+" / "+cells[2])
+	}
+	for _, r := range restore.ControlPlaneRules {
+		declared = append(declared, r.Match+" / "+r.Reason)
+	}
+	if !slices.Equal(documented, declared) {
+		t.Errorf("docs/restore.md lists\n%s\nthe rules are\n%s", strings.Join(documented, "\n"), strings.Join(declared, "\n"))
+	}
+}
+
 func TestCodeLayoutTable(t *testing.T) {
 	entries, err := os.ReadDir("..")
 	if err != nil {

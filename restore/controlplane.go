@@ -28,7 +28,7 @@ type ControlPlaneRule struct {
 // ControlPlaneRules are the rules, in the order they are tried; the first
 // that matches applies.
 var ControlPlaneRules = []ControlPlaneRule{
-	{Match: "Nodes, Events, CSINodes, VolumeAttachments, ControllerRevisions, ComponentStatuses", Example: "Node/worker-1", Always: true,
+	{Match: "Nodes, Events, CSINodes, VolumeAttachments, ControllerRevisions, ComponentStatuses", Example: "Node worker-1", Always: true,
 		Reason:  "never restored: it belongs to the cluster it was read from",
 		matches: kinds(gk("", "Node"), gk("", "Event"), gk("events.k8s.io", "Event"), gk("storage.k8s.io", "CSINode"), gk("storage.k8s.io", "VolumeAttachment"), gk("apps", "ControllerRevision"), gk("", "ComponentStatus"))},
 	{Match: "Leases and LeaseCandidates", Example: "Lease kube-node-lease/worker-1", Always: true,

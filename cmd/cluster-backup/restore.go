@@ -110,13 +110,8 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	if err != nil {
 		return err
 	}
-	if opts.ClusterUID, err = target.ClusterUID(ctx); err != nil {
-		return fatalError{fmt.Errorf("read the target cluster's identity: %w", err)}
-	}
-	if fl.prune || name == "diff" {
-		if opts.Stored, err = storedByRules(cfg.Rules, res.disc); err != nil {
-			return fatalError{err}
-		}
+	if err := fl.targetOptions(ctx, name, cfg, target, res, &opts); err != nil {
+		return err
 	}
 	reader, err := openReadStore(ctx, cfg, fl.parallel)
 	if err != nil {
@@ -230,6 +225,22 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, er
 	cached := memory.NewMemCacheClient(dc)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
 	return restore.Target{Dynamic: dyn, Metadata: meta, Mapper: mapper}, resolverFor(mapper, cached), nil
+}
+
+// targetOptions are the options that depend on the target cluster: its
+// identity, and what the service's rules would store of it (for prune and
+// the extras diff shows).
+func (f *restoreFlags) targetOptions(ctx context.Context, name string, cfg config.Config, target restore.Target, res resolver, opts *restore.Options) error {
+	var err error
+	if opts.ClusterUID, err = target.ClusterUID(ctx); err != nil {
+		return fatalError{fmt.Errorf("read the target cluster's identity: %w", err)}
+	}
+	if f.prune || name == "diff" {
+		if opts.Stored, err = storedByRules(cfg.Rules, res.disc); err != nil {
+			return fatalError{err}
+		}
+	}
+	return nil
 }
 
 // storedByRules says whether the service would store a live object under
