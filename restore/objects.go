@@ -317,12 +317,18 @@ var waveOfKind = map[schema.GroupKind]Wave{
 	{Group: "apiregistration.k8s.io", Kind: "APIService"}:                             WaveAdmission,
 }
 
-// WaveOf is the wave obj is applied in.
-func WaveOf(obj *unstructured.Unstructured) Wave {
-	if w, ok := waveOfKind[obj.GroupVersionKind().GroupKind()]; ok {
-		return w
+// waveNames are the waves as --priorities names them.
+var waveNames = []string{"crds", "cluster", "configuration", "workloads", "rest", "admission"}
+
+// ParseWave reads a wave's name (crds, cluster, configuration, workloads,
+// rest, admission).
+func ParseWave(name string) (Wave, error) {
+	for i, n := range waveNames {
+		if n == name {
+			return Wave(i), nil
+		}
 	}
-	return WaveRest
+	return 0, fmt.Errorf("unknown wave %q: want one of %s", name, strings.Join(waveNames, ", "))
 }
 
 // Comparable is obj as a restore compares it with the live object: cleaned

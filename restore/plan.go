@@ -144,7 +144,7 @@ func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
 	}
 	Sanitize(obj, r.opts.PreserveNodePorts)
 	note := Reclaimed(obj, f.Meta.ClusterUID, r.opts.ClusterUID, r.opts.KeepReclaimPolicy)
-	return &planned{Fetched: Fetched{Item: f.Item, Meta: f.Meta}, obj: obj, owner: ownerKeyOf(obj), wave: WaveOf(obj), note: note}
+	return &planned{Fetched: Fetched{Item: f.Item, Meta: f.Meta}, obj: obj, owner: ownerKeyOf(obj), note: note}
 }
 
 // segmentOfKind is the key segment of obj's kind as the target cluster

@@ -389,7 +389,7 @@ func TestOwnersWave(t *testing.T) {
 		{"owner not restored", controlledBy(obj("v1", "ConfigMap", "shop/c", nil), "apps/v1", "Deployment", "other"), 0},
 	}
 	for _, c := range cases {
-		if got := ownersWave(c.obj, keys); got != c.want {
+		if got := newRestorer(Target{}, Options{}).ownersWave(c.obj, keys); got != c.want {
 			t.Errorf("%s: wave %d, want %d", c.name, got, c.want)
 		}
 	}
@@ -413,5 +413,31 @@ func TestDiffMasksTheLastAppliedCopyOfASecret(t *testing.T) {
 	same := difference(Changed, Result{Resource: "secrets"}, secret("c2FtZQ=="), secret("c2FtZQ=="), false)
 	if strings.Contains(same.Before+same.After, "c2FtZQ==") {
 		t.Errorf("equal values shown:\n%s", same.Details())
+	}
+}
+
+func TestPrioritiesAddToTheDefaultOrder(t *testing.T) {
+	configuration, err := ParseWave("configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseWave("early"); err == nil || !strings.Contains(err.Error(), `"early"`) {
+		t.Errorf("an unknown wave: %v", err)
+	}
+	r := newRestorer(Target{}, Options{Waves: map[string]Wave{"issuers.cert-manager.io": configuration}})
+	for seg, want := range map[string]Wave{
+		"issuers.cert-manager.io":                        WaveConfiguration,
+		"certificates.cert-manager.io":                   WaveRest, // not listed: the default
+		"deployments":                                    WaveWorkloads,
+		"customresourcedefinitions.apiextensions.k8s.io": WaveCRDs,
+	} {
+		if got := r.waveOf(seg); got != want {
+			t.Errorf("%s: wave %d, want %d", seg, got, want)
+		}
+	}
+	// A dependent follows its owner's wave as the rules place it.
+	owned := controlledBy(obj("v1", "ConfigMap", "shop/c", nil), "cert-manager.io/v1", "Issuer", "ca")
+	if got := r.ownersWave(owned, map[string]bool{"issuers.cert-manager.io/shop/ca": true}); got != WaveConfiguration {
+		t.Errorf("owner's wave %d", got)
 	}
 }

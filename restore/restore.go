@@ -78,6 +78,9 @@ type Options struct {
 	// policy Retain, unless KeepReclaimPolicy.
 	ClusterUID        string
 	KeepReclaimPolicy bool
+	// Waves are the user's order rules (--priorities): the wave of each
+	// listed resource segment, over the default order.
+	Waves map[string]Wave
 	// Stored, when set, says whether the service's rules would have stored
 	// a live object: prune deletes nothing else, since the backup not
 	// holding an object the rules leave out says nothing about it.
@@ -121,7 +124,6 @@ type planned struct {
 	Fetched
 	obj   *unstructured.Unstructured
 	owner ownerKey
-	wave  Wave
 	depth int // owners in the restore come first
 	// implied: a Namespace the backup does not hold (the filters left
 	// Namespace objects out), created for the objects restored into it.

@@ -29,7 +29,12 @@ func segmentOf(group, kind string) string {
 	return object.Segment(group, plural.Resource)
 }
 
-func waveOfSegment(seg string) Wave {
+// waveOf is the wave of a segment's objects: the user's rules
+// (--priorities) first, then the default order.
+func (r *restorer) waveOf(seg string) Wave {
+	if w, ok := r.opts.Waves[seg]; ok {
+		return w
+	}
 	if w, ok := segmentWaves[seg]; ok {
 		return w
 	}
@@ -48,7 +53,7 @@ func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Op
 	rs.selection(items)
 	byWave := make([][]Item, waves)
 	for _, it := range items {
-		w := waveOfSegment(it.Segment)
+		w := rs.waveOf(it.Segment)
 		byWave[w] = append(byWave[w], it)
 	}
 	keys := keysOf(items, opts.NamespaceMapping)
@@ -66,7 +71,7 @@ func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Op
 		done, streamed := rs.stream(ctx, r, byWave[wave], extra, keys)
 		deferred := carried[wave]
 		for _, p := range streamed {
-			if w := ownersWave(p.obj, keys); w > wave {
+			if w := rs.ownersWave(p.obj, keys); w > wave {
 				carried[w] = append(carried[w], p)
 				continue
 			}
@@ -97,12 +102,12 @@ func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Op
 
 // ownersWave is the latest wave in which one of obj's owners that the
 // restore holds (keys) is written.
-func ownersWave(obj *unstructured.Unstructured, keys map[string]bool) Wave {
+func (r *restorer) ownersWave(obj *unstructured.Unstructured, keys map[string]bool) Wave {
 	w := Wave(0)
 	for _, ref := range obj.GetOwnerReferences() {
 		k := refKey(obj, ref.APIVersion, ref.Kind, ref.Name)
 		if keys[segmentKey(k)] {
-			w = max(w, waveOfSegment(segmentOf(k.group, k.kind)))
+			w = max(w, r.waveOf(segmentOf(k.group, k.kind)))
 		}
 	}
 	return w
@@ -231,7 +236,7 @@ func impliedFromKeys(items []Item, mapping map[string]string) []*planned {
 		obj.SetName(ns)
 		out = append(out, &planned{
 			Fetched: Fetched{Item: Item{Key: object.Key{Segment: "namespaces", Name: ns}}},
-			obj:     obj, owner: ownerKeyOf(obj), wave: WaveCluster, implied: true,
+			obj:     obj, owner: ownerKeyOf(obj), implied: true,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].obj.GetName() < out[j].obj.GetName() })

@@ -110,8 +110,9 @@ func TestViewAndVerifiedReads(t *testing.T) {
 }
 
 func TestWaveOfSegmentMatchesWaveOfKind(t *testing.T) {
+	r := newRestorer(Target{}, Options{})
 	for gk, want := range waveOfKind {
-		if got := waveOfSegment(segmentOf(gk.Group, gk.Kind)); got != want {
+		if got := r.waveOf(segmentOf(gk.Group, gk.Kind)); got != want {
 			t.Errorf("%s: wave %d by segment %q, %d by kind", gk, got, segmentOf(gk.Group, gk.Kind), want)
 		}
 	}
@@ -120,7 +121,7 @@ func TestWaveOfSegmentMatchesWaveOfKind(t *testing.T) {
 		"customresourcedefinitions.apiextensions.k8s.io": WaveCRDs, "priorityclasses.scheduling.k8s.io": WaveCluster,
 		"validatingwebhookconfigurations.admissionregistration.k8s.io": WaveAdmission, "widgets.example.com": WaveRest,
 	} {
-		if got := waveOfSegment(seg); got != want {
+		if got := r.waveOf(seg); got != want {
 			t.Errorf("%s: wave %d, want %d", seg, got, want)
 		}
 	}

@@ -17,7 +17,7 @@ var commandUsage = map[string]string{
 	"ls":      "Usage: cluster-backup ls [RESOURCE[/NAME]] [-n NS | -A] [--at TIME] [-o table|yaml|json|name]",
 	"show":    "Usage: cluster-backup show RESOURCE/NAME [-n NS] [--at TIME | --version ID]",
 	"history": "Usage: cluster-backup history RESOURCE/NAME [-n NS] [--since TIME] [--until TIME] [-p]",
-	"restore": "Usage: cluster-backup restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server] [--parallel N] [--qps Q] [--report FILE] [--yes]",
+	"restore": "Usage: cluster-backup restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server] [--parallel N] [--qps Q] [--report FILE] [--yes] [--include-control-plane] [--keep-reclaim-policy] [--priorities FILE]",
 	"diff":    "Usage: cluster-backup diff (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details]",
 	"adopt":   "Usage: cluster-backup adopt [--yes]   (a rebuilt cluster takes its backup prefix over from the cluster it replaces)",
 }

@@ -98,3 +98,32 @@ func TestBinaryExitCode(t *testing.T) {
 		t.Errorf("stderr %q stdout %q", stderr.String(), stdout.String())
 	}
 }
+
+func TestReadPriorities(t *testing.T) {
+	write := func(body string) string {
+		path := filepath.Join(t.TempDir(), "priorities.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	waves, err := readPriorities(write("- resources: [issuers.cert-manager.io, clusterissuers.cert-manager.io]\n  wave: configuration\n- resources: [widgets.example.com]\n  wave: admission\n"), resolver{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(waves) != 3 || waves["issuers.cert-manager.io"] != 2 || waves["widgets.example.com"] != 5 {
+		t.Errorf("waves %v", waves)
+	}
+	for _, c := range []struct{ body, want string }{
+		{"- resources: [a]\n  wave: early\n", `unknown wave "early"`},
+		{"- resources: [customresourcedefinitions.apiextensions.k8s.io]\n  wave: rest\n", "CRDs always come first"},
+		{"- wave: rest\n", "names no resources"},
+		{"- resources: [a]\n  wave: rest\n  before: b\n", "want a list of"},
+	} {
+		_, err := readPriorities(write(c.body), resolver{})
+		var usage usageError
+		if !errors.As(err, &usage) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "--priorities") {
+			t.Errorf("%q: %v, want a usage error with %q", c.body, err, c.want)
+		}
+	}
+}

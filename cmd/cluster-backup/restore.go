@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/util/flowcontrol"
+	"sigs.k8s.io/yaml"
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/filter"
@@ -46,6 +47,7 @@ type restoreFlags struct {
 	details           bool
 	controlPlane      bool
 	keepReclaim       bool
+	priorities        string
 }
 
 func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
@@ -59,6 +61,7 @@ func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
 		fs.BoolVar(&f.details, "details", false, "print a unified diff of each differing object (Secret values masked)")
 		return
 	}
+	fs.StringVar(&f.priorities, "priorities", "", "a YAML file of extra order rules (resources and the wave they go in), merged into the default order")
 	fs.BoolVar(&f.keepReclaim, "keep-reclaim-policy", false, "keep reclaim policy Delete on PersistentVolumes another cluster wrote (default: restored as Retain)")
 	fs.StringVar(&f.existing, "existing", restore.ExistingApply, "an object that exists: apply (server-side apply, fields added since stay), skip, or replace (made equal to the backup)")
 	fs.BoolVar(&f.prune, "prune", false, "delete live objects of the restored types and namespaces that the backup does not hold, within the selection (-l), of what the service's rules store")
@@ -228,10 +231,15 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, er
 }
 
 // targetOptions are the options that depend on the target cluster: its
-// identity, and what the service's rules would store of it (for prune and
-// the extras diff shows).
+// identity, the resource names of --priorities, and what the service's
+// rules would store of it (for prune and the extras diff shows).
 func (f *restoreFlags) targetOptions(ctx context.Context, name string, cfg config.Config, target restore.Target, res resolver, opts *restore.Options) error {
 	var err error
+	if f.priorities != "" {
+		if opts.Waves, err = readPriorities(f.priorities, res); err != nil {
+			return err
+		}
+	}
 	if opts.ClusterUID, err = target.ClusterUID(ctx); err != nil {
 		return fatalError{fmt.Errorf("read the target cluster's identity: %w", err)}
 	}
@@ -241,6 +249,45 @@ func (f *restoreFlags) targetOptions(ctx context.Context, name string, cfg confi
 		}
 	}
 	return nil
+}
+
+// priorityRule is one rule of a --priorities file.
+type priorityRule struct {
+	Resources []string `json:"resources"`
+	Wave      string   `json:"wave"`
+}
+
+// readPriorities reads a --priorities file: a list of rules, each putting
+// resources (names as in the filtering keys) into a wave of the default
+// order. Resources it does not name keep their place; CRDs always come
+// first.
+func readPriorities(path string, res resolver) (map[string]restore.Wave, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("invalid --priorities %q: %v", path, err)
+	}
+	var rules []priorityRule
+	if err := yaml.UnmarshalStrict(b, &rules); err != nil {
+		return nil, usagef("invalid --priorities %q: want a list of {resources: [...], wave: ...}: %v", path, err)
+	}
+	out := map[string]restore.Wave{}
+	for i, r := range rules {
+		wave, err := restore.ParseWave(r.Wave)
+		if err != nil {
+			return nil, usagef("invalid --priorities %q: rule %d: %v", path, i+1, err)
+		}
+		if len(r.Resources) == 0 {
+			return nil, usagef("invalid --priorities %q: rule %d names no resources", path, i+1)
+		}
+		for _, name := range r.Resources {
+			seg := res.segment(name)
+			if seg == "customresourcedefinitions.apiextensions.k8s.io" {
+				return nil, usagef("invalid --priorities %q: rule %d: %q: CRDs always come first", path, i+1, name)
+			}
+			out[seg] = wave
+		}
+	}
+	return out, nil
 }
 
 // storedByRules says whether the service would store a live object under
