@@ -5,8 +5,10 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -15,11 +17,116 @@ import (
 // functions of the object, its key and the options: whether the document
 // is believed, whether the selection takes it, where it goes, whether it
 // is skipped and why, and how it is made fit for the target cluster. The
-// executor (stream.go, restore.go) only reads, orders and writes.
+// executor (apply.go) only reads, orders and writes.
 
 // ErrMisfiled marks a document whose object is not the one its key names:
 // the service never writes one, so it is refused, never applied.
 var ErrMisfiled = fmt.Errorf("the document is not the object its key names")
+
+// decide reads one fetched document into what the restore does with it:
+// nil when it is not written (reported, or left out by the selection). The
+// document is believed only when it is the object its key names; it is
+// decrypted, mapped to its new namespace, checked against the skip rules
+// and sanitised.
+func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
+	if f.Unknown {
+		r.report(resultOf(f.Item, nil), Unknown, "the store keeps no version of it from the chosen time; its oldest is from "+
+			f.Version.Time.UTC().Format(time.RFC3339)+": neither restored nor pruned")
+		return nil
+	}
+	if f.Err != nil {
+		r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
+		return nil
+	}
+	obj, err := Decode(f.Body)
+	if err != nil {
+		r.report(resultOf(f.Item, nil), Failed, "cannot decode the stored document: "+err.Error())
+		return nil
+	}
+	if err := CheckKey(obj, f.Key, r.segmentOfKind(obj)); err != nil {
+		r.report(resultOf(f.Item, nil), Failed, err.Error())
+		return nil
+	}
+	if err := r.opts.Decrypter.Decrypt(obj.Object); err != nil {
+		r.report(resultOf(f.Item, obj), Failed, "cannot decrypt: "+err.Error())
+		return nil
+	}
+	if !Selected(obj, r.opts.Selector, r.namespaces) {
+		return nil
+	}
+	MapNamespaces(obj, r.opts.NamespaceMapping)
+	if reason := SkipReason(obj, restored, r.opts.IncludeControlPlane); reason != "" {
+		r.report(resultOf(f.Item, obj), Skipped, reason)
+		return nil
+	}
+	Sanitize(obj, r.opts.PreserveNodePorts)
+	note := Reclaimed(obj, f.Meta.ClusterUID, r.opts.ClusterUID, r.opts.KeepReclaimPolicy)
+	return &planned{Fetched: Fetched{Item: f.Item, Meta: f.Meta}, obj: obj, owner: ownerKeyOf(obj), note: note}
+}
+
+// plan decides every fetched document; what remains is ordered by owner
+// depth.
+func (r *restorer) plan(fetched []Fetched) []*planned {
+	items := make([]Item, len(fetched))
+	for i, f := range fetched {
+		items[i] = f.Item
+	}
+	r.selection(items)
+	keys := keysOf(items, r.opts.NamespaceMapping)
+	restored := func(k ownerKey) bool { return keys[segmentKey(k)] }
+	var plan []*planned
+	for i := range fetched {
+		p := r.decide(fetched[i], restored)
+		fetched[i].Body = nil // decided: the bytes can be collected
+		if p != nil {
+			plan = append(plan, p)
+		}
+	}
+	plan = append(plan, impliedFromKeys(items, r.opts.NamespaceMapping)...)
+	inSet := map[ownerKey]*planned{}
+	for _, p := range plan {
+		inSet[p.owner] = p
+	}
+	for _, p := range plan {
+		p.depth = depth(p, inSet, 0)
+	}
+	return plan
+}
+
+// depth is how many of p's owners (transitively) are restored with it.
+func depth(p *planned, inSet map[ownerKey]*planned, seen int) int {
+	if seen > 16 {
+		return seen // a cycle: give up ordering
+	}
+	d := 0
+	for _, ref := range p.obj.GetOwnerReferences() {
+		if owner, ok := inSet[refKey(p.obj, ref.APIVersion, ref.Kind, ref.Name)]; ok && owner != p {
+			d = max(d, 1+depth(owner, inSet, seen+1))
+		}
+	}
+	return d
+}
+
+func byDepth(ps []*planned) [][]*planned {
+	var groups [][]*planned
+	for _, p := range ps {
+		for len(groups) <= p.depth {
+			groups = append(groups, nil)
+		}
+		groups[p.depth] = append(groups[p.depth], p)
+	}
+	return groups
+}
+
+// selection records what the selection restores into.
+func (r *restorer) selection(items []Item) {
+	r.namespaces = map[string]bool{}
+	for _, it := range items {
+		if it.Namespace != "" {
+			r.namespaces[it.Namespace] = true
+		}
+	}
+}
 
 // CheckKey refuses a document whose resource, namespace or name differ
 // from its key. segment is the key segment of the document's kind when the
@@ -52,6 +159,20 @@ func groupOfSegment(seg string) string {
 		return group
 	}
 	return ""
+}
+
+// segmentOfKind is the key segment of obj's kind as the target cluster
+// serves it, or "" when there is no target or it does not know the kind
+// (CheckKey then compares groups).
+func (r *restorer) segmentOfKind(obj *unstructured.Unstructured) string {
+	if r.target.Mapper == nil {
+		return ""
+	}
+	m, err := r.mapping(obj)
+	if err != nil {
+		return ""
+	}
+	return object.Segment(m.Resource.Group, m.Resource.Resource)
 }
 
 // Selected reports whether the selection's label selector takes obj. A
@@ -106,57 +227,36 @@ func PruneReason(live *unstructured.Unstructured, selector labels.Selector, stor
 	return reason
 }
 
-// decide reads one fetched document into what the restore does with it:
-// nil when it is not written (reported, or left out by the selection). The
-// document is believed only when it is the object its key names; it is
-// decrypted, mapped to its new namespace, checked against the skip rules
-// and sanitised.
-func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
-	if f.Unknown {
-		r.report(resultOf(f.Item, nil), Unknown, "the store keeps no version of it from the chosen time; its oldest is from "+
-			f.Version.Time.UTC().Format(time.RFC3339)+": neither restored nor pruned")
-		return nil
+// segmentWaves is waveOfKind by the layout's resource segments, so that
+// an item's wave is known before its document is read and reading and
+// writing overlap.
+var segmentWaves = func() map[string]Wave {
+	out := map[string]Wave{}
+	for gk, w := range waveOfKind {
+		out[segmentOf(gk.Group, gk.Kind)] = w
 	}
-	if f.Err != nil {
-		r.report(resultOf(f.Item, nil), Failed, f.Err.Error())
-		return nil
-	}
-	obj, err := Decode(f.Body)
-	if err != nil {
-		r.report(resultOf(f.Item, nil), Failed, "cannot decode the stored document: "+err.Error())
-		return nil
-	}
-	if err := CheckKey(obj, f.Key, r.segmentOfKind(obj)); err != nil {
-		r.report(resultOf(f.Item, nil), Failed, err.Error())
-		return nil
-	}
-	if err := r.opts.Decrypter.Decrypt(obj.Object); err != nil {
-		r.report(resultOf(f.Item, obj), Failed, "cannot decrypt: "+err.Error())
-		return nil
-	}
-	if !Selected(obj, r.opts.Selector, r.namespaces) {
-		return nil
-	}
-	MapNamespaces(obj, r.opts.NamespaceMapping)
-	if reason := SkipReason(obj, restored, r.opts.IncludeControlPlane); reason != "" {
-		r.report(resultOf(f.Item, obj), Skipped, reason)
-		return nil
-	}
-	Sanitize(obj, r.opts.PreserveNodePorts)
-	note := Reclaimed(obj, f.Meta.ClusterUID, r.opts.ClusterUID, r.opts.KeepReclaimPolicy)
-	return &planned{Fetched: Fetched{Item: f.Item, Meta: f.Meta}, obj: obj, owner: ownerKeyOf(obj), note: note}
+	return out
+}()
+
+// segmentOf is the segment of a built-in kind.
+func segmentOf(group, kind string) string {
+	plural, _ := meta.UnsafeGuessKindToResource(schema.GroupVersionKind{Group: group, Kind: kind})
+	return object.Segment(group, plural.Resource)
 }
 
-// segmentOfKind is the key segment of obj's kind as the target cluster
-// serves it, or "" when there is no target or it does not know the kind
-// (CheckKey then compares groups).
-func (r *restorer) segmentOfKind(obj *unstructured.Unstructured) string {
-	if r.target.Mapper == nil {
-		return ""
+// waveOf is the wave of a segment's objects: the user's rules
+// (--priorities) first, then the default order.
+func (r *restorer) waveOf(seg string) Wave {
+	if w, ok := r.opts.Waves[seg]; ok {
+		return w
 	}
-	m, err := r.mapping(obj)
-	if err != nil {
-		return ""
+	if w, ok := segmentWaves[seg]; ok {
+		return w
 	}
-	return object.Segment(m.Resource.Group, m.Resource.Resource)
+	return WaveRest
+}
+
+// segmentKey names an owner of a built-in kind as its item would.
+func segmentKey(k ownerKey) string {
+	return segmentOf(k.group, k.kind) + "/" + k.namespace + "/" + k.name
 }

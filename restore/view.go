@@ -3,6 +3,14 @@
 // force), reading and verifying the stored documents, and bringing them
 // back into a cluster: sanitised as a new object, in dependency order, with
 // server-side apply, with a report per object.
+//
+// The files follow a restore's flow, capture in reverse: view.go and
+// pack.go read the store (which version of each key, verified); plan.go,
+// objects.go and controlplane.go decide, as pure functions, what becomes of
+// each document (believed, selected, mapped, skipped, sanitised, ordered,
+// eligible for prune); restore.go is the entry point that streams each wave
+// from the store to the executor; apply.go and adaptive.go write to the
+// cluster; diff.go compares instead of writing.
 package restore
 
 import (
