@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strings"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -44,44 +45,61 @@ func (d Difference) Details() string {
 	return out
 }
 
-// DiffLive compares the backup with the live cluster, as a restore with
-// opts would see it: one LIST per type and namespace, no GET, and the live
-// side cleaned and sanitised like the backup. Objects that could not be
-// read or listed come back as failed results. Each pair compared is let go
-// (only its identity is kept, for the extras), so that both sides of every
-// object are never held at once.
-func DiffLive(ctx context.Context, target Target, fetched []Fetched, opts Options) ([]Difference, []Result) {
+// DiffLive compares the backup's items with the live cluster, as a restore
+// with opts would see it: one LIST per type and namespace, no GET, and the
+// live side cleaned and sanitised like the backup. The backup is read from
+// r a type and namespace at a time (parallel reads at once), and each pair
+// compared is let go (only its identity is kept, for the extras), so that
+// the whole backup and both sides of every object are never held at once.
+// Objects that could not be read or listed come back as failed results.
+func DiffLive(ctx context.Context, target Target, reader Reader, items []Item, parallel int, opts Options) ([]Difference, []Result) {
 	r := newRestorer(target, opts)
-	plan := r.plan(fetched)
+	r.selection(items)
+	restored := restoredBy(items, opts.NamespaceMapping)
 	// Objects that --namespace-mapping lands on the same name all compare
 	// with the one live object: it is kept for each of them.
-	targets := map[ownerKey]int{}
-	for _, p := range plan {
-		targets[p.owner]++
+	targets := map[string]int{}
+	for k := range keysOf(items, nil) {
+		targets[mappedKey(k, opts.NamespaceMapping)]++
 	}
 	var diffs []Difference
-	for _, p := range plan {
-		if d, ok := r.diffLive(ctx, p, targets[p.owner] == 1); ok {
+	var compared []*planned
+	compare := func(p *planned) {
+		forget := targets[p.Segment+"/"+p.obj.GetNamespace()+"/"+p.obj.GetName()] <= 1
+		if d, ok := r.diffLive(ctx, p, forget); ok {
 			diffs = append(diffs, d)
 		}
 		p.obj = skeleton(p.obj)
+		compared = append(compared, p)
 	}
-	items := make([]Item, len(fetched))
-	for i, f := range fetched {
-		items[i] = f.Item
+	for _, folder := range folders(items) {
+		for _, p := range r.plan(Fetch(ctx, reader, folder, parallel), restored) {
+			compare(p)
+		}
 	}
-	for _, e := range r.extras(plan, keysOf(items, opts.NamespaceMapping)) {
+	for _, p := range impliedFromKeys(items, opts.NamespaceMapping) {
+		compare(p)
+	}
+	for _, e := range r.extras(compared, keysOf(items, opts.NamespaceMapping)) {
 		res := Result{Resource: e.gvr.Resource, Namespace: e.obj.GetNamespace(), Name: e.obj.GetName()}
 		diffs = append(diffs, difference(Removed, res, e.obj, nil, opts.PreserveNodePorts))
 	}
-	var failed []Result
-	for _, res := range r.results {
-		if res.Outcome == Failed {
-			failed = append(failed, res)
-		}
-	}
 	sortDiffs(diffs)
-	return diffs, failed
+	return diffs, r.failed()
+}
+
+// mappedKey is a segment/namespace/name key of keysOf with the Namespace
+// object's own name mapped too.
+func mappedKey(k string, mapping map[string]string) string {
+	seg, rest, _ := strings.Cut(k, "/")
+	ns, name, _ := strings.Cut(rest, "/")
+	if to, ok := mapping[ns]; ok && ns != "" {
+		ns = to
+	}
+	if to, ok := mapping[name]; ok && seg == "namespaces" && ns == "" {
+		name = to
+	}
+	return seg + "/" + ns + "/" + name
 }
 
 // diffLive compares one planned object with its live copy, which it lets
@@ -118,42 +136,61 @@ func (r *restorer) diffLive(ctx context.Context, p *planned, forget bool) (d Dif
 }
 
 // DiffBackups compares the backup at one time (after) with the backup at
-// another (before), objects matched by key.
-func DiffBackups(before, after []Fetched, opts Options) ([]Difference, []Result) {
+// another (before), objects matched by key, reading both from reader a
+// type and namespace at a time.
+func DiffBackups(ctx context.Context, reader Reader, before, after []Item, parallel int, opts Options) ([]Difference, []Result) {
 	rb, ra := newRestorer(Target{}, opts), newRestorer(Target{}, opts)
-	// What either side cannot tell is not compared.
-	unknown := map[string]bool{}
-	for _, f := range append(append([]Fetched{}, before...), after...) {
-		if f.Unknown {
-			unknown[f.Version.Key] = true
-		}
-	}
-	pb, pa := rb.plan(before), ra.plan(after)
-	old := map[string]*planned{}
-	for _, p := range pb {
-		if !p.implied && !unknown[p.Version.Key] {
-			old[p.Version.Key] = p
+	rb.selection(before)
+	ra.selection(after)
+	restoredBefore, restoredAfter := restoredBy(before, opts.NamespaceMapping), restoredBy(after, opts.NamespaceMapping)
+	byFolder := map[string][2][]Item{}
+	var order []string
+	for side, items := range [][]Item{before, after} {
+		for _, f := range folders(items) {
+			k := f[0].Segment + "/" + f[0].Namespace
+			pair, seen := byFolder[k]
+			if !seen {
+				order = append(order, k)
+			}
+			pair[side] = f
+			byFolder[k] = pair
 		}
 	}
 	var diffs []Difference
-	for _, p := range pa {
-		if p.implied || unknown[p.Version.Key] {
-			continue
-		}
-		res := resultOf(p.Item, p.obj)
-		o, ok := old[p.Version.Key]
-		delete(old, p.Version.Key)
-		switch {
-		case !ok:
-			diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
-		case o.Version.ID != p.Version.ID:
-			if same, err := equal(p.obj, o.obj, opts.PreserveNodePorts); err != nil || !same {
-				diffs = append(diffs, difference(Changed, res, o.obj, p.obj, opts.PreserveNodePorts))
+	for _, k := range order {
+		pair := byFolder[k]
+		// What either side cannot tell is not compared.
+		unknown := map[string]bool{}
+		for _, it := range append(append([]Item{}, pair[0]...), pair[1]...) {
+			if it.Unknown {
+				unknown[it.Version.Key] = true
 			}
 		}
-	}
-	for _, o := range old {
-		diffs = append(diffs, difference(Removed, resultOf(o.Item, o.obj), o.obj, nil, opts.PreserveNodePorts))
+		old := map[string]*planned{}
+		for _, p := range rb.plan(Fetch(ctx, reader, pair[0], parallel), restoredBefore) {
+			if !unknown[p.Version.Key] {
+				old[p.Version.Key] = p
+			}
+		}
+		for _, p := range ra.plan(Fetch(ctx, reader, pair[1], parallel), restoredAfter) {
+			if unknown[p.Version.Key] {
+				continue
+			}
+			res := resultOf(p.Item, p.obj)
+			o, ok := old[p.Version.Key]
+			delete(old, p.Version.Key)
+			switch {
+			case !ok:
+				diffs = append(diffs, difference(Added, res, nil, p.obj, opts.PreserveNodePorts))
+			case o.Version.ID != p.Version.ID:
+				if same, err := equal(p.obj, o.obj, opts.PreserveNodePorts); err != nil || !same {
+					diffs = append(diffs, difference(Changed, res, o.obj, p.obj, opts.PreserveNodePorts))
+				}
+			}
+		}
+		for _, o := range old {
+			diffs = append(diffs, difference(Removed, resultOf(o.Item, o.obj), o.obj, nil, opts.PreserveNodePorts))
+		}
 	}
 	failed := append(rb.failed(), ra.failed()...)
 	sortDiffs(diffs)

@@ -64,16 +64,9 @@ func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
 	return &planned{Fetched: Fetched{Item: f.Item, Meta: f.Meta}, obj: obj, owner: ownerKeyOf(obj), note: note}
 }
 
-// plan decides every fetched document; what remains is ordered by owner
-// depth.
-func (r *restorer) plan(fetched []Fetched) []*planned {
-	items := make([]Item, len(fetched))
-	for i, f := range fetched {
-		items[i] = f.Item
-	}
-	r.selection(items)
-	keys := keysOf(items, r.opts.NamespaceMapping)
-	restored := func(k ownerKey) bool { return keys[segmentKey(k)] }
+// plan decides every fetched document, restored telling which owners the
+// whole selection restores; each document's bytes are let go once decided.
+func (r *restorer) plan(fetched []Fetched, restored func(ownerKey) bool) []*planned {
 	var plan []*planned
 	for i := range fetched {
 		p := r.decide(fetched[i], restored)
@@ -82,15 +75,32 @@ func (r *restorer) plan(fetched []Fetched) []*planned {
 			plan = append(plan, p)
 		}
 	}
-	plan = append(plan, impliedFromKeys(items, r.opts.NamespaceMapping)...)
-	inSet := map[ownerKey]*planned{}
-	for _, p := range plan {
-		inSet[p.owner] = p
-	}
-	for _, p := range plan {
-		p.depth = depth(p, inSet, 0)
-	}
 	return plan
+}
+
+// restoredBy is whether the items restore an owner.
+func restoredBy(items []Item, mapping map[string]string) func(ownerKey) bool {
+	keys := keysOf(items, mapping)
+	return func(k ownerKey) bool { return keys[segmentKey(k)] }
+}
+
+// folders groups items by type and namespace, in their order: a diff
+// reads, decodes and compares one folder at a time, so that it never holds
+// the whole backup.
+func folders(items []Item) [][]Item {
+	var out [][]Item
+	at := map[string]int{}
+	for _, it := range items {
+		f := it.Segment + "/" + it.Namespace
+		i, ok := at[f]
+		if !ok {
+			i = len(out)
+			at[f] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], it)
+	}
+	return out
 }
 
 // depth is how many of p's owners (transitively) are restored with it.

@@ -132,8 +132,7 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	reader, readFrom := readThroughPack(ctx, name, reader, layout, restore.Known(items), sel.viewTime(), stderr)
 	defer readFrom()
 	if name == "diff" {
-		backup := restore.Fetch(ctx, reader, items, fl.parallel)
-		return runDiff(ctx, target, reader, layout, sel, res, fl, backup, opts, stdout, stderr)
+		return runDiff(ctx, target, reader, layout, sel, res, fl, items, opts, stdout, stderr)
 	}
 	if fl.prune && !fl.yes && fl.dryRun == "" {
 		if err := confirm(stderr, "Prune deletes the live objects of the restored types and namespaces that the backup does not hold and that the selection and the service's rules take."); err != nil {
@@ -392,7 +391,7 @@ func selectItems(ctx context.Context, reader restore.Reader, layout object.Layou
 }
 
 func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, layout object.Layout, sel *selection, res resolver, fl *restoreFlags,
-	backup []restore.Fetched, opts restore.Options, stdout, stderr io.Writer) error {
+	backup []restore.Item, opts restore.Options, stdout, stderr io.Writer) error {
 	var diffs []restore.Difference
 	var failed []restore.Result
 	if fl.againstTime != "" {
@@ -404,12 +403,12 @@ func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, 
 		if err != nil {
 			return err
 		}
-		diffs, failed = restore.DiffBackups(restore.Fetch(ctx, reader, other, fl.parallel), backup, opts)
+		diffs, failed = restore.DiffBackups(ctx, reader, other, backup, fl.parallel, opts)
 	} else {
 		if fl.against != "live" {
 			return usagef("invalid --against %q: want live (or --against-time TIME)", fl.against)
 		}
-		diffs, failed = restore.DiffLive(ctx, target, backup, opts)
+		diffs, failed = restore.DiffLive(ctx, target, reader, backup, fl.parallel, opts)
 	}
 	for _, d := range diffs {
 		where := d.Resource + "/" + d.Name

@@ -1,0 +1,128 @@
+package restore
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// store is a memReader holding documents by key and version.
+type store struct {
+	memReader
+	layout object.Layout
+}
+
+func newStore() *store {
+	return &store{
+		memReader: memReader{bodies: map[string]string{}, metas: map[string]object.Meta{}},
+		layout:    object.Layout{Prefix: "clusterbackup", Cluster: "east"},
+	}
+}
+
+// put stores body as version id of the object, and returns its item.
+func (s *store) put(resource, ns, name, id, body string) Item {
+	key := s.layout.Key(object.Ref{Resource: resource, Namespace: ns, Name: name})
+	s.bodies[key+"@"+id] = body
+	s.metas[key+"@"+id] = object.Meta{SHA256: object.Digest([]byte(body))}
+	k, _ := s.layout.Parse(key)
+	return Item{Key: k, Version: object.Version{Key: key, ID: id, Time: time.Now()}}
+}
+
+func configMap(ns, name, data string, labels ...string) string {
+	doc := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + name + "\n  namespace: " + ns + "\n"
+	if len(labels) == 2 {
+		doc += "  labels:\n    " + labels[0] + ": " + labels[1] + "\n"
+	}
+	return doc + "data:\n  v: " + data + "\n"
+}
+
+func TestDiffBackups(t *testing.T) {
+	s := newStore()
+	before := []Item{
+		s.put("configmaps", "shop", "changed", "1", configMap("shop", "changed", "old")),
+		s.put("configmaps", "shop", "removed", "1", configMap("shop", "removed", "x")),
+		s.put("configmaps", "shop", "same", "1", configMap("shop", "same", "x")),
+		s.put("configmaps", "other", "rewritten", "1", configMap("other", "rewritten", "x")),
+	}
+	after := []Item{
+		s.put("configmaps", "shop", "changed", "2", configMap("shop", "changed", "new")),
+		s.put("configmaps", "shop", "added", "1", configMap("shop", "added", "x")),
+		s.put("configmaps", "shop", "same", "1", configMap("shop", "same", "x")),
+		// a new version, equal in content: no difference
+		s.put("configmaps", "other", "rewritten", "2", configMap("other", "rewritten", "x")),
+	}
+	diffs, failed := DiffBackups(context.Background(), s, before, after, 4, Options{})
+	if len(failed) != 0 {
+		t.Fatalf("failed %v", failed)
+	}
+	var got []string
+	for _, d := range diffs {
+		got = append(got, d.Change+" "+d.Namespace+"/"+d.Name)
+	}
+	if strings.Join(got, ", ") != "+ shop/added, ~ shop/changed, - shop/removed" {
+		t.Errorf("diffs %v", got)
+	}
+	if d := diffs[1].Details(); !strings.Contains(d, "-  v: old") || !strings.Contains(d, "+  v: new") {
+		t.Errorf("details of the change:\n%s", d)
+	}
+}
+
+func TestDiffLive(t *testing.T) {
+	s := newStore()
+	items := []Item{
+		s.put("configmaps", "shop", "same", "1", configMap("shop", "same", "x", "app", "web")),
+		s.put("configmaps", "shop", "changed", "1", configMap("shop", "changed", "backup", "app", "web")),
+		s.put("configmaps", "shop", "missing", "1", configMap("shop", "missing", "x", "app", "web")),
+		s.put("configmaps", "shop", "misfiled", "1", configMap("kube-system", "misfiled", "x", "app", "web")),
+	}
+	live := func(name, data string, lbl ...string) runtime.Object {
+		o := &unstructured.Unstructured{}
+		if err := o.UnmarshalJSON([]byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"` + name + `","namespace":"shop","uid":"u-` + name + `","resourceVersion":"7"},"data":{"v":"` + data + `"}}`)); err != nil {
+			t.Fatal(err)
+		}
+		if len(lbl) == 2 {
+			o.SetLabels(map[string]string{lbl[0]: lbl[1]})
+		}
+		return o
+	}
+	cms := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	ns := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{cms: "ConfigMapList", ns: "NamespaceList"},
+		live("same", "x", "app", "web"), live("changed", "live", "app", "web"),
+		live("extra-web", "x", "app", "web"), live("extra-api", "x", "app", "api"))
+	mapper := meta.NewDefaultRESTMapper(nil)
+	mapper.Add(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, meta.RESTScopeNamespace)
+	mapper.Add(schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}, meta.RESTScopeRoot)
+	target := Target{Dynamic: dyn, Mapper: resettable{mapper}}
+	opts := Options{Selector: labels.SelectorFromSet(labels.Set{"app": "web"})}
+	diffs, failed := DiffLive(context.Background(), target, s, items, 4, opts)
+	var got []string
+	for _, d := range diffs {
+		got = append(got, d.Change+" "+d.Resource+"/"+d.Name)
+	}
+	// shop's Namespace is not in the backup: only its existence is asked
+	// for, and the fake cluster lacks it.
+	want := "~ configmaps/changed, - configmaps/extra-web, + configmaps/missing, + namespaces/shop"
+	if strings.Join(got, ", ") != want {
+		t.Errorf("diffs %v, want %s", got, want)
+	}
+	if len(failed) != 1 || failed[0].Name != "misfiled" || !strings.Contains(failed[0].Reason, "namespace") {
+		t.Errorf("failed %+v, want the misfiled document", failed)
+	}
+}
+
+// resettable makes a RESTMapper a ResettableRESTMapper.
+type resettable struct{ meta.RESTMapper }
+
+func (resettable) Reset() {}
