@@ -119,7 +119,12 @@ func existedAt(ctx context.Context, r Reader, oldest object.Version, t time.Time
 		return true
 	}
 	created := doc.Metadata.CreationTimestamp
-	return created.IsZero() || !created.After(t)
+	// A creation time has whole seconds: the object was created within
+	// the second after it. Within that second of t the store's versions
+	// cannot tell either, and the key counts as absent, as a listing of
+	// full history says (for --at in whole seconds, as it is usually
+	// given, the rule is exact).
+	return created.IsZero() || !t.Before(created.Add(time.Second))
 }
 
 // View lists the objects of one cluster's backup at t. With namespaces

@@ -148,6 +148,9 @@ func TestViewTellsUnknownFromAbsent(t *testing.T) {
 		cm("kept") + "@1":      doc("kept", at(0)),      // a version from before t
 		cm("recreated") + "@2": doc("recreated", at(0)), // the older of two, both after t
 		cm("recreated") + "@3": doc("recreated", at(6)),
+		// created in t's second (creation times have whole seconds):
+		// after t, as far as anything can tell
+		cm("same-second") + "@1": doc("same-second", at(2)),
 	}
 	metas := map[string]object.Meta{}
 	for k, b := range bodies {
@@ -161,10 +164,11 @@ func TestViewTellsUnknownFromAbsent(t *testing.T) {
 			{Key: cm("kept"), ID: "1", Time: at(1)},
 			{Key: cm("recreated"), ID: "3", Time: at(6)},
 			{Key: cm("recreated"), ID: "2", Time: at(3)},
+			{Key: cm("same-second"), ID: "1", Time: at(2).Add(300 * time.Millisecond)},
 		},
 		bodies: bodies, metas: metas,
 	}
-	items, err := View(context.Background(), r, layout, []string{"a"}, at(2))
+	items, err := View(context.Background(), r, layout, []string{"a"}, at(2).Add(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/cluster-backup/cluster-backup/restore"
 	"github.com/cluster-backup/cluster-backup/testenv"
@@ -382,12 +383,12 @@ func installShop(t *testing.T, c *cluster, ns string) {
 	// Last, a webhook nothing serves: every ConfigMap write in the
 	// namespace fails from now on, in this cluster and in any cluster it
 	// is restored into.
-	createGuard(t, c, ns, "shop-guard")
+	createGuard(t, c.cs, ns, "shop-guard")
 }
 
 // createGuard installs a validating webhook that nothing serves, with
 // failurePolicy Fail, over the ConfigMaps of namespace ns.
-func createGuard(t *testing.T, c *cluster, ns, name string) {
+func createGuard(t *testing.T, cs kubernetes.Interface, ns, name string) {
 	t.Helper()
 	fail := admissionregistrationv1.Fail
 	none := admissionregistrationv1.SideEffectClassNone
@@ -407,7 +408,7 @@ func createGuard(t *testing.T, c *cluster, ns, name string) {
 			AdmissionReviewVersions: []string{"v1"},
 		}},
 	}
-	if _, err := c.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(bg, hook, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(bg, hook, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -561,26 +560,10 @@ func TestRestoreIntoAFreshCluster(t *testing.T) {
 	}
 	// The webhook guards ConfigMaps of this namespace only, and nothing
 	// serves it: every ConfigMap write there fails while it exists.
-	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
-	path := "/validate"
-	hook := &admissionregistrationv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "e2e-fresh-guard", Labels: map[string]string{"e2e": "fresh"}},
-		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
-			Name:                    "guard.example.org",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: ns, Name: "hook", Path: &path}},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-		}},
-	}
-	if _, err := e2e.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(bg, hook, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	const hook = "e2e-fresh-guard"
+	createGuard(t, e2e.cs, ns, hook)
 	t.Cleanup(func() {
-		_ = e2e.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(bg, hook.Name, metav1.DeleteOptions{})
+		_ = e2e.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(bg, hook, metav1.DeleteOptions{})
 	})
 	s := startService(t, cluster, serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
 	s.waitReady()
@@ -592,7 +575,7 @@ func TestRestoreIntoAFreshCluster(t *testing.T) {
 				n++
 			}
 		}
-		return n == 1000 && s.body(s.key("", "validatingwebhookconfigurations.admissionregistration.k8s.io", hook.Name)) != ""
+		return n == 1000 && s.body(s.key("", "validatingwebhookconfigurations.admissionregistration.k8s.io", hook)) != ""
 	})
 	s.stop()
 
@@ -616,7 +599,7 @@ func TestRestoreIntoAFreshCluster(t *testing.T) {
 	if _, err := fresh.cs.CoreV1().ConfigMaps(ns).Get(bg, "guarded", metav1.GetOptions{}); err != nil {
 		t.Errorf("the ConfigMap the webhook guards: %v", err)
 	}
-	if _, err := fresh.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(bg, hook.Name, metav1.GetOptions{}); err != nil {
+	if _, err := fresh.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(bg, hook, metav1.GetOptions{}); err != nil {
 		t.Errorf("the webhook was not restored: %v", err)
 	}
 }
