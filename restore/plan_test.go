@@ -441,3 +441,55 @@ func TestPrioritiesAddToTheDefaultOrder(t *testing.T) {
 		t.Errorf("owner's wave %d", got)
 	}
 }
+
+func TestSanitize(t *testing.T) {
+	cases := []struct {
+		name              string
+		obj               *unstructured.Unstructured
+		preserveNodePorts bool
+		gone, kept        [][]string
+	}{
+		{"what the API server assigns", obj("v1", "ConfigMap", "shop/c", map[string]any{
+			"metadata": map[string]any{"name": "c", "namespace": "shop", "uid": "u", "resourceVersion": "1", "generation": int64(2),
+				"creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": []any{}, "generateName": "c-"},
+			"status": map[string]any{"x": "y"}, "data": map[string]any{"k": "v"},
+		}), false,
+			[][]string{{"metadata", "uid"}, {"metadata", "resourceVersion"}, {"metadata", "generation"}, {"metadata", "creationTimestamp"}, {"metadata", "managedFields"}, {"metadata", "generateName"}, {"status"}},
+			[][]string{{"data", "k"}}},
+		{"a Service's allocations", obj("v1", "Service", "shop/web", map[string]any{"spec": map[string]any{
+			"clusterIP": "10.0.0.1", "clusterIPs": []any{"10.0.0.1"}, "healthCheckNodePort": int64(30000),
+			"ports": []any{map[string]any{"port": int64(80), "nodePort": int64(31000)}},
+		}}), false,
+			[][]string{{"spec", "clusterIP"}, {"spec", "clusterIPs"}, {"spec", "healthCheckNodePort"}}, nil},
+		{"a headless Service keeps None", obj("v1", "Service", "shop/db", map[string]any{"spec": map[string]any{"clusterIP": "None"}}), false,
+			nil, [][]string{{"spec", "clusterIP"}}},
+		{"node ports kept on request", obj("v1", "Service", "shop/web", map[string]any{"spec": map[string]any{"healthCheckNodePort": int64(30000)}}), true,
+			nil, [][]string{{"spec", "healthCheckNodePort"}}},
+		{"a Pod's node", obj("v1", "Pod", "shop/p", map[string]any{"spec": map[string]any{"nodeName": "n1"}}), false,
+			[][]string{{"spec", "nodeName"}}, nil},
+		{"a claim's binding", obj("v1", "PersistentVolumeClaim", "shop/data", map[string]any{"spec": map[string]any{"volumeName": "pv-1", "storageClassName": "fast"}}), false,
+			[][]string{{"spec", "volumeName"}}, [][]string{{"spec", "storageClassName"}}},
+		{"a volume's claim uid", obj("v1", "PersistentVolume", "pv-1", map[string]any{"spec": map[string]any{"claimRef": map[string]any{"name": "data", "namespace": "shop", "uid": "u", "resourceVersion": "9"}}}), false,
+			[][]string{{"spec", "claimRef", "uid"}, {"spec", "claimRef", "resourceVersion"}}, [][]string{{"spec", "claimRef", "name"}}},
+		{"a Job's controller-uid", obj("batch/v1", "Job", "shop/j", map[string]any{"spec": map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"batch.kubernetes.io/controller-uid": "u"}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"batch.kubernetes.io/controller-uid": "u", "app": "j"}}},
+		}}), false,
+			[][]string{{"spec", "selector"}, {"spec", "template", "metadata", "labels", "batch.kubernetes.io/controller-uid"}}, [][]string{{"spec", "template", "metadata", "labels", "app"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			Sanitize(c.obj, c.preserveNodePorts)
+			for _, path := range c.gone {
+				if _, found, _ := unstructured.NestedFieldNoCopy(c.obj.Object, path...); found {
+					t.Errorf("%v kept", path)
+				}
+			}
+			for _, path := range c.kept {
+				if _, found, _ := unstructured.NestedFieldNoCopy(c.obj.Object, path...); !found {
+					t.Errorf("%v dropped", path)
+				}
+			}
+		})
+	}
+}
