@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -48,39 +49,58 @@ func (d Difference) Details() string {
 // DiffLive compares the backup's items with the live cluster, as a restore
 // with opts would see it: one LIST per type and namespace, no GET, and the
 // live side cleaned and sanitised like the backup. The backup is read from
-// r a type and namespace at a time (parallel reads at once), and each pair
-// compared is let go (only its identity is kept, for the extras), so that
-// the whole backup and both sides of every object are never held at once.
+// reader a type and namespace at a time, parallel objects at once, and
+// each pair compared is let go (only its identity is kept, for the
+// extras), so that the backup is never held whole.
 // Objects that could not be read or listed come back as failed results.
 func DiffLive(ctx context.Context, target Target, reader Reader, items []Item, parallel int, opts Options) ([]Difference, []Result) {
 	r := newRestorer(target, opts)
 	r.selection(items)
-	restored := restoredBy(items, opts.NamespaceMapping)
+	keys := keysOf(items, opts.NamespaceMapping)
 	// Objects that --namespace-mapping lands on the same name all compare
 	// with the one live object: it is kept for each of them.
 	targets := map[string]int{}
 	for k := range keysOf(items, nil) {
 		targets[mappedKey(k, opts.NamespaceMapping)]++
 	}
+	var mu sync.Mutex
 	var diffs []Difference
 	var compared []*planned
 	compare := func(p *planned) {
 		forget := targets[p.Segment+"/"+p.obj.GetNamespace()+"/"+p.obj.GetName()] <= 1
-		if d, ok := r.diffLive(ctx, p, forget); ok {
+		d, differs := r.diffLive(ctx, p, forget)
+		p.obj = skeleton(p.obj)
+		mu.Lock()
+		defer mu.Unlock()
+		if differs {
 			diffs = append(diffs, d)
 		}
-		p.obj = skeleton(p.obj)
 		compared = append(compared, p)
 	}
+	// Each object is read, decided and compared by one worker and let go:
+	// a folder's live objects, listed once, are all that is held.
 	for _, folder := range folders(items) {
-		for _, p := range r.plan(Fetch(ctx, reader, folder, parallel), restored) {
-			compare(p)
+		next := make(chan Item)
+		var workers sync.WaitGroup
+		for range max(1, parallel) {
+			workers.Go(func() {
+				for it := range next {
+					if p := r.prepare(ctx, reader, it, keys); p != nil {
+						compare(p)
+					}
+				}
+			})
 		}
+		for _, it := range folder {
+			next <- it
+		}
+		close(next)
+		workers.Wait()
 	}
 	for _, p := range impliedFromKeys(items, opts.NamespaceMapping) {
 		compare(p)
 	}
-	for _, e := range r.extras(compared, keysOf(items, opts.NamespaceMapping)) {
+	for _, e := range r.extras(compared, keys) {
 		res := Result{Resource: e.gvr.Resource, Namespace: e.obj.GetNamespace(), Name: e.obj.GetName()}
 		diffs = append(diffs, difference(Removed, res, e.obj, nil, opts.PreserveNodePorts))
 	}
