@@ -29,21 +29,22 @@ func obj(apiVersion, kind, id string, fields map[string]any) *unstructured.Unstr
 	return o
 }
 
-func withLabels(o *unstructured.Unstructured, kv ...string) *unstructured.Unstructured {
-	l := map[string]string{}
+// pairs is a map of alternating keys and values.
+func pairs(kv ...string) map[string]string {
+	m := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
-		l[kv[i]] = kv[i+1]
+		m[kv[i]] = kv[i+1]
 	}
-	o.SetLabels(l)
+	return m
+}
+
+func withLabels(o *unstructured.Unstructured, kv ...string) *unstructured.Unstructured {
+	o.SetLabels(pairs(kv...))
 	return o
 }
 
 func withAnnotations(o *unstructured.Unstructured, kv ...string) *unstructured.Unstructured {
-	a := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		a[kv[i]] = kv[i+1]
-	}
-	o.SetAnnotations(a)
+	o.SetAnnotations(pairs(kv...))
 	return o
 }
 
