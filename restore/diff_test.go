@@ -46,6 +46,10 @@ func configMap(ns, name, data string, labels ...string) string {
 	return doc + "data:\n  v: " + data + "\n"
 }
 
+func deployment(name, image string) string {
+	return "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: " + name + "\n  namespace: shop\nspec:\n  template:\n    spec:\n      containers:\n      - image: " + image + "\n        name: web\n"
+}
+
 func TestDiffBackups(t *testing.T) {
 	s := newStore()
 	before := []Item{
@@ -53,6 +57,7 @@ func TestDiffBackups(t *testing.T) {
 		s.put("configmaps", "shop", "removed", "1", configMap("shop", "removed", "x")),
 		s.put("configmaps", "shop", "same", "1", configMap("shop", "same", "x")),
 		s.put("configmaps", "other", "rewritten", "1", configMap("other", "rewritten", "x")),
+		s.put("deployments", "shop", "web", "1", deployment("web", "web:1")),
 	}
 	after := []Item{
 		s.put("configmaps", "shop", "changed", "2", configMap("shop", "changed", "new")),
@@ -60,6 +65,9 @@ func TestDiffBackups(t *testing.T) {
 		s.put("configmaps", "shop", "same", "1", configMap("shop", "same", "x")),
 		// a new version, equal in content: no difference
 		s.put("configmaps", "other", "rewritten", "2", configMap("other", "rewritten", "x")),
+		// a built-in group stored without its suffix, read with no cluster
+		// to ask which resource serves the kind
+		s.put("deployments", "shop", "web", "2", deployment("web", "web:2")),
 	}
 	diffs, failed := DiffBackups(context.Background(), s, before, after, 4, Options{})
 	if len(failed) != 0 {
@@ -69,7 +77,7 @@ func TestDiffBackups(t *testing.T) {
 	for _, d := range diffs {
 		got = append(got, d.Change+" "+d.Namespace+"/"+d.Name)
 	}
-	if strings.Join(got, ", ") != "+ shop/added, ~ shop/changed, - shop/removed" {
+	if strings.Join(got, ", ") != "+ shop/added, ~ shop/changed, - shop/removed, ~ shop/web" {
 		t.Errorf("diffs %v", got)
 	}
 	if d := diffs[1].Details(); !strings.Contains(d, "-  v: old") || !strings.Contains(d, "+  v: new") {

@@ -155,20 +155,28 @@ func CheckKey(obj *unstructured.Unstructured, key object.Key, segment string) er
 		return fmt.Errorf("%w: %s holds a %s of namespace %q", ErrMisfiled, where, gvk.Kind, obj.GetNamespace())
 	case segment != "" && segment != key.Segment:
 		return fmt.Errorf("%w: %s holds a %s (%s)", ErrMisfiled, where, gvk.Kind, segment)
-	case segment == "" && groupOfSegment(key.Segment) != gvk.Group:
+	case segment == "" && !mayBeSegmentOf(key.Segment, gvk):
 		return fmt.Errorf("%w: %s holds a %s of group %q", ErrMisfiled, where, gvk.Kind, gvk.Group)
 	}
 	return nil
 }
 
-// groupOfSegment is the API group a key segment names (see
-// object.Segment): "" for a bare plural of the core group or of the
-// built-in groups stored without suffix, which cannot be told apart.
-func groupOfSegment(seg string) string {
-	if _, group, ok := strings.Cut(seg, "."); ok {
-		return group
+// mayBeSegmentOf reports whether seg can be the key segment of gvk's
+// resource when the target cannot say which resource serves the kind: the
+// layout spells the group as seg does (object.Segment: bare for the core
+// and built-in groups, plural.group for the others), and for the built-in
+// groups, whose segments do not name the group, the plural is the kind's.
+func mayBeSegmentOf(seg string, gvk schema.GroupVersionKind) bool {
+	suffix := object.Segment(gvk.Group, "")
+	plural, ok := strings.CutSuffix(seg, suffix)
+	if !ok || plural == "" || strings.Contains(plural, ".") {
+		return false
 	}
-	return ""
+	if suffix != "" {
+		return true // plural.group: any plural of that group, irregular ones too
+	}
+	guess, _ := meta.UnsafeGuessKindToResource(gvk)
+	return plural == guess.Resource || strings.HasPrefix(plural, strings.ToLower(gvk.Kind))
 }
 
 // segmentOfKind is the key segment of obj's kind as the target cluster

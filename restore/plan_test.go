@@ -74,6 +74,11 @@ func TestCheckKey(t *testing.T) {
 		{"another namespace", obj("v1", "ConfigMap", "kube-system/settings", nil), key, "configmaps", false},
 		{"another name", obj("v1", "ConfigMap", "shop/other", nil), key, "configmaps", false},
 		{"cluster-scoped at a namespaced key", obj("v1", "ConfigMap", "settings", nil), key, "configmaps", false},
+		{"a Deployment, the target does not know the kind", obj("apps/v1", "Deployment", "shop/web", nil), object.Key{Segment: "deployments", Namespace: "shop", Name: "web"}, "", true},
+		{"a Deployment at a ConfigMap's key, the target does not know the kind", obj("apps/v1", "Deployment", "shop/settings", nil), key, "", false},
+		{"Endpoints, the target does not know the kind", obj("v1", "Endpoints", "shop/web", nil), object.Key{Segment: "endpoints", Namespace: "shop", Name: "web"}, "", true},
+		{"a custom resource of an irregular plural, the target does not know the kind", obj("example.com/v1", "Octopus", "shop/o", nil), object.Key{Segment: "octopi.example.com", Namespace: "shop", Name: "o"}, "", true},
+		{"a custom resource at a ConfigMap's key, the target does not know the kind", obj("example.com/v1", "Widget", "shop/settings", nil), key, "", false},
 		{"a custom resource", obj("example.com/v1", "Widget", "shop/w1", nil), object.Key{Segment: "widgets.example.com", Namespace: "shop", Name: "w1"}, "widgets.example.com", true},
 		{"a custom resource of another group", obj("evil.io/v1", "Widget", "shop/w1", nil), object.Key{Segment: "widgets.example.com", Namespace: "shop", Name: "w1"}, "", false},
 	}
