@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -39,9 +38,14 @@ func runAdopt(ctx context.Context, cfg config.Config, yes bool, args []string, s
 		return fatalError{fmt.Errorf("read this cluster's identity (the kube-system namespace): %w", err)}
 	}
 	uid := string(ns.UID)
-	store, err := openStore(ctx, cfg, zap.NewNop())
+	// The bucket must exist: adopt never creates one.
+	reader, err := openReadStore(ctx, cfg, 1)
 	if err != nil {
-		return fatalError{err}
+		return err
+	}
+	store, ok := reader.(sink.Store)
+	if !ok {
+		return fatalError{fmt.Errorf("the store cannot be written")}
 	}
 	layout := object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}
 	key := layout.IdentityKey()
@@ -62,7 +66,7 @@ func runAdopt(ctx context.Context, cfg config.Config, yes bool, args []string, s
 	if owner.UID == "" {
 		fmt.Fprintf(stdout, "No cluster owns %s yet.\n", layout.Root())
 	} else {
-		fmt.Fprintf(stdout, "%s is owned by cluster %q (kube-system UID %s)%s.\n", layout.Root(), owner.Cluster, owner.UID, since(ctx, store, key))
+		fmt.Fprintf(stdout, "%s is owned by cluster %q (kube-system UID %s)%s.\n", layout.Root(), owner.Cluster, owner.UID, since(ctx, reader, key))
 	}
 	fmt.Fprintf(stdout, "This cluster is kube-system UID %s.\n", uid)
 	if !yes {
@@ -81,11 +85,7 @@ func runAdopt(ctx context.Context, cfg config.Config, yes bool, args []string, s
 
 // since says since when the marker names its owner: the time of its
 // current version, when the store keeps versions.
-func since(ctx context.Context, store sink.Store, key string) string {
-	r, ok := store.(restore.Reader)
-	if !ok {
-		return ""
-	}
+func since(ctx context.Context, r restore.Reader, key string) string {
 	versions, err := restore.History(ctx, r, key, time.Time{}, time.Time{})
 	if err != nil || len(versions) == 0 || versions[0].DeleteMarker {
 		return ""

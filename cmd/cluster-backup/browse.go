@@ -448,6 +448,9 @@ func (b *browser) show(ctx context.Context, sel *selection, args []string, versi
 	if err != nil {
 		return err
 	}
+	if err := b.believed(key, body); err != nil {
+		return err
+	}
 	if body, err = b.readable(body); errors.Is(err, encrypt.ErrNoIdentity) {
 		return usagef("%s: %v", key, err)
 	} else if err != nil {
@@ -455,6 +458,21 @@ func (b *browser) show(ctx context.Context, sel *selection, args []string, versi
 	}
 	_, err = b.stdout.Write(body)
 	return err
+}
+
+// believed refuses a document that is not the object its key names, as
+// restore and diff do (restore.CheckKey); one that does not decode is
+// shown as stored.
+func (b *browser) believed(key string, body []byte) error {
+	k, ok := b.layout.Parse(key)
+	if !ok {
+		return nil
+	}
+	obj, err := restore.Decode(body)
+	if err != nil {
+		return nil //nolint:nilerr // not an object: shown as stored
+	}
+	return restore.CheckKey(obj, k, "")
 }
 
 // readable is a stored document with its values decrypted, or as stored
@@ -543,13 +561,25 @@ func (b *browser) history(ctx context.Context, sel *selection, args []string, si
 	for _, f := range restore.Fetch(ctx, b.reader, items, 8) {
 		bodies[f.Version.ID] = f
 	}
+	// A version that is not this object is listed as refused and not
+	// compared.
+	refusals := map[string]error{}
+	for id, f := range bodies {
+		if err := b.believed(key, f.Body); f.Err == nil && err != nil {
+			refusals[id] = err
+			f.Body = nil
+			bodies[id] = f
+		}
+	}
 	for i, v := range versions {
-		f := bodies[v.ID]
+		f, refused := bodies[v.ID], refusals[v.ID]
 		switch {
 		case v.DeleteMarker:
 			fmt.Fprintf(b.stdout, "version %s  %s  deleted\n", v.ID, v.Time.UTC().Format(time.RFC3339))
 		case f.Err != nil:
 			fmt.Fprintf(b.stdout, "version %s  %s  unreadable: %v\n", v.ID, v.Time.UTC().Format(time.RFC3339), f.Err)
+		case refused != nil:
+			fmt.Fprintf(b.stdout, "version %s  %s  refused: %v\n", v.ID, v.Time.UTC().Format(time.RFC3339), refused)
 		default:
 			fmt.Fprintf(b.stdout, "version %s  %s  resourceVersion %s\n", v.ID, v.Time.UTC().Format(time.RFC3339), f.Meta.ResourceVersion)
 		}

@@ -123,7 +123,7 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitUsage
 	case errors.As(err, &fatal):
 		return exitFatal
-	case errors.Is(err, errNotFound), errors.Is(err, restore.ErrAltered):
+	case errors.Is(err, errNotFound), errors.Is(err, restore.ErrAltered), errors.Is(err, restore.ErrMisfiled):
 		return exitFailed
 	}
 	return exitFatal

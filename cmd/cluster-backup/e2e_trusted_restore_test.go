@@ -173,7 +173,8 @@ func TestReplaceOverABoundVolume(t *testing.T) {
 // write the bucket could, a ClusterRoleBinding of cluster-admin stored at
 // a ConfigMap's key, a ConfigMap holding a Secret's ciphertext and a Secret
 // holding another Secret's, each with a matching sha256: the restore
-// refuses all three by name and exits 3, and restores the rest.
+// refuses all three by name and exits 3, and restores the rest; show and
+// history refuse the forged document too.
 func TestRestoreBelievesOnlyWhatTheServiceWrote(t *testing.T) {
 	requireServers(t)
 	ns, cluster := "e2e-forged", "forged"
@@ -210,6 +211,13 @@ func TestRestoreBelievesOnlyWhatTheServiceWrote(t *testing.T) {
 	forge(s.key(ns, "configmaps", "loot"), loot)
 	forge(s.key(ns, "secrets", "stolen"), strings.Replace(sealed, "name: db", "name: stolen", 1))
 
+	// Browsing believes no more than restore does.
+	if out, stderr, code := cli(t, cluster, "show", "configmaps/settings", "-n", ns); code != exitFailed || !strings.Contains(stderr, "ClusterRoleBinding") || strings.Contains(out, "cluster-admin") {
+		t.Errorf("show of the forged document: exit %d\n%s%s", code, out, stderr)
+	}
+	if out, _, _ := cli(t, cluster, "history", "configmaps/settings", "-n", ns, "-p"); !strings.Contains(out, "refused") || strings.Contains(out, "cluster-admin") {
+		t.Errorf("history -p of the forged document:\n%s", out)
+	}
 	deleteNamespace(t, ns)
 	path := filepath.Join(t.TempDir(), "report.json")
 	_, stderr, code := cli(t, cluster, "restore", "-n", ns, "--identity", keyFile, "--report", path)
