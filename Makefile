@@ -30,6 +30,7 @@ provision:
 
 test: provision lint
 	go test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz FUZZTIME=10s
 
 # Unit tests only: integration tests skip themselves without the servers.
 unit:
@@ -50,7 +51,9 @@ fuzz:
 	go test ./config -run '^$$' -fuzz FuzzParseConfigMap -fuzztime $(FUZZTIME)
 	go test ./encode -run '^$$' -fuzz FuzzEncodeRoundTrip -fuzztime $(FUZZTIME)
 	go test ./encode -run '^$$' -fuzz FuzzEmitMatchesYAMLv2 -fuzztime $(FUZZTIME)
-	go test ./watcher -run '^$$' -fuzz FuzzDecodeJSONObject -fuzztime $(FUZZTIME)
+	go test ./wire -run '^$$' -fuzz FuzzDecodeObject -fuzztime $(FUZZTIME)
+	go test ./wire -run '^$$' -fuzz FuzzReadList -fuzztime $(FUZZTIME)
+	go test ./wire -run '^$$' -fuzz FuzzLineFramer -fuzztime $(FUZZTIME)
 
 demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio

@@ -245,28 +245,68 @@ func TestSecretsCanBeLeftOut(t *testing.T) {
 	}
 }
 
+// generatedKey checks that the env variable name of a Deployment's env
+// comes from a Secret the chart generates, keeps across upgrades and
+// uninstalls, and fills with a long random key under dataKey.
+func generatedKey(t *testing.T, objs []*unstructured.Unstructured, env map[string]map[string]any, name, dataKey string) {
+	t.Helper()
+	ref, _, _ := unstructured.NestedString(env[name], "valueFrom", "secretKeyRef", "name")
+	var secret *unstructured.Unstructured
+	for _, s := range find(objs, "Secret") {
+		if s.GetName() == ref {
+			secret = s
+		}
+	}
+	if secret == nil {
+		t.Fatalf("%s refers to %q, which the chart does not create", name, ref)
+	}
+	key, _, _ := unstructured.NestedString(secret.Object, "data", dataKey)
+	if len(key) < 32 || secret.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("the generated key Secret of %s: %d base64 bytes, annotations %v", name, len(key), secret.GetAnnotations())
+	}
+}
+
+// TestIntegrityKeyValues: documents are signed by default with a key the
+// chart generates and keeps; an existing Secret replaces it, old keys
+// come from theirs, and integrity.enabled=false turns it off.
+func TestIntegrityKeyValues(t *testing.T) {
+	objs := render(t, defaults)
+	generatedKey(t, objs, envOf(t, one(t, objs, "Deployment")), "INTEGRITY_KEY", "integrity-key")
+	if cj := find(render(t, full), "CronJob"); len(cj) == 1 && envOf(t, cj[0])["INTEGRITY_KEY"] == nil {
+		t.Error("the CronJob does not sign")
+	}
+	objs = render(t, defaults, "integrity.existingSecret=my-key", "integrity.oldKeysSecret=my-old-keys")
+	env := envOf(t, one(t, objs, "Deployment"))
+	if walk(env["INTEGRITY_KEY"], []string{"valueFrom", "secretKeyRef", "name"}) != "my-key" ||
+		walk(env["INTEGRITY_KEYS_OLD"], []string{"valueFrom", "secretKeyRef", "name"}) != "my-old-keys" {
+		t.Errorf("existing Secrets: %v %v", env["INTEGRITY_KEY"], env["INTEGRITY_KEYS_OLD"])
+	}
+	for _, s := range find(objs, "Secret") {
+		if strings.HasSuffix(s.GetName(), "-integrity") {
+			t.Errorf("a key Secret %s generated with existingSecret", s.GetName())
+		}
+	}
+	objs = render(t, defaults, "integrity.enabled=false")
+	if env := envOf(t, one(t, objs, "Deployment")); env["INTEGRITY_KEY"] != nil {
+		t.Error("INTEGRITY_KEY set with integrity.enabled=false")
+	}
+}
+
 func TestSecretEncryptionValues(t *testing.T) {
 	objs := render(t, full)
 	env := envOf(t, one(t, objs, "Deployment"))
 	if v := env["SECRET_ENCRYPTION"]["value"]; v != "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p" {
 		t.Errorf("SECRET_ENCRYPTION = %v", v)
 	}
-	ref, _, _ := unstructured.NestedString(env["SECRET_HMAC_KEY"], "valueFrom", "secretKeyRef", "name")
-	var hmac *unstructured.Unstructured
-	for _, s := range find(objs, "Secret") {
-		if s.GetName() == ref {
-			hmac = s
-		}
-	}
-	if hmac == nil {
-		t.Fatalf("SECRET_HMAC_KEY refers to %q, which the chart does not create", ref)
-	}
-	key, _, _ := unstructured.NestedString(hmac.Object, "data", "hmac-key")
-	if len(key) < 32 || hmac.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
-		t.Errorf("the generated key Secret: %d base64 bytes, annotations %v", len(key), hmac.GetAnnotations())
-	}
+	generatedKey(t, objs, env, "SECRET_HMAC_KEY", "hmac-key")
 	if env["MINIO_SSE"]["value"] != "kms:backup-key" || env["MINIO_CLIENT_CERT"] == nil || env["VERIFY_INTERVAL"]["value"] != "24h" {
 		t.Errorf("store settings: %v %v %v", env["MINIO_SSE"], env["MINIO_CLIENT_CERT"], env["VERIFY_INTERVAL"])
+	}
+	if env["OBJECT_LOCK"]["value"] != "governance" || env["OBJECT_LOCK_RETENTION"]["value"] != "30d" {
+		t.Errorf("object lock: %v %v", env["OBJECT_LOCK"], env["OBJECT_LOCK_RETENTION"])
+	}
+	if _, err := helm(t, "template", "r", chart, "--set", "clusterName=x", "--set", "objectLock.mode=strict"); err == nil {
+		t.Error("objectLock.mode=strict rendered")
 	}
 	np := one(t, objs, "NetworkPolicy")
 	ports, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
@@ -290,7 +330,7 @@ func envOf(t *testing.T, o *unstructured.Unstructured) map[string]map[string]any
 }
 
 func TestCredentials(t *testing.T) {
-	objs := render(t, full, "secretEncryption.recipients=null")
+	objs := render(t, full, "secretEncryption.recipients=null", "integrity.enabled=false")
 	secret := one(t, objs, "Secret")
 	env := envOf(t, one(t, objs, "Deployment"))
 	if walk(env["MINIO_SECRET_KEY"], []string{"valueFrom", "secretKeyRef", "name"}) != secret.GetName() {
@@ -300,7 +340,7 @@ func TestCredentials(t *testing.T) {
 		t.Error("secret key set as a literal env value")
 	}
 
-	objs = render(t, full, "minio.existingSecret=my-minio", "minio.accessKey=", "minio.secretKey=", "secretEncryption.recipients=null")
+	objs = render(t, full, "minio.existingSecret=my-minio", "minio.accessKey=", "minio.secretKey=", "secretEncryption.recipients=null", "integrity.enabled=false")
 	if len(find(objs, "Secret")) != 0 {
 		t.Error("a Secret was rendered with existingSecret")
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/logging"
+	"github.com/cluster-backup/cluster-backup/object"
 )
 
 // Config is the complete, validated configuration of one process.
@@ -65,6 +67,11 @@ type Config struct {
 	SecretEncryption string
 	SecretHMACKey    []byte
 	Encrypter        *encrypt.Encrypter
+	// IntegrityKey (INTEGRITY_KEY) and IntegrityKeysOld sign and check
+	// what the service stores, through Signer (nil without a key).
+	IntegrityKey     []byte
+	IntegrityKeysOld [][]byte
+	Signer           *object.Signer
 	// AgeIdentityFile is the age identity the commands decrypt with.
 	AgeIdentityFile string
 	// VerifyInterval: every stored object is read back and re-hashed at
@@ -83,6 +90,11 @@ type Config struct {
 	// NoncurrentRetention is the lifecycle rule set on a bucket the
 	// service creates; zero sets none.
 	NoncurrentRetention Retention
+	// ObjectLock (OBJECT_LOCK: "", "governance" or "compliance") and
+	// ObjectLockDays (OBJECT_LOCK_RETENTION) are the default S3 Object
+	// Lock of a bucket the service creates.
+	ObjectLock     string
+	ObjectLockDays int
 	// MaxPruneFraction is max-prune-fraction (ConfigMap).
 	MaxPruneFraction float64
 	// AllowMassPrune lets a pass delete more than MaxPruneFraction.
@@ -323,6 +335,18 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			c.SecretHMACKey, err = encrypt.Key(v)
 			return err
 		}},
+		{env: "INTEGRITY_KEY", secret: true, usage: "key (or @FILE) of the HMAC-SHA256 stored with every document, the restore pack and the change index; show, history, diff, restore and verify check it (never logged)", apply: func(c *Config, v string) (err error) {
+			if v == "" {
+				return nil
+			}
+			c.IntegrityKey, err = encrypt.Key(v)
+			return err
+		}},
+		{env: "INTEGRITY_KEYS_OLD", secret: true, usage: "earlier integrity keys, comma-separated (or @FILE, one per line), still accepted when reading (never logged)", apply: func(c *Config, v string) error {
+			keys, err := oldKeys(v)
+			c.IntegrityKeysOld = keys
+			return err
+		}},
 		{env: "AGE_IDENTITY_FILE", usage: "age identity file that show, diff and restore decrypt Secrets with (--identity)", apply: func(c *Config, v string) error {
 			c.AgeIdentityFile = v
 			return nil
@@ -350,6 +374,23 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			c.NoncurrentRetention, err = ParseRetention(v)
 			return err
 		}},
+		{env: "OBJECT_LOCK", usage: "governance or compliance: a bucket the service creates gets S3 Object Lock with this default mode (empty: none)", apply: func(c *Config, v string) error {
+			switch m := strings.ToLower(strings.TrimSpace(v)); m {
+			case "", "governance", "compliance":
+				c.ObjectLock = m
+				return nil
+			}
+			return errors.New("want governance or compliance")
+		}},
+		{env: "OBJECT_LOCK_RETENTION", def: "30d", usage: "default retention of each version under OBJECT_LOCK, in days (30d)", apply: func(c *Config, v string) error {
+			days, ok := strings.CutSuffix(strings.TrimSpace(v), "d")
+			n, err := strconv.Atoi(days)
+			if !ok || err != nil || n < 1 {
+				return errors.New("want a number of days such as 30d")
+			}
+			c.ObjectLockDays = n
+			return nil
+		}},
 		{env: "ALLOW_MASS_PRUNE", def: "false", isBool: true, usage: "let a pass delete more than max-prune-fraction of the stored objects", apply: func(c *Config, v string) (err error) {
 			c.AllowMassPrune, err = parseBool(v)
 			return err
@@ -363,6 +404,43 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			return nil
 		}},
 	}
+}
+
+// oldKeys reads INTEGRITY_KEYS_OLD: keys separated by commas, or "@FILE"
+// for a file of one key per line.
+func oldKeys(spec string) ([][]byte, error) {
+	text := spec
+	if path, ok := strings.CutPrefix(spec, "@"); ok {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read the key file: %w", err)
+		}
+		text = strings.ReplaceAll(string(b), "\n", ",")
+	}
+	var out [][]byte
+	for i, k := range strings.Split(text, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		key, err := encrypt.Key(k)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %w", i+1, err)
+		}
+		out = append(out, key)
+	}
+	return out, nil
+}
+
+// buildSigner makes the Signer of INTEGRITY_KEY and INTEGRITY_KEYS_OLD.
+func (c *Config) buildSigner() error {
+	if c.IntegrityKey == nil {
+		if len(c.IntegrityKeysOld) > 0 {
+			return &Error{Key: "INTEGRITY_KEYS_OLD", Secret: true, Reason: "set without INTEGRITY_KEY"}
+		}
+		return nil
+	}
+	c.Signer = object.NewSigner(c.IntegrityKey, c.IntegrityKeysOld...)
+	return nil
 }
 
 // buildEncrypter checks that SECRET_ENCRYPTION comes with its key.
@@ -499,6 +577,13 @@ func apply(table []setting, values []*rawValue, lookupEnv func(string) (string, 
 	}
 	if err := c.buildEncrypter(); err != nil {
 		return Config{}, err
+	}
+	if err := c.buildSigner(); err != nil {
+		return Config{}, err
+	}
+	if r := c.NoncurrentRetention; c.ObjectLock != "" && r.Days > 0 && r.Days < c.ObjectLockDays {
+		return Config{}, &Error{Key: "NONCURRENT_RETENTION", Value: fmt.Sprintf("%dd", r.Days),
+			Reason: fmt.Sprintf("shorter than OBJECT_LOCK_RETENTION %dd: the lifecycle rule would try to expire versions the lock still holds", c.ObjectLockDays)}
 	}
 
 	c.Rules = filter.DefaultRules()

@@ -51,6 +51,7 @@ func TestDefaults(t *testing.T) {
 		RestorePackInterval: 6 * time.Hour,
 		RequireVersioning:   true,
 		MaxPruneFraction:    0.1,
+		ObjectLockDays:      30,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -92,6 +93,10 @@ func TestEveryVariable(t *testing.T) {
 		"AGE_IDENTITY_FILE":     "/key.txt",
 		"VERIFY_INTERVAL":       "24h",
 		"RESTORE_PACK_INTERVAL": "0",
+		"INTEGRITY_KEY":         "integrity-0123456789",
+		"INTEGRITY_KEYS_OLD":    "old-key-one-0123456789, old-key-two-0123456789",
+		"OBJECT_LOCK":           "Compliance",
+		"OBJECT_LOCK_RETENTION": "14d",
 	}
 	c, err := Load("run", nil, envOf(env), io.Discard)
 	if err != nil {
@@ -131,6 +136,11 @@ func TestEveryVariable(t *testing.T) {
 		"AgeIdentityFile":     {c.AgeIdentityFile, "/key.txt"},
 		"VerifyInterval":      {c.VerifyInterval, 24 * time.Hour},
 		"RestorePackInterval": {c.RestorePackInterval, time.Duration(0)},
+		"IntegrityKey":        {string(c.IntegrityKey), "integrity-0123456789"},
+		"IntegrityKeysOld":    {len(c.IntegrityKeysOld), 2},
+		"Signer":              {c.Signer != nil, true},
+		"ObjectLock":          {c.ObjectLock, "compliance"},
+		"ObjectLockDays":      {c.ObjectLockDays, 14},
 	}
 	for name, gw := range checks {
 		if gw[0] != gw[1] {
@@ -197,6 +207,12 @@ func TestBadValues(t *testing.T) {
 		{name: "bad flag value names the flag", args: []string{"--debounce", "x"}, wantMsg: []string{"--debounce", `"x"`}},
 		{name: "unknown flag", args: []string{"--nope"}, wantMsg: []string{"arguments", "--nope"}},
 		{name: "stray argument", args: []string{"extra"}, wantMsg: []string{"arguments", "extra"}},
+		{name: "short integrity key", env: map[string]string{"INTEGRITY_KEY": "hunter2"}, wantMsg: []string{"INTEGRITY_KEY", "too short"}, notMsg: "hunter2"},
+		{name: "short old integrity key", env: map[string]string{"INTEGRITY_KEY": "integrity-0123456789", "INTEGRITY_KEYS_OLD": "integrity-0123456789-old,hunter2"}, wantMsg: []string{"INTEGRITY_KEYS_OLD", "key 2", "too short"}, notMsg: "hunter2"},
+		{name: "old integrity keys alone", env: map[string]string{"INTEGRITY_KEYS_OLD": "integrity-0123456789-old"}, wantMsg: []string{"INTEGRITY_KEYS_OLD", "without INTEGRITY_KEY"}, notMsg: "integrity-0123456789-old"},
+		{name: "bad object lock", env: map[string]string{"OBJECT_LOCK": "strict"}, wantMsg: []string{"OBJECT_LOCK", `"strict"`, "governance or compliance"}},
+		{name: "bad lock retention", env: map[string]string{"OBJECT_LOCK_RETENTION": "1y"}, wantMsg: []string{"OBJECT_LOCK_RETENTION", `"1y"`}},
+		{name: "noncurrent retention shorter than the lock", env: map[string]string{"OBJECT_LOCK": "compliance", "NONCURRENT_RETENTION": "7d"}, wantMsg: []string{"NONCURRENT_RETENTION", `"7d"`, "OBJECT_LOCK_RETENTION 30d"}},
 		{name: "missing config dir", env: map[string]string{"BACKUP_CONFIG_DIR": "/does/not/exist"}, wantMsg: []string{"BACKUP_CONFIG_DIR", "/does/not/exist"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -130,6 +130,7 @@ func configMapKeys() []configMapKey { //nolint:funlen // one table literal, an e
 			cm.Rules.MaxResourceSize = q.Value()
 			return nil
 		}},
+		{"include-service-account-tokens", "store Secrets of type kubernetes.io/service-account-token (default false: working credentials a restore never uses)", boolean(func(cm *ConfigMap) *bool { return &cm.Rules.IncludeServiceAccountTokens })},
 		{"follow-owner-references", "back up objects whose owner is backed up (default false)", boolean(func(cm *ConfigMap) *bool { return &cm.Rules.FollowOwnerReferences })},
 		{"include-managed-fields", "keep metadata.managedFields (default false)", boolean(func(cm *ConfigMap) *bool { return &cm.Rules.IncludeManagedFields })},
 		{"include-status", "keep status (default false)", boolean(func(cm *ConfigMap) *bool { return &cm.Rules.IncludeStatus })},

@@ -170,6 +170,12 @@ func TestKeepObject(t *testing.T) {
 		}
 		return l
 	}
+	secrets := Resource{Version: "v1", Resource: "secrets", Kind: "Secret", Namespaced: true}
+	secret := func(typ string) *unstructured.Unstructured {
+		o := obj("Secret", "a", "s", nil, nil, ownerRef("web"))
+		o.Object["type"] = typ
+		return o
+	}
 	owners := ownerMap{
 		"a/web":   {obj("Deployment", "a", "web", map[string]string{"app": "web"}, nil), true},
 		"a/other": {obj("Deployment", "a", "other", nil, nil), false},
@@ -201,6 +207,10 @@ func TestKeepObject(t *testing.T) {
 		{"owner not kept", func(r *Rules) { r.FollowOwnerReferences = true }, cm, obj("Pod", "a", "p", nil, nil, ownerRef("other")), false, ReasonNotInWhitelist},
 		{"owner uid mismatch", func(r *Rules) { r.FollowOwnerReferences = true }, cm, obj("Pod", "a", "p", nil, nil, metav1.OwnerReference{Name: "web", UID: "stale"}), false, ReasonNotInWhitelist},
 		{"follow overrides label selector", func(r *Rules) { r.FollowOwnerReferences = true; r.LabelSelector = sel("app=web") }, cm, obj("Pod", "a", "p", nil, nil, ownerRef("web")), true, ""},
+		{"service account token", nil, secrets, secret(ServiceAccountTokenType), true, ReasonServiceAccountToken},
+		{"service account token whatever its owner", func(r *Rules) { r.FollowOwnerReferences = true }, secrets, secret(ServiceAccountTokenType), false, ReasonServiceAccountToken},
+		{"service account token included", func(r *Rules) { r.IncludeServiceAccountTokens = true }, secrets, secret(ServiceAccountTokenType), true, ""},
+		{"opaque secret", nil, secrets, secret("Opaque"), true, ""},
 		{"follow does not override namespace exclusion", func(r *Rules) { r.FollowOwnerReferences = true; r.ExcludeNamespaces = []string{"a"} }, cm, obj("Pod", "a", "p", nil, nil, ownerRef("web")), false, ReasonNamespaceExcluded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 )
 
@@ -24,8 +25,33 @@ type Owners interface {
 // follow-owner-references, an object of an unselected type, or one that the
 // selectors drop, is kept when its owner chain reaches a kept object. The
 // reason is empty when the object is kept.
+//
+// A Secret of type kubernetes.io/service-account-token is never kept
+// without include-service-account-tokens, whatever its owners: obj tells
+// its type through SecretType (the watcher's cache objects), or is the
+// Secret itself.
 func (r Rules) KeepObject(res Resource, obj metav1.Object, typeSelected bool, owners Owners) (bool, string) {
+	if res.Group == "" && res.Resource == "secrets" && !r.IncludeServiceAccountTokens && SecretType(obj) == ServiceAccountTokenType {
+		return false, ReasonServiceAccountToken
+	}
 	return r.keep(res.Group == "" && res.Resource == "namespaces", obj, typeSelected, owners, 0)
+}
+
+// ServiceAccountTokenType is the type of a Secret holding a service
+// account's token.
+const ServiceAccountTokenType = "kubernetes.io/service-account-token"
+
+// SecretType is the type of a Secret: what obj's SecretType method says,
+// or its type field.
+func SecretType(obj metav1.Object) string {
+	switch o := obj.(type) {
+	case interface{ SecretType() string }:
+		return o.SecretType()
+	case *unstructured.Unstructured:
+		t, _, _ := unstructured.NestedString(o.Object, "type")
+		return t
+	}
+	return ""
 }
 
 func (r Rules) keep(isNamespace bool, obj metav1.Object, typeSelected bool, owners Owners, depth int) (bool, string) {

@@ -40,6 +40,7 @@ const (
 	ReasonNamespaceNotListed  = "namespace_not_included"
 	ReasonLabelSelector       = "label_selector"
 	ReasonAnnotationSelector  = "annotation_selector"
+	ReasonServiceAccountToken = "service_account_token"
 )
 
 // Dropped is a resource type that the rules leave out, and why.

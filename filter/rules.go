@@ -46,6 +46,11 @@ type Rules struct {
 	IncludeOpenShiftResources bool
 	ValidateYAML              bool
 	SkipInvalidResources      bool
+	// IncludeServiceAccountTokens stores Secrets of type
+	// kubernetes.io/service-account-token: working credentials for whoever
+	// reads the bucket, which a restore never needs (the control plane
+	// issues new ones).
+	IncludeServiceAccountTokens bool
 }
 
 // DefaultExcludeResources are excluded when the ConfigMap has no

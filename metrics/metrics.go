@@ -68,6 +68,12 @@ type Metrics struct {
 	// SecretsEncrypted is 1 when Secrets' values are encrypted before
 	// they are stored (SECRET_ENCRYPTION).
 	SecretsEncrypted prometheus.Gauge
+	// DocumentsSigned is 1 when every document is stored with an
+	// integrity tag (INTEGRITY_KEY).
+	DocumentsSigned prometheus.Gauge
+	// ObjectLock is the bucket's default Object Lock: 0 none, 1
+	// governance, 2 compliance.
+	ObjectLock prometheus.Gauge
 	// VerifyFailures counts stored objects that read back different from
 	// what was written, and were rewritten (VERIFY_INTERVAL).
 	VerifyFailures prometheus.Counter
@@ -148,6 +154,14 @@ func New(reg prometheus.Registerer) *Metrics { //nolint:funlen // one declaratio
 		SecretsEncrypted: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cluster_backup_secrets_encrypted",
 			Help: "1 when the values of Secrets are encrypted before they are stored (SECRET_ENCRYPTION), else 0.",
+		}),
+		DocumentsSigned: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_documents_signed",
+			Help: "1 when every document is stored with an integrity tag (INTEGRITY_KEY), else 0.",
+		}),
+		ObjectLock: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_object_lock",
+			Help: "The bucket's default S3 Object Lock, as read at start: 0 none, 1 governance, 2 compliance.",
 		}),
 		VerifyFailures: f.NewCounter(prometheus.CounterOpts{
 			Name: "cluster_backup_verify_failures_total",

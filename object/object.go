@@ -31,6 +31,10 @@ type Meta struct {
 	// another cluster of the same CLUSTER_NAME stored. Empty on objects
 	// written before it was recorded.
 	ClusterUID string
+	// Integrity authenticates the document: the HMAC-SHA256, under the
+	// installation's integrity key, of its key, the fields above and so
+	// its bytes (see Signer). Empty on documents written without a key.
+	Integrity string
 }
 
 // User-metadata keys of Meta, as stored (S3 sends them as X-Amz-Meta-*).
@@ -41,6 +45,7 @@ const (
 	MetaSHA256          = "sha256"
 	MetaClusterUID      = "cluster-uid"
 	MetaHMAC            = "hmac-sha256"
+	MetaIntegrity       = "integrity"
 )
 
 // Map returns m as store user metadata.
@@ -56,6 +61,9 @@ func (m Meta) Map() map[string]string {
 	}
 	if m.HMAC != "" {
 		out[MetaHMAC] = m.HMAC
+	}
+	if m.Integrity != "" {
+		out[MetaIntegrity] = m.Integrity
 	}
 	return out
 }
@@ -81,6 +89,8 @@ func MetaFromMap(md map[string]string) Meta {
 			m.ClusterUID = v
 		case MetaHMAC:
 			m.HMAC = v
+		case MetaIntegrity:
+			m.Integrity = v
 		}
 	}
 	return m

@@ -8,20 +8,24 @@
 // written, an altered file, a damaged pack, a store whose ETags are not
 // MD5s) is read from its own key as before.
 //
-// Format: the line "cluster-backup pack 2", then records of nine fields,
+// Format: the line "cluster-backup pack 3", then records of ten fields,
 // each a uvarint length and the bytes. A document's record holds its key,
-// the six fields of its stored metadata (object.Meta), the number of the
+// the seven fields of its stored metadata (object.Meta), the number of the
 // dictionary its frame was compressed against (empty for none) and the
 // frame (see Frame). A record with an empty key defines the next
 // dictionary, numbered from 1, in its last field; its other fields are
-// empty. It comes before the first frame that uses it. Packs of the first
-// format ("cluster-backup pack 1": eight fields, no dictionaries, each
-// frame one zstd frame) are still read, for restores to a time they were
-// written at.
+// empty. It comes before the first frame that uses it. The documents are
+// in key order (bytewise, the order of an S3 listing), so that a reader
+// going through the keys in that order holds a few entries at a time.
+// Packs of the second format ("cluster-backup pack 2": records without
+// the integrity field, in any order) and of the first ("cluster-backup pack 1": eight fields,
+// no dictionaries, each frame one zstd frame) are still read, for
+// restores to a time they were written at.
 package pack
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/binary"
@@ -32,15 +36,20 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/cluster-backup/cluster-backup/object"
 )
 
 const (
-	magic   = "cluster-backup pack 2\n"
+	magic   = "cluster-backup pack 3\n"
+	magicV2 = "cluster-backup pack 2\n"
 	magicV1 = "cluster-backup pack 1\n"
 )
+
+// ErrOrder is a document added out of key order.
+var ErrOrder = errors.New("the restore pack's documents must be added in key order")
 
 // Limits of one record, so that a damaged pack cannot make a reader
 // allocate without bound.
@@ -63,6 +72,7 @@ type Entry struct {
 type Writer struct {
 	w     *bufio.Writer
 	n     int
+	last  string
 	dicts map[*Dict]int // the dictionaries written, by number
 	err   error
 }
@@ -76,8 +86,16 @@ func NewWriter(w io.Writer) *Writer {
 
 // Add appends one document: its key, the metadata it is stored with, and
 // its stored bytes compressed (after the dictionary of the frame, the first
-// time it is used).
+// time it is used). Keys come in order, each after the one before
+// (ErrOrder).
 func (p *Writer) Add(key string, meta object.Meta, frame Frame) error {
+	if p.err == nil && (key == "" || (p.n > 0 && key <= p.last)) {
+		p.err = fmt.Errorf("%w: %q after %q", ErrOrder, key, p.last)
+	}
+	if p.err != nil {
+		return p.err
+	}
+	p.last = key
 	dict := ""
 	if frame.Dict != nil {
 		n, ok := p.dicts[frame.Dict]
@@ -130,67 +148,120 @@ func (p *Writer) Close() error {
 
 // metaFields are the stored metadata in record order, after the key.
 func metaFields(m object.Meta) []string {
-	return []string{m.ResourceVersion, m.UID, m.APIVersion, m.SHA256, m.HMAC, m.ClusterUID}
+	return []string{m.ResourceVersion, m.UID, m.APIVersion, m.SHA256, m.HMAC, m.ClusterUID, m.Integrity}
 }
 
 // Load reads a pack, keeping the entries of the keys want accepts. A pack
 // that ends early or breaks the format returns the entries read before
 // that with an error wrapping ErrDamaged.
 func Load(r io.Reader, want func(key string) bool) (map[string]Entry, error) {
+	pr, err := NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Entry{}
+	for {
+		key, e, err := pr.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if want(key) {
+			out[key] = e
+		}
+	}
+}
+
+// Reader reads a pack entry by entry, in the order it was written.
+type Reader struct {
+	br      *bufio.Reader
+	v1      bool
+	sorted  bool // format 3: in key order
+	last    string
+	dicts   []*Dict
+	records int
+}
+
+// NewReader starts reading the pack r; a stream that is not a pack is an
+// error wrapping ErrDamaged.
+func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head := make([]byte, len(magic))
-	if _, err := io.ReadFull(br, head); err != nil || (string(head) != magic && string(head) != magicV1) {
+	if _, err := io.ReadFull(br, head); err != nil || (string(head) != magic && string(head) != magicV2 && string(head) != magicV1) {
 		return nil, fmt.Errorf("%w: it does not start with %q", ErrDamaged, strings.TrimSpace(magic))
 	}
-	v1 := string(head) == magicV1
-	var dicts []*Dict
-	out := map[string]Entry{}
-	damaged := func(err error) (map[string]Entry, error) {
-		return out, fmt.Errorf("%w: record %d: %w", ErrDamaged, len(out)+len(dicts)+1, err)
+	return &Reader{br: br, v1: string(head) == magicV1, sorted: string(head) == magic}, nil
+}
+
+// Sorted says whether the pack's documents are in key order.
+func (p *Reader) Sorted() bool { return p.sorted }
+
+// Next returns the next document: its key and entry. It returns io.EOF at
+// the pack's end, and an error wrapping ErrDamaged where the pack ends
+// early or breaks the format.
+func (p *Reader) Next() (string, Entry, error) {
+	// key, the metadata fields, the dictionary (from the second format
+	// on), the frame; the seventh metadata field (Integrity) is the third
+	// format's.
+	metas := 7
+	if !p.sorted {
+		metas = 6
 	}
 	for {
-		var f [9][]byte // key, metaFields, dictionary, frame
-		fields := f[:]
-		if v1 {
-			fields = f[:8] // no dictionary: the frame is f[7]
+		var f [10][]byte
+		fields := f[:1+metas+1+1]
+		if p.v1 {
+			fields = f[:1+metas+1]
 		}
+		p.records++
 		for i := range fields {
-			b, err := readField(br, i == len(fields)-1)
+			b, err := readField(p.br, i == len(fields)-1)
 			if errors.Is(err, io.EOF) && i == 0 {
-				return out, nil
+				return "", Entry{}, io.EOF
 			}
 			if err != nil {
-				return damaged(err)
+				return "", Entry{}, p.damaged(err)
 			}
 			fields[i] = b
 		}
 		frame := Frame{Bytes: fields[len(fields)-1]}
-		if !v1 && len(f[0]) == 0 {
-			d, err := loadDict(frame.Bytes)
-			if err != nil {
-				return damaged(err)
+		if dict := fields[1+metas]; !p.v1 {
+			if len(f[0]) == 0 {
+				d, err := loadDict(frame.Bytes)
+				if err != nil {
+					return "", Entry{}, p.damaged(err)
+				}
+				p.dicts = append(p.dicts, d)
+				continue
 			}
-			dicts = append(dicts, d)
-			continue
-		}
-		if !v1 && len(f[7]) > 0 {
-			n, err := strconv.Atoi(string(f[7]))
-			if err != nil || n < 1 || n > len(dicts) {
-				return damaged(fmt.Errorf("dictionary %q is not defined", f[7]))
-			}
-			frame.Dict = dicts[n-1]
-		}
-		if key := string(f[0]); want(key) {
-			out[key] = Entry{
-				Meta: object.Meta{
-					ResourceVersion: string(f[1]), UID: string(f[2]), APIVersion: string(f[3]),
-					SHA256: string(f[4]), HMAC: string(f[5]), ClusterUID: string(f[6]),
-				},
-				frame: frame,
-				zstd:  v1,
+			if len(dict) > 0 {
+				n, err := strconv.Atoi(string(dict))
+				if err != nil || n < 1 || n > len(p.dicts) {
+					return "", Entry{}, p.damaged(fmt.Errorf("dictionary %q is not defined", dict))
+				}
+				frame.Dict = p.dicts[n-1]
 			}
 		}
+		key := string(f[0])
+		if p.sorted && p.last != "" && key <= p.last {
+			return "", Entry{}, p.damaged(fmt.Errorf("%q after %q: not in key order", key, p.last))
+		}
+		p.last = key
+		meta := object.Meta{
+			ResourceVersion: string(f[1]), UID: string(f[2]), APIVersion: string(f[3]),
+			SHA256: string(f[4]), HMAC: string(f[5]), ClusterUID: string(f[6]),
+		}
+		if metas == 7 {
+			meta.Integrity = string(f[7])
+		}
+		return key, Entry{Meta: meta, frame: frame, zstd: p.v1}, nil
 	}
+}
+
+func (p *Reader) damaged(err error) error {
+	return fmt.Errorf("%w: record %d: %w", ErrDamaged, p.records, err)
 }
 
 // readField reads one length-prefixed field; frame allows the larger limit.
@@ -234,12 +305,26 @@ func (e Entry) Body(v object.Version) ([]byte, error) {
 		// store that keeps none): nothing binds the entry to v.
 		return nil, fmt.Errorf("%s: %w: the store reports no MD5 of it", v.Key, ErrMismatch)
 	}
+	// Nothing is decompressed past the size the listing gives: a pack
+	// written by anyone who can write the bucket could otherwise make each
+	// entry allocate up to maxFrame.
+	n, known, err := e.decodedLen()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", v.Key, ErrDamaged, err)
+	}
+	if known && n != v.Size {
+		return nil, fmt.Errorf("%s: %w: the entry holds %d bytes, not %d", v.Key, ErrMismatch, n, v.Size)
+	}
 	var body []byte
-	var err error
-	if e.zstd {
-		body, err = decoder.DecodeAll(e.frame.Bytes, make([]byte, 0, max(v.Size, 0)))
-	} else {
+	switch {
+	case !e.zstd:
 		body, err = e.frame.Decompress()
+	case known:
+		body, err = decoder.DecodeAll(e.frame.Bytes, make([]byte, 0, max(v.Size, 0)))
+	default:
+		// A zstd frame that does not say its size is read up to one byte
+		// past the listed size, which is then a mismatch.
+		body, err = readAtMost(e.frame.Bytes, v.Size+1)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", v.Key, ErrDamaged, err)
@@ -249,6 +334,30 @@ func (e Entry) Body(v object.Version) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", v.Key, ErrMismatch)
 	}
 	return body, nil
+}
+
+// decodedLen is the length the entry's frame says it decompresses to;
+// known is false for a zstd frame that does not say.
+func (e Entry) decodedLen() (n int64, known bool, err error) {
+	if e.zstd {
+		var h zstd.Header
+		if err := h.Decode(e.frame.Bytes); err != nil {
+			return 0, false, err
+		}
+		return int64(h.FrameContentSize), h.HasFCS, nil
+	}
+	l, err := s2.DecodedLen(e.frame.Bytes)
+	return int64(l), true, err
+}
+
+// readAtMost decompresses the zstd frame b up to limit bytes.
+func readAtMost(b []byte, limit int64) ([]byte, error) {
+	d, err := zstd.NewReader(bytes.NewReader(b), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxFrame))
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return io.ReadAll(io.LimitReader(d, limit))
 }
 
 // Checkable says whether an entry can be checked against a version listed

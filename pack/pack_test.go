@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,9 +34,10 @@ func docs(n int) []doc {
 		out[i] = doc{
 			key:  fmt.Sprintf("clusterbackup/c/ns/configmaps/cm-%d.yaml", i),
 			body: body,
-			meta: object.Meta{ResourceVersion: fmt.Sprint(100 + i), UID: fmt.Sprintf("uid-%d", i), APIVersion: "v1", SHA256: object.Digest(body), ClusterUID: "cluster-uid"},
+			meta: object.Meta{ResourceVersion: fmt.Sprint(100 + i), UID: fmt.Sprintf("uid-%d", i), APIVersion: "v1", SHA256: object.Digest(body), ClusterUID: "cluster-uid", Integrity: fmt.Sprintf("k1.%064x", i)},
 		}
 	}
+	slices.SortFunc(out, func(a, b doc) int { return strings.Compare(a.key, b.key) })
 	return out
 }
 
@@ -59,18 +62,31 @@ func write(t *testing.T, ds []doc) []byte {
 // writeV1 writes a pack of the first format: eight fields per record, each
 // frame one zstd frame.
 func writeV1(ds []doc) []byte {
+	return writeOld(magicV1, ds, func(body []byte) [][]byte { return [][]byte{encoder.EncodeAll(body, nil)} })
+}
+
+// writeV2 writes a pack of the second format: no integrity field, any
+// order.
+func writeV2(ds []doc) []byte {
+	return writeOld(magicV2, ds, func(body []byte) [][]byte { return [][]byte{nil, Compress(nil, body, nil).Bytes} })
+}
+
+// writeOld writes the records of ds in their order, each its key, the six
+// metadata fields of the older formats and the fields last makes of its
+// body.
+func writeOld(magic string, ds []doc, last func(body []byte) [][]byte) []byte {
 	var buf bytes.Buffer
-	buf.WriteString(magicV1)
-	field := func(b []byte) {
-		buf.Write(binary.AppendUvarint(nil, uint64(len(b))))
-		buf.Write(b)
-	}
+	buf.WriteString(magic)
 	for _, d := range ds {
-		field([]byte(d.key))
-		for _, f := range metaFields(d.meta) {
-			field([]byte(f))
+		fields := append([]string{d.key}, metaFields(d.meta)[:6]...) // no integrity field
+		for _, f := range fields {
+			buf.Write(binary.AppendUvarint(nil, uint64(len(f))))
+			buf.WriteString(f)
 		}
-		field(encoder.EncodeAll(d.body, nil))
+		for _, f := range last(d.body) {
+			buf.Write(binary.AppendUvarint(nil, uint64(len(f))))
+			buf.Write(f)
+		}
 	}
 	return buf.Bytes()
 }
@@ -110,8 +126,10 @@ func TestFirstFormatIsRead(t *testing.T) {
 	}
 	for _, d := range ds {
 		body, err := entries[d.key].Body(version(d))
-		if err != nil || !bytes.Equal(body, d.body) || entries[d.key].Meta != d.meta {
-			t.Errorf("%s: Body = %q, %v; want the stored bytes", d.key, body, err)
+		want := d.meta
+		want.Integrity = "" // a field of the third format
+		if err != nil || !bytes.Equal(body, d.body) || entries[d.key].Meta != want {
+			t.Errorf("%s: Body = %q, %v, meta %+v; want the stored bytes and %+v", d.key, body, err, entries[d.key].Meta, want)
 		}
 	}
 }
@@ -141,7 +159,7 @@ func TestUndefinedDictionaryIsDamage(t *testing.T) {
 	_ = w.Close()
 	// The same record, naming dictionary 1, which no record defines.
 	rec := buf.Bytes()[len(magic):]
-	i := bytes.LastIndex(rec, []byte("cluster-uid")) + len("cluster-uid")
+	i := bytes.LastIndex(rec, []byte(ds[0].meta.Integrity)) + len(ds[0].meta.Integrity)
 	bad := append([]byte(magic), rec[:i]...)
 	bad = append(bad, 1, '1')
 	bad = append(bad, rec[i+1:]...)
@@ -213,15 +231,23 @@ func TestBodyRefusesAlteredEntries(t *testing.T) {
 	// Frames that do not decompress, on their own, against a dictionary
 	// and in a pack of the first format.
 	for _, dict := range []*Dict{nil, testDicts[0]} {
-		var buf bytes.Buffer
-		w := NewWriter(&buf)
-		_ = w.Add(d.key, d.meta, Frame{Bytes: []byte("\xff\xff\xff\xff\x0fnot a frame"), Dict: dict})
-		_ = w.Close()
-		if e, err = Load(&buf, all); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e[d.key].Body(version(d)); !errors.Is(err, ErrDamaged) {
-			t.Errorf("not a frame (dictionary %v): %v, want ErrDamaged", dict != nil, err)
+		for frame, want := range map[string]error{
+			// The size it claims is the listed one; the rest is not s2.
+			string(binary.AppendUvarint(nil, uint64(len(d.body)))) + "not a frame": ErrDamaged,
+			// A frame that claims 4 GiB is refused before anything is
+			// allocated for it.
+			"\xff\xff\xff\xff\x0fnot a frame": ErrMismatch,
+		} {
+			var buf bytes.Buffer
+			w := NewWriter(&buf)
+			_ = w.Add(d.key, d.meta, Frame{Bytes: []byte(frame), Dict: dict})
+			_ = w.Close()
+			if e, err = Load(&buf, all); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e[d.key].Body(version(d)); !errors.Is(err, want) {
+				t.Errorf("%q (dictionary %v): %v, want %v", frame, dict != nil, err, want)
+			}
 		}
 	}
 	v1 := writeV1([]doc{d})
@@ -279,5 +305,50 @@ func TestDictionaryOwnsItsSample(t *testing.T) {
 	}
 	if NewDict([]byte("too short")) != nil {
 		t.Error("a dictionary of 9 bytes")
+	}
+}
+
+// TestPackIsInKeyOrder: the writer refuses a key out of order, a reader
+// says a pack of the current format is sorted and refuses one whose keys
+// are not, and a pack of the second format (any order) is still read.
+func TestPackIsInKeyOrder(t *testing.T) {
+	ds := docs(3)
+	w := NewWriter(io.Discard)
+	if err := w.Add(ds[1].key, ds[1].meta, Compress(nil, ds[1].body, nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{ds[0].key, ds[1].key, ""} {
+		if err := NewWriter(io.Discard).Add(key, ds[0].meta, Compress(nil, ds[0].body, nil)); key == "" && !errors.Is(err, ErrOrder) {
+			t.Errorf("an empty key: %v, want ErrOrder", err)
+		}
+		if err := w.Add(key, ds[0].meta, Compress(nil, ds[0].body, nil)); !errors.Is(err, ErrOrder) {
+			t.Errorf("%q after %q: %v, want ErrOrder", key, ds[1].key, err)
+		}
+	}
+
+	sorted := write(t, ds)
+	r, err := NewReader(bytes.NewReader(sorted))
+	if err != nil || !r.Sorted() {
+		t.Fatalf("a pack of the current format: sorted %v, %v", r != nil && r.Sorted(), err)
+	}
+	// The same records, the first two swapped: refused where the order
+	// breaks; as a pack of the second format, read whole.
+	swapped := append([]doc{ds[1], ds[0]}, ds[2:]...)
+	var buf bytes.Buffer
+	pw := NewWriter(&buf)
+	for _, d := range swapped {
+		pw.record(d.key, d.meta, "", Compress(nil, d.body, nil).Bytes)
+	}
+	_ = pw.Close()
+	if got, err := Load(bytes.NewReader(buf.Bytes()), all); !errors.Is(err, ErrDamaged) || len(got) != 1 {
+		t.Errorf("a pack of the current format out of order: %d entries, %v; want 1 and ErrDamaged", len(got), err)
+	}
+	v2 := writeV2(swapped)
+	r, err = NewReader(bytes.NewReader(v2))
+	if err != nil || r.Sorted() {
+		t.Fatalf("a pack of the second format: sorted %v, %v", r != nil && r.Sorted(), err)
+	}
+	if got, err := Load(bytes.NewReader(v2), all); err != nil || len(got) != len(ds) {
+		t.Errorf("a pack of the second format in any order: %d entries, %v; want %d", len(got), err, len(ds))
 	}
 }

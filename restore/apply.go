@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/wire"
 )
 
 // This file is the executor of a restore: it reads the live objects a
@@ -170,23 +171,44 @@ func (r *restorer) liveObject(ctx context.Context, m *meta.RESTMapping, obj *uns
 	}
 	objs, listed := r.live[k]
 	if !listed {
-		list, err := r.resource(m, ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
-		if err != nil && !apierrors.IsNotFound(err) {
+		var err error
+		if objs, err = r.list(ctx, m, ns); err != nil {
 			r.listErr[k] = err
 			return nil, err
-		}
-		objs = map[string]*unstructured.Unstructured{}
-		if list != nil {
-			for i := range list.Items {
-				// A copy of each item, so that one forgotten (forgetLive)
-				// is not kept by the list's array.
-				obj := list.Items[i]
-				objs[obj.GetName()] = &obj
-			}
 		}
 		r.live[k] = objs
 	}
 	return objs[obj.GetName()], nil
+}
+
+// list reads the live objects of m's type in ns by name, in one LIST.
+func (r *restorer) list(ctx context.Context, m *meta.RESTMapping, ns string) (map[string]*unstructured.Unstructured, error) {
+	objs := map[string]*unstructured.Unstructured{}
+	opts := metav1.ListOptions{ResourceVersion: "0"}
+	if r.target.Lists != nil {
+		_, err := wire.List(ctx, r.target.Lists, m.Resource, ns, m.GroupVersionKind.Kind, opts, func(obj *unstructured.Unstructured) error {
+			unstructured.RemoveNestedField(obj.Object, "metadata", "managedFields") // never read
+			objs[obj.GetName()] = obj
+			return nil
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		return objs, nil
+	}
+	list, err := r.resource(m, ns).List(ctx, opts)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	if list != nil {
+		for i := range list.Items {
+			// A copy of each item, so that one forgotten (forgetLive) is
+			// not kept by the list's array.
+			obj := list.Items[i]
+			objs[obj.GetName()] = &obj
+		}
+	}
+	return objs, nil
 }
 
 // forgetLive drops the live object of obj's name from the listed ones,
@@ -451,11 +473,7 @@ type extra struct {
 // restore listed, that the backup does not hold and PruneReason finds
 // eligible: in the selection, and what the service's rules would have
 // stored.
-func (r *restorer) extras(plan []*planned, held map[string]bool) []extra {
-	wanted := map[ownerKey]bool{}
-	for _, p := range plan {
-		wanted[ownerKeyOf(p.obj)] = true
-	}
+func (r *restorer) extras(wanted map[ownerKey]bool, held map[string]bool) []extra {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []extra
@@ -483,8 +501,8 @@ func (r *restorer) extras(plan []*planned, held map[string]bool) []extra {
 }
 
 // prune deletes the extras: live objects the backup does not hold.
-func (r *restorer) prune(ctx context.Context, plan []*planned, held map[string]bool) {
-	for _, e := range r.extras(plan, held) {
+func (r *restorer) prune(ctx context.Context, wanted map[ownerKey]bool, held map[string]bool) {
+	for _, e := range r.extras(wanted, held) {
 		o := e.obj
 		res := Result{Resource: e.gvr.Resource, Namespace: o.GetNamespace(), Name: o.GetName()}
 		if r.opts.DryRun == DryRunClient {

@@ -65,17 +65,16 @@ func DiffLive(ctx context.Context, target Target, reader Reader, items []Item, p
 	}
 	var mu sync.Mutex
 	var diffs []Difference
-	var compared []*planned
+	compared := map[ownerKey]bool{}
 	compare := func(p *planned) {
 		forget := targets[p.Segment+"/"+p.obj.GetNamespace()+"/"+p.obj.GetName()] <= 1
 		d, differs := r.diffLive(ctx, p, forget)
-		p.obj = skeleton(p.obj)
 		mu.Lock()
 		defer mu.Unlock()
 		if differs {
 			diffs = append(diffs, d)
 		}
-		compared = append(compared, p)
+		compared[p.owner] = true
 	}
 	// Each object is read, decided and compared by one worker and let go:
 	// a folder's live objects, listed once, are all that is held.

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 
 	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -103,7 +104,12 @@ type Target struct {
 	// answers them with the object's metadata only, which costs both
 	// sides less than the whole object the dynamic client asks for.
 	Metadata metadata.Interface
-	Mapper   meta.ResettableRESTMapper
+	// Lists, when set (wire.NewClient), reads the live objects of a type
+	// in a namespace item by item (wire.List), each kept without its
+	// managedFields, where the dynamic client would hold the whole
+	// response, its decoded tree and the objects at once.
+	Lists  rest.Interface
+	Mapper meta.ResettableRESTMapper
 }
 
 // ClusterUID is the target cluster's identity: the UID of its kube-system
@@ -169,7 +175,11 @@ func Restore(ctx context.Context, target Target, r Reader, items []Item, opts Op
 		}
 	}
 	if opts.Prune {
-		rs.prune(ctx, all, keys)
+		wanted := make(map[ownerKey]bool, len(all))
+		for _, p := range all {
+			wanted[p.owner] = true
+		}
+		rs.prune(ctx, wanted, keys)
 	}
 	sort.SliceStable(rs.results, func(i, j int) bool { return rs.results[i].Key < rs.results[j].Key })
 	return rs.results

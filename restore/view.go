@@ -239,6 +239,33 @@ func Read(ctx context.Context, r Reader, key, id string) ([]byte, object.Meta, e
 	return body, meta, nil
 }
 
+// Signed is a Reader that refuses, by name, every document whose integrity
+// tag Signer does not accept (object.ErrForged; object.ErrUnsigned unless
+// AcceptUnsigned): whoever can write the bucket can store a document with
+// a matching sha256, never with its tag. A nil Signer accepts everything.
+// It goes in front of every other Reader (the restore pack's included), so
+// that nothing is read around it.
+type Signed struct {
+	Reader
+	Signer         *object.Signer
+	AcceptUnsigned bool
+}
+
+// Get reads key and checks its tag.
+func (s Signed) Get(ctx context.Context, key, id string) ([]byte, object.Meta, error) {
+	body, meta, err := s.Reader.Get(ctx, key, id)
+	if err != nil {
+		return nil, meta, err
+	}
+	if err := s.Signer.Check(key, meta); err != nil && (!s.AcceptUnsigned || !errors.Is(err, object.ErrUnsigned)) {
+		if errors.Is(err, object.ErrUnsigned) {
+			err = fmt.Errorf("%w (written before an integrity key existed, or not by the service; --accept-unsigned reads it)", err)
+		}
+		return nil, meta, fmt.Errorf("%s: %w", key, err)
+	}
+	return body, meta, nil
+}
+
 // Fetched is one item with its verified document, or why it could not be
 // read.
 type Fetched struct {

@@ -198,3 +198,44 @@ func TestViewTellsUnknownFromAbsent(t *testing.T) {
 		t.Errorf("outcomes %v, want 3 unknown", c)
 	}
 }
+
+// TestSignedRefusesWhatTheServiceDidNotWrite: a document whose tag the
+// Signer does not accept is refused by name; an unsigned one unless
+// AcceptUnsigned; a nil Signer accepts everything.
+func TestSignedRefusesWhatTheServiceDidNotWrite(t *testing.T) {
+	signer := object.NewSigner([]byte("integrity-key-0123456789"))
+	r := memReader{bodies: map[string]string{}, metas: map[string]object.Meta{}}
+	put := func(key, body string, sign bool, replay string) {
+		m := object.Meta{SHA256: object.Digest([]byte(body)), APIVersion: "v1"}
+		if sign {
+			m.Integrity = signer.Sign(key, m)
+		}
+		if replay != "" {
+			m.Integrity = r.metas[replay+"@1"].Integrity
+		}
+		r.bodies[key+"@1"], r.metas[key+"@1"] = body, m
+	}
+	put("a", "kind: ConfigMap\n", true, "")
+	put("b", "kind: ConfigMap\n", false, "")
+	put("c", "kind: ConfigMap\ndata: {x: y}\n", false, "a") // a's tag replayed
+	ctx := context.Background()
+	for _, tc := range []struct {
+		key            string
+		acceptUnsigned bool
+		want           error
+	}{
+		{"a", false, nil},
+		{"b", false, object.ErrUnsigned},
+		{"b", true, nil},
+		{"c", false, object.ErrForged},
+		{"c", true, object.ErrForged},
+	} {
+		_, _, err := Read(ctx, Signed{Reader: r, Signer: signer, AcceptUnsigned: tc.acceptUnsigned}, tc.key, "1")
+		if !errors.Is(err, tc.want) || (err == nil) != (tc.want == nil) || (err != nil && !strings.Contains(err.Error(), tc.key+":")) {
+			t.Errorf("%s (accept unsigned %v): %v, want %v naming the key", tc.key, tc.acceptUnsigned, err, tc.want)
+		}
+	}
+	if _, _, err := Read(ctx, Signed{Reader: r}, "c", "1"); err != nil {
+		t.Errorf("no Signer: %v", err)
+	}
+}

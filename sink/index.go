@@ -80,14 +80,20 @@ func decodeIndex(packed []byte) (map[string]indexEntry, error) {
 	return out, sc.Err()
 }
 
-// loadIndex reads the index; a missing or damaged index is empty (every
-// object without listed metadata is then written again once).
+// loadIndex reads the index; a missing or damaged index, or one the
+// Signer does not accept, is empty (every object without listed metadata
+// is then written again once).
 func (w *Writer) loadIndex(ctx context.Context) map[string]indexEntry {
-	body, _, err := w.store.Get(ctx, w.opts.Layout.IndexKey(), "")
+	key := w.opts.Layout.IndexKey()
+	body, meta, err := w.store.Get(ctx, key, "")
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
-			w.log.Warn("Cannot read the change index; objects without listed metadata are written again", logging.Op(logging.OpStoreList), logging.Data(map[string]any{"key": w.opts.Layout.IndexKey(), "error": err.Error()}))
+			w.log.Warn("Cannot read the change index; objects without listed metadata are written again", logging.Op(logging.OpStoreList), logging.Data(map[string]any{"key": key, "error": err.Error()}))
 		}
+		return nil
+	}
+	if err := w.opts.Signer.CheckBytes(key, body, meta.Integrity); err != nil {
+		w.log.Warn("The change index is not signed with this installation's integrity key; objects without listed metadata are written again", logging.Op(logging.OpStoreList), logging.Data(map[string]any{"key": key, "error": err.Error()}))
 		return nil
 	}
 	idx, err := decodeIndex(body)
@@ -143,7 +149,8 @@ func (w *Writer) SaveIndex(ctx context.Context) error {
 	if sum == w.savedIndex {
 		return nil
 	}
-	if err := w.store.Put(ctx, w.opts.Layout.IndexKey(), body, object.Meta{SHA256: sum}); err != nil {
+	key := w.opts.Layout.IndexKey()
+	if err := w.store.Put(ctx, key, body, object.Meta{SHA256: sum, Integrity: w.opts.Signer.SignBytes(key, body)}); err != nil {
 		w.metrics.Error(logging.OpObjectWrite)
 		return fmt.Errorf("write the change index: %w", err)
 	}

@@ -58,6 +58,17 @@ type MinIOOptions struct {
 	// ReadOnly opens an existing bucket and never creates one (the
 	// browsing and restore commands).
 	ReadOnly bool
+	// ObjectLock ("governance" or "compliance") and ObjectLockDays give a
+	// bucket the service creates S3 Object Lock with that default
+	// retention (OBJECT_LOCK, OBJECT_LOCK_RETENTION).
+	ObjectLock     string
+	ObjectLockDays int
+}
+
+// Lock is a bucket's default Object Lock, as read at start.
+type Lock struct {
+	Mode string // "", "governance" or "compliance"
+	Days int    // default retention; 0 when none or not in days
 }
 
 // MinIO stores objects in an S3-compatible bucket.
@@ -67,6 +78,7 @@ type MinIO struct {
 	redact     *strings.Replacer
 	versioning string // enabled, suspended, off, unsupported or unknown
 	lifecycle  string // the retention rule on a bucket made at start: set, unsupported or ""
+	lock       Lock
 	sse        encrypt.ServerSide
 }
 
@@ -133,8 +145,16 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 		return nil, "", fmt.Errorf("bucket %s does not exist: %w", m.bucket, ErrPermanent)
 	}
 	if !exists {
-		if err := m.client.MakeBucket(ctx, m.bucket, minio.MakeBucketOptions{Region: opts.Region}); err != nil {
+		// Object Lock can only be turned on when a bucket is created (it
+		// turns versioning on with it).
+		if err := m.client.MakeBucket(ctx, m.bucket, minio.MakeBucketOptions{Region: opts.Region, ObjectLocking: opts.ObjectLock != ""}); err != nil {
 			return nil, "", m.wrap("create bucket "+m.bucket, err)
+		}
+		if opts.ObjectLock != "" {
+			mode, validity, unit := minio.RetentionMode(strings.ToUpper(opts.ObjectLock)), uint(opts.ObjectLockDays), minio.Days
+			if err := m.client.SetObjectLockConfig(ctx, m.bucket, &mode, &validity, &unit); err != nil {
+				return nil, "", m.wrap("set the object lock of "+m.bucket, err)
+			}
 		}
 		// A store without the versioning API (some S3 gateways) says so
 		// with NotImplemented: the bucket then keeps no versions, which the
@@ -169,8 +189,34 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 		versioning = "unsupported"
 	}
 	m.versioning = versioning
+	m.lock = m.readLock(ctx)
 	return m, versioning, nil
 }
+
+// readLock reads the bucket's default Object Lock; a bucket without one,
+// or a store without the API, has none.
+func (m *MinIO) readLock(ctx context.Context) Lock {
+	enabled, mode, validity, unit, err := m.client.GetObjectLockConfig(ctx, m.bucket)
+	if err != nil || enabled != "Enabled" {
+		return Lock{}
+	}
+	l := Lock{}
+	if mode != nil {
+		l.Mode = strings.ToLower(string(*mode))
+	}
+	if validity != nil && unit != nil {
+		switch *unit {
+		case minio.Days:
+			l.Days = int(*validity)
+		case minio.Years:
+			l.Days = 365 * int(*validity)
+		}
+	}
+	return l
+}
+
+// ObjectLock is the bucket's default Object Lock, as read at start.
+func (m *MinIO) ObjectLock() Lock { return m.lock }
 
 // configureTLS adds MINIO_CA_FILE to the trusted roots and the client
 // certificate of mutual TLS.

@@ -57,6 +57,10 @@ type WriterOptions struct {
 	// Holds, when set, can hold every delete back (a foreign cluster's
 	// prefix, an unversioned bucket).
 	Holds *Holds
+	// Signer, when set, signs every document written, and a stored
+	// document whose tag it does not accept (unsigned, forged) counts as
+	// unknown: the next pass writes it again.
+	Signer *object.Signer
 }
 
 // Outcome is what handling one key did.
@@ -234,6 +238,8 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 			bare = true
 			unvouched = append(unvouched, object.Stored{Key: s.Key, ETag: s.ETag, Size: s.Size})
 			hashes[s.Key] = storedState{} // unknown unless the index vouches
+		case w.opts.Signer.Check(s.Key, s.Meta) != nil:
+			hashes[s.Key] = storedState{} // not what this installation signed: written again
 		default:
 			hashes[s.Key] = storedState{sum: digest(s.Meta.Fingerprint())}
 		}
@@ -612,6 +618,7 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 	w.mu.Lock()
 	doc.Meta.ClusterUID = w.identity.UID
 	w.mu.Unlock()
+	doc.Meta.Integrity = w.opts.Signer.Sign(key, doc.Meta)
 	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); errors.Is(err, ErrUnstorable) {
 		w.mu.Lock()
 		w.unstorable[key] = true

@@ -95,6 +95,10 @@ type Pass struct {
 	// Known, when set, gives the fingerprint of a listed key whose
 	// listing carries no metadata (sink.Writer.Known).
 	Known func(object.Stored) string
+	// Signer, when set, checks the integrity tag of each listed document
+	// whose listing carries metadata: one it does not accept (unsigned, or
+	// forged by whoever can write the bucket) is written again.
+	Signer *object.Signer
 	// Progress, when set, is called after each batch with the objects
 	// handled so far, the objects to handle and those written.
 	Progress func(done, total, written int)
@@ -186,14 +190,18 @@ func (p *planned) count(resource string) *Counts {
 // the prefix holds, they cost the pass nothing but the listing.
 //
 // known gives the fingerprint of a key whose listing carries no metadata
-// (nil: the metadata's, or none); a key without one is written again.
-func ownKeys(ctx context.Context, l Lister, prefix string, layout object.Layout, id object.Identity, known func(object.Stored) string) (map[string]string, error) {
+// (nil: the metadata's, or none); a key without one is written again, as
+// is one whose metadata signer does not accept.
+func ownKeys(ctx context.Context, l Lister, prefix string, layout object.Layout, id object.Identity, known func(object.Stored) string, signer *object.Signer) (map[string]string, error) {
 	own := map[string]string{}
 	err := l.Walk(ctx, prefix, func(s object.Stored) error {
 		if _, ok := layout.Parse(s.Key); ok && id.Owns(s.Meta.ClusterUID) {
 			fp := s.Meta.Fingerprint()
-			if fp == "" && known != nil {
+			switch {
+			case fp == "" && known != nil:
 				fp = known(s)
+			case fp != "" && signer.Check(s.Key, s.Meta) != nil:
+				fp = ""
 			}
 			own[s.Key] = fp
 		}
@@ -278,7 +286,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 
 	prefix := p.Layout.Root()
 	since := p.Writer.Seq()
-	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.Identity, p.Known)
+	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.Identity, p.Known, p.Signer)
 	if err != nil {
 		p.Metrics.Error(logging.OpStoreList)
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())

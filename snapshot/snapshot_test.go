@@ -228,7 +228,7 @@ func TestPlanPrunesOnlyCompleteOrExcludedTypes(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			have, err := ownKeys(context.Background(), fakeStore{stored: tc.stored}, testLayout.Root(), testLayout, object.Identity{UID: "ours"}, nil)
+			have, err := ownKeys(context.Background(), fakeStore{stored: tc.stored}, testLayout.Root(), testLayout, object.Identity{UID: "ours"}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

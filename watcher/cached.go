@@ -158,6 +158,7 @@ func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter
 			uid:             u.GetUID(),
 			resourceVersion: u.GetResourceVersion(),
 			owners:          u.GetOwnerReferences(),
+			saToken:         u.GetKind() == "Secret" && filter.SecretType(u) == filter.ServiceAccountTokenType,
 		}}
 		if keepLabels {
 			c.labels = u.GetLabels()

@@ -190,3 +190,24 @@ func TestDocumentsOfManyObjectsShareADictionary(t *testing.T) {
 		t.Error("encrypted documents made a dictionary")
 	}
 }
+
+// TestCachedSecretsTellTheirType: a cached Secret says whether it holds a
+// service account's token, so that the filters leave it out.
+func TestCachedSecretsTellTheirType(t *testing.T) {
+	rules := filter.DefaultRules()
+	secrets := filter.Resource{Version: "v1", Resource: "secrets", Kind: "Secret", Namespaced: true}
+	for typ, keep := range map[string]bool{filter.ServiceAccountTokenType: false, "Opaque": true, "": true} {
+		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Secret",
+			"metadata": map[string]any{"name": "s", "namespace": "a"}, "data": map[string]any{"token": "dG9rZW4="}}}
+		if typ != "" {
+			u.Object["type"] = typ
+		}
+		out, err := compact(rules, nil, nil, nil)(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept, _ := rules.KeepObject(secrets, out.(*cached), true, nil); kept != keep {
+			t.Errorf("type %q: kept %v, want %v", typ, kept, keep)
+		}
+	}
+}

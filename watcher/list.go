@@ -1,21 +1,19 @@
 package watcher
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/cluster-backup/cluster-backup/wire"
 )
 
 // Client is the dynamic client the service watches with (NewDynamicClient),
@@ -81,303 +79,25 @@ func (l *compactList) DeepCopyObject() runtime.Object {
 	return &out
 }
 
-// streamList GETs the list and reads it with a listReader.
+// streamList reads the list item by item (wire.List), each item handed to
+// each, and returns a list of what each made of them.
 func (c *Client) streamList(ctx context.Context, gvr schema.GroupVersionResource, kind string, opts metav1.ListOptions, each func(any) (any, error)) (*compactList, error) {
-	path := []string{"/api", gvr.Version, gvr.Resource}
-	if gvr.Group != "" {
-		path = []string{"/apis", gvr.Group, gvr.Version, gvr.Resource}
-	}
-	body, err := c.lists.Get().AbsPath(path...).SpecificallyVersionedParams(&opts, metav1.ParameterCodec, metav1.SchemeGroupVersion).Stream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer body.Close()
-	r := listReader{r: body, apiVersion: gvr.GroupVersion().String(), kind: kind, each: each}
-	list, err := r.read()
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", gvr.GroupResource(), err)
-	}
-	return list, nil
-}
-
-// listReader reads a JSON list ({"metadata":{...},"items":[{...},...]},
-// its keys in any order) from r without holding more than one item.
-type listReader struct {
-	r          io.Reader
-	buf        []byte
-	off        int
-	eof        bool
-	apiVersion string // of items that carry none, as in typed lists
-	kind       string
-	each       func(any) (any, error)
-}
-
-var errMalformed = errors.New("malformed list")
-
-func (l *listReader) read() (*compactList, error) {
 	list := &compactList{}
-	if err := l.expect('{'); err != nil {
-		return nil, err
-	}
-	c, err := l.next()
-	for err == nil && c != '}' {
-		if c != '"' {
-			return nil, errMalformed
-		}
-		l.off--
-		if err := l.field(list); err != nil {
-			return nil, err
-		}
-		if c, err = l.next(); err == nil && c != '}' {
-			if c != ',' {
-				return nil, errMalformed
-			}
-			c, err = l.next()
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return list, nil
-}
-
-// field reads one key and its value into list.
-func (l *listReader) field(list *compactList) error {
-	raw, err := l.value()
-	if err != nil {
-		return err
-	}
-	var key string
-	if err := utiljson.Unmarshal(raw, &key); err != nil {
-		return errMalformed
-	}
-	if err := l.expect(':'); err != nil {
-		return err
-	}
-	if key == "items" {
-		list.Items, err = l.items()
-		return err
-	}
-	if raw, err = l.value(); err != nil {
-		return err
-	}
-	if key == "metadata" {
-		if err := utiljson.Unmarshal(raw, &list.ListMeta); err != nil {
-			return fmt.Errorf("list metadata: %w", err)
-		}
-	}
-	return nil
-}
-
-// items reads the items array, handing each item over as it is read.
-func (l *listReader) items() ([]runtime.Object, error) {
-	c, err := l.next()
-	if err != nil {
-		return nil, err
-	}
-	if c == 'n' { // null
-		l.off--
-		_, err := l.value()
-		return nil, err
-	}
-	if c != '[' {
-		return nil, errMalformed
-	}
-	var out []runtime.Object
-	if c, err = l.next(); err != nil || c == ']' {
-		return out, err
-	}
-	for {
-		l.off--
-		obj, err := l.nextItem()
+	meta, err := wire.List(ctx, c.lists, gvr, "", kind, opts, func(u *unstructured.Unstructured) error {
+		out, err := each(u)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out = append(out, obj)
-		if c, err = l.next(); err != nil || c == ']' {
-			return out, err
+		obj, ok := out.(runtime.Object)
+		if !ok {
+			return fmt.Errorf("list item became %T", out)
 		}
-		if c != ',' {
-			return nil, errMalformed
-		}
-		if _, err = l.next(); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// nextItem reads the item at off. An item that lies whole in the buffer,
-// as most do, is decoded where it lies in one pass. One cut short by the
-// buffer's end, or one the one-pass decoder declines, is first found whole
-// (value, reading on) and then decoded (item).
-func (l *listReader) nextItem() (runtime.Object, error) {
-	if m, n, ok := decodeJSONObjectPrefix(l.buf[l.off:]); ok {
-		l.off += n
-		return l.hand(m)
-	}
-	raw, err := l.value()
-	if err != nil {
-		return nil, err
-	}
-	return l.item(raw)
-}
-
-// item decodes one item as a watch event's object is decoded and hands it
-// over.
-func (l *listReader) item(raw []byte) (runtime.Object, error) {
-	m, ok := decodeJSONObject(raw)
-	if !ok {
-		if err := utiljson.Unmarshal(raw, &m); err != nil {
-			return nil, err
-		}
-		if m == nil {
-			return nil, errMalformed
-		}
-	}
-	return l.hand(m)
-}
-
-// hand completes a decoded item with the list's type when it carries none,
-// and hands it over.
-func (l *listReader) hand(m map[string]any) (runtime.Object, error) {
-	u := &unstructured.Unstructured{Object: m}
-	if u.GetKind() == "" {
-		u.SetKind(l.kind)
-	}
-	if u.GetAPIVersion() == "" {
-		u.SetAPIVersion(l.apiVersion)
-	}
-	out, err := l.each(u)
-	if err != nil {
-		return nil, err
-	}
-	obj, ok := out.(runtime.Object)
-	if !ok {
-		return nil, fmt.Errorf("list item became %T", out)
-	}
-	return obj, nil
-}
-
-// next returns the next byte that is not white space, and consumes it.
-func (l *listReader) next() (byte, error) {
-	for {
-		for l.off < len(l.buf) {
-			c := l.buf[l.off]
-			l.off++
-			if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
-				return c, nil
-			}
-		}
-		if err := l.fill(); err != nil {
-			return 0, err
-		}
-	}
-}
-
-func (l *listReader) expect(want byte) error {
-	c, err := l.next()
-	if err != nil {
-		return err
-	}
-	if c != want {
-		return errMalformed
-	}
-	return nil
-}
-
-// fill reads more of the body, keeping the bytes from off on.
-func (l *listReader) fill() error {
-	if l.eof {
-		return io.ErrUnexpectedEOF
-	}
-	if l.off > 0 {
-		n := copy(l.buf, l.buf[l.off:])
-		l.buf, l.off = l.buf[:n], 0
-	}
-	if len(l.buf) == cap(l.buf) {
-		l.buf = append(l.buf, make([]byte, max(64<<10, len(l.buf)))...)[:len(l.buf)]
-	}
-	n, err := l.r.Read(l.buf[len(l.buf):cap(l.buf)])
-	l.buf = l.buf[:len(l.buf)+n]
-	if errors.Is(err, io.EOF) {
-		l.eof = true
-		if n == 0 {
-			return io.ErrUnexpectedEOF
-		}
+		list.Items = append(list.Items, obj)
 		return nil
-	}
-	return err
-}
-
-// value returns the bytes of the next JSON value (after white space),
-// valid until the next read. It finds where the value ends, counting
-// brackets outside strings; the decoders check the rest.
-func (l *listReader) value() ([]byte, error) {
-	if _, err := l.next(); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
-	l.off--
-	start := l.off
-	for {
-		if end, ok := valueEnd(l.buf[start:]); ok {
-			l.off = start + end
-			return l.buf[start:l.off], nil
-		}
-		l.off = start
-		if err := l.fill(); err != nil {
-			return nil, err
-		}
-		start = 0
-	}
-}
-
-// valueEnd is the length of the JSON value data starts with, if data holds
-// all of it. A number or literal ends at the first byte that cannot be in
-// one.
-func valueEnd(data []byte) (int, bool) {
-	if len(data) == 0 {
-		return 0, false
-	}
-	switch data[0] {
-	case '{', '[':
-		depth, inString := 0, false
-		for i := 0; i < len(data); i++ {
-			c := data[i]
-			if inString {
-				switch c {
-				case '\\':
-					i++
-				case '"':
-					inString = false
-				}
-				continue
-			}
-			switch c {
-			case '"':
-				inString = true
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1, true
-				}
-			}
-		}
-		return 0, false
-	case '"':
-		for i := 1; i < len(data); i++ {
-			switch data[i] {
-			case '\\':
-				i++
-			case '"':
-				return i + 1, true
-			}
-		}
-		return 0, false
-	default:
-		if i := bytes.IndexAny(data, ",}] \t\r\n"); i >= 0 {
-			return i, true
-		}
-		return 0, false
-	}
+	list.ListMeta = meta
+	return list, nil
 }

@@ -5,6 +5,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/cluster-backup/cluster-backup/filter"
 )
 
 // cachedMeta is the part of an object's metadata the caches keep: what the
@@ -18,9 +20,21 @@ type cachedMeta struct {
 	uid                              types.UID
 	labels, annotations              map[string]string
 	owners                           []metav1.OwnerReference
+	// saToken marks a Secret of type kubernetes.io/service-account-token,
+	// which the filters read (SecretType).
+	saToken bool
 }
 
 var _ metav1.Object = (*cachedMeta)(nil)
+
+// SecretType is what the filters need of a Secret's type: whether it holds
+// a service account's token.
+func (m *cachedMeta) SecretType() string {
+	if m.saToken {
+		return filter.ServiceAccountTokenType
+	}
+	return ""
+}
 
 func (m *cachedMeta) deepCopy() cachedMeta {
 	out := *m

@@ -130,6 +130,7 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 	// The writer's workers plus a pass's listing.
 	opts.Connections = cfg.BatchSize + 1
 	opts.NoncurrentDays, opts.NoncurrentNewer = cfg.NoncurrentRetention.Days, cfg.NoncurrentRetention.Newer
+	opts.ObjectLock, opts.ObjectLockDays = cfg.ObjectLock, cfg.ObjectLockDays
 	return sink.NewMinIO(ctx, opts, log)
 }
 

@@ -78,6 +78,7 @@ type selection struct {
 	labelSelector     string
 	output            string
 	identity          string
+	acceptUnsigned    bool
 
 	atTime time.Time
 }
@@ -96,6 +97,17 @@ func (s *selection) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.labelSelector, "selector", "", "label selector over the backed-up objects")
 	fs.StringVar(&s.output, "o", "table", "output: table, yaml, json or name")
 	fs.StringVar(&s.identity, "identity", "", "age identity file to decrypt Secrets with (default AGE_IDENTITY_FILE)")
+	fs.BoolVar(&s.acceptUnsigned, "accept-unsigned", false, "read documents stored without an integrity tag (written before INTEGRITY_KEY existed)")
+}
+
+// signed puts the integrity check of cfg's key in front of r (see
+// restore.Signed); without a key it says on stderr, once, that nothing
+// authenticates what is read.
+func (s *selection) signed(r restore.Reader, cfg config.Config, name string, stderr io.Writer) restore.Reader {
+	if cfg.Signer == nil && stderr != nil {
+		fmt.Fprintf(stderr, "%s: warning: INTEGRITY_KEY is not set: whoever can write the bucket can forge what is read\n", name)
+	}
+	return restore.Signed{Reader: r, Signer: cfg.Signer, AcceptUnsigned: s.acceptUnsigned}
 }
 
 func (s *selection) overrides() map[string]string {
@@ -236,11 +248,15 @@ type browser struct {
 
 // openBrowser opens the store read-only; the cluster is asked for resource
 // names only if KUBECONFIG (or an in-cluster identity) reaches it.
-func openBrowser(ctx context.Context, cfg config.Config, stdout io.Writer) (*browser, error) {
+func openBrowser(ctx context.Context, cfg config.Config, sel *selection, name string, stdout, stderr io.Writer) (*browser, error) {
 	store, err := openReadStore(ctx, cfg, readConnections)
 	if err != nil {
 		return nil, err
 	}
+	if name == "ls" {
+		stderr = nil // reads no document
+	}
+	store = sel.signed(store, cfg, name, stderr)
 	dec, err := decrypter(cfg)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
 )
 
@@ -20,6 +21,7 @@ var commandUsage = map[string]string{
 	"restore": "Usage: cluster-backup restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server] [--parallel N] [--qps Q] [--report FILE] [--yes] [--include-control-plane] [--keep-reclaim-policy] [--priorities FILE]",
 	"diff":    "Usage: cluster-backup diff (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details]",
 	"adopt":   "Usage: cluster-backup adopt [--yes]   (a rebuilt cluster takes its backup prefix over from the cluster it replaces)",
+	"verify":  "Usage: cluster-backup verify [-n NS | -A] [--at TIME] [--accept-unsigned]   (read back every document: its sha256 and its integrity tag; exit 3 when any fails)",
 }
 
 // commandFlags are the flags of one command beyond the selection.
@@ -75,8 +77,10 @@ func runParsed(ctx context.Context, name string, cfg config.Config, sel *selecti
 		return runRestore(ctx, name, cfg, sel, &fl.restore, args, stdout, stderr)
 	case "adopt":
 		return runAdopt(ctx, cfg, fl.yes, args, stdout, stderr)
+	case "verify":
+		return runVerify(ctx, cfg, sel, args, stdout, stderr)
 	}
-	b, err := openBrowser(ctx, cfg, stdout)
+	b, err := openBrowser(ctx, cfg, sel, name, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -123,7 +127,8 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitUsage
 	case errors.As(err, &fatal):
 		return exitFatal
-	case errors.Is(err, errNotFound), errors.Is(err, restore.ErrAltered), errors.Is(err, restore.ErrMisfiled):
+	case errors.Is(err, errNotFound), errors.Is(err, restore.ErrAltered), errors.Is(err, restore.ErrMisfiled),
+		errors.Is(err, object.ErrForged), errors.Is(err, object.ErrUnsigned):
 		return exitFailed
 	}
 	return exitFatal

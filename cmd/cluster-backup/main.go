@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 		usage(stdout)
 		return exitOK
 	case "run", "snapshot":
-	case "ls", "show", "history", "restore", "diff", "adopt":
+	case "ls", "show", "history", "restore", "diff", "adopt", "verify":
 		return runCommand(ctx, cmd, rest, stdout, stderr, lookupEnv)
 	default:
 		fmt.Fprintf(stderr, "error: unknown command %q\n", cmd)
@@ -101,6 +101,7 @@ Usage:
   cluster-backup history    every version of one object (-p: what each changed)
   cluster-backup diff       the backup against the live cluster, or against itself at another time
   cluster-backup restore    bring objects back as they were (at --at)
+  cluster-backup verify     read back every document (at --at): digest and integrity tag
   cluster-backup adopt      a rebuilt cluster takes its backup prefix over from the one it replaces
   cluster-backup version    print version, commit and Go version
 

@@ -29,6 +29,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
 	"github.com/cluster-backup/cluster-backup/watcher"
+	"github.com/cluster-backup/cluster-backup/wire"
 )
 
 // restoreFlags are the flags of restore and diff.
@@ -72,9 +73,18 @@ func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
 }
 
 // partialError is a restore in which some objects failed: exit code 3.
-type partialError struct{ failed int }
+// partialError is a command that did part of its work: exit code 3.
+type partialError struct {
+	failed int
+	what   string // "objects were not restored" when empty
+}
 
-func (e partialError) Error() string { return fmt.Sprintf("%d objects were not restored", e.failed) }
+func (e partialError) Error() string {
+	if e.what == "" {
+		return fmt.Sprintf("%d objects were not restored", e.failed)
+	}
+	return fmt.Sprintf("%d %s", e.failed, e.what)
+}
 
 // errDifferent is a diff that found differences: exit code 1.
 var errDifferent = errors.New("the backup and the other side differ")
@@ -129,8 +139,9 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		fmt.Fprintf(stderr, "%s: warning: the store cannot say what %d objects were at %s: it keeps one version per key, or their older versions expired; they are reported unknown, never restored or pruned\n",
 			name, n, sel.atTime.UTC().Format(time.RFC3339))
 	}
-	reader, readFrom := readThroughPack(ctx, name, reader, layout, restore.Known(items), sel.viewTime(), stderr)
+	reader, readFrom := readThroughPack(ctx, name, reader, layout, restore.Known(items), sel.viewTime(), cfg.Signer, stderr)
 	defer readFrom()
+	reader = sel.signed(reader, cfg, name, stderr)
 	if name == "diff" {
 		return runDiff(ctx, target, reader, layout, sel, res, fl, items, opts, stdout, stderr)
 	}
@@ -175,19 +186,27 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 }
 
 // readThroughPack puts the cluster's restore pack in front of reader when
-// it pays; the function returned tells how many documents it served.
-func readThroughPack(ctx context.Context, name string, reader restore.Reader, layout object.Layout, items []restore.Item, t time.Time, stderr io.Writer) (restore.Reader, func()) {
-	p, note, err := restore.WithPack(ctx, reader, layout, items, t)
-	if note != "" && p != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", name, note)
-	}
+// it pays; the function returned lets the pack go and tells how many
+// documents it served.
+func readThroughPack(ctx context.Context, name string, reader restore.Reader, layout object.Layout, items []restore.Item, t time.Time, signer *object.Signer, stderr io.Writer) (restore.Reader, func()) {
+	p, _, err := restore.WithPack(ctx, reader, layout, items, t)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: every object is read from its own key: %v\n", name, err)
 	}
 	if p == nil {
 		return reader, func() {}
 	}
+	p.Signer = signer
+	if name == "restore" {
+		// A restore asks by waves, not in the pack's key order: the pack
+		// is read at once rather than held open while it runs.
+		p.ReadAll()
+	}
 	return p, func() {
+		_ = p.Close()
+		if err := p.Damage(); err != nil {
+			fmt.Fprintf(stderr, "%s: %s: %v; the objects it does not hold are read from their own keys\n", name, layout.PackKey(), err)
+		}
 		fromPack, fromKeys := p.Read()
 		fmt.Fprintf(stderr, "%s: %d documents read from the restore pack of %s, %d from their own keys\n",
 			name, fromPack, p.Version.Time.UTC().Format(time.RFC3339), fromKeys)
@@ -224,9 +243,13 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, er
 	if err != nil {
 		return restore.Target{}, resolver{}, fatalError{err}
 	}
+	lists, err := wire.NewClient(kube)
+	if err != nil {
+		return restore.Target{}, resolver{}, fatalError{err}
+	}
 	cached := memory.NewMemCacheClient(dc)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
-	return restore.Target{Dynamic: dyn, Metadata: meta, Mapper: mapper}, resolverFor(mapper, cached), nil
+	return restore.Target{Dynamic: dyn, Metadata: meta, Lists: lists, Mapper: mapper}, resolverFor(mapper, cached), nil
 }
 
 // targetOptions are the options that depend on the target cluster: its

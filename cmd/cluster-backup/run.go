@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -110,6 +111,7 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
 	holds := &sink.Holds{}
 	a.checkVersioning(m, holds)
+	a.checkObjectLock(m)
 	settings := sink.NewSettings(a.cfg.Rules.SkipInvalidResources, a.cfg.MaxPruneFraction)
 	m.ConfigHash.Set(float64(config.Hash(a.cfg.ConfigData)))
 	m.ConfigReloadTime.SetToCurrentTime()
@@ -122,8 +124,10 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 		Settings:     settings,
 		QueueMetrics: metrics.NewWorkqueueProvider(reg),
 		Holds:        holds,
+		Signer:       a.cfg.Signer,
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
 	a.checkSecrets(m)
+	a.checkIntegrity(m)
 	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules, Encrypter: a.cfg.Encrypter}, a.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
 		Layout:         a.layout(),
@@ -137,7 +141,7 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 		Log:            a.log,
 		Metrics:        m,
 	}
-	pass.Known = writer.Known
+	pass.Known, pass.Signer = writer.Known, a.cfg.Signer
 	if reader, ok := a.store.(snapshot.Reader); ok && a.cfg.VerifyInterval > 0 {
 		pass.Verify = &snapshot.Verify{Reader: reader, Interval: a.cfg.VerifyInterval, Period: a.cfg.SnapshotInterval}
 	}
@@ -157,6 +161,19 @@ func (a *app) checkSecrets(m *metrics.Metrics) {
 		a.log.Warn("Secrets are stored in the clear: whoever reads the bucket reads them; set SECRET_ENCRYPTION or exclude secrets",
 			logging.Component("main"), logging.Op(logging.OpDiscovery))
 	}
+}
+
+// checkIntegrity exports whether documents are signed and warns when they
+// are not: without INTEGRITY_KEY, whoever can write the bucket can forge a
+// document and its sha256, and a restore would believe it.
+func (a *app) checkIntegrity(m *metrics.Metrics) {
+	if a.cfg.Signer != nil {
+		m.DocumentsSigned.Set(1)
+		return
+	}
+	m.DocumentsSigned.Set(0)
+	a.log.Warn("Documents are stored without an integrity tag: whoever can write the bucket can forge them; set INTEGRITY_KEY",
+		logging.Component("main"), logging.Op(logging.OpDiscovery))
 }
 
 // bucketVersioning says whether the store is a bucket and whether it keeps
@@ -188,6 +205,30 @@ func (a *app) checkVersioning(m *metrics.Metrics, holds *sink.Holds) {
 			a.log.Warn("Bucket versioning is off: a deleted object's last backup is gone for good",
 				logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
 		}
+	}
+}
+
+// checkObjectLock exports the bucket's default Object Lock and says it in
+// a start-up line: under a lock, no version the service wrote can be
+// deleted or overwritten for the retention, by anyone holding its
+// credentials (compliance) or without the right to bypass it (governance);
+// the service's deletes are delete markers, which the lock allows.
+func (a *app) checkObjectLock(m *metrics.Metrics) {
+	l, ok := a.store.(interface{ ObjectLock() sink.Lock })
+	if !ok {
+		m.ObjectLock.Set(0)
+		return
+	}
+	lock := l.ObjectLock()
+	m.ObjectLock.Set(map[string]float64{"governance": 1, "compliance": 2}[lock.Mode])
+	data := logging.Data(map[string]any{"bucket": a.cfg.MinIOBucket, "mode": lock.Mode, "retention_days": lock.Days})
+	if lock.Mode == "" {
+		data = logging.Data(map[string]any{"bucket": a.cfg.MinIOBucket, "mode": "none"})
+	}
+	a.log.Info("Bucket object lock", logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
+	if a.cfg.ObjectLock != "" && lock.Mode == "" {
+		a.log.Warn("OBJECT_LOCK is set but the bucket has no Object Lock: it can only be turned on when a bucket is created",
+			logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
 	}
 }
 
@@ -257,7 +298,7 @@ func (p *pipeline) passFor(first bool) *snapshot.Pass {
 		return p.pass
 	}
 	pass := *p.pass
-	pass.Store = p.writer
+	pass.Store, pass.Signer = p.writer, nil // the writer's record: what it wrote and accepted
 	return &pass
 }
 
@@ -609,15 +650,31 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 	}
 	layout, uid := a.layout(), p.writer.ClusterUID()
 	start := time.Now()
-	st, err := pack.Save(ctx, streamer, layout.PackKey(), func(add func(string, object.Meta, pack.Frame) error) error {
-		return p.manager.EachStored(func(ref object.Ref, meta object.Meta, frame pack.Frame) error {
-			key := layout.Key(ref)
-			if !p.writer.Stores(key, meta.Fingerprint()) {
-				return nil // not written yet: read from its key
-			}
+	// The pack is in key order (see package pack): the documents are
+	// gathered (their frames are the caches' own), sorted, then written.
+	type document struct {
+		key   string
+		meta  object.Meta
+		frame pack.Frame
+	}
+	var docs []document
+	_ = p.manager.EachStored(func(ref object.Ref, meta object.Meta, frame pack.Frame) error {
+		key := layout.Key(ref)
+		if p.writer.Stores(key, meta.Fingerprint()) { // else not written yet: read from its key
 			meta.ClusterUID = uid
-			return add(key, meta, frame)
-		})
+			meta.Integrity = a.cfg.Signer.Sign(key, meta)
+			docs = append(docs, document{key, meta, frame})
+		}
+		return nil
+	})
+	slices.SortFunc(docs, func(a, b document) int { return strings.Compare(a.key, b.key) })
+	st, err := pack.Save(ctx, streamer, layout.PackKey(), func(add func(string, object.Meta, pack.Frame) error) error {
+		for _, d := range docs {
+			if err := add(d.key, d.meta, d.frame); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	log := a.log.With(logging.Component("sink"), logging.Op(logging.OpObjectWrite), logging.Duration(time.Since(start)))
 	if err != nil {

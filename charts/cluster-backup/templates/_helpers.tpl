@@ -34,6 +34,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "cluster-backup.fullname" .) .Values.minio.existingSecret }}
 {{- end }}
 
+{{- define "cluster-backup.integritySecretName" -}}
+{{- .Values.integrity.existingSecret | default (printf "%s-integrity" (include "cluster-backup.fullname" .)) }}
+{{- end }}
+
 {{- define "cluster-backup.hmacSecretName" -}}
 {{- .Values.secretEncryption.existingHMACSecret | default (printf "%s-hmac" (include "cluster-backup.fullname" .)) }}
 {{- end }}
@@ -131,6 +135,20 @@ containers:
             name: {{ include "cluster-backup.hmacSecretName" . }}
             key: hmac-key
       {{- end }}
+      {{- if .Values.integrity.enabled }}
+      - name: INTEGRITY_KEY
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "cluster-backup.integritySecretName" . }}
+            key: integrity-key
+      {{- if .Values.integrity.oldKeysSecret }}
+      - name: INTEGRITY_KEYS_OLD
+        valueFrom:
+          secretKeyRef:
+            name: {{ .Values.integrity.oldKeysSecret }}
+            key: integrity-keys-old
+      {{- end }}
+      {{- end }}
       - name: VERIFY_INTERVAL
         value: {{ .Values.verifyInterval | quote }}
       - name: BACKUP_PREFIX
@@ -166,6 +184,12 @@ containers:
       {{- with .Values.noncurrentRetention }}
       - name: NONCURRENT_RETENTION
         value: {{ . | quote }}
+      {{- end }}
+      {{- with .Values.objectLock.mode }}
+      - name: OBJECT_LOCK
+        value: {{ . | quote }}
+      - name: OBJECT_LOCK_RETENTION
+        value: {{ $.Values.objectLock.retention | quote }}
       {{- end }}
       {{- if and (ne .Values.mode "cronjob") (gt (int .Values.replicas) 1) }}
       - name: LEADER_ELECT

@@ -1,4 +1,4 @@
-package watcher
+package wire
 
 import (
 	"encoding/json"
@@ -9,10 +9,10 @@ import (
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 )
 
-// FuzzDecodeJSONObject is the differential test of the one-pass decoder:
+// FuzzDecodeObject is the differential test of the one-pass decoder:
 // whatever it decodes, the API machinery's decoder decodes to the same
 // tree, and whatever that decoder refuses, it refuses too.
-func FuzzDecodeJSONObject(f *testing.F) {
+func FuzzDecodeObject(f *testing.F) {
 	for _, seed := range []string{
 		configMapJSON, `{}`, ` {"a":[]} `, `{"a":{}, "b":[1,-0,0.5,1e3,-2E-2,9223372036854775807,9223372036854775808,-9223372036854775809]}`,
 		`{"s":"\u00e9\ud83d\ude00 \"q\" \\ \/ \b\f\n\r\t","t":"é","bad":"` + "\xff" + `"}`,
@@ -24,7 +24,7 @@ func FuzzDecodeJSONObject(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got, ok := decodeJSONObject(data)
+		got, ok := DecodeObject(data)
 		want := map[string]any{}
 		err := utiljson.Unmarshal(data, &want)
 		if !ok {
@@ -39,11 +39,11 @@ func FuzzDecodeJSONObject(f *testing.F) {
 	})
 }
 
-// TestDecodeJSONObjectTakesObjects: the fast path, not the fallback, takes
+// TestDecodeObjectTakesObjects: the fast path, not the fallback, takes
 // the objects a watch carries.
-func TestDecodeJSONObjectTakesObjects(t *testing.T) {
+func TestDecodeObjectTakesObjects(t *testing.T) {
 	for _, doc := range []string{configMapJSON, `{"a":"\u00e9 \"x\"","b":[{"c":1.5e3}],"d":-12}`} {
-		if _, ok := decodeJSONObject([]byte(doc)); !ok {
+		if _, ok := DecodeObject([]byte(doc)); !ok {
 			t.Errorf("left to the stock decoder: %s", doc)
 		}
 	}
@@ -62,7 +62,7 @@ func BenchmarkDecodeObject(b *testing.B) {
 	})
 	b.Run("one-pass", func(b *testing.B) {
 		for b.Loop() {
-			if _, ok := decodeJSONObject(data); !ok {
+			if _, ok := DecodeObject(data); !ok {
 				b.Fatal("not decoded")
 			}
 		}

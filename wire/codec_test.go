@@ -1,4 +1,4 @@
-package watcher
+package wire
 
 import (
 	"bytes"
@@ -136,40 +136,25 @@ func BenchmarkWatchDecode(b *testing.B) {
 // client-go's does).
 func frames(t *testing.T, framer runtime.Framer, stream string, bufSize int) []string {
 	t.Helper()
-	r := framer.NewFrameReader(io.NopCloser(strings.NewReader(stream)))
-	defer r.Close()
-	var out []string
-	buf := make([]byte, bufSize)
-	for {
-		base := 0
-		for {
-			n, err := r.Read(buf[base:])
-			if errors.Is(err, io.ErrShortBuffer) {
-				base += n
-				buf = append(buf, make([]byte, len(buf))...)
-				continue
-			}
-			if errors.Is(err, io.EOF) {
-				return out
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			base += n
-			break
-		}
-		out = append(out, string(buf[:base]))
+	out, err := readFrames(framer, []byte(stream), bufSize)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
+}
+
+// stockJSONFramer is the dynamic client's own framer of JSON streams.
+func stockJSONFramer() runtime.Framer {
+	for _, info := range dynamic.ConfigFor(&rest.Config{}).NegotiatedSerializer.SupportedMediaTypes() {
+		if info.MediaType == runtime.ContentTypeJSON {
+			return info.StreamSerializer.Framer
+		}
+	}
+	return nil
 }
 
 func TestLineFramerMatchesTheStockOne(t *testing.T) {
-	stock := dynamic.ConfigFor(&rest.Config{}).NegotiatedSerializer
-	var stockFramer runtime.Framer
-	for _, info := range stock.SupportedMediaTypes() {
-		if info.MediaType == runtime.ContentTypeJSON {
-			stockFramer = info.StreamSerializer.Framer
-		}
-	}
+	stockFramer := stockJSONFramer()
 	lean := lineFramer{stockFramer}
 	event := func(name string, size int) string {
 		return `{"type":"ADDED","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"` + name + `"},"data":{"k":"` + strings.Repeat("x", size) + `\nnext"}}}`
@@ -223,5 +208,81 @@ func TestDecodedObjectsOwnTheirBytes(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("after the buffer was reused:\n%#v\nwant %#v", got, want)
 		}
+	}
+}
+
+// FuzzLineFramer is the differential test of the line framer: a stream of
+// JSON objects written one per line, as the API server writes watch
+// events (each line compact, blank lines and CRLF allowed), splits into the
+// same frames as the stock framer makes of it, at every buffer size. The
+// fuzzer supplies the objects, one per input line; lines that are not
+// one JSON object are left out of the stream. Any other stream may frame
+// differently but never panics.
+func FuzzLineFramer(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"ADDED","object":{"kind":"ConfigMap","data":{"k":"a\nb"}}}` + "\n" + `{"type":"DELETED","object":{}}`,
+		"{\"a\": [1, 2,\t3]}\r\n\n{\"b\":\"}\"}\n",
+		"{}\n{}\n{}",
+	} {
+		f.Add([]byte(seed), uint16(16))
+	}
+	stockFramer := stockJSONFramer()
+	lean := lineFramer{stockFramer}
+	f.Fuzz(func(t *testing.T, input []byte, bufSize uint16) {
+		size := 1 + int(bufSize)%(128<<10)
+		_, _ = readFrames(lean, input, size) // anything: no panic
+		var stream bytes.Buffer
+		for i, line := range bytes.Split(input, []byte("\n")) {
+			var v map[string]any
+			var compact bytes.Buffer
+			if json.Unmarshal(line, &v) != nil || json.Compact(&compact, line) != nil {
+				continue
+			}
+			stream.Write(compact.Bytes())
+			stream.WriteString([]string{"\n", "\r\n", "\n\n"}[i%3])
+		}
+		want, wantErr := readFrames(stockFramer, stream.Bytes(), size)
+		got, err := readFrames(lean, stream.Bytes(), size)
+		if (err != nil) != (wantErr != nil) || len(got) != len(want) {
+			t.Fatalf("%q: %d frames (%v), stock %d (%v)", stream.Bytes(), len(got), err, len(want), wantErr)
+		}
+		for i := range want {
+			var w, g any
+			if json.Unmarshal([]byte(want[i]), &w) != nil || json.Unmarshal([]byte(got[i]), &g) != nil || !reflect.DeepEqual(w, g) {
+				t.Fatalf("%q: frame %d %q, stock %q", stream.Bytes(), i, got[i], want[i])
+			}
+		}
+	})
+}
+
+// readFrames is frames without a test to fail: the frames read and the
+// error that ended them, other than io.EOF.
+func readFrames(framer runtime.Framer, stream []byte, bufSize int) ([]string, error) {
+	r := framer.NewFrameReader(io.NopCloser(bytes.NewReader(stream)))
+	defer r.Close()
+	var out []string
+	buf := make([]byte, bufSize)
+	for {
+		base := 0
+		for {
+			n, err := r.Read(buf[base:])
+			if errors.Is(err, io.ErrShortBuffer) {
+				base += n
+				if len(buf) > 8*len(stream)+1024 {
+					return out, fmt.Errorf("a frame longer than the stream: %w", err)
+				}
+				buf = append(buf, make([]byte, len(buf))...)
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			if err != nil {
+				return out, err
+			}
+			base += n
+			break
+		}
+		out = append(out, string(buf[:base]))
 	}
 }

@@ -1,4 +1,11 @@
-package watcher
+// Package wire reads the API server's JSON as it comes off the wire: watch
+// streams split at their newlines and their envelopes taken apart without
+// a parse (Serializer), objects decoded in one pass (DecodeObject), and
+// lists read item by item without ever being held whole (ReadList, List).
+// Each reader is held to the stock decoder of the API machinery by a
+// differential test and a fuzzer, and hands anything it does not
+// recognise to that decoder.
+package wire
 
 import (
 	"bytes"
@@ -9,7 +16,7 @@ import (
 	"unicode/utf8"
 )
 
-// decodeJSONObject decodes one JSON object in a single pass into the tree
+// DecodeObject decodes one JSON object in a single pass into the tree
 // the API machinery's JSON decoder (k8s.io/apimachinery/pkg/util/json)
 // makes of it: map[string]any and []any, strings, bools, nil, int64 for a
 // number without a '.' that fits, float64 for the others. That decoder
@@ -18,11 +25,11 @@ import (
 // byte is read once. ok is false for anything outside plain valid JSON
 // (malformed input, a number a float64 cannot hold, nesting past
 // maxDepth): the caller then takes the stock path, which gives the error
-// or the result. FuzzDecodeJSONObject holds it to the stock decoder.
-func decodeJSONObject(data []byte) (map[string]any, bool) {
+// or the result. FuzzDecodeObject holds it to the stock decoder.
+func DecodeObject(data []byte) (map[string]any, bool) {
 	d := jsonDecoder{data: data}
 	d.space()
-	m, n, ok := decodeJSONObjectPrefix(data[d.off:])
+	m, n, ok := decodeObjectPrefix(data[d.off:])
 	if !ok {
 		return nil, false
 	}
@@ -31,10 +38,10 @@ func decodeJSONObject(data []byte) (map[string]any, bool) {
 	return m, d.off == len(d.data)
 }
 
-// decodeJSONObjectPrefix decodes the object data starts with ('{' first)
+// decodeObjectPrefix decodes the object data starts with ('{' first)
 // and says how many bytes it took; what follows is not read. ok is false
-// as for decodeJSONObject, and when data ends before the object does.
-func decodeJSONObjectPrefix(data []byte) (map[string]any, int, bool) {
+// as for DecodeObject, and when data ends before the object does.
+func decodeObjectPrefix(data []byte) (map[string]any, int, bool) {
 	if len(data) == 0 || data[0] != '{' {
 		return nil, 0, false
 	}
