@@ -386,7 +386,7 @@ func TestOptionalObjects(t *testing.T) {
 		}
 	}
 	slices.Sort(alerts)
-	if want := []string{"ClusterBackupChangeLatencyHigh", "ClusterBackupErrors", "ClusterBackupPruneGuardTripped", "ClusterBackupSnapshotStale", "ClusterBackupStoreUnreachable", "ClusterBackupTypesIncomplete"}; !slices.Equal(alerts, want) {
+	if want := []string{"ClusterBackupChangeLatencyHigh", "ClusterBackupErrors", "ClusterBackupPrefixHeld", "ClusterBackupPruneGuardTripped", "ClusterBackupSnapshotStale", "ClusterBackupStoreUnreachable", "ClusterBackupTypesIncomplete"}; !slices.Equal(alerts, want) {
 		t.Errorf("alerts %v, want %v", alerts, want)
 	}
 	var dashboard *unstructured.Unstructured

@@ -74,6 +74,9 @@ type Metrics struct {
 	// ObjectLock is the bucket's default Object Lock: 0 none, 1
 	// governance, 2 compliance.
 	ObjectLock prometheus.Gauge
+	// PrefixHeld is 1 while another cluster owns the prefix and this
+	// service writes nothing.
+	PrefixHeld prometheus.Gauge
 	// VerifyFailures counts stored objects that read back different from
 	// what was written, and were rewritten (VERIFY_INTERVAL).
 	VerifyFailures prometheus.Counter
@@ -158,6 +161,10 @@ func New(reg prometheus.Registerer) *Metrics { //nolint:funlen // one declaratio
 		DocumentsSigned: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cluster_backup_documents_signed",
 			Help: "1 when every document is stored with an integrity tag (INTEGRITY_KEY), else 0.",
+		}),
+		PrefixHeld: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cluster_backup_prefix_held",
+			Help: "1 while another cluster owns the backup prefix (the identity marker names it) and this service writes nothing, until cluster-backup adopt.",
 		}),
 		ObjectLock: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cluster_backup_object_lock",

@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // Errors of Signer.Check.
@@ -37,8 +39,8 @@ type Signer struct {
 }
 
 type signingKey struct {
-	id  string
-	key []byte
+	id   string
+	macs *sync.Pool // of hash.Hash: HMAC-SHA256 under the key, reset before use
 }
 
 // NewSigner signs with key and checks with key and old.
@@ -46,7 +48,8 @@ func NewSigner(key []byte, old ...[]byte) *Signer {
 	s := &Signer{}
 	for _, k := range append([][]byte{key}, old...) {
 		id := sha256.Sum256(append([]byte("cluster-backup integrity key\n"), k...))
-		s.keys = append(s.keys, signingKey{id: hex.EncodeToString(id[:4]), key: append([]byte(nil), k...)})
+		key := append([]byte(nil), k...)
+		s.keys = append(s.keys, signingKey{id: hex.EncodeToString(id[:4]), macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}})
 	}
 	return s
 }
@@ -111,9 +114,12 @@ func (s *Signer) check(tag string, msg []byte) error {
 }
 
 func (k signingKey) tag(msg []byte) string {
-	mac := hmac.New(sha256.New, k.key)
+	mac := k.macs.Get().(hash.Hash)
+	defer k.macs.Put(mac)
+	mac.Reset()
 	mac.Write(msg)
-	return k.id + "." + hex.EncodeToString(mac.Sum(nil))
+	var sum [sha256.Size]byte
+	return k.id + "." + hex.EncodeToString(mac.Sum(sum[:0]))
 }
 
 // documentMessage is what a document's tag authenticates: its key and

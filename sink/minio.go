@@ -367,12 +367,41 @@ func (m *MinIO) open(ctx context.Context, key, id string) (io.ReadCloser, minio.
 // versions when versioning is on.
 func (m *MinIO) Delete(ctx context.Context, key string) error {
 	if err := m.client.RemoveObject(ctx, m.bucket, key, minio.RemoveObjectOptions{}); err != nil {
-		if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+		switch {
+		case minio.ToErrorResponse(err).Code == "NoSuchKey":
 			return nil
+		case locked(err):
+			return fmt.Errorf("delete %s: %w: %s", key, ErrLocked, minio.ToErrorResponse(err).Message)
 		}
 		return m.wrap("delete "+key, err)
 	}
 	return nil
+}
+
+// ErrLocked marks a version that S3 Object Lock (or a legal hold) keeps
+// from being deleted.
+var ErrLocked = errors.New("the version is locked")
+
+// DeleteVersion deletes one version of key for good (never a delete
+// marker); a version the bucket's lock retains is ErrLocked.
+func (m *MinIO) DeleteVersion(ctx context.Context, key, id string) error {
+	err := m.client.RemoveObject(ctx, m.bucket, key, minio.RemoveObjectOptions{VersionID: id})
+	if err == nil {
+		return nil
+	}
+	if locked(err) {
+		return fmt.Errorf("delete %s version %s: %w: %s", key, id, ErrLocked, minio.ToErrorResponse(err).Message)
+	}
+	return m.wrap("delete "+key+" version "+id, err)
+}
+
+// locked says whether err is a store refusing a write or delete because
+// of Object Lock or a legal hold: AWS answers AccessDenied naming the
+// retention, MinIO "Object is WORM protected".
+func locked(err error) bool {
+	resp := minio.ToErrorResponse(err)
+	msg := strings.ToLower(resp.Message)
+	return resp.Code == "ObjectLocked" || strings.Contains(msg, "worm") || strings.Contains(msg, "retention") || strings.Contains(msg, "legal hold")
 }
 
 // Walk visits the keys under prefix with their user metadata, a page of

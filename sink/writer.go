@@ -597,7 +597,12 @@ func (w *Writer) remove(ctx context.Context, log func() *zap.Logger, ref object.
 		return Kept, nil
 	}
 	start := w.clock.Now()
-	if err := w.store.Delete(ctx, key); err != nil {
+	if err := w.store.Delete(ctx, key); errors.Is(err, ErrLocked) {
+		// A lock or legal hold keeps it: retried by no one, kept.
+		w.metrics.Error(logging.OpObjectDelete)
+		log().Warn("The store's Object Lock keeps the object; it stays", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
+		return Kept, nil
+	} else if err != nil {
 		w.metrics.Error(logging.OpObjectDelete)
 		log().Error("Failed to delete object", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
 		return Failed, err

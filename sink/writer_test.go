@@ -726,3 +726,20 @@ func TestQueueDepthEndsAtZero(t *testing.T) {
 		t.Errorf("queue depth %v with nothing pending", got)
 	}
 }
+
+// TestLockedDeleteIsKept: a delete the store's Object Lock refuses is kept
+// and not retried.
+func TestLockedDeleteIsKept(t *testing.T) {
+	store := newMemStore()
+	h := startWriter(t, time.Millisecond, store)
+	h.src.set(ref("a"), "x")
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "write", func() bool { _, ok := h.store.body(keyOf("a")); return ok })
+	store.setFail(fmt.Errorf("delete %s: %w: Object is WORM protected", keyOf("a"), ErrLocked))
+	h.src.remove(ref("a"))
+	out := h.w.Apply(context.Background(), []object.Ref{ref("a")}, 0)
+	if out[0] != Kept {
+		t.Errorf("a locked delete: outcome %v, want Kept", out[0])
+	}
+	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
+}

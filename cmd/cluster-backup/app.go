@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,6 +28,10 @@ type app struct {
 	kube   *rest.Config
 	store  sink.Store
 	stderr io.Writer
+	// held, in run, is set while another cluster owns the prefix and the
+	// service waits, writing nothing (liveness passes meanwhile); nil in
+	// the one-shot snapshot, which then stops instead.
+	held *atomic.Bool
 }
 
 func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*app, error) {

@@ -21,6 +21,7 @@ var commandUsage = map[string]string{
 	"restore": "Usage: cluster-backup restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server] [--parallel N] [--qps Q] [--report FILE] [--yes] [--include-control-plane] [--keep-reclaim-policy] [--priorities FILE]",
 	"diff":    "Usage: cluster-backup diff (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details]",
 	"adopt":   "Usage: cluster-backup adopt [--yes]   (a rebuilt cluster takes its backup prefix over from the cluster it replaces)",
+	"purge":   "Usage: cluster-backup purge --plaintext-secrets [--yes]   (delete the stored versions of Secrets written in the clear; a dry run without --yes)",
 	"verify":  "Usage: cluster-backup verify [-n NS | -A] [--at TIME] [--accept-unsigned]   (read back every document: its sha256 and its integrity tag; exit 3 when any fails)",
 }
 
@@ -30,6 +31,7 @@ type commandFlags struct {
 	since, until string
 	patch        bool
 	yes          bool
+	plaintext    bool
 	restore      restoreFlags
 }
 
@@ -52,6 +54,9 @@ func runCommand(ctx context.Context, name string, args []string, stdout, stderr 
 				fl.restore.register(fs, name)
 			case "adopt":
 				fs.BoolVar(&fl.yes, "yes", false, "do not ask before taking the prefix over")
+			case "purge":
+				fs.BoolVar(&fl.plaintext, "plaintext-secrets", false, "the versions of Secrets stored in the clear, and the restore packs holding one")
+				fs.BoolVar(&fl.yes, "yes", false, "delete them (without it, only list them)")
 			}
 		},
 		Overrides: sel.overrides,
@@ -79,6 +84,8 @@ func runParsed(ctx context.Context, name string, cfg config.Config, sel *selecti
 		return runAdopt(ctx, cfg, fl.yes, args, stdout, stderr)
 	case "verify":
 		return runVerify(ctx, cfg, sel, args, stdout, stderr)
+	case "purge":
+		return runPurge(ctx, cfg, fl.plaintext, fl.yes, args, stdout, stderr)
 	}
 	b, err := openBrowser(ctx, cfg, sel, name, stdout, stderr)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cluster-backup/cluster-backup/object"
@@ -100,6 +101,9 @@ func ransomwareDrill(t *testing.T, mode string) {
 	}
 	front := newChecksumFront(t, srv)
 	createNamespace(t, ns)
+	if _, err := e2e.cs.CoreV1().Secrets(ns).Create(bg, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "token"}, StringData: map[string]string{"v": "1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	want := map[string]map[string]string{}
 	for i := range 5 {
 		name := fmt.Sprintf("cm-%d", i)
@@ -145,6 +149,17 @@ func ransomwareDrill(t *testing.T, mode string) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("an upload without a checksum through the front: %s, want 400", resp.Status)
 	}
+	// A Secret's older version, stored in the clear: purge says that the
+	// lock keeps it, and deletes nothing.
+	if _, err := e2e.cs.CoreV1().Secrets(ns).Update(bg, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "token"}, StringData: map[string]string{"v": "2"}}, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	secretKey := s.key(ns, "secrets", "token")
+	eventually(t, 30*time.Second, "the Secret's second version", func() bool { return s.versions(secretKey) == 2 })
+	if _, stderr, code := cliWith(t, srv, map[string]string{"CLUSTER_NAME": cluster}, "purge", "--plaintext-secrets", "--yes"); code != exitPartial || !strings.Contains(stderr, "Object Lock") || s.versions(secretKey) != 2 {
+		t.Errorf("purge of a locked version: exit %d, %d versions left\n%s", code, s.versions(secretKey), stderr)
+	}
+
 	// A time after the backup and before the attack, in whole seconds.
 	before := time.Now().Truncate(time.Second).Add(time.Second)
 	eventually(t, 5*time.Second, "the next second", func() bool { return time.Now().After(before) })

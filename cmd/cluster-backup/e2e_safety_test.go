@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +23,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
@@ -385,40 +386,94 @@ func TestWhitelistTypoTripsThePruneGuard(t *testing.T) {
 	}
 }
 
+// TestSameClusterNameOnTwoClusters: a second cluster given the same
+// CLUSTER_NAME writes nothing into the first's prefix, on MinIO and on a
+// store whose listings carry no metadata (SeaweedFS), even for the objects
+// both clusters hold under the same keys; it keeps running, live and
+// reporting cluster_backup_prefix_held, and starts writing once the
+// prefix is adopted.
 func TestSameClusterNameOnTwoClusters(t *testing.T) {
 	requireServers(t)
 	other := privateCluster(t)
-	ns := "twins"
-	createNamespace(t, ns)
-	createConfigMap(t, ns, "from-shared", map[string]string{"a": "b"}, nil, nil)
-	other.configMaps(t, ns, 1, nil, "from-other")
-	cm := map[string]string{"filtering-mode": "whitelist", "include-resources": "configmaps", "include-namespaces": ns, "max-prune-fraction": "1"}
-	first := startService(t, "twins", serviceOptions{configMap: cm, env: map[string]string{"SNAPSHOT_INTERVAL": "2s"}})
-	first.waitPass(1)
-	second := startService(t, "twins", serviceOptions{configMap: cm, env: map[string]string{"KUBECONFIG": other.kube.Kubeconfig, "SNAPSHOT_INTERVAL": "2s"}})
-	second.waitPass(2)
-	first.waitPass(len(first.logs("backup_complete")) + 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	weed, weedClient := seaweedFS(ctx, t)
+	for _, store := range []struct {
+		name   string
+		env    map[string]string
+		client *minio.Client
+	}{
+		{"minio", map[string]string{}, e2e.bucket},
+		{"seaweedfs", weedEnv(weed, nil), weedClient},
+	} {
+		t.Run(store.name, func(t *testing.T) {
+			ns, cluster := "twins-"+store.name, "twins-"+store.name
+			createNamespace(t, ns)
+			createConfigMap(t, ns, "shared", map[string]string{"from": "first"}, nil, nil)
+			createConfigMap(t, ns, "from-first", map[string]string{"a": "b"}, nil, nil)
+			other.configMaps(t, ns, 1, nil, "from-other")
+			if _, err := other.cs.CoreV1().ConfigMaps(ns).Create(bg, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "shared"}, Data: map[string]string{"from": "other"}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			cm := map[string]string{"filtering-mode": "whitelist", "include-resources": "configmaps", "include-namespaces": ns, "max-prune-fraction": "1"}
+			env := maps.Clone(store.env)
+			env["SNAPSHOT_INTERVAL"] = "2s"
+			first := startService(t, cluster, serviceOptions{configMap: cm, env: env})
+			first.waitPass(1)
+			eventually(t, 30*time.Second, "an empty queue", func() bool { return first.metric("cluster_backup_queue_depth", nil) == 0 })
+			shared, fromOther := first.key(ns, "configmaps", "shared"), first.key(ns, "configmaps", "from-other-0")
+			versions := func(key string) int {
+				n := 0
+				for v := range store.client.ListObjects(bg, bucketName, minio.ListObjectsOptions{Prefix: key, WithVersions: true}) {
+					if v.Err == nil && v.Key == key && !v.IsDeleteMarker {
+						n++
+					}
+				}
+				return n
+			}
+			before := versions(shared)
 
-	stored := storedUnder(t, e2e.bucket, "clusterbackup/twins/")
-	for _, k := range []string{first.key(ns, "configmaps", "from-shared"), first.key(ns, "configmaps", "from-other-0")} {
-		if _, ok := stored[k]; !ok {
-			t.Errorf("%s was deleted by the other cluster's service", k)
-		}
-	}
-	found := false
-	for _, l := range second.logs("cluster_identity") {
-		if l["level"] == "error" && strings.Contains(fmt.Sprint(l["message"]), "CLUSTER_NAME") {
-			found = true
-		}
-	}
-	if !found {
-		t.Error("the second service did not report the CLUSTER_NAME collision")
-	}
-	if second.metric("cluster_backup_errors_total", map[string]string{"operation": "cluster_identity"}) != 1 {
-		t.Error("collision not counted")
-	}
-	if _, ok := stored[object.Layout{Prefix: "clusterbackup", Cluster: "twins"}.IdentityKey()]; !ok {
-		t.Error("no identity marker")
+			otherEnv := maps.Clone(env)
+			otherEnv["KUBECONFIG"] = other.kube.Kubeconfig
+			second := startService(t, cluster, serviceOptions{configMap: cm, env: otherEnv})
+			eventually(t, 30*time.Second, "the second service held", func() bool {
+				return strings.Contains(second.scrape(), "\ncluster_backup_prefix_held 1\n")
+			})
+			if !slices.ContainsFunc(second.logs("cluster_identity"), func(l map[string]any) bool {
+				return l["level"] == "error" && strings.Contains(fmt.Sprint(l["message"]), "writes nothing")
+			}) {
+				t.Error("the second service did not report the CLUSTER_NAME collision")
+			}
+			// Two more passes of the first: time for the second to misbehave.
+			first.waitPass(len(first.logs("backup_complete")) + 2)
+			if v := versions(shared); v != before {
+				t.Errorf("%s: %d versions, %d before the second service started", shared, v, before)
+			}
+			if v := versions(fromOther); v != 0 {
+				t.Errorf("the held service wrote %s", fromOther)
+			}
+			if code := second.get("/healthz"); code != 200 {
+				t.Errorf("/healthz of the held service: %d, want 200", code)
+			}
+			if _, ok := storedUnder(t, store.client, "clusterbackup/"+cluster+"/")[first.key(ns, "configmaps", "from-first")]; !ok {
+				t.Error("the owner's own object was deleted")
+			}
+
+			// The first cluster is gone; the second adopts its prefix and
+			// starts writing.
+			first.stop()
+			adoptEnv := maps.Clone(store.env)
+			adoptEnv["KUBECONFIG"], adoptEnv["CLUSTER_NAME"] = other.kube.Kubeconfig, cluster
+			if out, stderr, code := cliWith(t, e2e.minio, adoptEnv, "adopt", "--yes"); code != 0 {
+				t.Fatalf("adopt: exit %d\n%s%s", code, out, stderr)
+			}
+			eventually(t, time.Minute, "the second service writing after adopt", func() bool {
+				return second.metric("cluster_backup_prefix_held", nil) == 0 && versions(fromOther) == 1
+			})
+			eventually(t, 30*time.Second, "the shared object as the second cluster holds it", func() bool {
+				return strings.Contains(readObject(bg, store.client, shared), "from: other")
+			})
+		})
 	}
 }
 

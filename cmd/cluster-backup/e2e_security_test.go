@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http/httptest"
@@ -35,6 +37,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cluster-backup/cluster-backup/encrypt"
+	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
@@ -598,4 +601,74 @@ func applyObject(t *testing.T, o *unstructured.Unstructured, ns string) {
 		t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
 	}
 	t.Cleanup(func() { _ = ri.Delete(bg, o.GetName(), metav1.DeleteOptions{}) })
+}
+
+// TestPurgePlaintextSecrets: after SECRET_ENCRYPTION is turned on, the
+// versions of Secrets written before it, and the restore packs holding
+// them, stay readable until purge deletes them: a dry run lists them and
+// deletes nothing, --yes deletes exactly them, and the current encrypted
+// versions stay.
+func TestPurgePlaintextSecrets(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-purge", "purge"
+	const password = "correct-horse-purge-battery"
+	createNamespace(t, ns)
+	if _, err := e2e.cs.CoreV1().Secrets(ns).Create(bg, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"}, StringData: map[string]string{"password": password},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"RESTORE_PACK_INTERVAL": "1s"}
+	opts := serviceOptions{env: env, configMap: map[string]string{"include-namespaces": ns}}
+	s := startService(t, cluster, opts)
+	s.waitPass(1)
+	layout := object.Layout{Prefix: "clusterbackup", Cluster: cluster}
+	eventually(t, 30*time.Second, "the restore pack", func() bool { return s.versions(layout.PackKey()) == 1 })
+	s.stop()
+
+	id, keyFile := ageKey(t)
+	env["SECRET_ENCRYPTION"], env["SECRET_HMAC_KEY"] = id.Recipient().String(), "hmac-key-purge-0123456789"
+	s = startService(t, cluster, opts)
+	s.waitPass(1)
+	key := s.key(ns, "secrets", "db")
+	eventually(t, 30*time.Second, "the Secret rewritten encrypted, and a new pack", func() bool {
+		return s.versions(key) == 2 && s.versions(layout.PackKey()) == 2
+	})
+	s.stop()
+	readable := func() (clear, versions int) {
+		for v := range e2e.bucket.ListObjects(bg, bucketName, minio.ListObjectsOptions{Prefix: "clusterbackup/" + cluster + "/", Recursive: true, WithVersions: true}) {
+			o, err := e2e.bucket.GetObject(bg, bucketName, v.Key, minio.GetObjectOptions{VersionID: v.VersionID})
+			if err != nil || v.IsDeleteMarker {
+				continue
+			}
+			b, _ := io.ReadAll(o)
+			o.Close()
+			versions++
+			if strings.Contains(string(b), base64.StdEncoding.EncodeToString([]byte(password))) || bytes.Contains(b, []byte(password)) {
+				clear++
+			}
+		}
+		return clear, versions
+	}
+	clearBefore, versionsBefore := readable()
+	if clearBefore == 0 {
+		t.Fatal("no version holds the Secret in the clear: nothing to purge")
+	}
+
+	out, stderr, code := cli(t, cluster, "purge", "--plaintext-secrets")
+	if code != exitOK || !strings.Contains(out, "plaintext  "+key) || !strings.Contains(out, "plaintext  "+layout.PackKey()) || !strings.Contains(stderr, "dry run") {
+		t.Errorf("purge dry run: exit %d\n%s%s", code, out, stderr)
+	}
+	if clear, versions := readable(); clear != clearBefore || versions != versionsBefore {
+		t.Errorf("the dry run deleted: %d versions in the clear, %d in all; %d and %d before", clear, versions, clearBefore, versionsBefore)
+	}
+	if out, stderr, code = cli(t, cluster, "purge", "--plaintext-secrets", "--yes"); code != exitOK {
+		t.Fatalf("purge --yes: exit %d\n%s%s", code, out, stderr)
+	}
+	if clear, versions := readable(); clear != 0 || versions != versionsBefore-clearBefore {
+		t.Errorf("after purge: %d versions in the clear, %d in all; want 0 and %d", clear, versions, versionsBefore-clearBefore)
+	}
+	if out, stderr, code := cli(t, cluster, "show", "secrets/db", "-n", ns, "--identity", keyFile); code != exitOK || !strings.Contains(out, base64.StdEncoding.EncodeToString([]byte(password))) {
+		t.Errorf("show of the encrypted Secret after purge: exit %d\n%s%s", code, out, stderr)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
@@ -143,10 +145,7 @@ func TestSeaweedFS(t *testing.T) {
 		createConfigMap(t, ns, fmt.Sprint("cm-", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
 	}
 	opts := serviceOptions{
-		env: map[string]string{
-			"MINIO_ENDPOINT": srv.Endpoint, "MINIO_ACCESS_KEY": srv.AccessKey, "MINIO_SECRET_KEY": srv.SecretKey,
-			"SNAPSHOT_INTERVAL": "3s",
-		},
+		env:       weedEnv(srv, map[string]string{"SNAPSHOT_INTERVAL": "3s"}),
 		configMap: map[string]string{"include-namespaces": ns},
 		secrets:   []string{srv.AccessKey, srv.SecretKey},
 	}
@@ -388,6 +387,14 @@ func seaweedFS(ctx context.Context, t *testing.T) (*testenv.SeaweedFS, *minio.Cl
 	return srv, client
 }
 
+// weedEnv points the service or a command at the SeaweedFS server srv,
+// with extra added.
+func weedEnv(srv *testenv.SeaweedFS, extra map[string]string) map[string]string {
+	env := map[string]string{"MINIO_ENDPOINT": srv.Endpoint, "MINIO_ACCESS_KEY": srv.AccessKey, "MINIO_SECRET_KEY": srv.SecretKey}
+	maps.Copy(env, extra)
+	return env
+}
+
 // readObject reads the current version of key, "" when it cannot.
 func readObject(ctx context.Context, client *minio.Client, key string) string {
 	o, err := client.GetObject(ctx, bucketName, key, minio.GetObjectOptions{})
@@ -408,5 +415,62 @@ func setData(t *testing.T, ns, name, key, value string) {
 	}
 	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Patch(bg, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestForgedChangeIndexIsIgnored: on a store whose listings carry no
+// metadata (SeaweedFS), the change index tells a restart what is already
+// stored. With INTEGRITY_KEY it carries a tag: a restart over an unchanged
+// cluster trusts it and writes nothing; an index rewritten by anyone else
+// (the same entries, without the tag) is ignored, said so, and every
+// object is written again once.
+func TestForgedChangeIndexIsIgnored(t *testing.T) {
+	requireServers(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv, client := seaweedFS(ctx, t)
+	ns, cluster := "e2e-forged-index", "forged-index"
+	const key = "integrity-key-index-0123456789"
+	createNamespace(t, ns)
+	for i := range 5 {
+		createConfigMap(t, ns, fmt.Sprint("cm-", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
+	}
+	opts := serviceOptions{
+		env:       weedEnv(srv, map[string]string{"INTEGRITY_KEY": key}),
+		configMap: map[string]string{"include-namespaces": ns},
+		secrets:   []string{srv.AccessKey, srv.SecretKey, key},
+	}
+	written := func(s *service) float64 {
+		return s.metric("cluster_backup_resources_total", map[string]string{"action": "written", "resource": "configmaps"})
+	}
+	first := startService(t, cluster, opts)
+	first.waitPass(1)
+	eventually(t, 30*time.Second, "an empty queue", func() bool { return first.metric("cluster_backup_queue_depth", nil) == 0 })
+	all := written(first)
+	first.stop() // writes the index
+	indexKey := object.Layout{Prefix: "clusterbackup", Cluster: cluster}.IndexKey()
+	info, err := client.StatObject(ctx, bucketName, indexKey, minio.StatObjectOptions{})
+	if err != nil || object.MetaFromMap(info.UserMetadata).Integrity == "" {
+		t.Fatalf("the change index %s: %v, metadata %v; want an integrity tag", indexKey, err, info.UserMetadata)
+	}
+	second := startService(t, cluster, opts)
+	second.waitPass(1)
+	if w := written(second); w != 0 {
+		t.Errorf("a restart over an unchanged cluster with its signed index wrote %v ConfigMaps", w)
+	}
+	second.stop()
+
+	// The same entries, rewritten without the tag.
+	body := readObject(ctx, client, indexKey)
+	if _, err := client.PutObject(ctx, bucketName, indexKey, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{
+		UserMetadata: map[string]string{object.MetaSHA256: object.Digest([]byte(body))},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	third := startService(t, cluster, opts)
+	third.waitPass(1)
+	eventually(t, 30*time.Second, "every ConfigMap written again", func() bool { return written(third) == all })
+	if !hasMessage(third.logs("store_list"), "The change index is not signed with this installation's integrity key; objects without listed metadata are written again") {
+		t.Error("the forged index was not reported")
 	}
 }

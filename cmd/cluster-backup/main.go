@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 		usage(stdout)
 		return exitOK
 	case "run", "snapshot":
-	case "ls", "show", "history", "restore", "diff", "adopt", "verify":
+	case "ls", "show", "history", "restore", "diff", "adopt", "verify", "purge":
 		return runCommand(ctx, cmd, rest, stdout, stderr, lookupEnv)
 	default:
 		fmt.Fprintf(stderr, "error: unknown command %q\n", cmd)
@@ -102,6 +102,7 @@ Usage:
   cluster-backup diff       the backup against the live cluster, or against itself at another time
   cluster-backup restore    bring objects back as they were (at --at)
   cluster-backup verify     read back every document (at --at): digest and integrity tag
+  cluster-backup purge      delete the stored versions of Secrets written in the clear (--plaintext-secrets)
   cluster-backup adopt      a rebuilt cluster takes its backup prefix over from the one it replaces
   cluster-backup version    print version, commit and Go version
 

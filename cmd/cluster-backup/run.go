@@ -273,11 +273,29 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		p.pass.Identity = own
 		return nil
 	default:
-		p.holds.Set("cluster_identity", fmt.Sprintf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s)",
-			a.cfg.ClusterName, meta.ClusterUID, uid))
+		// Another cluster owns the prefix: this service writes nothing
+		// into it, so that neither overwrites the other's objects (both
+		// clusters hold kube-system, system: roles and more under the same
+		// keys), until the marker names this cluster (cluster-backup
+		// adopt) or the process is stopped.
+		p.metrics.PrefixHeld.Set(1)
 		p.metrics.Error(logging.OpClusterIdentity)
-		log.Error("CLUSTER_NAME is already used by another cluster: nothing will be deleted from the store; give this cluster its own CLUSTER_NAME, or, if this cluster replaced that one, take the prefix over with cluster-backup adopt",
+		log.Error("CLUSTER_NAME is already used by another cluster: this service writes nothing into its prefix; give this cluster its own CLUSTER_NAME, or, if this cluster replaced that one, take the prefix over with cluster-backup adopt",
 			logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": meta.ClusterUID, "cluster_uid": uid}))
+		if a.held == nil {
+			return fmt.Errorf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s): nothing was written", a.cfg.ClusterName, meta.ClusterUID, uid)
+		}
+		a.held.Store(true)
+		defer a.held.Store(false)
+		marked, err := a.awaitPrefix(ctx, p, key, uid)
+		if err != nil {
+			return err
+		}
+		p.metrics.PrefixHeld.Set(0)
+		own.Adopted = marked.Adopted
+		p.writer.SetIdentity(own)
+		p.pass.Identity = own
+		log.Info("The prefix names this cluster now: writing", logging.Data(map[string]any{"marker": key, "cluster_uid": uid}))
 		return nil
 	}
 	body = own.Marshal()
@@ -287,6 +305,27 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 	}
 	log.Info("Recorded the cluster's identity", logging.Data(map[string]any{"marker": key, "cluster_uid": uid}))
 	return nil
+}
+
+// prefixPoll is how often a held service reads the identity marker again.
+var prefixPoll = 10 * time.Second
+
+// awaitPrefix reads the identity marker every prefixPoll until it names
+// the cluster uid, and returns what it records; an unreadable marker is
+// read again at the next poll.
+func (a *app) awaitPrefix(ctx context.Context, p *pipeline, key, uid string) (object.Identity, error) {
+	t := time.NewTicker(prefixPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return object.Identity{}, ctx.Err()
+		case <-t.C:
+		}
+		if body, meta, err := p.store.Get(ctx, key, ""); err == nil && meta.ClusterUID == uid {
+			return object.ParseIdentity(body), nil
+		}
+	}
 }
 
 // passFor returns the pass to run. The first pass after start-up compares
@@ -376,6 +415,7 @@ func (a *app) run(ctx context.Context) error {
 		return err
 	}
 	st.health.Store(p.health)
+	a.held = &st.held
 	if !a.cfg.LeaderElect {
 		st.leadingSince.Store(time.Now().UnixNano())
 		st.leading.Store(true)
@@ -392,6 +432,7 @@ type status struct {
 	leadingSince atomic.Int64 // unix nanoseconds
 	synced       atomic.Bool
 	passed       atomic.Bool // a pass has run since this replica leads
+	held         atomic.Bool // another cluster owns the prefix: waiting, writing nothing
 }
 
 // live fails for a leader that has not completed a pass within bound of
@@ -399,7 +440,7 @@ type status struct {
 // hands the Lease to another replica.
 func (st *status) live(bound time.Duration) func() error {
 	return func() error {
-		if !st.leading.Load() || st.passed.Load() {
+		if !st.leading.Load() || st.passed.Load() || st.held.Load() {
 			return nil
 		}
 		if since := time.Since(time.Unix(0, st.leadingSince.Load())); since > bound {
