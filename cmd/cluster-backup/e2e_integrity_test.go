@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -12,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/pack"
 	"github.com/cluster-backup/cluster-backup/restore"
 )
 
@@ -132,5 +136,83 @@ func TestForgedDocumentsAreRefused(t *testing.T) {
 	eventually(t, time.Minute, "the forgery rewritten by the next pass", verified)
 	if out, _, code := cliWith(t, e2e.minio, withKey, "show", "configmaps/settings", "-n", ns); code != exitOK || !strings.Contains(out, "mode: fast") {
 		t.Errorf("show after the repair: exit %d\n%s", code, out)
+	}
+}
+
+// TestForgedRestorePackIsNotBelieved: a restore pack rebuilt by whoever
+// can write the bucket (the genuine documents, tagged with a key that is
+// not the installation's) is not used: diff and restore read every
+// document from its own key, and restore what the service wrote.
+func TestForgedRestorePackIsNotBelieved(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-forged-pack", "forged-pack"
+	const key = "integrity-key-pack-0123456789"
+	createNamespace(t, ns)
+	for i := range 20 {
+		createConfigMap(t, ns, fmt.Sprintf("cm-%02d", i), map[string]string{"i": fmt.Sprint(i)}, nil, nil)
+	}
+	s := startService(t, cluster, serviceOptions{
+		env:       map[string]string{"INTEGRITY_KEY": key, "RESTORE_PACK_INTERVAL": "1s"},
+		configMap: map[string]string{"include-namespaces": ns},
+		secrets:   []string{key},
+	})
+	s.waitPass(1)
+	layout := object.Layout{Prefix: "clusterbackup", Cluster: cluster}
+	eventually(t, 30*time.Second, "the restore pack", func() bool { return s.versions(layout.PackKey()) > 0 })
+	s.stop()
+	withKey := map[string]string{"CLUSTER_NAME": cluster, "INTEGRITY_KEY": key}
+	_, stderr, code := cliWith(t, e2e.minio, withKey, "diff", "-n", ns)
+	if fromPack, _ := readCounts(t, stderr); code != exitOK || fromPack < 20 {
+		t.Fatalf("diff with the service's pack: exit %d, %d documents from the pack\n%s", code, fromPack, stderr)
+	}
+
+	// The attacker rebuilds the pack from the stored documents, tagged
+	// with a key of their own.
+	forger := object.NewSigner([]byte("not-the-installation-key-0123"))
+	var keys []string
+	for k := range storedUnder(t, e2e.bucket, "clusterbackup/"+cluster+"/") {
+		if _, ok := layout.Parse(k); ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var forged bytes.Buffer
+	w := pack.NewWriter(&forged)
+	for _, k := range keys {
+		o, err := e2e.bucket.GetObject(bg, bucketName, k, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(o)
+		o.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := e2e.bucket.StatObject(bg, bucketName, k, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := object.MetaFromMap(info.UserMetadata)
+		meta.Integrity = forger.Sign(k, meta)
+		if err := w.Add(k, meta, pack.Compress(nil, body, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2e.bucket.PutObject(bg, bucketName, layout.PackKey(), bytes.NewReader(forged.Bytes()), int64(forged.Len()), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = cliWith(t, e2e.minio, withKey, "diff", "-n", ns)
+	if fromPack, fromKeys := readCounts(t, stderr); code != exitOK || fromPack != 0 || fromKeys < 20 {
+		t.Errorf("diff with a forged pack: exit %d, %d documents from the pack, %d from keys; want 0, every one from its key\n%s", code, fromPack, fromKeys, stderr)
+	}
+	_, stderr, code = cliWith(t, e2e.minio, withKey, "restore", "-n", ns, "--namespace-mapping", ns+":"+ns+"-copy")
+	if fromPack, _ := readCounts(t, stderr); code != exitOK || fromPack != 0 {
+		t.Errorf("restore with a forged pack: exit %d, %d documents from the pack\n%s", code, fromPack, stderr)
+	}
+	if cm, err := e2e.cs.CoreV1().ConfigMaps(ns+"-copy").Get(bg, "cm-07", metav1.GetOptions{}); err != nil || cm.Data["i"] != "7" {
+		t.Errorf("cm-07 restored past a forged pack: %v %v", cm.Data, err)
 	}
 }
