@@ -133,7 +133,7 @@ func (w *Writer) Known(s object.Stored) string {
 // calls it after each pass and at shutdown.
 func (w *Writer) SaveIndex(ctx context.Context) error {
 	w.mu.Lock()
-	if !w.bareListings {
+	if !w.bareListings || w.paused.Load() {
 		w.mu.Unlock()
 		return nil
 	}

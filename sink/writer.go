@@ -91,6 +91,7 @@ type Writer struct {
 	log     *zap.Logger
 	metrics *metrics.Metrics
 	clock   clock.WithTicker
+	paused  atomic.Bool // Pause
 
 	queue workqueue.TypedRateLimitingInterface[object.Ref]
 
@@ -268,6 +269,17 @@ func (w *Writer) Seed(ctx context.Context) (Seeded, error) {
 }
 
 func (w *Writer) keyHash(key string) uint64 { return maphash.String(w.keySeed, key) }
+
+// Pause stops every write and delete (each key is left as it is, Kept)
+// until Resume: the prefix is another cluster's now.
+func (w *Writer) Pause() { w.paused.Store(true) }
+
+// Resume lets writes go on after Pause; a full pass repairs what changed
+// meanwhile.
+func (w *Writer) Resume() { w.paused.Store(false) }
+
+// Paused says whether writes are paused.
+func (w *Writer) Paused() bool { return w.paused.Load() }
 
 // SetIdentity sets the cluster that owns the prefix: its UID is stamped
 // on every write, and keys stored by a cluster it neither is nor adopted
@@ -553,6 +565,9 @@ func (w *Writer) sync(ctx context.Context, ref object.Ref, seen time.Time, force
 	w.mu.Lock()
 	src := w.src
 	w.mu.Unlock()
+	if w.paused.Load() {
+		return Kept, nil // another cluster owns the prefix now: nothing is written
+	}
 	doc, state, err := src.Document(ref)
 	if err != nil {
 		return w.invalid(log, ref, resource, err), nil

@@ -459,9 +459,8 @@ func TestSameClusterNameOnTwoClusters(t *testing.T) {
 				t.Error("the owner's own object was deleted")
 			}
 
-			// The first cluster is gone; the second adopts its prefix and
-			// starts writing.
-			first.stop()
+			// The second cluster adopts the prefix and starts writing; the
+			// first, still running, stops writing into it.
 			adoptEnv := maps.Clone(store.env)
 			adoptEnv["KUBECONFIG"], adoptEnv["CLUSTER_NAME"] = other.kube.Kubeconfig, cluster
 			if out, stderr, code := cliWith(t, e2e.minio, adoptEnv, "adopt", "--yes"); code != 0 {
@@ -473,6 +472,15 @@ func TestSameClusterNameOnTwoClusters(t *testing.T) {
 			eventually(t, 30*time.Second, "the shared object as the second cluster holds it", func() bool {
 				return strings.Contains(readObject(bg, store.client, shared), "from: other")
 			})
+			eventually(t, 30*time.Second, "the first service held", func() bool { return first.metric("cluster_backup_prefix_held", nil) == 1 })
+			settled := versions(shared)
+			if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Update(bg, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "shared"}, Data: map[string]string{"from": "first-again"}}, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			second.waitPass(len(second.logs("backup_complete")) + 2)
+			if v := versions(shared); v != settled || !strings.Contains(readObject(bg, store.client, shared), "from: other") {
+				t.Errorf("after the adopt, a change in the first cluster reached %s: %d versions, %d before\n%s", shared, v, settled, readObject(bg, store.client, shared))
+			}
 		})
 	}
 }

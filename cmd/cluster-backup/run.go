@@ -328,6 +328,46 @@ func (a *app) awaitPrefix(ctx context.Context, p *pipeline, key, uid string) (ob
 	}
 }
 
+// watchPrefix reads the identity marker every prefixPoll while the
+// service writes: once it names another cluster (cluster-backup adopt ran
+// for the cluster that replaces this one), the writer pauses and nothing
+// more is written into the prefix, which cluster_backup_prefix_held says;
+// should the marker name this cluster again, writing resumes and the next
+// pass repairs what changed meanwhile.
+func (a *app) watchPrefix(ctx context.Context, p *pipeline) {
+	uid := p.pass.Identity.UID
+	if uid == "" {
+		return // the identity could not be read: deletes are held anyway
+	}
+	key := a.layout().IdentityKey()
+	log := a.log.With(logging.Component("main"), logging.Op(logging.OpClusterIdentity))
+	t := time.NewTicker(prefixPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, meta, err := p.store.Get(ctx, key, "")
+		if err != nil || meta.ClusterUID == "" {
+			continue // unreadable, or no owner: keep going as it is
+		}
+		switch lost := meta.ClusterUID != uid; {
+		case lost && !p.writer.Paused():
+			p.writer.Pause()
+			p.metrics.PrefixHeld.Set(1)
+			p.metrics.Error(logging.OpClusterIdentity)
+			log.Error("Another cluster took the prefix over (cluster-backup adopt): this service writes nothing more into it",
+				logging.Data(map[string]any{"marker": key, "owner_uid": meta.ClusterUID, "cluster_uid": uid}))
+		case !lost && p.writer.Paused():
+			p.writer.Resume()
+			p.metrics.PrefixHeld.Set(0)
+			log.Info("The prefix names this cluster again: writing", logging.Data(map[string]any{"marker": key, "cluster_uid": uid}))
+		}
+	}
+}
+
 // passFor returns the pass to run. The first pass after start-up compares
 // the caches with what the writer learnt from listing the store moments
 // earlier (Seed) and wrote since; later passes list the store, so that they
@@ -481,6 +521,7 @@ func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
 	}
 	st.synced.Store(true)
 	defer stop()
+	go a.watchPrefix(ctx, p)
 
 	var tick <-chan time.Time
 	if a.cfg.SnapshotInterval > 0 {
@@ -664,6 +705,9 @@ func (a *app) leadElected(ctx, electCtx, lctx context.Context, p *pipeline, st *
 
 // runPass makes one snapshot pass once the caches are complete.
 func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
+	if p.writer.Paused() {
+		return // another cluster owns the prefix now (watchPrefix)
+	}
 	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
 		return
 	}
