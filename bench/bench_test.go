@@ -19,7 +19,7 @@ func TestSmoke(t *testing.T) {
 	cfg.sizes = []int{500}
 	cfg.scenarios = map[string]bool{"initial": true, "restore": true, "latency": true, "amplification": true, "foreign": true}
 	cfg.viewKeys, cfg.foreignKeys = 200, 2000
-	cfg.latencyRate, cfg.latencyDuration, cfg.latencyObjects = 20, 3*time.Second, 100
+	cfg.latencyRate, cfg.latencyDuration, cfg.latencyObjects, cfg.latencyRuns = 20, 3*time.Second, 100, 1
 	cfg.statusObjects, cfg.burstObjects = 50, 3
 	cfg.repeats = 2
 	cfg.out = t.TempDir()
@@ -42,7 +42,7 @@ func TestSmoke(t *testing.T) {
 	if i.APIRequests["GET configmaps"] != 0 {
 		t.Errorf("per-object GETs at start: %v", i.APIRequests)
 	}
-	if l := res.Latency; l == nil || l.Landed != l.Updates || l.Updates == 0 || l.P99 <= 0 || l.WriteP50 <= 0 {
+	if l := res.Latency; l == nil || l.Landed != l.Updates || l.Updates == 0 || l.P99 <= 0 || l.WriteP50 <= 0 || l.Split == 0 || l.OwnP99 <= 0 || len(l.Runs) != 1 {
 		t.Errorf("latency figures: %+v", l)
 	}
 	a := res.Amplification

@@ -43,6 +43,7 @@ type config struct {
 	latencyRate     int
 	latencyDuration time.Duration
 	latencyObjects  int
+	latencyRuns     int
 	statusObjects   int
 	burstObjects    int
 	burstUpdates    int
@@ -65,6 +66,7 @@ func defaultConfig() config {
 		latencyRate:     100,
 		latencyDuration: 60 * time.Second,
 		latencyObjects:  1000,
+		latencyRuns:     3,
 		statusObjects:   1000,
 		burstObjects:    10,
 		burstUpdates:    20,

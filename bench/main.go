@@ -27,6 +27,7 @@ func main() {
 	flag.IntVar(&cfg.latencyRate, "latency-rate", cfg.latencyRate, "updates per second in the latency scenario")
 	flag.DurationVar(&cfg.latencyDuration, "latency-duration", cfg.latencyDuration, "length of the latency scenario")
 	flag.IntVar(&cfg.latencyObjects, "latency-objects", cfg.latencyObjects, "objects the latency updates spread over")
+	flag.IntVar(&cfg.latencyRuns, "latency-runs", cfg.latencyRuns, "runs of the latency scenario (all reported, the median judged)")
 	flag.IntVar(&cfg.statusObjects, "status-objects", cfg.statusObjects, "objects of the status-only scenario")
 	flag.IntVar(&cfg.viewKeys, "view-keys", cfg.viewKeys, "keys (five versions each) of the point-in-time view in the restore scenario")
 	flag.IntVar(&cfg.foreignKeys, "foreign-keys", cfg.foreignKeys, "keys not the service's own under its prefix in the foreign scenario")

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -205,11 +208,40 @@ func (e *env) restart(ctx context.Context, cluster string, extra map[string]stri
 	return nil
 }
 
-// latency makes latencyRate updates per second for latencyDuration, spread
-// over latencyObjects, and times each from the API server's answer to the
-// proxy seeing the store accept a PUT of that state or a newer one.
+// latency runs the change-latency scenario latencyRuns times and judges
+// the median run (by p99); every run is reported.
 func (e *env) latency(ctx context.Context, p *process) (latencyResult, error) {
-	t := &landings{waiting: map[string][]pending{}}
+	var runs []latencyResult
+	for i := range max(e.cfg.latencyRuns, 1) {
+		r, err := e.latencyOnce(ctx, p)
+		if err != nil {
+			return r, err
+		}
+		e.log("latency run %d of %d: p50 %.3fs p99 %.3fs", i+1, e.cfg.latencyRuns, r.P50, r.P99)
+		runs = append(runs, r)
+	}
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b latencyResult) int { return cmp.Compare(a.P99, b.P99) })
+	median := sorted[len(sorted)/2]
+	for _, r := range runs {
+		median.Runs = append(median.Runs, latencyRun{P50: r.P50, P99: r.P99, OwnP99: r.OwnP99, DeliveryP99: r.DeliveryP99})
+	}
+	return median, nil
+}
+
+// latencyOnce makes latencyRate updates per second for latencyDuration,
+// spread over latencyObjects, and times each from the API server's answer
+// to the proxy seeing the store accept a PUT of that state or a newer one.
+// A watch of the bench's own on the same API server splits that time into
+// the API server's delivery (its answer to the event reaching a watcher)
+// and the service's own (the event to the store's answer).
+func (e *env) latencyOnce(ctx context.Context, p *process) (latencyResult, error) {
+	t := &landings{waiting: map[string][]pending{}, seen: map[string]time.Time{}}
+	stopWatch, err := e.watchDeliveries(ctx, t)
+	if err != nil {
+		return latencyResult{}, err
+	}
+	defer stopWatch()
 	e.proxy.watchPuts(t.landed)
 	defer e.proxy.watchPuts(nil)
 
@@ -230,26 +262,67 @@ func (e *env) latency(ctx context.Context, p *process) (latencyResult, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	sort.Float64s(t.samples)
-	sort.Float64s(t.before)
-	sort.Float64s(t.writes)
-	samples := t.samples
+	var samples, before, writes, delivery, own []float64
+	for _, l := range t.records {
+		samples = append(samples, l.stored.Sub(l.answered).Seconds())
+		// The watch can beat the generator to the API server's answer.
+		before = append(before, max(0, l.began.Sub(l.answered).Seconds()))
+		writes = append(writes, l.stored.Sub(l.began).Seconds())
+		if seen, ok := t.seen[l.key]; ok {
+			delivery = append(delivery, max(0, seen.Sub(l.answered).Seconds()))
+			own = append(own, l.stored.Sub(seen).Seconds())
+		}
+	}
+	for _, s := range [][]float64{samples, before, writes, delivery, own} {
+		sort.Float64s(s)
+	}
+	service := h1.delta(h0)
 	r := latencyResult{
 		Updates: t.sent, Landed: len(samples), Rate: e.cfg.latencyRate, Seconds: e.cfg.latencyDuration.Seconds(),
 		Objects: e.cfg.latencyObjects, Debounce: e.cfg.debounce.Seconds(),
 		P50: quantile(samples, 0.50), P95: quantile(samples, 0.95), P99: quantile(samples, 0.99), Max: quantile(samples, 1),
-		ServiceP50: h1.delta(h0).quantile(0.50), ServiceP95: h1.delta(h0).quantile(0.95), ServiceP99: h1.delta(h0).quantile(0.99),
-		BeforeWriteP50: quantile(t.before, 0.50), BeforeWriteP99: quantile(t.before, 0.99),
-		WriteP50: quantile(t.writes, 0.50), WriteP99: quantile(t.writes, 0.99),
+		ServiceP50: service.quantile(0.50), ServiceP95: service.quantile(0.95), ServiceP99: service.quantile(0.99),
+		BeforeWriteP50: quantile(before, 0.50), BeforeWriteP99: quantile(before, 0.99),
+		WriteP50: quantile(writes, 0.50), WriteP99: quantile(writes, 0.99),
+		DeliveryP50: quantile(delivery, 0.50), DeliveryP99: quantile(delivery, 0.99),
+		OwnP50: quantile(own, 0.50), OwnP99: quantile(own, 0.99), Split: len(own),
 	}
 	e.log("change latency over %d updates (%d landed): p50 %.3fs p95 %.3fs p99 %.3fs; the service's histogram: p50 %.3fs p99 %.3fs",
 		r.Updates, r.Landed, r.P50, r.P95, r.P99, r.ServiceP50, r.ServiceP99)
-	e.log("where it goes: before the write (watch, debounce, queue, encoding) p50 %.3fs p99 %.3fs; the write p50 %.3fs p99 %.3fs",
-		r.BeforeWriteP50, r.BeforeWriteP99, r.WriteP50, r.WriteP99)
+	e.log("whose time: the API server's delivery p50 %.3fs p99 %.3fs; the service's own (event to stored) p50 %.3fs p99 %.3fs, over %d updates; the write alone p50 %.3fs p99 %.3fs",
+		r.DeliveryP50, r.DeliveryP99, r.OwnP50, r.OwnP99, r.Split, r.WriteP50, r.WriteP99)
 	if r.Landed < r.Updates {
 		return r, fmt.Errorf("%d of %d updates never landed", r.Updates-r.Landed, r.Updates)
 	}
 	return r, nil
+}
+
+// watchDeliveries watches the ConfigMaps from now on and records in t when
+// each of their versions reached this watcher.
+func (e *env) watchDeliveries(ctx context.Context, t *landings) (stop func(), err error) {
+	clients, err := e.loadClients(1)
+	if err != nil {
+		return nil, err
+	}
+	cms := clients[0].CoreV1().ConfigMaps(metav1.NamespaceAll)
+	list, err := cms.List(ctx, metav1.ListOptions{Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	w, err := cms.Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if cm, ok := ev.Object.(*corev1.ConfigMap); ok {
+				t.delivered(cm.Namespace+"/configmaps/"+cm.Name+".yaml", cm.ResourceVersion, time.Now())
+			}
+		}
+	}()
+	return func() { w.Stop(); <-done }, nil
 }
 
 // generate patches one ConfigMap latencyRate times a second, round robin
@@ -360,13 +433,18 @@ type pending struct {
 	at time.Time
 }
 
+// landing is one update and the PUT that stored it.
+type landing struct {
+	key                     string // below the cluster segment, @ the update's resourceVersion
+	answered, began, stored time.Time
+}
+
 // landings matches the store's PUTs to the updates they carry.
 type landings struct {
 	mu      sync.Mutex
 	waiting map[string][]pending // by key below the cluster segment
-	samples []float64            // API server's answer to the store's
-	before  []float64            // API server's answer to the service sending the PUT
-	writes  []float64            // the PUT, sent to answered
+	records []landing
+	seen    map[string]time.Time // when the bench's watch saw key@rv
 	sent    int
 }
 
@@ -377,9 +455,13 @@ func (t *landings) sentAt(key string, rv int64, at time.Time) {
 	t.sent++
 }
 
-// landed records every update of the key at or below the stored rv, and
-// splits its time into before the write (watch, debounce, queue, encoding)
-// and the write itself.
+func (t *landings) delivered(key, rv string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seen[key+"@"+rv] = at
+}
+
+// landed records every update of the key at or below the stored rv.
 func (t *landings) landed(put landedPut) {
 	r, err := strconv.ParseInt(put.resourceVersion, 10, 64)
 	if err != nil {
@@ -395,10 +477,7 @@ func (t *landings) landed(put landedPut) {
 	left := t.waiting[k][:0]
 	for _, w := range t.waiting[k] {
 		if w.rv <= r {
-			t.samples = append(t.samples, put.at.Sub(w.at).Seconds())
-			// The watch can beat the generator to the API server's answer.
-			t.before = append(t.before, max(0, put.began.Sub(w.at).Seconds()))
-			t.writes = append(t.writes, put.at.Sub(put.began).Seconds())
+			t.records = append(t.records, landing{key: k + "@" + strconv.FormatInt(w.rv, 10), answered: w.at, began: put.began, stored: put.at})
 		} else {
 			left = append(left, w)
 		}
@@ -409,7 +488,7 @@ func (t *landings) landed(put landedPut) {
 func (t *landings) allLanded() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.samples) >= t.sent
+	return len(t.records) >= t.sent
 }
 
 func quantile(sorted []float64, q float64) float64 {

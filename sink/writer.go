@@ -38,8 +38,11 @@ type Source interface {
 type WriterOptions struct {
 	// Layout maps objects to keys.
 	Layout object.Layout
-	// Debounce is the per-object quiet window. An object that never goes
-	// quiet is still written at least every MaxWaitWindows windows.
+	// Debounce is the per-object window. A change to an object not
+	// written within the last window is written at once; the changes
+	// that follow inside the window become one write at its end, so an
+	// object is written at most twice per window, and an object that
+	// changes continuously once per window.
 	Debounce time.Duration
 	// Workers is the number of concurrent store calls (BATCH_SIZE).
 	Workers int
@@ -79,11 +82,9 @@ const (
 	Kept                      // its type is not completely listed, or deletes are held: the key was left as it is
 )
 
-// MaxWaitWindows bounds how long a busy object can wait for a quiet window.
-const MaxWaitWindows = 10
-
-// Writer is the debounced sink: it collapses bursts of changes to one
-// object into one write of its latest state, skips writes whose bytes the
+// Writer is the debounced sink: it writes a first change at once and
+// collapses the changes to one object that follow inside its window into
+// one write of its latest state, skips writes whose bytes the
 // store already holds, and keeps failed keys queued until the store is back.
 type Writer struct {
 	store   Store
@@ -98,6 +99,7 @@ type Writer struct {
 	mu      sync.Mutex
 	src     Source
 	pending map[object.Ref]*pendingItem
+	recent  *recent                // when each object was last written, for its window
 	hashes  map[string]storedState // what the store holds of this cluster's, by key
 	// foreign holds, by a 64-bit hash of their keys, the keys in the
 	// layout that another cluster wrote: never deleted. A hash keeps the
@@ -170,8 +172,7 @@ type forcedItem struct {
 
 type pendingItem struct {
 	first time.Time // oldest change not yet written
-	last  time.Time // newest change
-	now   bool      // offered: no debounce window
+	due   time.Time // when it is to be written
 }
 
 // offerWindow bounds Offer: at most this many batches of keys wait.
@@ -200,6 +201,7 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 			workqueue.TypedRateLimitingQueueConfig[object.Ref]{Name: "writer", Clock: clk, MetricsProvider: opts.QueueMetrics},
 		),
 		pending:    map[object.Ref]*pendingItem{},
+		recent:     newRecent(opts.Debounce),
 		hashes:     map[string]storedState{},
 		foreign:    map[uint64]struct{}{},
 		keySeed:    maphash.MakeSeed(),
@@ -328,14 +330,19 @@ func (w *Writer) Enqueue(ref object.Ref) {
 			w.metrics.Error(logging.OpQueueOverflow)
 			return
 		}
-		p = &pendingItem{first: now}
+		p = &pendingItem{first: now, due: w.recent.due(ref, now)}
 		w.pending[ref] = p
 	}
-	p.last = now
 	w.setDepth()
+	due := p.due
 	w.mu.Unlock()
-	if !ok {
-		w.queue.AddAfter(ref, w.opts.Debounce)
+	switch {
+	case ok:
+		// The pending write reads the object's newest state.
+	case due.After(now):
+		w.queue.AddAfter(ref, due.Sub(now))
+	default:
+		w.queue.Add(ref)
 	}
 }
 
@@ -362,7 +369,7 @@ func (w *Writer) Offer(ref object.Ref) bool {
 		w.mu.Unlock()
 		return false
 	}
-	w.pending[ref] = &pendingItem{first: now, last: now, now: true}
+	w.pending[ref] = &pendingItem{first: now, due: now}
 	w.setDepth()
 	w.mu.Unlock()
 	w.queue.Add(ref)
@@ -394,7 +401,7 @@ func (w *Writer) Apply(ctx context.Context, refs []object.Ref, since uint64) []O
 		chans[i] = ch
 		w.forced[ref] = forcedItem{done: ch, since: since}
 		if _, ok := w.pending[ref]; !ok {
-			w.pending[ref] = &pendingItem{first: now, last: now}
+			w.pending[ref] = &pendingItem{first: now, due: now}
 		}
 	}
 	w.setDepth()
@@ -512,27 +519,29 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		return true
 	}
 	force, forced := w.forced[ref]
-	if !w.flushing && !forced && !p.now {
-		now := w.clock.Now()
-		due := p.last.Add(w.opts.Debounce)
-		if maxDue := p.first.Add(MaxWaitWindows * w.opts.Debounce); maxDue.Before(due) {
-			due = maxDue
-		}
-		if now.Before(due) {
-			w.mu.Unlock()
-			w.queue.AddAfter(ref, due.Sub(now))
-			return true
-		}
+	now := w.clock.Now()
+	if !w.flushing && !forced && now.Before(p.due) {
+		w.mu.Unlock()
+		w.queue.AddAfter(ref, p.due.Sub(now))
+		return true
 	}
 	seen := p.first
 	delete(w.pending, ref)
 	delete(w.forced, ref)
+	// A change seen from here on waits for the end of the window this
+	// write opens.
+	replaced := w.recent.mark(ref, now)
 	w.setDepth()
 	w.mu.Unlock()
 
 	outcome, err := w.sync(ctx, ref, seen, forced, force.since)
 	if force.done != nil {
 		force.done <- outcome
+	}
+	if outcome != Written && outcome != Deleted {
+		w.mu.Lock()
+		w.recent.undo(ref, now, replaced)
+		w.mu.Unlock()
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -542,7 +551,7 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		// later; a change that arrived meanwhile is already pending.
 		w.mu.Lock()
 		if _, ok := w.pending[ref]; !ok {
-			w.pending[ref] = &pendingItem{first: seen, last: seen, now: p.now}
+			w.pending[ref] = &pendingItem{first: seen, due: seen}
 		}
 		w.setDepth()
 		w.mu.Unlock()

@@ -240,57 +240,98 @@ func waitSettled(t *testing.T, h *harness, fc *clocktesting.FakeClock) {
 	})
 }
 
-func TestBurstBecomesOneWrite(t *testing.T) {
+func TestFirstChangeIsWrittenAtOnce(t *testing.T) {
+	fc := clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0))
+	debounce := time.Second
+	h := startWriterClock(t, debounce, newMemStore(), fc)
+	h.src.set(ref("a"), "v0")
+	h.w.Enqueue(ref("a"))
+	// The clock stands still: the write cannot be waiting for a window.
+	eventually(t, 5*time.Second, "the first change written", func() bool { b, _ := h.store.body(keyOf("a")); return b == "v0" })
+	waitSettled(t, h, fc)
+	if h.w.Pending() != 0 {
+		t.Errorf("%d keys pending after the first change was written", h.w.Pending())
+	}
+	// A change a whole window later opens a new window: written at once.
+	fc.Step(debounce)
+	h.src.set(ref("a"), "v1")
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "a change a window later written", func() bool { b, _ := h.store.body(keyOf("a")); return b == "v1" })
+	if p, _ := h.store.counts(); p != 2 {
+		t.Errorf("%d writes, want 2", p)
+	}
+}
+
+func TestBurstBecomesAFirstAndATrailingWrite(t *testing.T) {
 	fc := clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0))
 	debounce := time.Second
 	h := startWriterClock(t, debounce, newMemStore(), fc)
 	r := ref("a")
-	for i := range 20 {
+	h.src.set(r, "v0")
+	h.w.Enqueue(r)
+	eventually(t, 5*time.Second, "the first change", func() bool { p, _ := h.store.counts(); return p == 1 })
+	for i := 1; i < 20; i++ {
 		h.src.set(r, fmt.Sprintf("v%d", i))
 		h.w.Enqueue(r)
+		waitSettled(t, h, fc)
+		fc.Step(debounce / 40)
 	}
 	waitSettled(t, h, fc)
-	fc.Step(debounce - time.Millisecond)
-	waitSettled(t, h, fc)
-	if p, _ := h.store.counts(); p != 0 || h.w.Pending() != 1 {
-		t.Fatalf("written %d times before its window ended", p)
+	if p, _ := h.store.counts(); p != 1 || h.w.Pending() != 1 {
+		t.Fatalf("inside the window: %d writes, %d pending; want 1 and the rest coalesced", p, h.w.Pending())
 	}
-	fc.Step(time.Millisecond)
-	eventually(t, 5*time.Second, "the write", func() bool { p, _ := h.store.counts(); return p >= 1 })
+	fc.Step(debounce - 19*debounce/40) // the window's end
+	eventually(t, 5*time.Second, "the trailing write", func() bool { b, _ := h.store.body(keyOf("a")); return b == "v19" })
 	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
-	if p, _ := h.store.counts(); p != 1 {
-		t.Errorf("20 updates in the window gave %d writes, want 1", p)
-	}
-	if body, _ := h.store.body(keyOf("a")); body != "v19" {
-		t.Errorf("stored %q, want the latest state v19", body)
+	if p, _ := h.store.counts(); p != 2 {
+		t.Errorf("20 updates in a window gave %d writes, want 2 (the first and the latest state)", p)
 	}
 }
 
-func TestBusyObjectIsStillWritten(t *testing.T) {
+func TestBusyObjectIsWrittenOncePerWindow(t *testing.T) {
 	fc := clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0))
 	debounce := time.Second
 	h := startWriterClock(t, debounce, newMemStore(), fc)
 	r := ref("busy")
-	// A change every quarter window for 30 windows: never quiet for a
-	// whole window, so only MaxWaitWindows forces the writes.
-	for i := range 4 * 30 {
+	// A change every quarter window for 30 windows: never quiet, yet
+	// written once per window, never held for many.
+	const windows = 30
+	for i := range 4 * windows {
 		h.src.set(r, fmt.Sprintf("v%d", i))
 		h.w.Enqueue(r)
 		waitSettled(t, h, fc)
 		fc.Step(debounce / 4)
 		waitSettled(t, h, fc)
+		if p, _ := h.store.counts(); p < (i+1)/4 {
+			t.Fatalf("after %d changes over %d windows, %d writes", i+1, (i+1)/4, p)
+		}
 	}
-	// A forced write every MaxWaitWindows windows: the third is due only
-	// just after the 30 windows, as the cycles start where the last ended.
-	forced := 30/MaxWaitWindows - 1
-	eventually(t, 5*time.Second, "the forced writes", func() bool { p, _ := h.store.counts(); return p >= forced })
-	if p, _ := h.store.counts(); p > forced+1 {
-		t.Errorf("an object changing for 30 windows was written %d times, want %d or %d (one per %d windows)", p, forced, forced+1, MaxWaitWindows)
+	if p, _ := h.store.counts(); p < windows || p > windows+1 {
+		t.Errorf("an object changing for %d windows was written %d times, want one per window", windows, p)
 	}
-	// Once it goes quiet, its last state is written.
+	// Its last state is written at the end of the window.
 	fc.Step(debounce)
-	last := fmt.Sprintf("v%d", 4*30-1)
+	last := fmt.Sprintf("v%d", 4*windows-1)
 	eventually(t, 5*time.Second, "the last state", func() bool { b, _ := h.store.body(keyOf("busy")); return b == last })
+}
+
+func TestUnchangedWriteDoesNotOpenAWindow(t *testing.T) {
+	fc := clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0))
+	store := newMemStore()
+	_ = store.Put(context.Background(), keyOf("a"), []byte("same"), object.Meta{SHA256: object.Digest([]byte("same"))})
+	store.puts = 0
+	h := startWriterClock(t, time.Second, store, fc)
+	// A status-only update: the stored bytes do not change.
+	h.src.set(ref("a"), "same")
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "the unchanged outcome", func() bool {
+		return testutil.ToFloat64(h.m.Resources.WithLabelValues("configmaps", metrics.Unchanged)) == 1
+	})
+	waitSettled(t, h, fc)
+	// The change that follows is written at once.
+	h.src.set(ref("a"), "new")
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "the change after an unchanged write", func() bool { b, _ := h.store.body(keyOf("a")); return b == "new" })
 }
 
 func TestUnchangedIsNotWritten(t *testing.T) {

@@ -451,6 +451,32 @@ func TestBurstWithinWindow(t *testing.T) {
 	}
 }
 
+// TestFirstChangeLandsInsideTheWindow: a change to an object not written
+// within the last window is written at once, not a window later; the
+// change that follows inside the window is written at the window's end.
+func TestFirstChangeLandsInsideTheWindow(t *testing.T) {
+	requireServers(t)
+	ns := "e2e-leading"
+	createNamespace(t, ns)
+	const window = 10 * time.Second
+	s := startService(t, "leading", serviceOptions{env: map[string]string{"DEBOUNCE": window.String()}, configMap: map[string]string{"include-namespaces": ns}})
+	s.waitReady()
+	s.waitPass(1)
+	created := time.Now()
+	cm := createConfigMap(t, ns, "fresh", map[string]string{"n": "0"}, nil, nil)
+	key := s.key(ns, "configmaps", "fresh")
+	eventually(t, window/2, "the first change in the store, inside half a window", func() bool { return s.body(key) != "" })
+	t.Logf("first change stored %.2fs after its create (DEBOUNCE %s)", time.Since(created).Seconds(), window)
+	cm.Data["n"] = "1"
+	if _, err := e2e.cs.CoreV1().ConfigMaps(ns).Update(bg, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*window, "the change inside the window, at its end", func() bool { return strings.Contains(s.body(key), `"n": "1"`) })
+	if got := s.versions(key); got != 2 {
+		t.Errorf("%d versions of a create and an update, want 2", got)
+	}
+}
+
 func TestForbiddenTypeDoesNotStopTheRest(t *testing.T) {
 	requireServers(t)
 	ns := "e2e-rbac"
