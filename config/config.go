@@ -268,7 +268,7 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			c.RetryDelay, err = parseDuration(v)
 			return err
 		}},
-		{env: "DEBOUNCE", def: "1s", usage: "per-object quiet window: a burst of changes becomes one write", apply: func(c *Config, v string) (err error) {
+		{env: "DEBOUNCE", def: "1s", usage: "per-object window: a first change is written at once, the changes that follow inside the window become one write at its end (at most two writes per object per window)", apply: func(c *Config, v string) (err error) {
 			c.Debounce, err = parseDuration(v)
 			return err
 		}},

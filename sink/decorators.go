@@ -34,6 +34,15 @@ type retrying struct {
 	backoff wait.Backoff
 }
 
+// withoutRetry returns s without the retries of WithRetry, for a caller
+// that owns its retries (the Writer's queue).
+func withoutRetry(s Store) Store {
+	if r, ok := s.(*retrying); ok {
+		return r.Store
+	}
+	return s
+}
+
 func (r *retrying) do(ctx context.Context, call func() error) error {
 	b := r.backoff
 	var last error

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
@@ -46,9 +47,17 @@ type WriterOptions struct {
 	Debounce time.Duration
 	// Workers is the number of concurrent store calls (BATCH_SIZE).
 	Workers int
-	// RetryDelay is the first delay before a failed key is tried again
-	// after the store's own retries gave up.
+	// RetryDelay is the first delay before a failed write or delete is
+	// tried again; it doubles, with jitter, up to maxRetryDelay. The queue
+	// owns these retries: a failing key gives its worker back while it
+	// waits, and stays queued until the store takes it.
 	RetryDelay time.Duration
+	// RetryAttempts is how many of those retries fail before a failure
+	// is counted and logged as an error (RETRY_ATTEMPTS), and before
+	// Apply reports it Failed.
+	RetryAttempts int
+	// CallTimeout bounds one store call (0: defaultCallTimeout).
+	CallTimeout time.Duration
 	// MaxPending bounds the keys waiting to be written. Beyond it, changes
 	// are dropped, counted (queue_overflow) and left to the next snapshot
 	// pass, which repairs every difference.
@@ -88,6 +97,7 @@ const (
 // store already holds, and keeps failed keys queued until the store is back.
 type Writer struct {
 	store   Store
+	direct  Store // store without WithRetry, for the writes the queue retries
 	opts    WriterOptions
 	log     *zap.Logger
 	metrics *metrics.Metrics
@@ -175,6 +185,24 @@ type pendingItem struct {
 	due   time.Time // when it is to be written
 }
 
+const (
+	// maxRetryDelay caps the delay between retries of a failing key.
+	maxRetryDelay = 5 * time.Minute
+	// defaultCallTimeout bounds one store call: a store that accepts a
+	// connection and never answers fails the call, not the worker.
+	defaultCallTimeout = time.Minute
+)
+
+// jittered spreads the retries of keys that failed together (a store
+// outage) by up to a fifth of their delay.
+type jittered struct {
+	workqueue.TypedRateLimiter[object.Ref]
+}
+
+func (j jittered) When(ref object.Ref) time.Duration {
+	return wait.Jitter(j.TypedRateLimiter.When(ref), 0.2)
+}
+
 // offerWindow bounds Offer: at most this many batches of keys wait.
 const offerWindow = 20
 
@@ -187,17 +215,21 @@ func NewWriter(store Store, opts WriterOptions, log *zap.Logger, m *metrics.Metr
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = time.Second
 	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = defaultCallTimeout
+	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 1 << 20
 	}
 	w := &Writer{
 		store:   store,
+		direct:  withoutRetry(store),
 		opts:    opts,
 		log:     log,
 		metrics: m,
 		clock:   clk,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[object.Ref](opts.RetryDelay, 5*time.Minute),
+			jittered{workqueue.NewTypedItemExponentialFailureRateLimiter[object.Ref](opts.RetryDelay, maxRetryDelay)},
 			workqueue.TypedRateLimitingQueueConfig[object.Ref]{Name: "writer", Clock: clk, MetricsProvider: opts.QueueMetrics},
 		),
 		pending:    map[object.Ref]*pendingItem{},
@@ -535,7 +567,9 @@ func (w *Writer) processNext(ctx context.Context) bool {
 	w.mu.Unlock()
 
 	outcome, err := w.sync(ctx, ref, seen, forced, force.since)
-	if force.done != nil {
+	// Apply hears a failure only once its retries are spent.
+	retrying := err != nil && ctx.Err() == nil && !w.spent(ref)
+	if force.done != nil && !retrying {
 		force.done <- outcome
 	}
 	if outcome != Written && outcome != Deleted {
@@ -552,6 +586,13 @@ func (w *Writer) processNext(ctx context.Context) bool {
 		w.mu.Lock()
 		if _, ok := w.pending[ref]; !ok {
 			w.pending[ref] = &pendingItem{first: seen, due: seen}
+		}
+		if retrying && force.done != nil {
+			if _, again := w.forced[ref]; again {
+				force.done <- outcome // a newer Apply waits on the same key
+			} else {
+				w.forced[ref] = force
+			}
 		}
 		w.setDepth()
 		w.mu.Unlock()
@@ -621,15 +662,13 @@ func (w *Writer) remove(ctx context.Context, log func() *zap.Logger, ref object.
 		return Kept, nil
 	}
 	start := w.clock.Now()
-	if err := w.store.Delete(ctx, key); errors.Is(err, ErrLocked) {
+	if err := w.call(ctx, func(ctx context.Context) error { return w.direct.Delete(ctx, key) }); errors.Is(err, ErrLocked) {
 		// A lock or legal hold keeps it: retried by no one, kept.
 		w.metrics.Error(logging.OpObjectDelete)
 		log().Warn("The store's Object Lock keeps the object; it stays", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
 		return Kept, nil
 	} else if err != nil {
-		w.metrics.Error(logging.OpObjectDelete)
-		log().Error("Failed to delete object", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
-		return Failed, err
+		return Failed, w.failed(log, ref, logging.OpObjectDelete, "Failed to delete object", key, err)
 	}
 	w.forget(key)
 	w.metrics.Resources.WithLabelValues(resource, metrics.Deleted).Inc()
@@ -648,7 +687,7 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 	doc.Meta.ClusterUID = w.identity.UID
 	w.mu.Unlock()
 	doc.Meta.Integrity = w.opts.Signer.Sign(key, doc.Meta)
-	if err := w.store.Put(ctx, key, doc.Body, doc.Meta); errors.Is(err, ErrUnstorable) {
+	if err := w.call(ctx, func(ctx context.Context) error { return w.direct.Put(ctx, key, doc.Body, doc.Meta) }); errors.Is(err, ErrUnstorable) {
 		w.mu.Lock()
 		w.unstorable[key] = true
 		w.mu.Unlock()
@@ -658,9 +697,7 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 			zap.Error(err), logging.Data(map[string]any{"name": ref.Name, "reason": "key_unstorable", "key_bytes": len(key)}))
 		return Unstorable, nil
 	} else if err != nil {
-		w.metrics.Error(logging.OpObjectWrite)
-		log().Error("Failed to write object", logging.Op(logging.OpObjectWrite), zap.Error(err), logging.Data(map[string]any{"key": key}))
-		return Failed, err
+		return Failed, w.failed(log, ref, logging.OpObjectWrite, "Failed to write object", key, err)
 	}
 	w.remember(key, doc.Meta.Fingerprint(), doc.Body)
 	w.metrics.Resources.WithLabelValues(resource, metrics.Written).Inc()
@@ -670,6 +707,33 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 			logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key, "bytes": len(doc.Body)}))
 	}
 	return Written, nil
+}
+
+// call makes one store call, bounded by CallTimeout.
+func (w *Writer) call(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.CallTimeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// spent reports whether ref has failed RetryAttempts times in a row
+// before the failure at hand.
+func (w *Writer) spent(ref object.Ref) bool {
+	return w.queue.NumRequeues(ref) >= w.opts.RetryAttempts
+}
+
+// failed handles a failed store call of ref: counted and logged as an
+// error once its retries are spent, at debug level before. The key stays
+// queued either way.
+func (w *Writer) failed(log func() *zap.Logger, ref object.Ref, op logging.Operation, msg, key string, err error) error {
+	data := logging.Data(map[string]any{"key": key, "failures": w.queue.NumRequeues(ref) + 1})
+	if !w.spent(ref) {
+		log().Debug(msg+"; retrying", logging.Op(op), zap.Error(err), data)
+		return err
+	}
+	w.metrics.Error(op)
+	log().Error(msg, logging.Op(op), zap.Error(err), data)
+	return err
 }
 
 // invalid counts an object that cannot be stored; whatever the store holds

@@ -16,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/cluster-backup/cluster-backup/encode"
+	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -27,6 +28,11 @@ type memStore struct {
 	puts    int
 	deletes int
 	fail    error
+	// failKey fails the next failFor calls of Put for key failKey;
+	// attempts counts every Put called.
+	failKey  string
+	failFor  int
+	attempts int
 	// bare listings carry no user metadata, as any S3 store's but
 	// MinIO's.
 	bare bool
@@ -37,8 +43,13 @@ func newMemStore() *memStore { return &memStore{objects: map[string]object.Docum
 func (m *memStore) Put(_ context.Context, key string, body []byte, meta object.Meta) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.attempts++
 	if m.fail != nil {
 		return m.fail
+	}
+	if key == m.failKey && m.failFor > 0 {
+		m.failFor--
+		return errors.New("503 Service Unavailable")
 	}
 	m.puts++
 	m.objects[key] = object.Document{Body: append([]byte(nil), body...), Meta: meta}
@@ -92,6 +103,19 @@ func (m *memStore) Walk(_ context.Context, prefix string, visit func(object.Stor
 		}
 	}
 	return nil
+}
+
+// failNext makes the next n Puts of key fail.
+func (m *memStore) failNext(key string, n int) {
+	m.mu.Lock()
+	m.failKey, m.failFor, m.attempts = key, n, 0
+	m.mu.Unlock()
+}
+
+func (m *memStore) putAttempts() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.attempts
 }
 
 func (m *memStore) counts() (puts, deletes int) {
@@ -182,14 +206,27 @@ func startWriter(t *testing.T, debounce time.Duration, store *memStore) *harness
 // window ends until the test steps it.
 func startWriterClock(t *testing.T, debounce time.Duration, store *memStore, clk clock.WithTicker) *harness {
 	t.Helper()
+	return startWriterTuned(t, store, clk, func(o *WriterOptions) { o.Debounce = debounce }, nil)
+}
+
+// startWriterTuned runs a writer whose options tune changes, over store as
+// wrap decorates it (nil: as it is).
+func startWriterTuned(t *testing.T, store *memStore, clk clock.WithTicker, tune func(*WriterOptions), wrap func(Store) Store) *harness {
+	t.Helper()
 	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}, unknown: map[object.Ref]bool{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
 	h.holds = &Holds{}
 	h.settings = NewSettings(true, 0.1)
-	h.w = NewWriter(store, WriterOptions{
-		Layout: testLayout, Debounce: debounce, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
+	opts := WriterOptions{
+		Layout: testLayout, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
 		Holds: h.holds,
-	}, zap.NewNop(), h.m, clk)
+	}
+	tune(&opts)
+	var decorated Store = store
+	if wrap != nil {
+		decorated = wrap(store)
+	}
+	h.w = NewWriter(decorated, opts, zap.NewNop(), h.m, clk)
 	if _, err := h.w.Seed(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -783,4 +820,156 @@ func TestLockedDeleteIsKept(t *testing.T) {
 		t.Errorf("a locked delete: outcome %v, want Kept", out[0])
 	}
 	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
+}
+
+// TestTheQueueOwnsWriteRetries: a failing write is retried by the queue
+// alone (a WithRetry around the store adds no calls), counted as an error
+// only once RetryAttempts retries failed, and gives its worker back while
+// it waits.
+func TestTheQueueOwnsWriteRetries(t *testing.T) {
+	retried := func(s Store) Store { return WithRetry(s, 3, time.Hour) }
+	for _, tc := range []struct {
+		failures, attempts int
+		wantErrors         float64
+	}{
+		{failures: 2, attempts: 3, wantErrors: 0},
+		{failures: 3, attempts: 3, wantErrors: 0},
+		{failures: 5, attempts: 3, wantErrors: 2},
+		{failures: 1, attempts: 0, wantErrors: 1},
+	} {
+		t.Run(fmt.Sprintf("%d failures, %d retries", tc.failures, tc.attempts), func(t *testing.T) {
+			store := newMemStore()
+			h := startWriterTuned(t, store, clock.RealClock{}, func(o *WriterOptions) {
+				o.RetryAttempts, o.RetryDelay = tc.attempts, time.Millisecond
+			}, retried)
+			store.failNext(keyOf("a"), tc.failures)
+			h.src.set(ref("a"), "v")
+			h.w.Enqueue(ref("a"))
+			eventually(t, 5*time.Second, "the write", func() bool { _, ok := store.body(keyOf("a")); return ok })
+			if got := store.putAttempts(); got != tc.failures+1 {
+				t.Errorf("%d calls for %d failures, want %d: one layer retries", got, tc.failures, tc.failures+1)
+			}
+			if got := testutil.ToFloat64(h.m.Errors.WithLabelValues(string(logging.OpObjectWrite))); got != tc.wantErrors {
+				t.Errorf("errors counted %v, want %v", got, tc.wantErrors)
+			}
+		})
+	}
+
+	t.Run("a failing key gives its worker back", func(t *testing.T) {
+		fc := clocktesting.NewFakeClock(time.Unix(1_800_000_000, 0))
+		store := newMemStore()
+		h := startWriterTuned(t, store, fc, func(o *WriterOptions) { o.Workers, o.RetryAttempts, o.RetryDelay = 1, 3, time.Hour }, retried)
+		store.failNext(keyOf("a"), 1000)
+		h.src.set(ref("a"), "v")
+		h.w.Enqueue(ref("a"))
+		eventually(t, 5*time.Second, "the failed call", func() bool { return store.putAttempts() == 1 })
+		h.src.set(ref("b"), "v")
+		h.w.Enqueue(ref("b"))
+		// The clock stands still: b can be written only by a worker that
+		// is not waiting out a's retry.
+		eventually(t, 5*time.Second, "b written while a waits", func() bool { _, ok := store.body(keyOf("b")); return ok })
+		if h.w.Pending() != 1 {
+			t.Errorf("%d keys pending, want a", h.w.Pending())
+		}
+	})
+
+	t.Run("Apply hears a failure once the retries are spent", func(t *testing.T) {
+		store := newMemStore()
+		h := startWriterTuned(t, store, clock.RealClock{}, func(o *WriterOptions) { o.RetryAttempts, o.RetryDelay = 2, time.Millisecond }, retried)
+		h.src.set(ref("a"), "v")
+		store.failNext(keyOf("a"), 2)
+		if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, h.w.Seq()); got[0] != Written {
+			t.Errorf("Apply over two failures and two retries: %v, want Written", got[0])
+		}
+		h.src.set(ref("b"), "v")
+		store.failNext(keyOf("b"), 1000)
+		if got := h.w.Apply(context.Background(), []object.Ref{ref("b")}, h.w.Seq()); got[0] != Failed {
+			t.Errorf("Apply over a store that keeps failing: %v, want Failed", got[0])
+		}
+		if got := store.putAttempts(); got != 3 {
+			t.Errorf("Apply answered after %d calls, want 3 (the call and its two retries)", got)
+		}
+	})
+}
+
+// TestCallTimeout: a store that never answers fails the call, and the key
+// is retried.
+func TestCallTimeout(t *testing.T) {
+	store := newMemStore()
+	hang := &hanging{Store: store, left: 1}
+	h := startWriterTuned(t, store, clock.RealClock{}, func(o *WriterOptions) {
+		o.CallTimeout, o.RetryDelay = 50*time.Millisecond, time.Millisecond
+	}, func(Store) Store { return hang })
+	h.src.set(ref("a"), "v")
+	h.w.Enqueue(ref("a"))
+	eventually(t, 5*time.Second, "the write after a call that hung", func() bool { _, ok := store.body(keyOf("a")); return ok })
+}
+
+// hanging blocks its first left Puts until their context ends.
+type hanging struct {
+	Store
+	mu   sync.Mutex
+	left int
+}
+
+func (s *hanging) Put(ctx context.Context, key string, body []byte, meta object.Meta) error {
+	s.mu.Lock()
+	hang := s.left > 0
+	s.left--
+	s.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.Store.Put(ctx, key, body, meta)
+}
+
+// TestNoChangeIsLost changes many objects from several goroutines with a
+// short window: every object's last state ends in the store.
+func TestNoChangeIsLost(t *testing.T) {
+	store := newMemStore()
+	h := startWriterTuned(t, store, clock.RealClock{}, func(o *WriterOptions) { o.Debounce = 5 * time.Millisecond }, nil)
+	const objects, changes, writers = 50, 4000, 8
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			for i := g; i < changes; i += writers {
+				r := ref(fmt.Sprintf("o%02d", i%objects))
+				h.src.set(r, fmt.Sprintf("v%d", i))
+				h.w.Enqueue(r)
+				if i%97 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	}
+	// A pass forces writes meanwhile, as the snapshot pass does.
+	stop := make(chan struct{})
+	passes := make(chan struct{})
+	go func() {
+		defer close(passes)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			refs := make([]object.Ref, 0, objects)
+			for i := range objects {
+				refs = append(refs, ref(fmt.Sprintf("o%02d", i)))
+			}
+			h.w.Apply(context.Background(), refs, h.w.Seq())
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-passes
+	eventually(t, 10*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
+	for i := range objects {
+		r := ref(fmt.Sprintf("o%02d", i))
+		h.src.mu.Lock()
+		want := h.src.docs[r]
+		h.src.mu.Unlock()
+		eventually(t, 5*time.Second, "the last state of "+r.Name, func() bool { b, _ := store.body(keyOf(r.Name)); return b == want })
+	}
 }

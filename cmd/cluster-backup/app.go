@@ -136,6 +136,9 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 	opts.Connections = cfg.BatchSize + 1
 	opts.NoncurrentDays, opts.NoncurrentNewer = cfg.NoncurrentRetention.Days, cfg.NoncurrentRetention.Newer
 	opts.ObjectLock, opts.ObjectLockDays = cfg.ObjectLock, cfg.ObjectLockDays
+	// One layer retries each call: the writer's queue its writes,
+	// sink.WithRetry the rest (RETRY_ATTEMPTS), never minio-go as well.
+	opts.MaxRetries = 1
 	return sink.NewMinIO(ctx, opts, log)
 }
 

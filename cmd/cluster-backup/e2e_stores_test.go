@@ -474,3 +474,66 @@ func TestForgedChangeIndexIsIgnored(t *testing.T) {
 		t.Error("the forged index was not reported")
 	}
 }
+
+// TestStoreRetriesHaveOneOwner runs the service against a front before the
+// real MinIO that answers the first PUTs of two keys with 503, as a store
+// under load does: each key is written after exactly its failures plus
+// one calls (no layer retries inside another), a key that recovers within
+// RETRY_ATTEMPTS retries counts no error, and one that needs more counts
+// each failure past them.
+func TestStoreRetriesHaveOneOwner(t *testing.T) {
+	requireServers(t)
+	ns := "e2e-retries"
+	createNamespace(t, ns)
+	fail := map[string]int{"configmaps/blip.yaml": 2, "configmaps/outage.yaml": 5}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: e2e.minio.Endpoint})
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			for suffix, n := range fail {
+				if !strings.HasSuffix(r.URL.Path, "/"+ns+"/"+suffix) {
+					continue
+				}
+				mu.Lock()
+				calls[suffix]++
+				refuse := calls[suffix] <= n
+				mu.Unlock()
+				if refuse {
+					_, _ = io.Copy(io.Discard, r.Body)
+					w.Header().Set("Content-Type", "application/xml")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+					return
+				}
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	s := startService(t, "retries", serviceOptions{
+		env:       map[string]string{"MINIO_ENDPOINT": strings.TrimPrefix(front.URL, "http://"), "RETRY_ATTEMPTS": "3", "RETRY_DELAY": "200ms"},
+		configMap: map[string]string{"include-namespaces": ns},
+	})
+	s.waitReady()
+	s.waitPass(1)
+	for _, name := range []string{"blip", "outage"} {
+		createConfigMap(t, ns, name, map[string]string{"a": "b"}, nil, nil)
+	}
+	for _, name := range []string{"blip", "outage"} {
+		key := s.key(ns, "configmaps", name)
+		eventually(t, 60*time.Second, name+" stored", func() bool { return s.body(key) != "" })
+	}
+	mu.Lock()
+	got := maps.Clone(calls)
+	mu.Unlock()
+	for suffix, n := range fail {
+		if got[suffix] != n+1 {
+			t.Errorf("%s: %d PUTs for %d failures, want %d", suffix, got[suffix], n, n+1)
+		}
+	}
+	// outage.yaml failed 5 times: the 4th and 5th are past the 3 retries.
+	if got := s.metric("cluster_backup_errors_total", map[string]string{"operation": "object_write"}); got != 2 {
+		t.Errorf("errors_total{operation=object_write} = %v, want 2", got)
+	}
+}

@@ -117,14 +117,15 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 	m.ConfigReloadTime.SetToCurrentTime()
 
 	writer := sink.NewWriter(store, sink.WriterOptions{
-		Layout:       a.layout(),
-		Debounce:     a.cfg.Debounce,
-		Workers:      a.cfg.BatchSize,
-		RetryDelay:   a.cfg.RetryDelay,
-		Settings:     settings,
-		QueueMetrics: metrics.NewWorkqueueProvider(reg),
-		Holds:        holds,
-		Signer:       a.cfg.Signer,
+		Layout:        a.layout(),
+		Debounce:      a.cfg.Debounce,
+		Workers:       a.cfg.BatchSize,
+		RetryDelay:    a.cfg.RetryDelay,
+		RetryAttempts: a.cfg.RetryAttempts,
+		Settings:      settings,
+		QueueMetrics:  metrics.NewWorkqueueProvider(reg),
+		Holds:         holds,
+		Signer:        a.cfg.Signer,
 	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
 	a.checkSecrets(m)
 	a.checkIntegrity(m)
