@@ -69,6 +69,8 @@ type latencyResult struct {
 	OwnP50      float64 `json:"service_share_p50_seconds"`
 	OwnP99      float64 `json:"service_share_p99_seconds"`
 	Split       int     `json:"split_updates"`
+	// Puts are the documents the store took while the updates landed.
+	Puts int `json:"puts"`
 	// Runs are every run of the scenario; the figures above are the
 	// median run's, by p99.
 	Runs []latencyRun `json:"runs,omitempty"`
@@ -79,6 +81,8 @@ type latencyRun struct {
 	P99         float64 `json:"p99_seconds"`
 	OwnP99      float64 `json:"service_share_p99_seconds"`
 	DeliveryP99 float64 `json:"delivery_p99_seconds"`
+	Updates     int     `json:"updates"`
+	Puts        int     `json:"puts"`
 }
 
 type amplification struct {
@@ -187,7 +191,7 @@ func (r *results) markdown() string {
 		target, verdictOf := latencyTarget(l)
 		runs := make([]string, len(l.Runs))
 		for i, run := range l.Runs {
-			runs[i] = fmt.Sprintf("p50 %.3f s / p99 %.3f s (service's share p99 %.3f s)", run.P50, run.P99, run.OwnP99)
+			runs[i] = fmt.Sprintf("p50 %.3f s / p99 %.3f s (service's share p99 %.3f s; %d PUTs for %d updates)", run.P50, run.P99, run.OwnP99, run.Puts, run.Updates)
 		}
 		fmt.Fprintf(&b, "| change latency, %d updates/s over %d objects for %.0f s, median of %d runs | %s | p50 %.3f s, p95 %.3f s, p99 %.3f s; the API server's delivery p50 %.3f s, p99 %.3f s; the service's share (event to stored) p50 %.3f s, p99 %.3f s (its histogram: p50 %.3f s, p99 %.3f s); the write alone p50 %.3f s, p99 %.3f s; runs: %s | %s |\n",
 			l.Rate, l.Objects, l.Seconds, max(len(l.Runs), 1), target, l.P50, l.P95, l.P99, l.DeliveryP50, l.DeliveryP99, l.OwnP50, l.OwnP99,

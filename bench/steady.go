@@ -224,7 +224,7 @@ func (e *env) latency(ctx context.Context, p *process) (latencyResult, error) {
 	slices.SortFunc(sorted, func(a, b latencyResult) int { return cmp.Compare(a.P99, b.P99) })
 	median := sorted[len(sorted)/2]
 	for _, r := range runs {
-		median.Runs = append(median.Runs, latencyRun{P50: r.P50, P99: r.P99, OwnP99: r.OwnP99, DeliveryP99: r.DeliveryP99})
+		median.Runs = append(median.Runs, latencyRun{P50: r.P50, P99: r.P99, OwnP99: r.OwnP99, DeliveryP99: r.DeliveryP99, Updates: r.Updates, Puts: r.Puts})
 	}
 	return median, nil
 }
@@ -250,6 +250,7 @@ func (e *env) latencyOnce(ctx context.Context, p *process) (latencyResult, error
 	if err != nil {
 		return latencyResult{}, err
 	}
+	puts0 := e.proxy.puts.Load()
 	if err := e.generate(ctx, t); err != nil {
 		return latencyResult{}, err
 	}
@@ -257,6 +258,7 @@ func (e *env) latencyOnce(ctx context.Context, p *process) (latencyResult, error
 	for !t.allLanded() && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
+	puts := e.proxy.puts.Load() - puts0
 	h1, err := histogram(p, "cluster_backup_change_latency_seconds")
 	if err != nil {
 		return latencyResult{}, err
@@ -286,10 +288,10 @@ func (e *env) latencyOnce(ctx context.Context, p *process) (latencyResult, error
 		BeforeWriteP50: quantile(before, 0.50), BeforeWriteP99: quantile(before, 0.99),
 		WriteP50: quantile(writes, 0.50), WriteP99: quantile(writes, 0.99),
 		DeliveryP50: quantile(delivery, 0.50), DeliveryP99: quantile(delivery, 0.99),
-		OwnP50: quantile(own, 0.50), OwnP99: quantile(own, 0.99), Split: len(own),
+		OwnP50: quantile(own, 0.50), OwnP99: quantile(own, 0.99), Split: len(own), Puts: int(puts),
 	}
-	e.log("change latency over %d updates (%d landed): p50 %.3fs p95 %.3fs p99 %.3fs; the service's histogram: p50 %.3fs p99 %.3fs",
-		r.Updates, r.Landed, r.P50, r.P95, r.P99, r.ServiceP50, r.ServiceP99)
+	e.log("change latency over %d updates (%d landed, %d PUTs): p50 %.3fs p95 %.3fs p99 %.3fs; the service's histogram: p50 %.3fs p99 %.3fs",
+		r.Updates, r.Landed, r.Puts, r.P50, r.P95, r.P99, r.ServiceP50, r.ServiceP99)
 	e.log("whose time: the API server's delivery p50 %.3fs p99 %.3fs; the service's own (event to stored) p50 %.3fs p99 %.3fs, over %d updates; the write alone p50 %.3fs p99 %.3fs",
 		r.DeliveryP50, r.DeliveryP99, r.OwnP50, r.OwnP99, r.Split, r.WriteP50, r.WriteP99)
 	if r.Landed < r.Updates {

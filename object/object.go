@@ -1,7 +1,9 @@
 // Package object holds the small types every pipeline stage shares: an
 // object's identity (Ref), the storage layout that maps it to a key and back
-// (Layout, Segments), the metadata stored beside it (Meta) and what the
-// caches know of it (State). It sits at the bottom of the import graph so
+// (Layout, Segments), the metadata stored beside it (Meta), what the
+// caches know of it (State), what handling its key did (Outcome), and the
+// delete holds and reloadable settings the writer and the pass both
+// consult (Holds, Settings). It sits at the bottom of the import graph so
 // that the watcher, encode, sink and snapshot stages agree on keys without
 // importing each other.
 package object

@@ -1,9 +1,12 @@
 // Package sink is the write side of the pipeline. It owns the Store
 // interface and its two real implementations (MinIO and a local directory);
 // the decorators that add retries, rate limiting and store health around
-// any Store without the storage code knowing about them; the Writer, which
-// debounces changes per object and writes, skips or deletes each key; and
-// the Holds and Settings every delete and skip consults.
+// any Store without the storage code knowing about them; the Writer, a
+// queue that debounces changes per object and writes, skips or deletes each
+// key, and owns the retries of those writes; and the Writer's Ledger, what
+// the store holds of the prefix as far as the service knows (with the
+// change index that carries it across restarts on stores whose listings
+// have no metadata), which the snapshot pass and the restore pack read.
 package sink
 
 import (
@@ -49,8 +52,9 @@ func List(ctx context.Context, w Walker, prefix string) ([]object.Stored, error)
 }
 
 // ErrNotFound is returned by Get for a key or version the store does not
-// hold.
-var ErrNotFound = errors.New("not found")
+// hold (object.ErrNotFound, which stages that only read through an
+// interface test for).
+var ErrNotFound = object.ErrNotFound
 
 // ErrPermanent marks store errors that a retry cannot fix (access denied, a
 // missing bucket, an invalid key). Anything else is treated as transient.

@@ -187,8 +187,8 @@ func (s *fakeSource) Document(ref object.Ref) (object.Document, object.State, er
 }
 
 type harness struct {
-	holds    *Holds
-	settings *Settings
+	holds    *object.Holds
+	settings *object.Settings
 	store    *memStore
 	src      *fakeSource
 	w        *Writer
@@ -215,8 +215,8 @@ func startWriterTuned(t *testing.T, store *memStore, clk clock.WithTicker, tune 
 	t.Helper()
 	h := &harness{store: store, src: &fakeSource{docs: map[object.Ref]string{}, bad: map[object.Ref]error{}, unparsable: map[object.Ref]bool{}, unknown: map[object.Ref]bool{}}, done: make(chan struct{})}
 	h.m = metrics.New(prometheus.NewRegistry())
-	h.holds = &Holds{}
-	h.settings = NewSettings(true, 0.1)
+	h.holds = &object.Holds{}
+	h.settings = object.NewSettings(true, 0.1)
 	opts := WriterOptions{
 		Layout: testLayout, Workers: 4, RetryDelay: 20 * time.Millisecond, Settings: h.settings,
 		Holds: h.holds,
@@ -227,7 +227,7 @@ func startWriterTuned(t *testing.T, store *memStore, clk clock.WithTicker, tune 
 		decorated = wrap(store)
 	}
 	h.w = NewWriter(decorated, opts, zap.NewNop(), h.m, clk)
-	if _, err := h.w.Seed(context.Background()); err != nil {
+	if _, err := h.w.Ledger().Seed(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	var ctx context.Context
@@ -408,17 +408,17 @@ func TestUnknownAndHeldDeletesKeepTheKey(t *testing.T) {
 		name    string
 		unknown bool
 		hold    string
-		want    Outcome
+		want    object.Outcome
 	}{
-		{name: "type not completely listed", unknown: true, want: Kept},
-		{name: "deletes held", hold: "bucket versioning is off", want: Kept},
-		{name: "absent and nothing held", want: Deleted},
+		{name: "type not completely listed", unknown: true, want: object.Kept},
+		{name: "deletes held", hold: "bucket versioning is off", want: object.Kept},
+		{name: "absent and nothing held", want: object.Deleted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			store := newMemStore()
 			h := startWriter(t, time.Millisecond, store)
 			h.src.set(ref("a"), "x")
-			if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, 0); got[0] != Written {
+			if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, 0); got[0] != object.Written {
 				t.Fatalf("write: %v", got)
 			}
 			h.src.remove(ref("a"))
@@ -432,7 +432,7 @@ func TestUnknownAndHeldDeletesKeepTheKey(t *testing.T) {
 				t.Errorf("outcome %v, want %v", got[0], tc.want)
 			}
 			_, stillStored := store.body(keyOf("a"))
-			if stillStored != (tc.want == Kept) {
+			if stillStored != (tc.want == object.Kept) {
 				t.Errorf("stored after the delete: %v", stillStored)
 			}
 		})
@@ -468,7 +468,7 @@ func TestUnstorableKeyIsCountedOnceAndNotRetried(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	for range 3 { // three passes
 		out := w.Apply(context.Background(), []object.Ref{ref("long"), ref("ok")}, 0)
-		if out[0] != Unstorable {
+		if out[0] != object.Unstorable {
 			t.Fatalf("unstorable key: outcome %v, want Unstorable", out[0])
 		}
 	}
@@ -570,18 +570,18 @@ func TestOverflowIsCounted(t *testing.T) {
 
 func TestApplyDoesNotRewriteWhatTheWriterJustWrote(t *testing.T) {
 	h := startWriter(t, time.Millisecond, newMemStore())
-	since := h.w.Seq()
+	since := h.w.Ledger().Seq()
 	h.src.set(ref("a"), "x")
 	h.w.Enqueue(ref("a"))
 	eventually(t, 5*time.Second, "the debounced write", func() bool { p, _ := h.store.counts(); return p == 1 })
 	// A pass that listed the store before that write forces the key: the
 	// writer knows it already wrote these bytes.
-	if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, since); got[0] != Unchanged {
+	if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, since); got[0] != object.Unchanged {
 		t.Errorf("outcome %v, want Unchanged", got[0])
 	}
 	// A listing taken after the write that still differs (the bucket was
 	// changed by hand) is repaired.
-	if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, h.w.Seq()); got[0] != Written {
+	if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, h.w.Ledger().Seq()); got[0] != object.Written {
 		t.Errorf("outcome %v, want Written", got[0])
 	}
 	if p, _ := h.store.counts(); p != 2 {
@@ -628,7 +628,7 @@ func TestOfferWritesAtOnceWithinAWindow(t *testing.T) {
 	}
 
 	// List reports what the writer knows the store holds.
-	listed, err := List(context.Background(), h.w, "clusterbackup/c/")
+	listed, err := List(context.Background(), h.w.Ledger(), "clusterbackup/c/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,21 +649,21 @@ func TestSeedKeepsNothingOfKeysItMayNotTouch(t *testing.T) {
 	store.objects[theirs] = object.Document{Body: []byte("y"), Meta: object.Meta{SHA256: object.Digest([]byte("y")), ClusterUID: "theirs"}}
 	store.objects["clusterbackup/c/junk.bin"] = object.Document{Body: []byte("z")}
 	h := startWriter(t, time.Millisecond, store)
-	h.w.SetIdentity(object.Identity{UID: "ours"})
-	seeded, err := h.w.Seed(context.Background())
+	h.w.Ledger().SetIdentity(object.Identity{UID: "ours"})
+	seeded, err := h.w.Ledger().Seed(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if seeded != (Seeded{Own: 1, Foreign: 1, Outside: 1}) {
 		t.Errorf("seeded %+v", seeded)
 	}
-	listed, _ := List(context.Background(), h.w, testLayout.Root())
+	listed, _ := List(context.Background(), h.w.Ledger(), testLayout.Root())
 	if len(listed) != 1 || listed[0].Key != keyOf("ours") {
 		t.Errorf("the writer lists %v, want this cluster's key only", listed)
 	}
 	// Neither object is in the caches: ours is deleted, theirs is kept.
 	got := h.w.Apply(context.Background(), []object.Ref{ref("ours"), ref("theirs")}, 0)
-	if got[0] != Deleted || got[1] != Kept {
+	if got[0] != object.Deleted || got[1] != object.Kept {
 		t.Errorf("outcomes %v, want deleted and kept", got)
 	}
 	if _, ok := store.body(theirs); !ok {
@@ -671,11 +671,11 @@ func TestSeedKeepsNothingOfKeysItMayNotTouch(t *testing.T) {
 	}
 	// Written by this cluster, the key becomes its own.
 	h.src.set(ref("theirs"), "mine now")
-	if got := h.w.Apply(context.Background(), []object.Ref{ref("theirs")}, 0); got[0] != Written {
+	if got := h.w.Apply(context.Background(), []object.Ref{ref("theirs")}, 0); got[0] != object.Written {
 		t.Fatalf("write: %v", got)
 	}
 	h.src.remove(ref("theirs"))
-	if got := h.w.Apply(context.Background(), []object.Ref{ref("theirs")}, 0); got[0] != Deleted {
+	if got := h.w.Apply(context.Background(), []object.Ref{ref("theirs")}, 0); got[0] != object.Deleted {
 		t.Errorf("this cluster's own write is not deleted when its object goes: %v", got)
 	}
 }
@@ -688,8 +688,8 @@ func TestAdoptedKeysAreOwn(t *testing.T) {
 	store.objects[keyOf("old")] = object.Document{Body: []byte("x"), Meta: object.Meta{SHA256: object.Digest([]byte("x")), ClusterUID: "old-cluster"}}
 	store.objects[keyOf("third")] = object.Document{Body: []byte("y"), Meta: object.Meta{SHA256: object.Digest([]byte("y")), ClusterUID: "third"}}
 	h := startWriter(t, time.Millisecond, store)
-	h.w.SetIdentity(object.Identity{UID: "new-cluster", Adopted: []string{"old-cluster"}})
-	seeded, err := h.w.Seed(context.Background())
+	h.w.Ledger().SetIdentity(object.Identity{UID: "new-cluster", Adopted: []string{"old-cluster"}})
+	seeded, err := h.w.Ledger().Seed(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -697,7 +697,7 @@ func TestAdoptedKeysAreOwn(t *testing.T) {
 		t.Errorf("seeded %+v, want the adopted key own and the third cluster's foreign", seeded)
 	}
 	got := h.w.Apply(context.Background(), []object.Ref{ref("old"), ref("third")}, 0)
-	if got[0] != Deleted || got[1] != Kept {
+	if got[0] != object.Deleted || got[1] != object.Kept {
 		t.Errorf("outcomes %v, want the adopted key deleted and the third cluster's kept", got)
 	}
 }
@@ -708,25 +708,25 @@ func TestBareListingsUseTheIndex(t *testing.T) {
 	marker := testLayout.IdentityKey()
 	store.objects[marker] = object.Document{Body: []byte("owner"), Meta: object.Meta{ClusterUID: "ours"}}
 	h := startWriter(t, time.Millisecond, store)
-	h.w.SetIdentity(object.Identity{UID: "ours"})
-	if seeded, _ := h.w.Seed(context.Background()); !seeded.BareListings {
+	h.w.Ledger().SetIdentity(object.Identity{UID: "ours"})
+	if seeded, _ := h.w.Ledger().Seed(context.Background()); !seeded.BareListings {
 		t.Fatalf("a listing without the marker's metadata was not taken for bare: %+v", seeded)
 	}
 	for _, n := range []string{"a", "b", "c"} {
 		h.src.set(ref(n), "body of "+n)
 	}
 	refs := []object.Ref{ref("a"), ref("b"), ref("c")}
-	if got := h.w.Apply(context.Background(), refs, 0); got[0] != Written || got[2] != Written {
+	if got := h.w.Apply(context.Background(), refs, 0); got[0] != object.Written || got[2] != object.Written {
 		t.Fatalf("first writes: %v", got)
 	}
-	if err := h.w.SaveIndex(context.Background()); err != nil {
+	if err := h.w.Ledger().SaveIndex(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := store.body(testLayout.IndexKey()); !ok {
 		t.Fatal("no index written for a store with bare listings")
 	}
 	puts, _ := store.counts()
-	if err := h.w.SaveIndex(context.Background()); err != nil {
+	if err := h.w.Ledger().SaveIndex(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := store.counts(); again != puts {
@@ -742,8 +742,8 @@ func TestBareListingsUseTheIndex(t *testing.T) {
 	store.mu.Unlock()
 
 	restarted := startWriter(t, time.Millisecond, store)
-	restarted.w.SetIdentity(object.Identity{UID: "ours"})
-	seeded, err := restarted.w.Seed(context.Background())
+	restarted.w.Ledger().SetIdentity(object.Identity{UID: "ours"})
+	seeded, err := restarted.w.Ledger().Seed(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -765,11 +765,11 @@ func TestBareListingsUseTheIndex(t *testing.T) {
 	// The pass's view of a bare listing: known only while size and ETag
 	// match what the writer wrote.
 	s := object.Stored{Key: keyOf("a"), ETag: object.ETag([]byte("body of a")), Size: int64(len("body of a"))}
-	if restarted.w.Known(s) != object.Digest([]byte("body of a")) {
+	if restarted.w.Ledger().Known(s) != object.Digest([]byte("body of a")) {
 		t.Error("Known does not vouch for an unchanged object")
 	}
 	s.ETag = object.ETag([]byte("other"))
-	if restarted.w.Known(s) != "" {
+	if restarted.w.Ledger().Known(s) != "" {
 		t.Error("Known vouches for an object whose ETag changed")
 	}
 }
@@ -816,7 +816,7 @@ func TestLockedDeleteIsKept(t *testing.T) {
 	store.setFail(fmt.Errorf("delete %s: %w: Object is WORM protected", keyOf("a"), ErrLocked))
 	h.src.remove(ref("a"))
 	out := h.w.Apply(context.Background(), []object.Ref{ref("a")}, 0)
-	if out[0] != Kept {
+	if out[0] != object.Kept {
 		t.Errorf("a locked delete: outcome %v, want Kept", out[0])
 	}
 	eventually(t, 5*time.Second, "an empty queue", func() bool { return h.w.Pending() == 0 })
@@ -878,12 +878,12 @@ func TestTheQueueOwnsWriteRetries(t *testing.T) {
 		h := startWriterTuned(t, store, clock.RealClock{}, func(o *WriterOptions) { o.RetryAttempts, o.RetryDelay = 2, time.Millisecond }, retried)
 		h.src.set(ref("a"), "v")
 		store.failNext(keyOf("a"), 2)
-		if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, h.w.Seq()); got[0] != Written {
+		if got := h.w.Apply(context.Background(), []object.Ref{ref("a")}, h.w.Ledger().Seq()); got[0] != object.Written {
 			t.Errorf("Apply over two failures and two retries: %v, want Written", got[0])
 		}
 		h.src.set(ref("b"), "v")
 		store.failNext(keyOf("b"), 1000)
-		if got := h.w.Apply(context.Background(), []object.Ref{ref("b")}, h.w.Seq()); got[0] != Failed {
+		if got := h.w.Apply(context.Background(), []object.Ref{ref("b")}, h.w.Ledger().Seq()); got[0] != object.Failed {
 			t.Errorf("Apply over a store that keeps failing: %v, want Failed", got[0])
 		}
 		if got := store.putAttempts(); got != 3 {
@@ -958,7 +958,7 @@ func TestNoChangeIsLost(t *testing.T) {
 			for i := range objects {
 				refs = append(refs, ref(fmt.Sprintf("o%02d", i)))
 			}
-			h.w.Apply(context.Background(), refs, h.w.Seq())
+			h.w.Apply(context.Background(), refs, h.w.Ledger().Seq())
 		}
 	}()
 	wg.Wait()

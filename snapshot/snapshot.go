@@ -22,7 +22,6 @@ import (
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
-	"github.com/cluster-backup/cluster-backup/sink"
 )
 
 // Source is the cluster as the informer caches hold it.
@@ -54,13 +53,20 @@ type Lister interface {
 
 // Applier writes or deletes keys now, through the writer's queue.
 type Applier interface {
+	Apply(ctx context.Context, refs []object.Ref, since uint64) []object.Outcome
+}
+
+// Ledger is what the writer knows the store to hold (sink.Ledger).
+type Ledger interface {
 	// Seq is read before listing the store and passed to Apply, so that
 	// keys the writer wrote after the listing are not written twice.
 	Seq() uint64
-	Apply(ctx context.Context, refs []object.Ref, since uint64) []sink.Outcome
 	// Forget drops what the writer knows of a stored key, so that it is
 	// written again whatever the caches hold.
 	Forget(key string)
+	// Known gives the fingerprint of a listed key whose listing carries
+	// no metadata, "" when the ledger cannot vouch for it.
+	Known(s object.Stored) string
 }
 
 // batchesInFlight is how many batches of BATCH_SIZE keys a pass has queued
@@ -75,26 +81,24 @@ type Pass struct {
 	// stored are skipped rather than errors) and max-prune-fraction (a pass
 	// that would delete more than this share of the cluster's stored
 	// objects deletes nothing; 1 disables the guard), read at each pass.
-	Settings *sink.Settings
+	Settings *object.Settings
 	// AllowMassPrune accepts, for this pass, deletes beyond
 	// MaxPruneFraction (snapshot --allow-mass-prune).
 	AllowMassPrune bool
 	// Holds, when set, can hold every delete back.
-	Holds *sink.Holds
+	Holds *object.Holds
 	// Identity is the cluster that owns the prefix: stored objects another
 	// cluster wrote, one it did not adopt, are never deleted.
 	Identity object.Identity
 	Source   Source
 	Store    Lister
 	Writer   Applier
+	Ledger   Ledger
 	Log      *zap.Logger
 	Metrics  *metrics.Metrics
 	// Verify, when set, reads back a share of the stored objects in each
 	// pass and writes again those altered in the store.
 	Verify *Verify
-	// Known, when set, gives the fingerprint of a listed key whose
-	// listing carries no metadata (sink.Writer.Known).
-	Known func(object.Stored) string
 	// Signer, when set, checks the integrity tag of each listed document
 	// whose listing carries metadata: one it does not accept (unsigned, or
 	// forged by whoever can write the bucket) is written again.
@@ -285,8 +289,8 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 	log.Info("Snapshot pass started", logging.Op(logging.OpSnapshotStart))
 
 	prefix := p.Layout.Root()
-	since := p.Writer.Seq()
-	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.Identity, p.Known, p.Signer)
+	since := p.Ledger.Seq()
+	have, err := ownKeys(ctx, p.Store, prefix, p.Layout, p.Identity, p.Ledger.Known, p.Signer)
 	if err != nil {
 		p.Metrics.Error(logging.OpStoreList)
 		p.Metrics.Duration.Observe(time.Since(start).Seconds())
@@ -294,7 +298,7 @@ func (p *Pass) Run(ctx context.Context) (Result, error) {
 		return Result{Counts: Counts{Errors: 1}, Duration: time.Since(start)}, fmt.Errorf("list store: %w", err)
 	}
 	for key := range p.verify(ctx, log, have) {
-		p.Writer.Forget(key)
+		p.Ledger.Forget(key)
 		have[key] = "" // matches no cache: written again
 	}
 	// Incomplete is read before the caches, so that a type which completes
@@ -351,7 +355,7 @@ func (p *Pass) apply(ctx context.Context, pl *planned, since uint64, skipInvalid
 	todo := interleave(append(pl.writes, pl.deletes...))
 	type chunk struct {
 		refs []object.Ref
-		out  []sink.Outcome
+		out  []object.Outcome
 		done chan struct{}
 	}
 	size := max(p.BatchSize, 1)
@@ -366,7 +370,7 @@ func (p *Pass) apply(ctx context.Context, pl *planned, since uint64, skipInvalid
 			go func() {
 				defer func() { <-inFlight }()
 				if ctx.Err() != nil {
-					c.out = make([]sink.Outcome, len(c.refs)) // all Failed
+					c.out = make([]object.Outcome, len(c.refs)) // all Failed
 				} else {
 					c.out = p.Writer.Apply(ctx, c.refs, since)
 				}
@@ -380,22 +384,22 @@ func (p *Pass) apply(ctx context.Context, pl *planned, since uint64, skipInvalid
 		for j, outcome := range c.out {
 			cnt := pl.count(c.refs[j].Segment())
 			switch outcome {
-			case sink.Written:
+			case object.Written:
 				cnt.BackedUp++
 				written++
-			case sink.Unchanged:
+			case object.Unchanged:
 				cnt.Unchanged++
-			case sink.Deleted:
+			case object.Deleted:
 				cnt.Deleted++
-			case sink.Skipped:
+			case object.Skipped:
 				cnt.cannotStore(encode.ReasonTooLarge, skipInvalid)
-			case sink.Invalid:
+			case object.Invalid:
 				cnt.cannotStore(encode.ReasonInvalid, skipInvalid)
-			case sink.Unstorable:
+			case object.Unstorable:
 				cnt.Skipped++ // counted as an error once, by the writer
-			case sink.Kept:
+			case object.Kept:
 				cnt.Kept++
-			case sink.Failed:
+			case object.Failed:
 				cnt.Errors++
 			}
 		}

@@ -16,7 +16,6 @@ import (
 	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
-	"github.com/cluster-backup/cluster-backup/sink"
 )
 
 type cached struct {
@@ -82,10 +81,13 @@ type fakeWriter struct {
 	mu        sync.Mutex
 	applied   []object.Ref
 	forgotten []string
-	outcome   func(object.Ref) sink.Outcome
+	outcome   func(object.Ref) object.Outcome
 }
 
 func (f *fakeWriter) Seq() uint64 { return 0 }
+
+// Known vouches for nothing: the fake store's listings carry metadata.
+func (f *fakeWriter) Known(object.Stored) string { return "" }
 
 func (f *fakeWriter) Forget(key string) {
 	f.mu.Lock()
@@ -93,10 +95,10 @@ func (f *fakeWriter) Forget(key string) {
 	f.forgotten = append(f.forgotten, key)
 }
 
-func (f *fakeWriter) Apply(_ context.Context, refs []object.Ref, _ uint64) []sink.Outcome {
+func (f *fakeWriter) Apply(_ context.Context, refs []object.Ref, _ uint64) []object.Outcome {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]sink.Outcome, len(refs))
+	out := make([]object.Outcome, len(refs))
 	for i, r := range refs {
 		f.applied = append(f.applied, r)
 		out[i] = f.outcome(r)
@@ -133,14 +135,14 @@ func TestPassWritesOnlyDifferences(t *testing.T) {
 		stored(widget, "w"), // its type's cache is incomplete: kept
 		{Key: "clusterbackup/c/not-in-layout.txt"},
 	}}
-	w := &fakeWriter{outcome: func(r object.Ref) sink.Outcome {
+	w := &fakeWriter{outcome: func(r object.Ref) object.Outcome {
 		if r.Name == "gone" || r.Name == "filtered" {
-			return sink.Deleted
+			return object.Deleted
 		}
-		return sink.Written
+		return object.Written
 	}}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Layout: testLayout, BatchSize: 2, Settings: sink.NewSettings(true, 1), Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Layout: testLayout, BatchSize: 2, Settings: object.NewSettings(true, 1), Source: src, Store: st, Writer: w, Ledger: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "widgets.example.com") {
 		t.Fatalf("a pass with an incomplete type must fail naming it, got %v", err)
@@ -278,9 +280,9 @@ func TestPruneGuardHoldsEveryDelete(t *testing.T) {
 	for i := range 10 {
 		st.stored = append(st.stored, stored(cm("a", fmt.Sprint(i)), "x"))
 	}
-	w := &fakeWriter{outcome: func(object.Ref) sink.Outcome { return sink.Deleted }}
+	w := &fakeWriter{outcome: func(object.Ref) object.Outcome { return object.Deleted }}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Layout: testLayout, Settings: sink.NewSettings(true, 0.1), Source: fakeSource{}, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Layout: testLayout, Settings: object.NewSettings(true, 0.1), Source: fakeSource{}, Store: st, Writer: w, Ledger: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || res.PruneHeld == "" || res.Kept != 10 || len(w.applied) != 0 {
 		t.Fatalf("err %v, result %+v, applied %v", err, res, w.applied)
@@ -299,9 +301,9 @@ func TestPruneGuardHoldsEveryDelete(t *testing.T) {
 
 func TestPassWithErrorsKeepsLastSuccess(t *testing.T) {
 	src := fakeSource{objects: []cached{{ref: cm("a", "x"), body: "x"}}}
-	w := &fakeWriter{outcome: func(object.Ref) sink.Outcome { return sink.Failed }}
+	w := &fakeWriter{outcome: func(object.Ref) object.Outcome { return object.Failed }}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Layout: testLayout, Source: src, Store: fakeStore{}, Writer: w, Log: zap.NewNop(), Metrics: m}
+	p := &Pass{Layout: testLayout, Source: src, Store: fakeStore{}, Writer: w, Ledger: w, Log: zap.NewNop(), Metrics: m}
 	res, err := p.Run(context.Background())
 	if err == nil || res.Errors != 1 {
 		t.Fatalf("want an error, got %v %+v", err, res)

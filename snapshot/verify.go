@@ -12,7 +12,6 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/object"
-	"github.com/cluster-backup/cluster-backup/sink"
 )
 
 // Reader reads one stored object back.
@@ -113,7 +112,7 @@ func (p *Pass) verify(ctx context.Context, log *zap.Logger, have map[string]stri
 func (p *Pass) check(ctx context.Context, key string) string {
 	body, meta, err := p.Verify.Reader.Get(ctx, key, "")
 	switch {
-	case errors.Is(err, sink.ErrNotFound):
+	case errors.Is(err, object.ErrNotFound):
 		return "" // deleted since the listing
 	case err != nil:
 		p.Metrics.Error(logging.OpObjectVerify)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
-	"github.com/cluster-backup/cluster-backup/sink"
 )
 
 // bodies is a store of documents read back by key, with the metadata
@@ -26,7 +25,7 @@ type bodies map[string]struct {
 func (b bodies) Get(_ context.Context, key, _ string) ([]byte, object.Meta, error) {
 	d, ok := b[key]
 	if !ok {
-		return nil, object.Meta{}, sink.ErrNotFound
+		return nil, object.Meta{}, object.ErrNotFound
 	}
 	return []byte(d.body), d.meta, nil
 }
@@ -51,9 +50,9 @@ func TestVerifyRewritesWhatWasAlteredInTheStore(t *testing.T) {
 	d.body = "tampered"
 	store[altered] = d
 
-	w := &fakeWriter{outcome: func(object.Ref) sink.Outcome { return sink.Written }}
+	w := &fakeWriter{outcome: func(object.Ref) object.Outcome { return object.Written }}
 	m := metrics.New(prometheus.NewRegistry())
-	p := &Pass{Layout: testLayout, BatchSize: 3, Settings: sink.NewSettings(true, 1), Source: src, Store: st, Writer: w, Log: zap.NewNop(), Metrics: m,
+	p := &Pass{Layout: testLayout, BatchSize: 3, Settings: object.NewSettings(true, 1), Source: src, Store: st, Writer: w, Ledger: w, Log: zap.NewNop(), Metrics: m,
 		Verify: &Verify{Reader: store, Interval: time.Hour}} // no period: everything each pass
 	res, err := p.Run(context.Background())
 	if err != nil {

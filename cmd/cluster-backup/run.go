@@ -61,11 +61,12 @@ const shutdownIndexTimeout = 3 * time.Second
 type pipeline struct {
 	manager *watcher.Manager
 	writer  *sink.Writer
+	ledger  *sink.Ledger // what the writer knows the store to hold
 	health  *sink.Health
 	store   sink.Store // decorated: retries, health, rate limit
-	holds   *sink.Holds
+	holds   *object.Holds
 	// settings are the reloadable settings the writer and the pass read.
-	settings *sink.Settings
+	settings *object.Settings
 	pass     *snapshot.Pass
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
@@ -109,10 +110,10 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 	}
 	health := sink.WithHealth(sink.WithRateLimit(a.store, limiter), m.StoreUp)
 	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
-	holds := &sink.Holds{}
+	holds := &object.Holds{}
 	a.checkVersioning(m, holds)
 	a.checkObjectLock(m)
-	settings := sink.NewSettings(a.cfg.Rules.SkipInvalidResources, a.cfg.MaxPruneFraction)
+	settings := object.NewSettings(a.cfg.Rules.SkipInvalidResources, a.cfg.MaxPruneFraction)
 	m.ConfigHash.Set(float64(config.Hash(a.cfg.ConfigData)))
 	m.ConfigReloadTime.SetToCurrentTime()
 
@@ -139,14 +140,15 @@ func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, er
 		Source:         manager,
 		Store:          store,
 		Writer:         writer,
+		Ledger:         writer.Ledger(),
 		Log:            a.log,
 		Metrics:        m,
 	}
-	pass.Known, pass.Signer = writer.Known, a.cfg.Signer
+	pass.Signer = a.cfg.Signer
 	if reader, ok := a.store.(snapshot.Reader); ok && a.cfg.VerifyInterval > 0 {
 		pass.Verify = &snapshot.Verify{Reader: reader, Interval: a.cfg.VerifyInterval, Period: a.cfg.SnapshotInterval}
 	}
-	return &pipeline{manager: manager, writer: writer, health: health, store: store, holds: holds, settings: settings, pass: pass, reg: reg, metrics: m}, nil
+	return &pipeline{manager: manager, writer: writer, ledger: writer.Ledger(), health: health, store: store, holds: holds, settings: settings, pass: pass, reg: reg, metrics: m}, nil
 }
 
 // checkSecrets exports whether Secrets are encrypted and warns when they
@@ -188,7 +190,7 @@ func (a *app) bucketVersioning() (keeps, isBucket bool) {
 // REQUIRE_VERSIONING, holds every delete back when it does not: a delete
 // from an unversioned bucket cannot be undone. The directory store keeps no
 // versions and is exempt (its deletes are final, as documented).
-func (a *app) checkVersioning(m *metrics.Metrics, holds *sink.Holds) {
+func (a *app) checkVersioning(m *metrics.Metrics, holds *object.Holds) {
 	keeps, isBucket := a.bucketVersioning()
 	switch {
 	case !isBucket:
@@ -254,7 +256,7 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 	}
 	uid := string(ns.UID)
 	own := object.Identity{Cluster: a.cfg.ClusterName, UID: uid}
-	p.writer.SetIdentity(own)
+	p.ledger.SetIdentity(own)
 	p.pass.Identity = own
 	key := a.layout().IdentityKey()
 	// A GET, not a listing: every S3 store returns user metadata with
@@ -270,7 +272,7 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		// whose keys are its own
 		marked := object.ParseIdentity(body)
 		own.Adopted = marked.Adopted
-		p.writer.SetIdentity(own)
+		p.ledger.SetIdentity(own)
 		p.pass.Identity = own
 		return nil
 	default:
@@ -294,7 +296,7 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		}
 		p.metrics.PrefixHeld.Set(0)
 		own.Adopted = marked.Adopted
-		p.writer.SetIdentity(own)
+		p.ledger.SetIdentity(own)
 		p.pass.Identity = own
 		log.Info("The prefix names this cluster now: writing", logging.Data(map[string]any{"marker": key, "cluster_uid": uid}))
 		return nil
@@ -378,7 +380,7 @@ func (p *pipeline) passFor(first bool) *snapshot.Pass {
 		return p.pass
 	}
 	pass := *p.pass
-	pass.Store, pass.Signer = p.writer, nil // the writer's record: what it wrote and accepted
+	pass.Store, pass.Signer = p.ledger, nil // the writer's record: what it wrote and accepted
 	return &pass
 }
 
@@ -390,7 +392,7 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 	if err := a.claimPrefix(ctx, p); err != nil {
 		return nil, err
 	}
-	seeded, err := p.writer.Seed(ctx)
+	seeded, err := p.ledger.Seed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list the store: %w", err)
 	}
@@ -730,11 +732,11 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 	if !ok || a.cfg.RestorePackInterval <= 0 || ctx.Err() != nil {
 		return
 	}
-	seq := p.writer.Seq()
+	seq := p.ledger.Seq()
 	if p.pack.stored && (seq == p.pack.seq || (!p.pack.at.IsZero() && time.Since(p.pack.at) < a.cfg.RestorePackInterval)) {
 		return
 	}
-	layout, uid := a.layout(), p.writer.ClusterUID()
+	layout, uid := a.layout(), p.ledger.ClusterUID()
 	start := time.Now()
 	// The pack is in key order (see package pack): the documents are
 	// gathered (their frames are the caches' own), sorted, then written.
@@ -746,7 +748,7 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 	var docs []document
 	_ = p.manager.EachStored(func(ref object.Ref, meta object.Meta, frame pack.Frame) error {
 		key := layout.Key(ref)
-		if p.writer.Stores(key, meta.Fingerprint()) { // else not written yet: read from its key
+		if p.ledger.Stores(key, meta.Fingerprint()) { // else not written yet: read from its key
 			meta.ClusterUID = uid
 			meta.Integrity = a.cfg.Signer.Sign(key, meta)
 			docs = append(docs, document{key, meta, frame})
@@ -780,7 +782,7 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 func (a *app) saveIndex(p *pipeline, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := p.writer.SaveIndex(ctx); err != nil {
+	if err := p.ledger.SaveIndex(ctx); err != nil {
 		a.log.Warn("Cannot write the change index; the next restart writes unchanged objects again", logging.Component("sink"), zap.Error(err))
 	}
 }
