@@ -1,7 +1,6 @@
 package watcher
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -26,7 +25,6 @@ import (
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
-	"github.com/cluster-backup/cluster-backup/pack"
 )
 
 // Queue receives every change the informers see.
@@ -60,24 +58,13 @@ type Manager struct {
 	metrics *metrics.Metrics
 	opts    Options
 
-	mu sync.RWMutex
-	// desired are the rules last asked for; rules are those in force: the
-	// informers were built for them by the last successful discovery
-	// round. Every read of the caches judges objects by rules, so that a
-	// reload that cannot be applied yet (the API server is down) never
-	// judges old caches by new rules.
+	caches
+	// desired are the rules last asked for; the caches' rules are those in
+	// force.
 	desired   filter.Rules
-	rules     filter.Rules
-	informers map[schema.GroupResource]*informer
-	kinds     map[schema.GroupKind]schema.GroupResource
-	// segments resolves a stored resource segment to its type, for the
-	// types of the last discovery round and the running informers; a
-	// type without an informer is one the rules in force leave out.
-	segments     object.Segments
-	failedGroups []string // groups whose discovery failed last round
-	openshift    *bool    // nil until the first discovery
-	dropped      map[string]string
-	forbidden    map[schema.GroupResource]bool // logged once
+	openshift *bool // nil until the first discovery
+	dropped   map[string]string
+	forbidden map[schema.GroupResource]bool // logged once
 
 	trigger chan struct{}
 	synced  chan struct{}
@@ -112,6 +99,12 @@ func New(dyn *Client, disc discovery.DiscoveryInterface, queue Queue, opts Optio
 		opts.Rediscover = time.Minute
 	}
 	return &Manager{
+		caches: caches{
+			log:       log,
+			rules:     opts.Rules,
+			informers: map[schema.GroupResource]*informer{},
+			kinds:     map[schema.GroupKind]schema.GroupResource{},
+		},
 		dyn:       dyn,
 		disc:      disc,
 		queue:     queue,
@@ -119,9 +112,6 @@ func New(dyn *Client, disc discovery.DiscoveryInterface, queue Queue, opts Optio
 		metrics:   m,
 		opts:      opts,
 		desired:   opts.Rules,
-		rules:     opts.Rules,
-		informers: map[schema.GroupResource]*informer{},
-		kinds:     map[schema.GroupKind]schema.GroupResource{},
 		dropped:   map[string]string{},
 		forbidden: map[schema.GroupResource]bool{},
 		trigger:   make(chan struct{}, 1),
@@ -646,227 +636,4 @@ func (m *Manager) WaitForSync(ctx context.Context, timeout time.Duration) error 
 			logging.Op(logging.OpResourceList), logging.Data(map[string]any{"incomplete": incomplete, "timeout_ms": timeout.Milliseconds()}))
 	}
 	return nil
-}
-
-// Synced reports whether every informer has synced or was denied.
-func (m *Manager) Synced() bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	for _, inf := range m.informers {
-		if !inf.inf.HasSynced() && !inf.denied.Load() {
-			return false
-		}
-	}
-	return true
-}
-
-// Incomplete names, sorted, the watched types whose caches are not
-// complete (listing, failing, or denied) and the API groups whose
-// discovery failed in the last round ("*.group"). Nothing stored for them
-// is ever pruned.
-func (m *Manager) Incomplete() []string {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	var out []string
-	for _, inf := range m.informers {
-		if !inf.complete() {
-			out = append(out, inf.res.Segment())
-		}
-	}
-	for _, g := range m.failedGroups {
-		out = append(out, "*."+g)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// Denied names the types whose list the API server forbade: the RBAC of
-// the service does not cover them. They are among Incomplete.
-func (m *Manager) Denied() []string {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	var out []string
-	for _, inf := range m.informers {
-		if inf.denied.Load() {
-			out = append(out, inf.res.Segment())
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// Resolve maps a stored resource segment to its type, and reports whether
-// a stored key of it may be deleted when the caches do not hold its
-// object: only when its type has a complete cache, or when the last
-// discovery round found the type and the rules in force leave it out. A
-// type that is unknown (not served, or its group failing discovery),
-// listing, failing or denied is not prunable (snapshot.Source).
-func (m *Manager) Resolve(seg string) (gr object.GroupResource, prunable bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	gr, known := m.segments.Resolve(seg)
-	if !known {
-		return gr, false
-	}
-	if inf := m.informers[schema.GroupResource(gr)]; inf != nil {
-		return gr, inf.complete()
-	}
-	return gr, true // discovered, and left out by the rules in force
-}
-
-// completeInformers are the informers whose caches are complete,
-// cluster-scoped types first, then by name, with the rules in force.
-func (m *Manager) completeInformers() ([]*informer, filter.Rules) {
-	m.mu.RLock()
-	rules := m.rules
-	all := slices.Collect(maps.Values(m.informers))
-	m.mu.RUnlock()
-	all = slices.DeleteFunc(all, func(inf *informer) bool { return !inf.complete() })
-	slices.SortFunc(all, func(a, b *informer) int {
-		if a.res.Namespaced != b.res.Namespaced {
-			return cmp.Compare(boolInt(a.res.Namespaced), boolInt(b.res.Namespaced))
-		}
-		return cmp.Compare(a.res.Group+"/"+a.res.Resource, b.res.Group+"/"+b.res.Resource)
-	})
-	return all, rules
-}
-
-// EachStored calls visit for every object of the complete caches that the
-// rules keep and that can be stored, with the metadata its document is
-// stored with and the document as the caches hold it, compressed (the
-// restore pack copies it as is). Cluster-scoped types come first, as in a
-// restore's first waves, so that a pack cut short still holds them. An
-// error of visit ends the walk.
-func (m *Manager) EachStored(visit func(ref object.Ref, meta object.Meta, frame pack.Frame) error) error {
-	complete, rules := m.completeInformers()
-	for _, inf := range complete {
-		for _, item := range inf.inf.GetStore().List() {
-			obj, isObj := item.(*cached)
-			if !isObj || obj.err != nil || !m.keep(rules, inf, obj) {
-				continue
-			}
-			meta, err := obj.meta(inf.apiVersion)
-			if err != nil {
-				continue // cannot be read back: the pack leaves it to its key
-			}
-			ref := object.Ref{Group: inf.res.Group, Resource: inf.res.Resource, Namespace: obj.GetNamespace(), Name: obj.GetName()}
-			if err := visit(ref, meta, obj.packed); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// Document renders the current state of ref from the caches (sink.Source).
-// Its state is Unknown when ref's type has no complete cache and the object
-// is not in it.
-func (m *Manager) Document(ref object.Ref) (object.Document, object.State, error) {
-	gr := schema.GroupResource{Group: ref.Group, Resource: ref.Resource}
-	m.mu.RLock()
-	inf := m.informers[gr]
-	rules := m.rules
-	stored, known := m.segments.Resolve(ref.Segment())
-	m.mu.RUnlock()
-	if inf == nil {
-		if known && schema.GroupResource(stored) == gr {
-			return object.Document{}, object.Absent, nil // left out by the rules in force
-		}
-		return object.Document{}, object.Unknown, nil
-	}
-	obj, ok := inf.get(cache.NewObjectName(ref.Namespace, ref.Name).String())
-	if !ok {
-		if inf.complete() {
-			return object.Document{}, object.Absent, nil
-		}
-		return object.Document{}, object.Unknown, nil
-	}
-	if !m.keep(rules, inf, obj) {
-		return object.Document{}, object.Absent, nil
-	}
-	doc, err := obj.document(inf.apiVersion)
-	if err != nil {
-		return object.Document{}, object.Present, err
-	}
-	return doc, object.Present, nil
-}
-
-// Check re-parses a document about to be written, when validate-yaml is on
-// and the emitter did not write it (sink.Source).
-func (m *Manager) Check(ref object.Ref, doc object.Document) error {
-	m.mu.RLock()
-	rules := m.rules
-	inf := m.informers[schema.GroupResource{Group: ref.Group, Resource: ref.Resource}]
-	m.mu.RUnlock()
-	kind := ""
-	if inf != nil {
-		kind = inf.res.Kind
-	}
-	return EncodeOptions(rules, nil).Check(doc.Body, doc.Shape, doc.Emitted, doc.Meta.APIVersion, kind, ref.Name)
-}
-
-// keep applies the object filters.
-func (m *Manager) keep(rules filter.Rules, inf *informer, obj *cached) bool {
-	keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), m)
-	if !keep && inf.selected.Load() {
-		m.log.Debug("Object filtered out by configuration", logging.Op(logging.OpResourceFilter),
-			logging.Namespace(obj.GetNamespace()), logging.Resource(inf.res.Segment()),
-			logging.Data(map[string]any{"name": obj.GetName(), "reason": reason}))
-	}
-	return keep
-}
-
-// Owner finds an owner in the caches (filter.Owners).
-func (m *Manager) Owner(namespace string, ref metav1.OwnerReference) (metav1.Object, bool, bool) {
-	gv, err := schema.ParseGroupVersion(ref.APIVersion)
-	if err != nil {
-		return nil, false, false
-	}
-	m.mu.RLock()
-	gr, ok := m.kinds[schema.GroupKind{Group: gv.Group, Kind: ref.Kind}]
-	inf := m.informers[gr]
-	m.mu.RUnlock()
-	if !ok || inf == nil {
-		return nil, false, false
-	}
-	if !inf.res.Namespaced {
-		namespace = ""
-	}
-	c, ok := inf.get(cache.NewObjectName(namespace, ref.Name).String())
-	if !ok {
-		return nil, false, false
-	}
-	return c, inf.selected.Load(), true
-}
-
-// Each visits every cached object of every watched type whose cache is
-// complete with its document's hash, without decompressing the document
-// (snapshot.Source).
-func (m *Manager) Each(visit func(ref object.Ref, sum string, ok bool, err error)) {
-	complete, rules := m.completeInformers()
-	for _, inf := range complete {
-		inf.passed.Store(true)
-		for _, item := range inf.inf.GetStore().List() {
-			obj, isObj := item.(*cached)
-			if !isObj {
-				continue
-			}
-			ref := object.Ref{Group: inf.res.Group, Resource: inf.res.Resource, Namespace: obj.GetNamespace(), Name: obj.GetName()}
-			switch {
-			case !m.keep(rules, inf, obj):
-				visit(ref, "", false, nil)
-			case obj.err != nil:
-				visit(ref, "", false, obj.err)
-			default:
-				visit(ref, obj.sumHex(), true, nil)
-			}
-		}
-	}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
