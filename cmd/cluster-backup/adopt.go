@@ -13,6 +13,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
+	"github.com/cluster-backup/cluster-backup/service"
 	"github.com/cluster-backup/cluster-backup/sink"
 )
 
@@ -25,7 +26,7 @@ func runAdopt(ctx context.Context, cfg config.Config, yes bool, args []string, s
 	if len(args) > 0 {
 		return usagef("adopt takes no arguments, got %v", args)
 	}
-	kube, err := restConfig(cfg)
+	kube, err := service.RestConfig(cfg, version)
 	if err != nil {
 		return fatalError{err}
 	}

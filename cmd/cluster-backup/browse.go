@@ -29,6 +29,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
+	"github.com/cluster-backup/cluster-backup/service"
 	"github.com/cluster-backup/cluster-backup/sink"
 )
 
@@ -262,7 +263,7 @@ func openBrowser(ctx context.Context, cfg config.Config, sel *selection, name st
 		return nil, err
 	}
 	b := &browser{cfg: cfg, dec: dec, reader: store, layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, stdout: stdout}
-	if kube, err := restConfig(cfg); err == nil {
+	if kube, err := service.RestConfig(cfg, version); err == nil {
 		kube.Timeout = 5 * time.Second
 		if _, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion(); err == nil {
 			b.res = newResolver(kube)
@@ -281,7 +282,7 @@ func openReadStore(ctx context.Context, cfg config.Config, connections int) (res
 		}
 		return d, nil
 	}
-	opts := minioOptions(cfg)
+	opts := service.MinIOOptions(cfg)
 	opts.Connections, opts.ReadOnly, opts.MaxRetries = max(readConnections, connections), true, 3
 	m, err := sink.NewMinIO(ctx, opts, zap.NewNop())
 	if err != nil {

@@ -90,8 +90,8 @@ func requireServers(t *testing.T) {
 	}
 }
 
-// service is a cluster-backup process under test.
-type service struct {
+// process is a cluster-backup process under test.
+type process struct {
 	t        *testing.T
 	cluster  string
 	cmd      *exec.Cmd
@@ -115,7 +115,7 @@ type serviceOptions struct {
 	secrets []string
 }
 
-func startService(t *testing.T, cluster string, opts serviceOptions) *service {
+func startService(t *testing.T, cluster string, opts serviceOptions) *process {
 	t.Helper()
 	port, err := testenv.FreePort()
 	if err != nil {
@@ -148,7 +148,7 @@ func startService(t *testing.T, cluster string, opts serviceOptions) *service {
 	if args == nil {
 		args = []string{"run"}
 	}
-	s := &service{t: t, cluster: cluster, metrics: env["METRICS_ADDR"], done: make(chan struct{}), minio: srv}
+	s := &process{t: t, cluster: cluster, metrics: env["METRICS_ADDR"], done: make(chan struct{}), minio: srv}
 	s.cmd = exec.Command(e2e.bin, args...)
 	for k, v := range env {
 		s.cmd.Env = append(s.cmd.Env, k+"="+v)
@@ -198,7 +198,7 @@ func storeEnv(srv *testenv.MinIO) map[string]string {
 }
 
 // scrape returns the metrics exposition, "" when it cannot be read.
-func (s *service) scrape() string {
+func (s *process) scrape() string {
 	resp, err := http.Get("http://" + s.metrics + "/metrics")
 	if err != nil {
 		return ""
@@ -210,7 +210,7 @@ func (s *service) scrape() string {
 
 // checkNoLeak fails the test when a credential or secret appears in the
 // service's log lines, its stderr or its metrics.
-func (s *service) checkNoLeak(secrets []string, stderr, exposition string) {
+func (s *process) checkNoLeak(secrets []string, stderr, exposition string) {
 	var logs strings.Builder
 	for _, l := range s.logs("") {
 		b, _ := json.Marshal(l)
@@ -226,7 +226,7 @@ func (s *service) checkNoLeak(secrets []string, stderr, exposition string) {
 	}
 }
 
-func (s *service) read(r io.Reader) {
+func (s *process) read(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -241,7 +241,7 @@ func (s *service) read(r io.Reader) {
 }
 
 // logs returns the JSON lines seen so far whose operation is op.
-func (s *service) logs(op string) []map[string]any {
+func (s *process) logs(op string) []map[string]any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []map[string]any
@@ -253,7 +253,7 @@ func (s *service) logs(op string) []map[string]any {
 	return out
 }
 
-func (s *service) dumpLogs(n int) {
+func (s *process) dumpLogs(n int) {
 	var all []map[string]any
 	for _, l := range s.logs("") {
 		if l["level"] != "debug" {
@@ -270,7 +270,7 @@ func (s *service) dumpLogs(n int) {
 }
 
 // stop sends SIGTERM and checks for a clean exit within 30 s.
-func (s *service) stop() {
+func (s *process) stop() {
 	s.stopOnce.Do(func() {
 		select {
 		case <-s.done:
@@ -292,7 +292,7 @@ func (s *service) stop() {
 
 // waitExit waits for the process to end by itself and returns its exit
 // code.
-func (s *service) waitExit(timeout time.Duration, what string) int {
+func (s *process) waitExit(timeout time.Duration, what string) int {
 	s.t.Helper()
 	select {
 	case <-s.done:
@@ -311,7 +311,7 @@ func (s *service) waitExit(timeout time.Duration, what string) int {
 }
 
 // waitReady polls /readyz until the informers have synced.
-func (s *service) waitReady() {
+func (s *process) waitReady() {
 	s.t.Helper()
 	eventually(s.t, 60*time.Second, "readyz", func() bool {
 		select {
@@ -324,13 +324,13 @@ func (s *service) waitReady() {
 }
 
 // waitPass waits until the n-th backup_complete line.
-func (s *service) waitPass(n int) map[string]any {
+func (s *process) waitPass(n int) map[string]any {
 	s.t.Helper()
 	eventually(s.t, 120*time.Second, "backup_complete", func() bool { return len(s.logs("backup_complete")) >= n })
 	return s.logs("backup_complete")[n-1]
 }
 
-func (s *service) get(path string) int {
+func (s *process) get(path string) int {
 	resp, err := http.Get("http://" + s.metrics + path)
 	if err != nil {
 		return 0
@@ -340,7 +340,7 @@ func (s *service) get(path string) int {
 }
 
 // metric sums the samples of a metric whose labels include match.
-func (s *service) metric(name string, match map[string]string) float64 {
+func (s *process) metric(name string, match map[string]string) float64 {
 	s.t.Helper()
 	resp, err := http.Get("http://" + s.metrics + "/metrics")
 	if err != nil {
@@ -354,7 +354,7 @@ func (s *service) metric(name string, match map[string]string) float64 {
 	return v
 }
 
-func (s *service) key(ns, resource, name string) string {
+func (s *process) key(ns, resource, name string) string {
 	if ns == "" {
 		ns = "_cluster"
 	}
@@ -363,7 +363,7 @@ func (s *service) key(ns, resource, name string) string {
 
 // stored lists the bucket's current objects under the service's cluster,
 // without the cluster's identity marker and restore pack.
-func (s *service) stored() map[string]minio.ObjectInfo {
+func (s *process) stored() map[string]minio.ObjectInfo {
 	out := storedUnder(s.t, s.bucketClient(), "clusterbackup/"+s.cluster+"/")
 	layout := object.Layout{Prefix: "clusterbackup", Cluster: s.cluster}
 	delete(out, layout.IdentityKey())
@@ -371,7 +371,7 @@ func (s *service) stored() map[string]minio.ObjectInfo {
 	return out
 }
 
-func (s *service) bucketClient() *minio.Client {
+func (s *process) bucketClient() *minio.Client {
 	if s.minio == e2e.minio {
 		return e2e.bucket
 	}
@@ -397,7 +397,7 @@ func storedUnder(t *testing.T, c *minio.Client, prefix string) map[string]minio.
 }
 
 // body reads a stored object, "" when it is absent.
-func (s *service) body(key string) string {
+func (s *process) body(key string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	o, err := s.bucketClient().GetObject(ctx, bucketName, key, minio.GetObjectOptions{})
@@ -413,7 +413,7 @@ func (s *service) body(key string) string {
 }
 
 // versions counts the stored versions (PUTs) of key, delete markers aside.
-func (s *service) versions(key string) int {
+func (s *process) versions(key string) int {
 	s.t.Helper()
 	n := 0
 	for v := range s.bucketClient().ListObjects(context.Background(), bucketName, minio.ListObjectsOptions{Prefix: key, WithVersions: true}) {

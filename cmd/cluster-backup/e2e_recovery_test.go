@@ -194,7 +194,7 @@ func sameVersions(a, b map[string]minio.ObjectInfo) bool {
 }
 
 // passData is the data of the last backup_complete line of s.
-func passData(t *testing.T, s *service) map[string]any {
+func passData(t *testing.T, s *process) map[string]any {
 	t.Helper()
 	lines := s.logs("backup_complete")
 	if len(lines) == 0 {

@@ -78,7 +78,7 @@ func putKey(t *testing.T, key, body string) {
 }
 
 // lastPass returns the data of the newest backup_complete line.
-func (s *service) lastPass() map[string]any {
+func (s *process) lastPass() map[string]any {
 	lines := s.logs("backup_complete")
 	if len(lines) == 0 {
 		return nil

@@ -34,7 +34,7 @@ func configMapsIn(t *testing.T, ns string) map[string]bool {
 }
 
 // storedConfigMaps lists the ConfigMap names stored for a namespace.
-func storedConfigMaps(s *service, ns string) map[string]bool {
+func storedConfigMaps(s *process, ns string) map[string]bool {
 	out := map[string]bool{}
 	prefix := fmt.Sprintf("clusterbackup/%s/%s/configmaps/", s.cluster, ns)
 	for k := range s.stored() {

@@ -321,10 +321,10 @@ func TestSideObjectsFailSafely(t *testing.T) {
 			secrets:   []string{srv.AccessKey, srv.SecretKey},
 		}
 	}
-	written := func(s *service) float64 {
+	written := func(s *process) float64 {
 		return s.metric("cluster_backup_resources_total", map[string]string{"action": "written", "resource": "configmaps"})
 	}
-	warned := func(s *service, message string) bool {
+	warned := func(s *process, message string) bool {
 		for _, l := range s.logs("") {
 			if l["level"] == "warn" && strings.HasPrefix(fmt.Sprint(l["message"]), message) {
 				return true
@@ -440,7 +440,7 @@ func TestForgedChangeIndexIsIgnored(t *testing.T) {
 		configMap: map[string]string{"include-namespaces": ns},
 		secrets:   []string{srv.AccessKey, srv.SecretKey, key},
 	}
-	written := func(s *service) float64 {
+	written := func(s *process) float64 {
 		return s.metric("cluster_backup_resources_total", map[string]string{"action": "written", "resource": "configmaps"})
 	}
 	first := startService(t, cluster, opts)

@@ -353,7 +353,7 @@ func TestOpenShiftDetection(t *testing.T) {
 	createNamespace(t, ns)
 	routes := installCRD(t, "route.openshift.io", "routes", "Route")
 	createCustom(t, routes, "Route", ns, "frontend")
-	key := func(s *service) string { return s.key(ns, "routes.route.openshift.io", "frontend") }
+	key := func(s *process) string { return s.key(ns, "routes.route.openshift.io", "frontend") }
 
 	on := startService(t, "openshift-on", serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
 	on.waitReady()

@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/service"
 )
 
 // Set at link time: -ldflags "-X main.version=... -X main.commit=...".
@@ -73,15 +74,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 		return exitUsage
 	}
 
-	app, err := newApp(ctx, cfg, stdout, stderr)
+	svc, err := service.New(ctx, cfg, service.Options{Version: version, Stdout: stdout, Stderr: stderr, Progress: isTerminal(stderr)})
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return exitFailed
 	}
 	if cmd == "snapshot" {
-		err = app.snapshot(ctx)
+		err = svc.Snapshot(ctx)
 	} else {
-		err = app.run(ctx)
+		err = svc.Run(ctx)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)

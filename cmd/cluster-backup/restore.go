@@ -28,6 +28,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
+	"github.com/cluster-backup/cluster-backup/service"
 	"github.com/cluster-backup/cluster-backup/watcher"
 	"github.com/cluster-backup/cluster-backup/wire"
 )
@@ -217,7 +218,7 @@ func readThroughPack(ctx context.Context, name string, reader restore.Reader, la
 // limit unless qps is set. The target and the resolver of resource names
 // share one discovery cache.
 func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, error) {
-	kube, err := restConfig(cfg)
+	kube, err := service.RestConfig(cfg, version)
 	if err != nil {
 		return restore.Target{}, resolver{}, fatalError{err}
 	}

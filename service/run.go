@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -19,7 +19,6 @@ import (
 	"golang.org/x/time/rate"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/clock"
@@ -80,8 +79,8 @@ type pipeline struct {
 }
 
 // layout is where this cluster's backup lives in the store.
-func (a *app) layout() object.Layout {
-	return object.Layout{Prefix: a.cfg.BackupPrefix, Cluster: a.cfg.ClusterName}
+func (s *Service) layout() object.Layout {
+	return object.Layout{Prefix: s.cfg.BackupPrefix, Cluster: s.cfg.ClusterName}
 }
 
 // telemetry creates the registry and the service's metrics on it.
@@ -94,74 +93,74 @@ func telemetry() (*prometheus.Registry, *metrics.Metrics) {
 }
 
 // build wires the pipeline over the connected store.
-func (a *app) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, error) {
-	dyn, err := watcher.NewDynamicClient(a.kube)
+func (s *Service) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline, error) {
+	dyn, err := watcher.NewDynamicClient(s.kube)
 	if err != nil {
 		return nil, err
 	}
-	disc, err := discovery.NewDiscoveryClientForConfig(a.kube)
+	disc, err := discovery.NewDiscoveryClientForConfig(s.kube)
 	if err != nil {
 		return nil, err
 	}
 
 	var limiter *rate.Limiter
-	if a.cfg.StoreQPS > 0 {
-		limiter = rate.NewLimiter(rate.Limit(a.cfg.StoreQPS), max(1, a.cfg.BatchSize))
+	if s.cfg.StoreQPS > 0 {
+		limiter = rate.NewLimiter(rate.Limit(s.cfg.StoreQPS), max(1, s.cfg.BatchSize))
 	}
-	health := sink.WithHealth(sink.WithRateLimit(a.store, limiter), m.StoreUp)
-	store := sink.WithRetry(health, a.cfg.RetryAttempts, a.cfg.RetryDelay)
+	health := sink.WithHealth(sink.WithRateLimit(s.store, limiter), m.StoreUp)
+	store := sink.WithRetry(health, s.cfg.RetryAttempts, s.cfg.RetryDelay)
 	holds := &object.Holds{}
-	a.checkVersioning(m, holds)
-	a.checkObjectLock(m)
-	settings := object.NewSettings(a.cfg.Rules.SkipInvalidResources, a.cfg.MaxPruneFraction)
-	m.ConfigHash.Set(float64(config.Hash(a.cfg.ConfigData)))
+	s.checkVersioning(m, holds)
+	s.checkObjectLock(m)
+	settings := object.NewSettings(s.cfg.Rules.SkipInvalidResources, s.cfg.MaxPruneFraction)
+	m.ConfigHash.Set(float64(config.Hash(s.cfg.ConfigData)))
 	m.ConfigReloadTime.SetToCurrentTime()
 
 	writer := sink.NewWriter(store, sink.WriterOptions{
-		Layout:        a.layout(),
-		Debounce:      a.cfg.Debounce,
-		Workers:       a.cfg.BatchSize,
-		RetryDelay:    a.cfg.RetryDelay,
-		RetryAttempts: a.cfg.RetryAttempts,
+		Layout:        s.layout(),
+		Debounce:      s.cfg.Debounce,
+		Workers:       s.cfg.BatchSize,
+		RetryDelay:    s.cfg.RetryDelay,
+		RetryAttempts: s.cfg.RetryAttempts,
 		Settings:      settings,
 		QueueMetrics:  metrics.NewWorkqueueProvider(reg),
 		Holds:         holds,
-		Signer:        a.cfg.Signer,
-	}, a.log.With(logging.Component("sink")), m, clock.RealClock{})
-	a.checkSecrets(m)
-	a.checkIntegrity(m)
-	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: a.cfg.Rules, Encrypter: a.cfg.Encrypter}, a.log.With(logging.Component("watcher")), m)
+		Signer:        s.cfg.Signer,
+	}, s.log.With(logging.Component("sink")), m, clock.RealClock{})
+	s.checkSecrets(m)
+	s.checkIntegrity(m)
+	manager := watcher.New(dyn, disc, writer, watcher.Options{Rules: s.cfg.Rules, Encrypter: s.cfg.Encrypter}, s.log.With(logging.Component("watcher")), m)
 	pass := &snapshot.Pass{
-		Layout:         a.layout(),
-		BatchSize:      a.cfg.BatchSize,
+		Layout:         s.layout(),
+		BatchSize:      s.cfg.BatchSize,
 		Settings:       settings,
-		AllowMassPrune: a.cfg.AllowMassPrune,
+		AllowMassPrune: s.cfg.AllowMassPrune,
 		Holds:          holds,
 		Source:         manager,
 		Store:          store,
 		Writer:         writer,
 		Ledger:         writer.Ledger(),
-		Log:            a.log,
+		Log:            s.log,
 		Metrics:        m,
 	}
-	pass.Signer = a.cfg.Signer
-	if reader, ok := a.store.(snapshot.Reader); ok && a.cfg.VerifyInterval > 0 {
-		pass.Verify = &snapshot.Verify{Reader: reader, Interval: a.cfg.VerifyInterval, Period: a.cfg.SnapshotInterval}
+	pass.Signer = s.cfg.Signer
+	if reader, ok := s.store.(snapshot.Reader); ok && s.cfg.VerifyInterval > 0 {
+		pass.Verify = &snapshot.Verify{Reader: reader, Interval: s.cfg.VerifyInterval, Period: s.cfg.SnapshotInterval}
 	}
 	return &pipeline{manager: manager, writer: writer, ledger: writer.Ledger(), health: health, store: store, holds: holds, settings: settings, pass: pass, reg: reg, metrics: m}, nil
 }
 
 // checkSecrets exports whether Secrets are encrypted and warns when they
 // are stored in the clear.
-func (a *app) checkSecrets(m *metrics.Metrics) {
-	if a.cfg.Encrypter != nil {
+func (s *Service) checkSecrets(m *metrics.Metrics) {
+	if s.cfg.Encrypter != nil {
 		m.SecretsEncrypted.Set(1)
 		return
 	}
 	m.SecretsEncrypted.Set(0)
 	secrets := filter.Resource{Version: "v1", Resource: "secrets", Singular: "secret", Kind: "Secret", Namespaced: true}
-	if selected, _ := a.cfg.Rules.SelectResources([]filter.Resource{secrets}, false); len(selected) > 0 {
-		a.log.Warn("Secrets are stored in the clear: whoever reads the bucket reads them; set SECRET_ENCRYPTION or exclude secrets",
+	if selected, _ := s.cfg.Rules.SelectResources([]filter.Resource{secrets}, false); len(selected) > 0 {
+		s.log.Warn("Secrets are stored in the clear: whoever reads the bucket reads them; set SECRET_ENCRYPTION or exclude secrets",
 			logging.Component("main"), logging.Op(logging.OpDiscovery))
 	}
 }
@@ -169,20 +168,20 @@ func (a *app) checkSecrets(m *metrics.Metrics) {
 // checkIntegrity exports whether documents are signed and warns when they
 // are not: without INTEGRITY_KEY, whoever can write the bucket can forge a
 // document and its sha256, and a restore would believe it.
-func (a *app) checkIntegrity(m *metrics.Metrics) {
-	if a.cfg.Signer != nil {
+func (s *Service) checkIntegrity(m *metrics.Metrics) {
+	if s.cfg.Signer != nil {
 		m.DocumentsSigned.Set(1)
 		return
 	}
 	m.DocumentsSigned.Set(0)
-	a.log.Warn("Documents are stored without an integrity tag: whoever can write the bucket can forge them; set INTEGRITY_KEY",
+	s.log.Warn("Documents are stored without an integrity tag: whoever can write the bucket can forge them; set INTEGRITY_KEY",
 		logging.Component("main"), logging.Op(logging.OpDiscovery))
 }
 
 // bucketVersioning says whether the store is a bucket and whether it keeps
 // versions, as read at start.
-func (a *app) bucketVersioning() (keeps, isBucket bool) {
-	v, isBucket := a.store.(interface{ Versioning() bool })
+func (s *Service) bucketVersioning() (keeps, isBucket bool) {
+	v, isBucket := s.store.(interface{ Versioning() bool })
 	return isBucket && v.Versioning(), isBucket
 }
 
@@ -190,8 +189,8 @@ func (a *app) bucketVersioning() (keeps, isBucket bool) {
 // REQUIRE_VERSIONING, holds every delete back when it does not: a delete
 // from an unversioned bucket cannot be undone. The directory store keeps no
 // versions and is exempt (its deletes are final, as documented).
-func (a *app) checkVersioning(m *metrics.Metrics, holds *object.Holds) {
-	keeps, isBucket := a.bucketVersioning()
+func (s *Service) checkVersioning(m *metrics.Metrics, holds *object.Holds) {
+	keeps, isBucket := s.bucketVersioning()
 	switch {
 	case !isBucket:
 		m.Versioning.Set(0)
@@ -199,13 +198,13 @@ func (a *app) checkVersioning(m *metrics.Metrics, holds *object.Holds) {
 		m.Versioning.Set(1)
 	default:
 		m.Versioning.Set(0)
-		data := logging.Data(map[string]any{"bucket": a.cfg.MinIOBucket, "require_versioning": a.cfg.RequireVersioning})
-		if a.cfg.RequireVersioning {
-			holds.Set("versioning", "bucket "+a.cfg.MinIOBucket+" keeps no versions (REQUIRE_VERSIONING=true)")
-			a.log.Warn("Bucket versioning is off: nothing will be deleted from it; enable versioning or set REQUIRE_VERSIONING=false",
+		data := logging.Data(map[string]any{"bucket": s.cfg.MinIOBucket, "require_versioning": s.cfg.RequireVersioning})
+		if s.cfg.RequireVersioning {
+			holds.Set("versioning", "bucket "+s.cfg.MinIOBucket+" keeps no versions (REQUIRE_VERSIONING=true)")
+			s.log.Warn("Bucket versioning is off: nothing will be deleted from it; enable versioning or set REQUIRE_VERSIONING=false",
 				logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
 		} else {
-			a.log.Warn("Bucket versioning is off: a deleted object's last backup is gone for good",
+			s.log.Warn("Bucket versioning is off: a deleted object's last backup is gone for good",
 				logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
 		}
 	}
@@ -216,21 +215,21 @@ func (a *app) checkVersioning(m *metrics.Metrics, holds *object.Holds) {
 // deleted or overwritten for the retention, by anyone holding its
 // credentials (compliance) or without the right to bypass it (governance);
 // the service's deletes are delete markers, which the lock allows.
-func (a *app) checkObjectLock(m *metrics.Metrics) {
-	l, ok := a.store.(interface{ ObjectLock() sink.Lock })
+func (s *Service) checkObjectLock(m *metrics.Metrics) {
+	l, ok := s.store.(interface{ ObjectLock() sink.Lock })
 	if !ok {
 		m.ObjectLock.Set(0)
 		return
 	}
 	lock := l.ObjectLock()
 	m.ObjectLock.Set(map[string]float64{"governance": 1, "compliance": 2}[lock.Mode])
-	data := logging.Data(map[string]any{"bucket": a.cfg.MinIOBucket, "mode": lock.Mode, "retention_days": lock.Days})
+	data := logging.Data(map[string]any{"bucket": s.cfg.MinIOBucket, "mode": lock.Mode, "retention_days": lock.Days})
 	if lock.Mode == "" {
-		data = logging.Data(map[string]any{"bucket": a.cfg.MinIOBucket, "mode": "none"})
+		data = logging.Data(map[string]any{"bucket": s.cfg.MinIOBucket, "mode": "none"})
 	}
-	a.log.Info("Bucket object lock", logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
-	if a.cfg.ObjectLock != "" && lock.Mode == "" {
-		a.log.Warn("OBJECT_LOCK is set but the bucket has no Object Lock: it can only be turned on when a bucket is created",
+	s.log.Info("Bucket object lock", logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
+	if s.cfg.ObjectLock != "" && lock.Mode == "" {
+		s.log.Warn("OBJECT_LOCK is set but the bucket has no Object Lock: it can only be turned on when a bucket is created",
 			logging.Component("sink"), logging.Op(logging.OpMinIOConnect), data)
 	}
 }
@@ -240,13 +239,9 @@ func (a *app) checkObjectLock(m *metrics.Metrics) {
 // marker naming another cluster means two clusters share CLUSTER_NAME: this
 // service then deletes nothing. Every object it writes carries the identity
 // too, so that neither service ever deletes the other's objects.
-func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
-	cs, err := kubernetes.NewForConfig(a.kube)
-	if err != nil {
-		return err
-	}
-	log := a.log.With(logging.Component("main"), logging.Op(logging.OpClusterIdentity))
-	ns, err := cs.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+func (s *Service) claimPrefix(ctx context.Context, p *pipeline) error {
+	log := s.log.With(logging.Component("main"), logging.Op(logging.OpClusterIdentity))
+	ns, err := s.clients.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
 	if err != nil {
 		// Without an identity, nothing tells this cluster from another.
 		p.holds.Set("cluster_identity", "the cluster's identity (kube-system namespace UID) could not be read")
@@ -255,10 +250,10 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		return nil
 	}
 	uid := string(ns.UID)
-	own := object.Identity{Cluster: a.cfg.ClusterName, UID: uid}
+	own := object.Identity{Cluster: s.cfg.ClusterName, UID: uid}
 	p.ledger.SetIdentity(own)
 	p.pass.Identity = own
-	key := a.layout().IdentityKey()
+	key := s.layout().IdentityKey()
 	// A GET, not a listing: every S3 store returns user metadata with
 	// the object, not all of them in listings.
 	body, meta, err := p.store.Get(ctx, key, "")
@@ -284,13 +279,13 @@ func (a *app) claimPrefix(ctx context.Context, p *pipeline) error {
 		p.metrics.PrefixHeld.Set(1)
 		p.metrics.Error(logging.OpClusterIdentity)
 		log.Error("CLUSTER_NAME is already used by another cluster: this service writes nothing into its prefix; give this cluster its own CLUSTER_NAME, or, if this cluster replaced that one, take the prefix over with cluster-backup adopt",
-			logging.Data(map[string]any{"cluster_name": a.cfg.ClusterName, "marker": key, "owner_uid": meta.ClusterUID, "cluster_uid": uid}))
-		if a.held == nil {
-			return fmt.Errorf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s): nothing was written", a.cfg.ClusterName, meta.ClusterUID, uid)
+			logging.Data(map[string]any{"cluster_name": s.cfg.ClusterName, "marker": key, "owner_uid": meta.ClusterUID, "cluster_uid": uid}))
+		if s.held == nil {
+			return fmt.Errorf("CLUSTER_NAME %q is used by another cluster (kube-system UID %s; this cluster is %s): nothing was written", s.cfg.ClusterName, meta.ClusterUID, uid)
 		}
-		a.held.Store(true)
-		defer a.held.Store(false)
-		marked, err := a.awaitPrefix(ctx, p, key, uid)
+		s.held.Store(true)
+		defer s.held.Store(false)
+		marked, err := s.awaitPrefix(ctx, p, key, uid)
 		if err != nil {
 			return err
 		}
@@ -316,7 +311,7 @@ var prefixPoll = 10 * time.Second
 // awaitPrefix reads the identity marker every prefixPoll until it names
 // the cluster uid, and returns what it records; an unreadable marker is
 // read again at the next poll.
-func (a *app) awaitPrefix(ctx context.Context, p *pipeline, key, uid string) (object.Identity, error) {
+func (s *Service) awaitPrefix(ctx context.Context, p *pipeline, key, uid string) (object.Identity, error) {
 	t := time.NewTicker(prefixPoll)
 	defer t.Stop()
 	for {
@@ -337,13 +332,13 @@ func (a *app) awaitPrefix(ctx context.Context, p *pipeline, key, uid string) (ob
 // more is written into the prefix, which cluster_backup_prefix_held says;
 // should the marker name this cluster again, writing resumes and the next
 // pass repairs what changed meanwhile.
-func (a *app) watchPrefix(ctx context.Context, p *pipeline) {
+func (s *Service) watchPrefix(ctx context.Context, p *pipeline) {
 	uid := p.pass.Identity.UID
 	if uid == "" {
 		return // the identity could not be read: deletes are held anyway
 	}
-	key := a.layout().IdentityKey()
-	log := a.log.With(logging.Component("main"), logging.Op(logging.OpClusterIdentity))
+	key := s.layout().IdentityKey()
+	log := s.log.With(logging.Component("main"), logging.Op(logging.OpClusterIdentity))
 	t := time.NewTicker(prefixPoll)
 	defer t.Stop()
 	for {
@@ -387,9 +382,9 @@ func (p *pipeline) passFor(first bool) *snapshot.Pass {
 // start seeds the writer, starts the informers and the writer, and waits for
 // the caches to sync. The returned function stops everything: informers
 // first, then a bounded flush of pending writes.
-func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
+func (s *Service) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 	begin := time.Now()
-	if err := a.claimPrefix(ctx, p); err != nil {
+	if err := s.claimPrefix(ctx, p); err != nil {
 		return nil, err
 	}
 	seeded, err := p.ledger.Seed(ctx)
@@ -397,12 +392,12 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 		return nil, fmt.Errorf("list the store: %w", err)
 	}
 	p.pack.stored = seeded.Pack
-	versioning, _ := a.bucketVersioning()
-	a.log.Info("Store capabilities", logging.Component("sink"), logging.Op(logging.OpMinIOConnect),
+	versioning, _ := s.bucketVersioning()
+	s.log.Info("Store capabilities", logging.Component("sink"), logging.Op(logging.OpMinIOConnect),
 		logging.Data(map[string]any{"metadata_in_listings": !seeded.BareListings, "versioning": versioning,
 			"change_index": seeded.BareListings, "indexed": seeded.Indexed, "own": seeded.Own}))
 	if seeded.Foreign+seeded.Outside > 0 {
-		a.log.Warn("Keys under the cluster's prefix that this cluster did not write are kept and never touched",
+		s.log.Warn("Keys under the cluster's prefix that this cluster did not write are kept and never touched",
 			logging.Component("sink"), logging.Op(logging.OpStoreList),
 			logging.Data(map[string]any{"own": seeded.Own, "other_clusters": seeded.Foreign, "outside_layout": seeded.Outside}))
 	}
@@ -425,47 +420,47 @@ func (a *app) start(ctx context.Context, p *pipeline) (stop func(), err error) {
 		<-managerDone
 		stopWriting()
 		<-writerDone
-		a.saveIndex(p, shutdownIndexTimeout)
+		s.saveIndex(p, shutdownIndexTimeout)
 	}
-	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
+	if err := p.manager.WaitForSync(ctx, s.cfg.SyncTimeout); err != nil {
 		stop()
 		return nil, err
 	}
-	a.log.Info("Informers synced", logging.Component("watcher"), logging.Op(logging.OpDiscovery), logging.Duration(time.Since(begin)))
+	s.log.Info("Informers synced", logging.Component("watcher"), logging.Op(logging.OpDiscovery), logging.Duration(time.Since(begin)))
 	return stop, nil
 }
 
-// run is the always-on mode: watch, write, reconcile every
+// Run is the always-on mode: watch, write, reconcile every
 // SNAPSHOT_INTERVAL, serve metrics and health, until SIGTERM. With
 // LEADER_ELECT, only the replica holding the Lease does this; the others
 // stand by, ready, and take over when its lease runs out.
-func (a *app) run(ctx context.Context) error {
+func (s *Service) Run(ctx context.Context) error {
 	reg, m := telemetry()
 	var st status
-	srv := a.serve(reg, st.ready(), st.live(a.cfg.SyncTimeout+leaderPassGrace))
-	defer a.shutdownServer(srv)
-	if a.cfg.EnablePprof {
-		defer a.shutdownServer(a.servePprof())
+	srv := s.serve(reg, st.ready(), st.live(s.cfg.SyncTimeout+leaderPassGrace))
+	defer s.shutdownServer(srv)
+	if s.cfg.EnablePprof {
+		defer s.shutdownServer(s.servePprof())
 	}
-	if err := a.connectStore(ctx, m); err != nil {
+	if err := s.connectStore(ctx, m); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	p, err := a.build(reg, m)
+	p, err := s.build(reg, m)
 	if err != nil {
 		return err
 	}
 	st.health.Store(p.health)
-	a.held = &st.held
-	if !a.cfg.LeaderElect {
+	s.held = &st.held
+	if !s.cfg.LeaderElect {
 		st.leadingSince.Store(time.Now().UnixNano())
 		st.leading.Store(true)
 		p.metrics.Leader.Set(1)
-		return a.lead(ctx, p, &st)
+		return s.lead(ctx, p, &st)
 	}
-	return a.elect(ctx, p, &st)
+	return s.elect(ctx, p, &st)
 }
 
 // status is what /readyz and /healthz report on.
@@ -514,8 +509,8 @@ func (st *status) ready() func() error {
 }
 
 // lead runs the pipeline until ctx ends.
-func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
-	stop, err := a.start(ctx, p)
+func (s *Service) lead(ctx context.Context, p *pipeline, st *status) error {
+	stop, err := s.start(ctx, p)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -524,20 +519,20 @@ func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
 	}
 	st.synced.Store(true)
 	defer stop()
-	go a.watchPrefix(ctx, p)
+	go s.watchPrefix(ctx, p)
 
 	var tick <-chan time.Time
-	if a.cfg.SnapshotInterval > 0 {
-		t := time.NewTicker(a.cfg.SnapshotInterval)
+	if s.cfg.SnapshotInterval > 0 {
+		t := time.NewTicker(s.cfg.SnapshotInterval)
 		defer t.Stop()
 		tick = t.C
 	}
-	reloads := a.watchConfig(ctx, p)
+	reloads := s.watchConfig(ctx, p)
 	for first := true; ; first = false {
-		a.runPass(ctx, p, first)
+		s.runPass(ctx, p, first)
 		st.passed.Store(true)
-		if !a.awaitPass(ctx, p, tick, reloads) {
-			a.log.Info("Shutting down: flushing pending writes", logging.Component("main"),
+		if !s.awaitPass(ctx, p, tick, reloads) {
+			s.log.Info("Shutting down: flushing pending writes", logging.Component("main"),
 				logging.Data(map[string]any{"pending": p.writer.Pending()}))
 			return nil
 		}
@@ -547,7 +542,7 @@ func (a *app) lead(ctx context.Context, p *pipeline, st *status) error {
 // awaitPass waits until the next pass is due: the interval has passed, an
 // informer has listed objects no pass has seen (a new CRD, a type now
 // permitted), or a new ConfigMap was applied. It returns false when ctx ends.
-func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time, reloads <-chan config.ConfigMap) bool {
+func (s *Service) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time, reloads <-chan config.ConfigMap) bool {
 	// A pass that failed before it read the caches (the store could not
 	// be listed) left listed objects unsaved: try again soon.
 	var retry <-chan time.Time
@@ -572,7 +567,7 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 			// Apply the new rules, then pass at once so that what is no
 			// longer selected leaves the bucket now, not in an hour.
 			if err := p.manager.SetRules(ctx, cm.Rules); err != nil {
-				a.log.Warn("Discovery after reload failed; retrying later", logging.Op(logging.OpConfigReload), zap.Error(err))
+				s.log.Warn("Discovery after reload failed; retrying later", logging.Op(logging.OpConfigReload), zap.Error(err))
 			}
 			p.settings.Set(cm.Rules.SkipInvalidResources, cm.MaxPruneFraction)
 			return true
@@ -580,7 +575,7 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 			// Changes were dropped while the queue was full: a pass
 			// repairs them, whatever SNAPSHOT_INTERVAL says.
 			if p.writer.Overflowed() {
-				a.log.Info("Write queue overflowed; a snapshot pass repairs the dropped changes", logging.Component("main"), logging.Op(logging.OpSnapshotStart))
+				s.log.Info("Write queue overflowed; a snapshot pass repairs the dropped changes", logging.Component("main"), logging.Op(logging.OpSnapshotStart))
 				return true
 			}
 		}
@@ -589,25 +584,21 @@ func (a *app) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time,
 
 // leaseLock is the Lease this replica competes for: cluster-backup-{cluster}
 // in LEASE_NAMESPACE (default: the pod's own namespace), held as POD_NAME.
-func (a *app) leaseLock() (*resourcelock.LeaseLock, error) {
-	id := a.cfg.PodName
+func (s *Service) leaseLock() (*resourcelock.LeaseLock, error) {
+	id := s.cfg.PodName
 	if id == "" {
 		id, _ = os.Hostname()
 	}
-	ns := a.cfg.LeaseNamespace
+	ns := s.cfg.LeaseNamespace
 	if ns == "" {
 		ns = "default"
 		if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
 			ns = strings.TrimSpace(string(b))
 		}
 	}
-	cs, err := kubernetes.NewForConfig(a.kube)
-	if err != nil {
-		return nil, err
-	}
 	return &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: "cluster-backup-" + a.cfg.ClusterName, Namespace: ns},
-		Client:     cs.CoordinationV1(),
+		LeaseMeta:  metav1.ObjectMeta{Name: "cluster-backup-" + s.cfg.ClusterName, Namespace: ns},
+		Client:     s.clients.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}, nil
 }
@@ -615,14 +606,14 @@ func (a *app) leaseLock() (*resourcelock.LeaseLock, error) {
 // elect takes part in leader election on a Lease and leads while it holds
 // it. Losing the lease (not a shutdown) ends the process with an error, so
 // that it restarts as a standby with a clean state.
-func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
-	lock, err := a.leaseLock()
+func (s *Service) elect(ctx context.Context, p *pipeline, st *status) error {
+	lock, err := s.leaseLock()
 	if err != nil {
 		return err
 	}
 	id, ns := lock.Identity(), lock.LeaseMeta.Namespace
-	log := a.log.With(logging.Component("main"), logging.Op(logging.OpLeaderElection))
-	d := a.cfg.LeaseDuration
+	log := s.log.With(logging.Component("main"), logging.Op(logging.OpLeaderElection))
+	d := s.cfg.LeaseDuration
 	var (
 		leadErr error
 		led     = make(chan struct{})
@@ -655,7 +646,7 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 				// Whatever ends the lead (SIGTERM, a lost lease, a failed
 				// takeover), the Lease is released once it has returned.
 				defer endElection()
-				leadErr = a.leadElected(ctx, electCtx, lctx, p, st, log, id)
+				leadErr = s.leadElected(ctx, electCtx, lctx, p, st, log, id)
 			},
 			OnStoppedLeading: func() {
 				p.metrics.Leader.Set(0)
@@ -685,7 +676,7 @@ func (a *app) elect(ctx context.Context, p *pipeline, st *status) error {
 // leadElected leads while lctx (the lease) lasts and ctx (the process) is
 // not cancelled. A lost lease means another replica may lead already:
 // pending writes are abandoned, not flushed.
-func (a *app) leadElected(ctx, electCtx, lctx context.Context, p *pipeline, st *status, log *zap.Logger, id string) error {
+func (s *Service) leadElected(ctx, electCtx, lctx context.Context, p *pipeline, st *status, log *zap.Logger, id string) error {
 	log.Info("Leading: this replica backs the cluster up", logging.Data(map[string]any{"identity": id}))
 	st.leading.Store(true)
 	st.leadingSince.Store(time.Now().UnixNano())
@@ -698,7 +689,7 @@ func (a *app) leadElected(ctx, electCtx, lctx context.Context, p *pipeline, st *
 			p.writer.Abandon()
 		}
 	})()
-	err := a.lead(leadCtx, p, st)
+	err := s.lead(leadCtx, p, st)
 	if err != nil {
 		p.metrics.Error(logging.OpLeaderElection)
 		log.Error("Leading failed; releasing the lease for another replica", zap.Error(err))
@@ -707,18 +698,34 @@ func (a *app) leadElected(ctx, electCtx, lctx context.Context, p *pipeline, st *
 }
 
 // runPass makes one snapshot pass once the caches are complete.
-func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
+func (s *Service) runPass(ctx context.Context, p *pipeline, first bool) {
 	if p.writer.Paused() {
 		return // another cluster owns the prefix now (watchPrefix)
 	}
-	if err := p.manager.WaitForSync(ctx, a.cfg.SyncTimeout); err != nil {
+	if err := p.manager.WaitForSync(ctx, s.cfg.SyncTimeout); err != nil {
 		return
 	}
 	if _, err := p.passFor(first).Run(ctx); err != nil && ctx.Err() == nil {
-		a.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
+		s.log.Warn("Snapshot pass incomplete; the next pass retries", logging.Component("snapshot"), zap.Error(err))
 	}
-	a.saveIndex(p, 30*time.Second)
-	a.savePack(ctx, p)
+	s.saveIndex(p, 30*time.Second)
+	s.savePack(ctx, p)
+}
+
+// packDue says whether a restore pack is to be written now: when none is
+// stored, or when the writer wrote since the last one (seq moved on from
+// packSeq) and that one is interval old. A pack found at start (at zero)
+// is rewritten after the first pass that wrote.
+func packDue(stored bool, seq, packSeq uint64, at, now time.Time, interval time.Duration) bool {
+	switch {
+	case !stored:
+		return true
+	case seq == packSeq:
+		return false
+	case at.IsZero():
+		return true
+	}
+	return now.Sub(at) >= interval
 }
 
 // savePack gathers the stored documents into the restore pack after a
@@ -727,16 +734,16 @@ func (a *app) runPass(ctx context.Context, p *pipeline, first bool) {
 // writer knows the store to hold go in; a restore checks each against the
 // version it chose anyway. A failure costs restores their speed, nothing
 // else.
-func (a *app) savePack(ctx context.Context, p *pipeline) {
-	streamer, ok := a.store.(pack.Streamer)
-	if !ok || a.cfg.RestorePackInterval <= 0 || ctx.Err() != nil {
+func (s *Service) savePack(ctx context.Context, p *pipeline) {
+	streamer, ok := s.store.(pack.Streamer)
+	if !ok || s.cfg.RestorePackInterval <= 0 || ctx.Err() != nil {
 		return
 	}
 	seq := p.ledger.Seq()
-	if p.pack.stored && (seq == p.pack.seq || (!p.pack.at.IsZero() && time.Since(p.pack.at) < a.cfg.RestorePackInterval)) {
+	if !packDue(p.pack.stored, seq, p.pack.seq, p.pack.at, time.Now(), s.cfg.RestorePackInterval) {
 		return
 	}
-	layout, uid := a.layout(), p.ledger.ClusterUID()
+	layout, uid := s.layout(), p.ledger.ClusterUID()
 	start := time.Now()
 	// The pack is in key order (see package pack): the documents are
 	// gathered (their frames are the caches' own), sorted, then written.
@@ -750,7 +757,7 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 		key := layout.Key(ref)
 		if p.ledger.Stores(key, meta.Fingerprint()) { // else not written yet: read from its key
 			meta.ClusterUID = uid
-			meta.Integrity = a.cfg.Signer.Sign(key, meta)
+			meta.Integrity = s.cfg.Signer.Sign(key, meta)
 			docs = append(docs, document{key, meta, frame})
 		}
 		return nil
@@ -764,7 +771,7 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 		}
 		return nil
 	})
-	log := a.log.With(logging.Component("sink"), logging.Op(logging.OpObjectWrite), logging.Duration(time.Since(start)))
+	log := s.log.With(logging.Component("sink"), logging.Op(logging.OpObjectWrite), logging.Duration(time.Since(start)))
 	if err != nil {
 		if ctx.Err() == nil {
 			p.metrics.Error(logging.OpObjectWrite)
@@ -779,24 +786,24 @@ func (a *app) savePack(ctx context.Context, p *pipeline) {
 // saveIndex writes the change index of a store whose listings carry no
 // metadata, after a pass and at shutdown, within timeout; a failure costs
 // only rewrites after the next restart.
-func (a *app) saveIndex(p *pipeline, timeout time.Duration) {
+func (s *Service) saveIndex(p *pipeline, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := p.ledger.SaveIndex(ctx); err != nil {
-		a.log.Warn("Cannot write the change index; the next restart writes unchanged objects again", logging.Component("sink"), zap.Error(err))
+		s.log.Warn("Cannot write the change index; the next restart writes unchanged objects again", logging.Component("sink"), zap.Error(err))
 	}
 }
 
 // watchConfig delivers each new valid version of the mounted ConfigMap.
 // batch-size, retry-attempts and retry-delay take effect at the next start.
-func (a *app) watchConfig(ctx context.Context, p *pipeline) <-chan config.ConfigMap {
+func (s *Service) watchConfig(ctx context.Context, p *pipeline) <-chan config.ConfigMap {
 	out := make(chan config.ConfigMap)
-	if a.cfg.BackupConfigDir == "" {
+	if s.cfg.BackupConfigDir == "" {
 		return out
 	}
-	log := a.log.With(logging.Component("config"))
+	log := s.log.With(logging.Component("config"))
 	go func() {
-		err := config.Watch(ctx, a.cfg.BackupConfigDir, a.cfg.ConfigData, log,
+		err := config.Watch(ctx, s.cfg.BackupConfigDir, s.cfg.ConfigData, log,
 			func(cm config.ConfigMap) {
 				p.metrics.ConfigReloadSuccess.Set(1)
 				p.metrics.ConfigReloadTime.SetToCurrentTime()
@@ -818,38 +825,38 @@ func (a *app) watchConfig(ctx context.Context, p *pipeline) <-chan config.Config
 	return out
 }
 
-// snapshot is the one-shot mode: one full pass, then exit.
-func (a *app) snapshot(ctx context.Context) error {
-	if err := a.connectStore(ctx, nil); err != nil {
+// Snapshot is the one-shot mode: one full pass, then exit.
+func (s *Service) Snapshot(ctx context.Context) error {
+	if err := s.connectStore(ctx, nil); err != nil {
 		return err
 	}
-	p, err := a.build(telemetry())
+	p, err := s.build(telemetry())
 	if err != nil {
 		return err
 	}
-	stop, err := a.start(ctx, p)
+	stop, err := s.start(ctx, p)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	if isTerminal(a.stderr) {
+	if s.progress {
 		p.pass.Progress = func(done, total, written int) {
-			fmt.Fprintf(a.stderr, "\rsnapshot: %d/%d objects handled, %d written", done, total, written)
+			fmt.Fprintf(s.stderr, "\rsnapshot: %d/%d objects handled, %d written", done, total, written)
 			if done == total {
-				fmt.Fprintln(a.stderr)
+				fmt.Fprintln(s.stderr)
 			}
 		}
 	}
 	res, err := p.passFor(true).Run(ctx)
-	fmt.Fprintln(a.stderr, res.Summary())
+	fmt.Fprintln(s.stderr, res.Summary())
 	if err == nil {
-		a.savePack(ctx, p)
+		s.savePack(ctx, p)
 	}
 	return err
 }
 
 // serve exposes /metrics, /healthz and /readyz on METRICS_ADDR.
-func (a *app) serve(reg *prometheus.Registry, ready, live func() error) *http.Server {
+func (s *Service) serve(reg *prometheus.Registry, ready, live func() error) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -866,33 +873,33 @@ func (a *app) serve(reg *prometheus.Registry, ready, live func() error) *http.Se
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return a.listen("Metrics server", a.cfg.MetricsAddr, mux)
+	return s.listen("Metrics server", s.cfg.MetricsAddr, mux)
 }
 
 // servePprof serves Go's profiles on PPROF_ADDR (loopback by default),
 // never on the metrics port that scrapers reach: a profile shows the
 // process's memory and command line.
-func (a *app) servePprof() *http.Server {
+func (s *Service) servePprof() *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return a.listen("Profiling server", a.cfg.PprofAddr, mux)
+	return s.listen("Profiling server", s.cfg.PprofAddr, mux)
 }
 
-func (a *app) listen(name, addr string, h http.Handler) *http.Server {
+func (s *Service) listen(name, addr string, h http.Handler) *http.Server {
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error(name+" failed", logging.Component("main"), zap.Error(err), logging.Data(map[string]any{"addr": addr}))
+			s.log.Error(name+" failed", logging.Component("main"), zap.Error(err), logging.Data(map[string]any{"addr": addr}))
 		}
 	}()
 	return srv
 }
 
-func (a *app) shutdownServer(srv *http.Server) {
+func (s *Service) shutdownServer(srv *http.Server) {
 	// A fresh context: the run's context is already cancelled here.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

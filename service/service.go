@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -20,33 +21,54 @@ import (
 	"github.com/cluster-backup/cluster-backup/sink"
 )
 
-// app holds what both subcommands need: a logger, a connection to the API
-// server and, once connected, the store.
-type app struct {
-	cfg    config.Config
-	log    *zap.Logger
-	kube   *rest.Config
-	store  sink.Store
-	stderr io.Writer
+// Service is the backup service: the always-on mode (Run) and the one pass
+// of the snapshot mode (Snapshot). It holds a logger, a connection to the
+// API server and, once connected, the store. The command line builds it
+// from a validated config.Config and maps what it returns to exit codes.
+type Service struct {
+	cfg  config.Config
+	log  *zap.Logger
+	kube *rest.Config
+	// clients reach the API server for the cluster's identity and the
+	// Lease.
+	clients kubernetes.Interface
+	store   sink.Store
+	stderr  io.Writer
 	// held, in run, is set while another cluster owns the prefix and the
 	// service waits, writing nothing (liveness passes meanwhile); nil in
 	// the one-shot snapshot, which then stops instead.
-	held *atomic.Bool
+	held     *atomic.Bool
+	progress bool
 }
 
-func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*app, error) {
-	log := logging.New(stdout, cfg.LogLevel).With(zap.String(logging.KeyCluster, cfg.ClusterName))
-	a := &app{cfg: cfg, log: log, stderr: stderr}
+// Options are what the command line gives the service besides its config.
+type Options struct {
+	// Version is the binary's, sent to the API server as the user agent.
+	Version string
+	// Stdout receives the JSON log, Stderr the summaries for a person.
+	Stdout, Stderr io.Writer
+	// Progress shows the snapshot pass's progress on Stderr (a terminal).
+	Progress bool
+}
+
+// New connects to the API server named by cfg (KUBECONFIG, else the
+// in-cluster account).
+func New(ctx context.Context, cfg config.Config, opts Options) (*Service, error) {
+	log := logging.New(opts.Stdout, cfg.LogLevel).With(zap.String(logging.KeyCluster, cfg.ClusterName))
+	s := &Service{cfg: cfg, log: log, stderr: opts.Stderr, progress: opts.Progress}
 	if limit := setMemoryLimit(cgroupMemoryFiles...); limit > 0 {
 		log.Info("Soft memory limit set from the container's limit", logging.Component("main"),
 			logging.Data(map[string]any{"bytes": limit}))
 	}
 
-	kube, err := restConfig(cfg)
+	kube, err := RestConfig(cfg, opts.Version)
 	if err != nil {
 		return nil, err
 	}
-	a.kube = kube
+	s.kube = kube
+	if s.clients, err = kubernetes.NewForConfig(kube); err != nil {
+		return nil, err
+	}
 	v, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion()
 	if err != nil {
 		log.Error("Failed to reach the API server", logging.Component("main"), logging.Op(logging.OpDiscovery), zap.Error(err),
@@ -55,7 +77,7 @@ func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*
 	}
 	log.Info("Connected to the API server", logging.Component("main"), logging.Op(logging.OpDiscovery),
 		logging.Data(map[string]any{"host": kube.Host, "server_version": v.GitVersion, "cluster_domain": cfg.ClusterDomain}))
-	return a, nil
+	return s, nil
 }
 
 // connectStore opens the store. With m set (the always-on mode, whose
@@ -65,12 +87,12 @@ func newApp(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (*
 // applied) delays the backup, not a crash loop, and shows in
 // cluster_backup_errors_total and /readyz meanwhile. Without m, the first
 // failure is returned.
-func (a *app) connectStore(ctx context.Context, m *metrics.Metrics) error {
-	backoff := wait.Backoff{Duration: a.cfg.RetryDelay, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: maxConnectDelay}
+func (s *Service) connectStore(ctx context.Context, m *metrics.Metrics) error {
+	backoff := wait.Backoff{Duration: s.cfg.RetryDelay, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: maxConnectDelay}
 	for {
-		store, err := openStore(ctx, a.cfg, a.log.With(logging.Component("sink")))
+		store, err := openStore(ctx, s.cfg, s.log.With(logging.Component("sink")))
 		if err == nil {
-			a.store = store
+			s.store = store
 			if m != nil {
 				m.StoreUp.Set(1)
 			}
@@ -82,7 +104,7 @@ func (a *app) connectStore(ctx context.Context, m *metrics.Metrics) error {
 		m.Error(logging.OpMinIOConnect)
 		m.StoreUp.Set(0)
 		delay := backoff.Step()
-		a.log.Warn("Store not reachable; retrying", logging.Component("sink"), logging.Op(logging.OpMinIOConnect), zap.Error(err),
+		s.log.Warn("Store not reachable; retrying", logging.Component("sink"), logging.Op(logging.OpMinIOConnect), zap.Error(err),
 			logging.Data(map[string]any{"retry_in_ms": logging.Millis(delay)}))
 		select {
 		case <-ctx.Done():
@@ -96,8 +118,8 @@ func (a *app) connectStore(ctx context.Context, m *metrics.Metrics) error {
 // start.
 const maxConnectDelay = time.Minute
 
-// restConfig reads KUBECONFIG when set, else the in-cluster service account.
-func restConfig(cfg config.Config) (*rest.Config, error) {
+// RestConfig reads KUBECONFIG when set, else the in-cluster service account.
+func RestConfig(cfg config.Config, version string) (*rest.Config, error) {
 	var (
 		kube *rest.Config
 		err  error
@@ -131,7 +153,7 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 			logging.Data(map[string]any{"dir": cfg.BackupDir}))
 		return d, nil
 	}
-	opts := minioOptions(cfg)
+	opts := MinIOOptions(cfg)
 	// The writer's workers plus a pass's listing.
 	opts.Connections = cfg.BatchSize + 1
 	opts.NoncurrentDays, opts.NoncurrentNewer = cfg.NoncurrentRetention.Days, cfg.NoncurrentRetention.Newer
@@ -142,9 +164,9 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 	return sink.NewMinIO(ctx, opts, log)
 }
 
-// minioOptions are the settings that reach the bucket, the same for the
+// MinIOOptions are the settings that reach the bucket, the same for the
 // service and the commands.
-func minioOptions(cfg config.Config) sink.MinIOOptions {
+func MinIOOptions(cfg config.Config) sink.MinIOOptions {
 	return sink.MinIOOptions{
 		Endpoint:   cfg.MinIOEndpoint,
 		AccessKey:  cfg.MinIOAccessKey,
