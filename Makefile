@@ -54,6 +54,8 @@ fuzz:
 	go test ./wire -run '^$$' -fuzz FuzzDecodeObject -fuzztime $(FUZZTIME)
 	go test ./wire -run '^$$' -fuzz FuzzReadList -fuzztime $(FUZZTIME)
 	go test ./wire -run '^$$' -fuzz FuzzLineFramer -fuzztime $(FUZZTIME)
+	go test ./pack -run '^$$' -fuzz FuzzLoad -fuzztime $(FUZZTIME)
+	go test ./filter -run '^$$' -fuzz FuzzSelectors -fuzztime $(FUZZTIME)
 
 demo: build
 	hack/provision.sh etcd kube-apiserver kube-controller-manager minio

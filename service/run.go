@@ -36,7 +36,7 @@ import (
 
 // passRetryDelay is how soon a pass that could not list the store is tried
 // again while objects an informer listed wait for it.
-const passRetryDelay = 10 * time.Second
+var passRetryDelay = 10 * time.Second
 
 // leaderPassGrace is how long after SYNC_TIMEOUT a leader may go without
 // completing its first pass before /healthz fails.
@@ -44,7 +44,7 @@ const leaderPassGrace = 10 * time.Minute
 
 // overflowCheck is how often the leader looks for changes dropped by a
 // full write queue.
-const overflowCheck = 5 * time.Second
+var overflowCheck = 5 * time.Second
 
 // Shutdown budget: flush for at most 25 s, so that the process exits within
 // the 30 s a Pod is given by default.
@@ -531,7 +531,7 @@ func (s *Service) lead(ctx context.Context, p *pipeline, st *status) error {
 	for first := true; ; first = false {
 		s.runPass(ctx, p, first)
 		st.passed.Store(true)
-		if !s.awaitPass(ctx, p, tick, reloads) {
+		if !s.awaitPass(ctx, p.manager, p.writer.Overflowed, p.settings, tick, reloads) {
 			s.log.Info("Shutting down: flushing pending writes", logging.Component("main"),
 				logging.Data(map[string]any{"pending": p.writer.Pending()}))
 			return nil
@@ -539,14 +539,26 @@ func (s *Service) lead(ctx context.Context, p *pipeline, st *status) error {
 	}
 }
 
+// triggers are what, besides the interval, makes a pass due: the caches
+// (watcher.Manager).
+type triggers interface {
+	// NeedsPass: an informer listed objects no pass has seen.
+	NeedsPass() bool
+	// Listed signals each informer's completed list.
+	Listed() <-chan struct{}
+	// SetRules applies the rules of a new ConfigMap.
+	SetRules(ctx context.Context, rules filter.Rules) error
+}
+
 // awaitPass waits until the next pass is due: the interval has passed, an
 // informer has listed objects no pass has seen (a new CRD, a type now
-// permitted), or a new ConfigMap was applied. It returns false when ctx ends.
-func (s *Service) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.Time, reloads <-chan config.ConfigMap) bool {
+// permitted), a new ConfigMap was applied, or the writer dropped changes
+// (overflowed). It returns false when ctx ends.
+func (s *Service) awaitPass(ctx context.Context, caches triggers, overflowed func() bool, settings *object.Settings, tick <-chan time.Time, reloads <-chan config.ConfigMap) bool {
 	// A pass that failed before it read the caches (the store could not
 	// be listed) left listed objects unsaved: try again soon.
 	var retry <-chan time.Time
-	if p.manager.NeedsPass() {
+	if caches.NeedsPass() {
 		retry = time.After(passRetryDelay)
 	}
 	overflow := time.NewTicker(overflowCheck)
@@ -559,22 +571,22 @@ func (s *Service) awaitPass(ctx context.Context, p *pipeline, tick <-chan time.T
 			return true
 		case <-retry:
 			return true
-		case <-p.manager.Listed():
-			if p.manager.NeedsPass() {
+		case <-caches.Listed():
+			if caches.NeedsPass() {
 				return true
 			}
 		case cm := <-reloads:
 			// Apply the new rules, then pass at once so that what is no
 			// longer selected leaves the bucket now, not in an hour.
-			if err := p.manager.SetRules(ctx, cm.Rules); err != nil {
+			if err := caches.SetRules(ctx, cm.Rules); err != nil {
 				s.log.Warn("Discovery after reload failed; retrying later", logging.Op(logging.OpConfigReload), zap.Error(err))
 			}
-			p.settings.Set(cm.Rules.SkipInvalidResources, cm.MaxPruneFraction)
+			settings.Set(cm.Rules.SkipInvalidResources, cm.MaxPruneFraction)
 			return true
 		case <-overflow.C:
 			// Changes were dropped while the queue was full: a pass
 			// repairs them, whatever SNAPSHOT_INTERVAL says.
-			if p.writer.Overflowed() {
+			if overflowed() {
 				s.log.Info("Write queue overflowed; a snapshot pass repairs the dropped changes", logging.Component("main"), logging.Op(logging.OpSnapshotStart))
 				return true
 			}

@@ -1,3 +1,10 @@
+// Package service is the backup service's lifecycle, for the run and
+// snapshot modes: the start-up order (API server, store, the prefix claim,
+// informers), leader election, when a snapshot pass runs, when the restore
+// pack and the change index are written, the metrics and health endpoints
+// and what readiness and liveness mean, the reload loop and the bounded
+// shutdown. It wires the stages (watcher, sink, snapshot) and decides
+// nothing they decide.
 package service
 
 import (

@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/sink"
@@ -241,6 +242,104 @@ func TestClaimPrefix(t *testing.T) {
 		}
 		if _, _, ok := marker(t, dir, s.layout()); ok {
 			t.Error("a marker was written without an identity")
+		}
+	})
+}
+
+// fakeCaches are the pass triggers of the caches, as a test sets them.
+type fakeCaches struct {
+	needs  atomic.Bool
+	listed chan struct{}
+	rules  chan filter.Rules
+}
+
+func (f *fakeCaches) NeedsPass() bool         { return f.needs.Load() }
+func (f *fakeCaches) Listed() <-chan struct{} { return f.listed }
+func (f *fakeCaches) SetRules(_ context.Context, r filter.Rules) error {
+	f.rules <- r
+	return nil
+}
+
+func TestPassScheduling(t *testing.T) {
+	defer func(r, o time.Duration) { passRetryDelay, overflowCheck = r, o }(passRetryDelay, overflowCheck)
+	passRetryDelay, overflowCheck = 20*time.Millisecond, 10*time.Millisecond
+	s := &Service{log: zap.NewNop()}
+	type wake struct {
+		name   string
+		setup  func(f *fakeCaches, tick chan time.Time, reloads chan config.ConfigMap, overflow *atomic.Bool, cancel func())
+		want   bool
+		reload bool
+	}
+	for _, tc := range []wake{
+		{name: "the interval", want: true, setup: func(_ *fakeCaches, tick chan time.Time, _ chan config.ConfigMap, _ *atomic.Bool, _ func()) {
+			tick <- time.Now()
+		}},
+		{name: "a list no pass has seen", want: true, setup: func(f *fakeCaches, _ chan time.Time, _ chan config.ConfigMap, _ *atomic.Bool, _ func()) {
+			f.listed <- struct{}{} // nothing new: keeps waiting
+			f.needs.Store(true)
+			f.listed <- struct{}{}
+		}},
+		{name: "a new ConfigMap", want: true, reload: true, setup: func(_ *fakeCaches, _ chan time.Time, reloads chan config.ConfigMap, _ *atomic.Bool, _ func()) {
+			reloads <- config.ConfigMap{Rules: filter.Rules{SkipInvalidResources: false}, MaxPruneFraction: 0.5}
+		}},
+		{name: "changes dropped by a full queue", want: true, setup: func(_ *fakeCaches, _ chan time.Time, _ chan config.ConfigMap, overflow *atomic.Bool, _ func()) {
+			overflow.Store(true)
+		}},
+		{name: "shutdown", want: false, setup: func(_ *fakeCaches, _ chan time.Time, _ chan config.ConfigMap, _ *atomic.Bool, cancel func()) {
+			cancel()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			f := &fakeCaches{listed: make(chan struct{}), rules: make(chan filter.Rules, 1)}
+			tick, reloads := make(chan time.Time), make(chan config.ConfigMap)
+			var overflow atomic.Bool
+			settings := object.NewSettings(true, 0.1)
+			done := make(chan bool, 1)
+			go func() {
+				done <- s.awaitPass(ctx, f, func() bool { return overflow.Swap(false) }, settings, tick, reloads)
+			}()
+			tc.setup(f, tick, reloads, &overflow, cancel)
+			select {
+			case got := <-done:
+				if got != tc.want {
+					t.Errorf("awaitPass = %v, want %v", got, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no pass became due")
+			}
+			if tc.reload {
+				select {
+				case <-f.rules:
+				default:
+					t.Error("the new rules were not applied before the pass")
+				}
+				if settings.SkipInvalid() || settings.MaxPruneFraction() != 0.5 {
+					t.Errorf("settings after the reload: skip %v, max-prune-fraction %v", settings.SkipInvalid(), settings.MaxPruneFraction())
+				}
+			}
+		})
+	}
+
+	t.Run("a pass that could not list the store is tried again soon", func(t *testing.T) {
+		f := &fakeCaches{listed: make(chan struct{}), rules: make(chan filter.Rules, 1)}
+		f.needs.Store(true)
+		start := time.Now()
+		if !s.awaitPass(context.Background(), f, func() bool { return false }, object.NewSettings(true, 0.1), nil, nil) {
+			t.Fatal("no retry")
+		}
+		if waited := time.Since(start); waited < passRetryDelay {
+			t.Errorf("retried after %v, before passRetryDelay %v", waited, passRetryDelay)
+		}
+	})
+
+	t.Run("nothing due: it waits", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		f := &fakeCaches{listed: make(chan struct{}), rules: make(chan filter.Rules, 1)}
+		if s.awaitPass(ctx, f, func() bool { return false }, object.NewSettings(true, 0.1), nil, nil) {
+			t.Error("a pass became due with nothing to do")
 		}
 	})
 }

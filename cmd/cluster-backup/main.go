@@ -2,10 +2,11 @@
 // step with a Kubernetes cluster: one clean YAML file per object, written
 // within seconds of every change, with a periodic reconcile pass.
 //
-// It owns the wiring and the lifecycle: configuration to exit code, the
-// start-up order (API server, store, prefix claim, informers), leader
-// election, the metrics and health endpoints, the reload loop and the
-// bounded shutdown. The pipeline stages live in their own packages.
+// It owns the command line: flags and settings validated into a
+// config.Config, the commands that read the bucket (ls, show, history,
+// diff, restore, verify, purge, adopt) and the exit codes. The service
+// itself (run and snapshot) lives in package service, the pipeline stages
+// in their own packages.
 package main
 
 import (
