@@ -26,8 +26,8 @@ var ErrMisfiled = fmt.Errorf("the document is not the object its key names")
 // decide reads one fetched document into what the restore does with it:
 // nil when it is not written (reported, or left out by the selection). The
 // document is believed only when it is the object its key names; it is
-// decrypted, mapped to its new namespace, checked against the skip rules
-// and sanitised.
+// decrypted, patched by the resource modifiers, mapped to its new
+// namespace, checked against the skip rules and sanitised.
 func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
 	if f.Unknown {
 		r.report(resultOf(f.Item, nil), Unknown, "the store keeps no version of it from the chosen time; its oldest is from "+
@@ -52,6 +52,11 @@ func (r *restorer) decide(f Fetched, restored func(ownerKey) bool) *planned {
 		return nil
 	}
 	if !Selected(obj, r.opts.Selector, r.namespaces) {
+		return nil
+	}
+	// Conditions are judged on the object as stored, in its own namespace.
+	if _, err := r.opts.Modifiers.Apply(obj, f.Segment); err != nil {
+		r.report(resultOf(f.Item, obj), Failed, err.Error())
 		return nil
 	}
 	MapNamespaces(obj, r.opts.NamespaceMapping)

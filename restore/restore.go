@@ -58,7 +58,10 @@ type Options struct {
 	Parallel          int
 	PreserveNodePorts bool
 	NamespaceMapping  map[string]string
-	Selector          labels.Selector // over the backed-up objects' labels; nil selects all
+	// Modifiers patch each selected object before it is mapped, checked
+	// and written (restore --resource-modifiers), as Velero's do.
+	Modifiers *Modifiers
+	Selector  labels.Selector // over the backed-up objects' labels; nil selects all
 	// Progress, when set, is called with each object's result as it is
 	// decided.
 	Progress func(Result)

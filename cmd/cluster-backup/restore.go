@@ -50,6 +50,7 @@ type restoreFlags struct {
 	controlPlane      bool
 	keepReclaim       bool
 	priorities        string
+	modifiers         string
 }
 
 func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
@@ -57,6 +58,7 @@ func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
 	fs.IntVar(&f.parallel, "parallel", 32, "objects read and written at once")
 	fs.BoolVar(&f.preserveNodePorts, "preserve-nodeports", false, "keep the Services' node ports")
 	fs.BoolVar(&f.controlPlane, "include-control-plane", false, "also write what a control plane makes and maintains for itself (skipped by default, each with its reason)")
+	fs.StringVar(&f.modifiers, "resource-modifiers", "", "a file of restore-time patches in Velero's resource-modifier format (version: v1, resourceModifierRules)")
 	if name == "diff" {
 		fs.StringVar(&f.against, "against", "live", "what to compare the backup with: live")
 		fs.StringVar(&f.againstTime, "against-time", "", "compare with the backup as it was at this time instead of the live cluster")
@@ -373,6 +375,15 @@ func (f *restoreFlags) options(sel *selection) (restore.Options, error) {
 			return opts, usagef("invalid --namespace-mapping %q: want OLD:NEW", m)
 		}
 		opts.NamespaceMapping[from] = to
+	}
+	if f.modifiers != "" {
+		b, err := os.ReadFile(f.modifiers)
+		if err != nil {
+			return opts, usagef("invalid --resource-modifiers %q: %v", f.modifiers, err)
+		}
+		if opts.Modifiers, err = restore.LoadModifiers(b); err != nil {
+			return opts, usagef("invalid --resource-modifiers %q: %v", f.modifiers, err)
+		}
 	}
 	if sel.labelSelector != "" {
 		s, err := labels.Parse(sel.labelSelector)
