@@ -6,7 +6,6 @@ package config
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cluster-backup/cluster-backup/encrypt"
 	"github.com/cluster-backup/cluster-backup/filter"
@@ -41,11 +42,16 @@ type Config struct {
 	MinIOClientKey  string
 	// MinIOSSE is server-side encryption of every PUT: "", "s3" or
 	// "kms:KEY_ID".
-	MinIOSSE         string
-	BackupPrefix     string
-	BackupDir        string
-	BackupConfigDir  string
-	Kubeconfig       string
+	MinIOSSE        string
+	BackupPrefix    string
+	BackupDir       string
+	BackupConfigDir string
+	// Kubeconfig is KUBECONFIG or --kubeconfig: one file, or a list
+	// (os.PathListSeparator) merged as kubectl merges it.
+	Kubeconfig string
+	// Kube are kubectl's overrides of the kubeconfig (--context, --cluster,
+	// --user, --as, --as-group, --request-timeout, -n), set by the commands.
+	Kube             clientcmd.ConfigOverrides
 	LogLevel         zapcore.Level
 	MetricsAddr      string
 	BatchSize        int
@@ -127,8 +133,14 @@ func (e *Error) Error() string {
 	}
 }
 
+// IsNoCluster reports whether err is only that CLUSTER_NAME is unset.
+func IsNoCluster(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Reason == "required" && (e.Key == "CLUSTER_NAME" || e.Key == "--cluster-name")
+}
+
 // ErrHelp is returned by Load when the user asked for --help.
-var ErrHelp = flag.ErrHelp
+var ErrHelp = pflag.ErrHelp
 
 // setting is one environment variable and its flag.
 type setting struct {
@@ -241,7 +253,7 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			c.BackupConfigDir = v
 			return nil
 		}},
-		{env: "KUBECONFIG", usage: "kubeconfig file; unset uses the in-cluster service account", apply: func(c *Config, v string) error {
+		{env: "KUBECONFIG", usage: "kubeconfig file, or a list merged as kubectl merges KUBECONFIG; unset: ~/.kube/config, then the in-cluster service account", apply: func(c *Config, v string) error {
 			c.Kubeconfig = v
 			return nil
 		}},
@@ -465,95 +477,68 @@ func (c *Config) buildEncrypter() error {
 // environment; flags win over environment variables. lookupEnv is
 // os.LookupEnv outside tests. Errors caused by the user are *Error.
 func Load(name string, args []string, lookupEnv func(string) (string, bool), usageOut io.Writer) (Config, error) {
-	c, rest, err := LoadCommand(name, args, lookupEnv, usageOut, nil)
-	if err == nil && len(rest) > 0 {
-		return Config{}, &Error{Key: "arguments", Value: strings.Join(rest, " "), Reason: "unexpected"}
-	}
-	return c, err
-}
-
-// Command is what a command adds to the settings: flags of its own on the
-// same flag set, and values that stand for settings (--cluster for
-// CLUSTER_NAME), read once the flags are parsed.
-type Command struct {
-	Register  func(fs *flag.FlagSet)
-	Overrides func() map[string]string // environment variable -> value
-	Usage     string                   // printed by --help before the settings
-}
-
-// LoadCommand is Load for a command with flags and arguments of its own.
-// Flags and arguments may be interleaved (show configmaps/a -n default); the
-// arguments are returned in order.
-func LoadCommand(name string, args []string, lookupEnv func(string) (string, bool), usageOut io.Writer, cmd *Command) (Config, []string, error) {
-	table := settings()
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	values := make([]*rawValue, len(table))
-	for i, s := range table {
-		values[i] = &rawValue{isBool: s.isBool}
-		fs.Var(values[i], s.flagName(), s.usage)
-	}
-	if cmd == nil {
-		cmd = &Command{}
-	}
-	if cmd.Register != nil {
-		cmd.Register(fs)
-	}
-	rest, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		printCommandUsage(usageOut, name, cmd, fs)
-		return Config{}, nil, ErrHelp
+	flags := AddFlags(fs)
+	err := fs.Parse(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		PrintUsage(usageOut, name)
+		return Config{}, ErrHelp
 	}
 	if err != nil {
-		return Config{}, nil, &Error{Key: "arguments", Value: strings.Join(args, " "), Reason: err.Error()}
+		return Config{}, &Error{Key: "arguments", Value: strings.Join(args, " "), Reason: err.Error()}
 	}
-	overrides := map[string]string{}
-	if cmd.Overrides != nil {
-		overrides = cmd.Overrides()
+	if fs.NArg() > 0 {
+		return Config{}, &Error{Key: "arguments", Value: strings.Join(fs.Args(), " "), Reason: "unexpected"}
 	}
-	c, err := apply(table, values, lookupEnv, overrides)
-	return c, rest, err
+	return flags.Config(lookupEnv, nil)
 }
 
-// parseInterleaved parses flags wherever they stand among the arguments
-// and returns the arguments in order.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var rest []string
-	for remaining := args; ; {
-		if err := fs.Parse(remaining); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return rest, nil
-		}
-		rest = append(rest, fs.Arg(0))
-		remaining = fs.Args()[1:]
-	}
+// Flags are the settings' flags on one flag set: --minio-endpoint for
+// MINIO_ENDPOINT and so on. Config reads them once the set is parsed.
+type Flags struct {
+	table  []setting
+	values []*rawValue
 }
 
-// printCommandUsage prints a command's own flags, then the settings.
-func printCommandUsage(w io.Writer, name string, cmd *Command, fs *flag.FlagSet) {
-	if cmd.Usage != "" {
-		fmt.Fprintln(w, cmd.Usage)
-		fmt.Fprintln(w, "Flags:")
-		settingFlags := map[string]bool{}
-		for _, s := range settings() {
-			settingFlags[s.flagName()] = true
+// AddFlags registers a flag for every setting on fs.
+func AddFlags(fs *pflag.FlagSet) *Flags {
+	f := &Flags{table: settings()}
+	f.values = make([]*rawValue, len(f.table))
+	for i, s := range f.table {
+		f.values[i] = &rawValue{isBool: s.isBool}
+		fl := fs.VarPF(f.values[i], s.flagName(), "", fmt.Sprintf("%s ($%s)", s.usage, s.env))
+		if s.isBool {
+			fl.NoOptDefVal = "true"
 		}
-		fs.VisitAll(func(f *flag.Flag) {
-			if !settingFlags[f.Name] {
-				fmt.Fprintf(w, "  --%s\n        %s\n", f.Name, f.Usage)
-			}
-		})
-		fmt.Fprintln(w)
 	}
-	PrintUsage(w, name)
+	return f
+}
+
+// IsSetting reports whether a flag name is one of the settings' flags.
+func IsSetting(flagName string) bool {
+	for _, s := range settings() {
+		if s.flagName() == flagName {
+			return true
+		}
+	}
+	return false
+}
+
+// Config reads every setting from its flag, an override (--backup-cluster
+// for CLUSTER_NAME: environment variable -> value), its environment
+// variable or its default, in that order, and the ConfigMap. Without a
+// CLUSTER_NAME it returns every other setting with an error IsNoCluster reports,
+// for a command that can do without one.
+func (f *Flags) Config(lookupEnv func(string) (string, bool), overrides map[string]string) (Config, error) {
+	return apply(f.table, f.values, lookupEnv, overrides)
 }
 
 // apply reads every setting from its flag, an override, its environment
 // variable or its default, in that order, and the ConfigMap.
 func apply(table []setting, values []*rawValue, lookupEnv func(string) (string, bool), overrides map[string]string) (Config, error) {
 	var c Config
+	var missingCluster error
 	for i, s := range table {
 		key, v := s.env, s.def
 		if ev, ok := lookupEnv(s.env); ok {
@@ -566,6 +551,10 @@ func apply(table []setting, values []*rawValue, lookupEnv func(string) (string, 
 			key, v = "--"+s.flagName(), values[i].s
 		}
 		if err := s.apply(&c, strings.TrimSpace(v)); err != nil {
+			if s.env == "CLUSTER_NAME" && strings.TrimSpace(v) == "" {
+				missingCluster = &Error{Key: key, Value: v, Reason: err.Error()}
+				continue
+			}
 			return Config{}, &Error{Key: key, Value: v, Secret: s.secret, Reason: err.Error()}
 		}
 	}
@@ -600,7 +589,7 @@ func apply(table []setting, values []*rawValue, lookupEnv func(string) (string, 
 		cm.ApplyTo(&c)
 		c.ConfigData = data
 	}
-	return c, nil
+	return c, missingCluster
 }
 
 // PrintUsage documents every setting, its flag, variable and default.
@@ -628,8 +617,14 @@ type rawValue struct {
 	isBool bool
 }
 
-func (v *rawValue) String() string   { return v.s }
-func (v *rawValue) IsBoolFlag() bool { return v.isBool }
+func (v *rawValue) String() string { return v.s }
+
+func (v *rawValue) Type() string {
+	if v.isBool {
+		return "bool"
+	}
+	return "string"
+}
 func (v *rawValue) Set(s string) error {
 	v.s, v.set = s, true
 	return nil

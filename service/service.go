@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -121,23 +122,34 @@ func (s *Service) connectStore(ctx context.Context, m *metrics.Metrics) error {
 	}
 }
 
+// ClientConfig follows kubectl's loading rules: --kubeconfig or KUBECONFIG
+// (one file, which must exist, or a list merged in order), else
+// ~/.kube/config; the in-cluster service account when none holds a
+// cluster; cfg.Kube's overrides (--context, --cluster, --user, --as, ...)
+// on top.
+func ClientConfig(cfg config.Config) clientcmd.ClientConfig {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.Precedence = []string{clientcmd.RecommendedHomeFile}
+	switch paths := filepath.SplitList(cfg.Kubeconfig); len(paths) {
+	case 0:
+	case 1:
+		rules.ExplicitPath = paths[0]
+	default:
+		rules.Precedence = paths
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &cfg.Kube)
+}
+
 // maxConnectDelay caps the wait between attempts to reach the store at
 // start.
 const maxConnectDelay = time.Minute
 
-// RestConfig reads KUBECONFIG when set, else the in-cluster service account.
+// RestConfig loads the cluster's client configuration as kubectl does (see
+// ClientConfig), with the service's rate limits and user agent.
 func RestConfig(cfg config.Config, version string) (*rest.Config, error) {
-	var (
-		kube *rest.Config
-		err  error
-	)
-	if cfg.Kubeconfig != "" {
-		kube, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-	} else {
-		kube, err = rest.InClusterConfig()
-	}
+	kube, err := ClientConfig(cfg).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config (set KUBECONFIG outside a cluster): %w", err)
+		return nil, fmt.Errorf("kubernetes client config (--kubeconfig, KUBECONFIG, ~/.kube/config or the in-cluster service account): %w", err)
 	}
 	kube.QPS, kube.Burst = cfg.APIQPS, cfg.APIBurst
 	kube.UserAgent = "cluster-backup/" + version

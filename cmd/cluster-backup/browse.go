@@ -3,17 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,7 +20,6 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-	"sigs.k8s.io/yaml"
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/encode"
@@ -57,6 +54,7 @@ func (e fatalError) Unwrap() error { return e.err }
 type stringList []string
 
 func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Type() string   { return "strings" }
 func (l *stringList) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -80,23 +78,22 @@ type selection struct {
 	output            string
 	identity          string
 	acceptUnsigned    bool
+	clusters          bool   // ls --clusters
+	contextNamespace  string // the kubeconfig context's namespace, when it names one
 
 	atTime time.Time
 }
 
-func (s *selection) register(fs *flag.FlagSet) {
-	fs.StringVar(&s.cluster, "cluster", "", "the backed-up cluster (default CLUSTER_NAME)")
+func (s *selection) register(fs *pflag.FlagSet) {
+	fs.StringVar(&s.cluster, "backup-cluster", "", "the backed-up cluster to read (default CLUSTER_NAME)")
 	fs.StringVar(&s.at, "at", "", "the backup as it was at this time: RFC 3339 (2026-12-02T10:00:00Z) or a duration ago (2h, 3d); default now")
-	fs.Var(&s.namespaces, "n", "namespace (repeatable)")
-	fs.Var(&s.namespaces, "namespace", "namespace (repeatable)")
-	fs.BoolVar(&s.allNamespaces, "A", false, "every namespace and the cluster-scoped objects")
-	fs.BoolVar(&s.allNamespaces, "all-namespaces", false, "every namespace and the cluster-scoped objects")
+	fs.VarP(&s.namespaces, "namespace", "n", "namespace (repeatable, or comma-separated); show and history default to the kubeconfig context's")
+	fs.BoolVarP(&s.allNamespaces, "all-namespaces", "A", false, "every namespace and the cluster-scoped objects")
 	fs.Var(&s.excludeNamespaces, "exclude-namespace", "namespace to leave out (repeatable)")
 	fs.Var(&s.includeResources, "include-resources", "resources to include, as in the filtering ConfigMap (comma-separated)")
 	fs.Var(&s.excludeResources, "exclude-resources", "resources to leave out (comma-separated)")
-	fs.StringVar(&s.labelSelector, "l", "", "label selector over the backed-up objects")
-	fs.StringVar(&s.labelSelector, "selector", "", "label selector over the backed-up objects")
-	fs.StringVar(&s.output, "o", "table", "output: table, yaml, json or name")
+	fs.StringVarP(&s.labelSelector, "selector", "l", "", "label selector over the backed-up objects")
+	fs.StringVarP(&s.output, "output", "o", "table", "output: table, wide, yaml, json, name, jsonpath=TEMPLATE or custom-columns=SPEC")
 	fs.StringVar(&s.identity, "identity", "", "age identity file to decrypt Secrets with (default AGE_IDENTITY_FILE)")
 	fs.BoolVar(&s.acceptUnsigned, "accept-unsigned", false, "read documents stored without an integrity tag (written before INTEGRITY_KEY existed)")
 }
@@ -340,32 +337,21 @@ func (b *browser) ls(ctx context.Context, sel *selection, args []string) error {
 }
 
 func printEntries(w io.Writer, format string, entries []entry) error {
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(entries)
-	case "yaml":
-		out, err := yaml.Marshal(entries)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(out)
-		return err
-	case "name":
-		for _, e := range entries {
-			fmt.Fprintf(w, "%s/%s\n", e.Resource, e.Name)
-		}
-		return nil
-	case "table", "":
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAMESPACE\tRESOURCE\tNAME\tVERSION TIME\tSIZE")
-		for _, e := range entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", e.Namespace, e.Resource, e.Name, e.Time.UTC().Format(time.RFC3339), e.Size)
-		}
-		return tw.Flush()
-	}
-	return usagef("invalid -o %q: want table, yaml, json or name", format)
+	return printList(w, format, entries, func(e entry) string { return e.Resource + "/" + e.Name },
+		func(tw io.Writer, wide bool) {
+			if wide {
+				fmt.Fprintln(tw, "NAMESPACE\tRESOURCE\tNAME\tVERSION TIME\tSIZE\tVERSION ID\tKEY")
+			} else {
+				fmt.Fprintln(tw, "NAMESPACE\tRESOURCE\tNAME\tVERSION TIME\tSIZE")
+			}
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d", e.Namespace, e.Resource, e.Name, e.Time.UTC().Format(time.RFC3339), e.Size)
+				if wide {
+					fmt.Fprintf(tw, "\t%s\t%s", e.VersionID, e.Key)
+				}
+				fmt.Fprintln(tw)
+			}
+		})
 }
 
 // itemFilter applies --include-resources, --exclude-resources and
@@ -417,13 +403,17 @@ func (b *browser) target(ctx context.Context, sel *selection, arg string) (strin
 	if len(sel.namespaces) > 0 {
 		return key(sel.namespaces[0]), nil
 	}
+	defaultNS := "default"
+	if sel.contextNamespace != "" {
+		defaultNS = sel.contextNamespace
+	}
 	if namespaced, known := b.res.namespaced(seg); known {
 		if namespaced {
-			return key("default"), nil
+			return key(defaultNS), nil
 		}
 		return key(""), nil
 	}
-	for _, ns := range []string{"", "default"} {
+	for _, ns := range []string{"", defaultNS} {
 		versions, err := restore.History(ctx, b.reader, key(ns), time.Time{}, time.Time{})
 		if err != nil {
 			return "", fatalError{err}

@@ -3,27 +3,18 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
 )
-
-// commandUsage is the first line of each browsing command's --help.
-var commandUsage = map[string]string{
-	"ls":      "Usage: cluster-backup ls [RESOURCE[/NAME]] [-n NS | -A] [--at TIME] [-o table|yaml|json|name]",
-	"show":    "Usage: cluster-backup show RESOURCE/NAME [-n NS] [--at TIME | --version ID]",
-	"history": "Usage: cluster-backup history RESOURCE/NAME [-n NS] [--since TIME] [--until TIME] [-p]",
-	"restore": "Usage: cluster-backup restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server] [--parallel N] [--qps Q] [--report FILE] [--yes] [--include-control-plane] [--keep-reclaim-policy] [--priorities FILE] [--resource-modifiers FILE]",
-	"diff":    "Usage: cluster-backup diff (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details] [--resource-modifiers FILE]",
-	"adopt":   "Usage: cluster-backup adopt [--yes]   (a rebuilt cluster takes its backup prefix over from the cluster it replaces)",
-	"purge":   "Usage: cluster-backup purge --plaintext-secrets [--yes]   (delete the stored versions of Secrets written in the clear; a dry run without --yes)",
-	"verify":  "Usage: cluster-backup verify [-n NS | -A] [--at TIME] [--accept-unsigned]   (read back every document: its sha256 and its integrity tag; exit 3 when any fails)",
-}
 
 // commandFlags are the flags of one command beyond the selection.
 type commandFlags struct {
@@ -35,40 +26,130 @@ type commandFlags struct {
 	restore      restoreFlags
 }
 
-// runCommand runs ls, show, history, diff or restore and maps its outcome
-// to an exit code.
-func runCommand(ctx context.Context, name string, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+// env is what a command reads from outside its arguments.
+type env struct {
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+	binary         string // "cluster-backup", or "kubectl backup" for the plugin
+}
+
+// command describes one command reading the bucket: its usage, help and
+// examples, the flags it adds, and what it does.
+type command struct {
+	name, use, short, example string
+	flags                     func(fs *pflag.FlagSet, fl *commandFlags)
+	complete                  bool // its arguments are RESOURCE[/NAME] of the backup
+}
+
+var browsingCommands = []command{
+	{name: "ls", use: "ls [RESOURCE[/NAME]] [-n NS | -A] [--at TIME] [-o FORMAT]", complete: true,
+		short: "what the backup holds (at --at)",
+		example: `  # every object of namespace shop, as backed up now
+  {bin} ls -n shop
+  # the Deployments of every namespace as they were two hours ago
+  {bin} ls deployments -A --at 2h
+  # without CLUSTER_NAME or --backup-cluster: the clusters this bucket holds
+  {bin} ls`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) {}},
+	{name: "show", use: "show RESOURCE/NAME [-n NS] [--at TIME | --version ID]", complete: true,
+		short: "one stored object, verified",
+		example: `  {bin} show deployment/web -n shop
+  {bin} show configmap/settings -n shop --at 2026-12-02T10:00:00Z`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) {
+			fs.StringVar(&fl.version, "version", "", "a version ID (history lists them)")
+		}},
+	{name: "history", use: "history RESOURCE/NAME [-n NS] [--since TIME] [--until TIME] [-p]", complete: true,
+		short:   "every version of one object (-p: what each changed)",
+		example: `  {bin} history deployment/web -n shop -p --since 3d`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) {
+			fs.StringVar(&fl.since, "since", "", "only versions taken at or after this time")
+			fs.StringVar(&fl.until, "until", "", "only versions taken at or before this time")
+			fs.BoolVarP(&fl.patch, "patch", "p", false, "show what each version changed")
+		}},
+	{name: "diff", use: "diff (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details] [--resource-modifiers FILE]",
+		short: "the backup against the live cluster, or against itself at another time",
+		example: `  # what a restore of shop would change in the live cluster
+  {bin} diff -n shop --details
+  # what changed in the backup between yesterday and now
+  {bin} diff -A --at 1d --against-time 0s`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) { fl.restore.register(fs, "diff") }},
+	{name: "restore", use: "restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server]",
+		short: "bring objects back as they were (at --at)",
+		example: `  # namespace shop as it was an hour ago, into the current context
+  {bin} restore -n shop --at 1h
+  # a lost cluster into a new control plane
+  {bin} restore -A --context new-cluster --report restore.json
+  # shop as shop-copy, images from a mirror
+  {bin} restore -n shop --namespace-mapping shop:shop-copy --resource-modifiers modifiers.yaml`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) { fl.restore.register(fs, "restore") }},
+	{name: "verify", use: "verify [-n NS | -A] [--at TIME] [--accept-unsigned]",
+		short:   "read back every document (at --at): digest and integrity tag; exit 3 when any fails",
+		example: `  {bin} verify -A`,
+		flags:   func(fs *pflag.FlagSet, fl *commandFlags) {}},
+	{name: "purge", use: "purge --plaintext-secrets [--yes]",
+		short: "delete the stored versions of Secrets written in the clear (a dry run without --yes)",
+		example: `  {bin} purge --plaintext-secrets        # list them
+  {bin} purge --plaintext-secrets --yes  # delete them`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) {
+			fs.BoolVar(&fl.plaintext, "plaintext-secrets", false, "the versions of Secrets stored in the clear, and the restore packs holding one")
+			fs.BoolVar(&fl.yes, "yes", false, "delete them (without it, only list them)")
+		}},
+	{name: "adopt", use: "adopt [--yes]",
+		short:   "a rebuilt cluster takes its backup prefix over from the one it replaces",
+		example: `  {bin} adopt --context rebuilt`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) {
+			fs.BoolVar(&fl.yes, "yes", false, "do not ask before taking the prefix over")
+		}},
+}
+
+// newBrowsingCommand builds one command that reads the bucket: the
+// selection, kubectl's kubeconfig flags, its own flags and every setting
+// (hidden from --help, listed by run --help).
+func newBrowsingCommand(ctx context.Context, c command, e *env) *cobra.Command {
 	sel := &selection{}
 	fl := &commandFlags{}
-	cfg, rest, err := config.LoadCommand(name, args, lookupEnv, stdout, &config.Command{
-		Register: func(fs *flag.FlagSet) {
-			sel.register(fs)
-			switch name {
-			case "show":
-				fs.StringVar(&fl.version, "version", "", "a version ID (history lists them)")
-			case "history":
-				fs.StringVar(&fl.since, "since", "", "only versions taken at or after this time")
-				fs.StringVar(&fl.until, "until", "", "only versions taken at or before this time")
-				fs.BoolVar(&fl.patch, "p", false, "show what each version changed")
-			case "restore", "diff":
-				fl.restore.register(fs, name)
-			case "adopt":
-				fs.BoolVar(&fl.yes, "yes", false, "do not ask before taking the prefix over")
-			case "purge":
-				fs.BoolVar(&fl.plaintext, "plaintext-secrets", false, "the versions of Secrets stored in the clear, and the restore packs holding one")
-				fs.BoolVar(&fl.yes, "yes", false, "delete them (without it, only list them)")
-			}
-		},
-		Overrides: sel.overrides,
-		Usage:     commandUsage[name],
+	kf := &kubeFlags{}
+	cmd := &cobra.Command{
+		Use:     c.use,
+		Short:   c.short,
+		Example: strings.ReplaceAll(c.example, "{bin}", e.binary),
+	}
+	fs := cmd.Flags()
+	fs.SortFlags = false
+	sel.register(fs)
+	c.flags(fs, fl)
+	kf.register(fs)
+	settings := config.AddFlags(fs)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if config.IsSetting(f.Name) && f.Name != "kubeconfig" {
+			_ = fs.MarkHidden(f.Name)
+		}
 	})
-	if errors.Is(err, config.ErrHelp) {
-		return exitOK
+	load := func() (config.Config, error) {
+		path, _ := e.lookupEnv("KUBECONFIG")
+		if f := fs.Lookup("kubeconfig"); f.Changed {
+			path = f.Value.String()
+		}
+		kf.legacyCluster(path, sel, e.stderr)
+		cfg, err := settings.Config(e.lookupEnv, sel.overrides())
+		if c.name == "ls" && config.IsNoCluster(err) {
+			sel.clusters, err = true, nil // ls without a cluster lists the clusters
+		}
+		if err != nil {
+			return cfg, err
+		}
+		return kf.apply(cfg, sel), nil
 	}
-	if err == nil {
-		err = runParsed(ctx, name, cfg, sel, fl, rest, stdout, stderr)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := load()
+		if err != nil {
+			return err
+		}
+		return runParsed(ctx, c.name, cfg, sel, fl, args, e.stdout, e.stderr)
 	}
-	return exitCode(err, stderr)
+	cmd.SetUsageTemplate(cmd.UsageTemplate() + "\nEvery setting of run is accepted too, as a flag or its environment variable\n(--minio-endpoint, $MINIO_ENDPOINT, ...): \"" + e.binary + " run --help\" lists them.\n")
+	registerCompletions(ctx, cmd, c, sel, load)
+	return cmd
 }
 
 func runParsed(ctx context.Context, name string, cfg config.Config, sel *selection, fl *commandFlags, args []string, stdout, stderr io.Writer) error {
@@ -86,6 +167,9 @@ func runParsed(ctx context.Context, name string, cfg config.Config, sel *selecti
 		return runVerify(ctx, cfg, sel, args, stdout, stderr)
 	case "purge":
 		return runPurge(ctx, cfg, fl.plaintext, fl.yes, args, stdout, stderr)
+	}
+	if name == "ls" && sel.clusters {
+		return listClusters(ctx, cfg, sel, args, stdout)
 	}
 	b, err := openBrowser(ctx, cfg, sel, name, stdout, stderr)
 	if err != nil {
@@ -129,7 +213,10 @@ func exitCode(err error, stderr io.Writer) int {
 	var usage usageError
 	var cfgErr *config.Error
 	var fatal fatalError
+	var failure serviceFailure
 	switch {
+	case errors.As(err, &failure):
+		return exitFailed
 	case errors.As(err, &usage), errors.As(err, &cfgErr):
 		return exitUsage
 	case errors.As(err, &fatal):

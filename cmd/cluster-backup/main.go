@@ -11,14 +11,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/service"
@@ -39,77 +42,121 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv)
+	code := runAs(ctx, binaryName(os.Args[0]), os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv)
 	stop()
 	os.Exit(code)
 }
 
+// binaryName is how help and examples name the binary: installed as
+// kubectl-backup on the PATH, it is the kubectl plugin "kubectl backup".
+func binaryName(arg0 string) string {
+	if strings.HasPrefix(filepath.Base(arg0), "kubectl-backup") {
+		return "kubectl backup"
+	}
+	return "cluster-backup"
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	if len(args) == 0 {
-		usage(stderr)
-		return exitUsage
-	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "version", "--version":
-		fmt.Fprintf(stdout, "cluster-backup %s (commit %s, %s %s/%s)\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return exitOK
-	case "help", "-h", "--help":
-		usage(stdout)
-		return exitOK
-	case "run", "snapshot":
-	case "ls", "show", "history", "restore", "diff", "adopt", "verify", "purge":
-		return runCommand(ctx, cmd, rest, stdout, stderr, lookupEnv)
-	default:
-		fmt.Fprintf(stderr, "error: unknown command %q\n", cmd)
-		usage(stderr)
-		return exitUsage
-	}
+	return runAs(ctx, "cluster-backup", args, stdout, stderr, lookupEnv)
+}
 
-	cfg, err := config.Load(cmd, rest, lookupEnv, stdout)
-	if errors.Is(err, config.ErrHelp) {
-		return exitOK
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
+func runAs(ctx context.Context, binary string, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	e := &env{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv, binary: binary}
+	root := newRoot(ctx, e)
+	switch {
+	case len(args) == 0:
+		root.SetOut(stderr)
+		_ = root.Usage()
 		return exitUsage
+	case args[0] == "--version":
+		args[0] = "version"
 	}
-
-	svc, err := service.New(ctx, cfg, service.Options{Version: version, Stdout: stdout, Stderr: stderr, Progress: isTerminal(stderr)})
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return exitFailed
-	}
-	if cmd == "snapshot" {
-		err = svc.Snapshot(ctx)
-	} else {
-		err = svc.Run(ctx)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return exitFailed
+	root.SetArgs(args)
+	if _, err := root.ExecuteC(); err != nil {
+		if strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
+			err = usagef("%v", err)
+		}
+		return exitCode(err, stderr)
 	}
 	return exitOK
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `cluster-backup keeps a bucket in step with a Kubernetes cluster, one YAML file per object.
+// newRoot is the command tree.
+func newRoot(ctx context.Context, e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "cluster-backup",
+		Short: "cluster-backup keeps a bucket in step with a Kubernetes cluster, one YAML file per object.",
+		Long: `cluster-backup keeps a bucket in step with a Kubernetes cluster, one YAML file per object.
 
-Usage:
-  cluster-backup run        always-on: watch every selected resource, write each change, reconcile periodically
-  cluster-backup snapshot   one full pass (list, write, prune), then exit
-  cluster-backup ls         what the backup holds (at --at)
-  cluster-backup show       one stored object, verified
-  cluster-backup history    every version of one object (-p: what each changed)
-  cluster-backup diff       the backup against the live cluster, or against itself at another time
-  cluster-backup restore    bring objects back as they were (at --at)
-  cluster-backup verify     read back every document (at --at): digest and integrity tag
-  cluster-backup purge      delete the stored versions of Secrets written in the clear (--plaintext-secrets)
-  cluster-backup adopt      a rebuilt cluster takes its backup prefix over from the one it replaces
-  cluster-backup version    print version, commit and Go version
+The service runs as "run" (always on) or "snapshot" (one pass, for a CronJob); every other command
+reads the bucket. The kubeconfig is found as kubectl finds it (--kubeconfig, KUBECONFIG, ~/.kube/config,
+the in-cluster service account) with kubectl's --context, --cluster, --user and --as.
+Run "` + e.binary + ` run --help" for every setting and its environment variable.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	if e.binary != "cluster-backup" {
+		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: e.binary}
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usagef("%v (see %s --help)", err, c.CommandPath())
+	})
+	root.AddCommand(
+		newServiceCommand(ctx, "run", "always-on: watch every selected resource, write each change, reconcile periodically", e),
+		newServiceCommand(ctx, "snapshot", "one full pass (list, write, prune), then exit", e),
+	)
+	for _, c := range browsingCommands {
+		root.AddCommand(newBrowsingCommand(ctx, c, e))
+	}
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "print version, commit and Go version",
+		Args:  cobra.NoArgs,
+		Run: func(*cobra.Command, []string) {
+			fmt.Fprintf(e.stdout, "cluster-backup %s (commit %s, %s %s/%s)\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		},
+	})
+	return root
+}
 
-Run "cluster-backup run --help" for every setting.
-`)
+// serviceFailure is a run or a pass that could not complete: exit code 1.
+type serviceFailure struct{ err error }
+
+func (e serviceFailure) Error() string { return e.err.Error() }
+func (e serviceFailure) Unwrap() error { return e.err }
+
+// newServiceCommand is run or snapshot: every setting as a flag and its
+// environment variable; --help prints the settings table.
+func newServiceCommand(ctx context.Context, name, short string, e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   name + " [flags]",
+		Short: short,
+		Args:  cobra.NoArgs,
+	}
+	settings := config.AddFlags(cmd.Flags())
+	cmd.SetHelpFunc(func(c *cobra.Command, _ []string) { config.PrintUsage(c.OutOrStdout(), name) })
+	cmd.RunE = func(*cobra.Command, []string) error {
+		cfg, err := settings.Config(e.lookupEnv, nil)
+		if err != nil {
+			return err
+		}
+		svc, err := service.New(ctx, cfg, service.Options{Version: version, Stdout: e.stdout, Stderr: e.stderr, Progress: isTerminal(e.stderr)})
+		if err != nil {
+			return serviceFailure{err}
+		}
+		if name == "snapshot" {
+			err = svc.Snapshot(ctx)
+		} else {
+			err = svc.Run(ctx)
+		}
+		if err != nil {
+			return serviceFailure{err}
+		}
+		return nil
+	}
+	return cmd
 }
 
 func buildCommit() string {

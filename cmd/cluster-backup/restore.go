@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -53,7 +53,7 @@ type restoreFlags struct {
 	modifiers         string
 }
 
-func (f *restoreFlags) register(fs *flag.FlagSet, name string) {
+func (f *restoreFlags) register(fs *pflag.FlagSet, name string) {
 	fs.Var(&f.namespaceMapping, "namespace-mapping", "OLD:NEW: restore namespace OLD as NEW (repeatable)")
 	fs.IntVar(&f.parallel, "parallel", 32, "objects read and written at once")
 	fs.BoolVar(&f.preserveNodePorts, "preserve-nodeports", false, "keep the Services' node ports")
