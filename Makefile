@@ -78,9 +78,10 @@ bench-stores:
 		go run ./bench -store $$store $$direct -sizes 10000 -scenarios initial -repeats 3 -out bench/results/$$store || exit 1; \
 	done
 
-# Assembles and starts the runtime image with buildah (no Docker engine needed).
+# The runtime image for linux/amd64 and linux/arm64 as an OCI layout, and its
+# SPDX SBOM, in bin/image (no Docker engine: go-containerregistry).
 image:
-	hack/image.sh
+	go run ./hack/image -out bin/image -version $(VERSION) -commit $(COMMIT)
 
 clean:
 	rm -rf bin backup

@@ -87,6 +87,9 @@ func DiffLive(ctx context.Context, target Target, reader Reader, items []Item, p
 					if p := r.prepare(ctx, reader, it, keys); p != nil {
 						compare(p)
 					}
+					if opts.Tick != nil {
+						opts.Tick()
+					}
 				}
 			})
 		}

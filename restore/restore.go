@@ -65,6 +65,9 @@ type Options struct {
 	// Progress, when set, is called with each object's result as it is
 	// decided.
 	Progress func(Result)
+	// Tick, when set, is called once for each backed-up object diff has
+	// compared: a count for a progress bar.
+	Tick func()
 	// Concurrency, when set, is called with the number of writes allowed
 	// in flight each time the API server's answers change it.
 	Concurrency func(limit int)

@@ -78,6 +78,7 @@ type selection struct {
 	output            string
 	identity          string
 	acceptUnsigned    bool
+	quiet             bool   // no progress bar
 	clusters          bool   // ls --clusters
 	contextNamespace  string // the kubeconfig context's namespace, when it names one
 
@@ -242,6 +243,7 @@ type browser struct {
 	layout object.Layout
 	res    resolver
 	stdout io.Writer
+	stderr io.Writer // progress only
 }
 
 // openBrowser opens the store read-only; the cluster is asked for resource
@@ -251,6 +253,7 @@ func openBrowser(ctx context.Context, cfg config.Config, sel *selection, name st
 	if err != nil {
 		return nil, err
 	}
+	progressOut := stderr
 	if name == "ls" {
 		stderr = nil // reads no document
 	}
@@ -259,7 +262,7 @@ func openBrowser(ctx context.Context, cfg config.Config, sel *selection, name st
 	if err != nil {
 		return nil, err
 	}
-	b := &browser{cfg: cfg, dec: dec, reader: store, layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, stdout: stdout}
+	b := &browser{cfg: cfg, dec: dec, reader: store, layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, stdout: stdout, stderr: progressOut}
 	if kube, err := service.RestConfig(cfg, version); err == nil {
 		kube.Timeout = 5 * time.Second
 		if _, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion(); err == nil {
@@ -317,7 +320,9 @@ func (b *browser) ls(ctx context.Context, sel *selection, args []string) error {
 	if !sel.allNamespaces {
 		namespaces = sel.namespaces
 	}
+	listing := newProgress(b.stderr, -1, "ls: listing the versions", sel.quiet)
 	items, err := restore.View(ctx, b.reader, b.layout, namespaces, sel.viewTime())
+	listing.Done()
 	if err != nil {
 		return fatalError{err}
 	}

@@ -23,7 +23,13 @@ type commandFlags struct {
 	patch        bool
 	yes          bool
 	plaintext    bool
+	quiet        bool
 	restore      restoreFlags
+}
+
+// registerQuiet adds --quiet to a command that shows a progress bar.
+func registerQuiet(fs *pflag.FlagSet, fl *commandFlags) {
+	fs.BoolVarP(&fl.quiet, "quiet", "q", false, "no progress bar (there is none on a pipe either)")
 }
 
 // env is what a command reads from outside its arguments.
@@ -50,7 +56,7 @@ var browsingCommands = []command{
   {bin} ls deployments -A --at 2h
   # without CLUSTER_NAME or --backup-cluster: the clusters this bucket holds
   {bin} ls`,
-		flags: func(fs *pflag.FlagSet, fl *commandFlags) {}},
+		flags: registerQuiet},
 	{name: "show", use: "show RESOURCE/NAME [-n NS] [--at TIME | --version ID]", complete: true,
 		short: "one stored object, verified",
 		example: `  {bin} show deployment/web -n shop
@@ -72,7 +78,7 @@ var browsingCommands = []command{
   {bin} diff -n shop --details
   # what changed in the backup between yesterday and now
   {bin} diff -A --at 1d --against-time 0s`,
-		flags: func(fs *pflag.FlagSet, fl *commandFlags) { fl.restore.register(fs, "diff") }},
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) { fl.restore.register(fs, "diff"); registerQuiet(fs, fl) }},
 	{name: "restore", use: "restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server]",
 		short: "bring objects back as they were (at --at)",
 		example: `  # namespace shop as it was an hour ago, into the current context
@@ -81,7 +87,7 @@ var browsingCommands = []command{
   {bin} restore -A --context new-cluster --report restore.json
   # shop as shop-copy, images from a mirror
   {bin} restore -n shop --namespace-mapping shop:shop-copy --resource-modifiers modifiers.yaml`,
-		flags: func(fs *pflag.FlagSet, fl *commandFlags) { fl.restore.register(fs, "restore") }},
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) { fl.restore.register(fs, "restore"); registerQuiet(fs, fl) }},
 	{name: "verify", use: "verify [-n NS | -A] [--at TIME] [--accept-unsigned]",
 		short:   "read back every document (at --at): digest and integrity tag; exit 3 when any fails",
 		example: `  {bin} verify -A`,
@@ -125,13 +131,20 @@ func newBrowsingCommand(ctx context.Context, c command, e *env) *cobra.Command {
 			_ = fs.MarkHidden(f.Name)
 		}
 	})
+	var store, release string
+	fs.StringVar(&store, "store", "", "a store of the CLI config file (~/.config/cluster-backup/config.yaml; default: its default)")
+	fs.StringVar(&release, "release", "", "the chart's release to read the store settings from, as NAMESPACE/NAME (default: the only one)")
 	load := func() (config.Config, error) {
 		path, _ := e.lookupEnv("KUBECONFIG")
 		if f := fs.Lookup("kubeconfig"); f.Changed {
 			path = f.Value.String()
 		}
 		kf.legacyCluster(path, sel, e.stderr)
-		cfg, err := settings.Config(e.lookupEnv, sel.overrides())
+		src, err := storeSettings(ctx, e, fs, kf, path, store, release)
+		if err != nil {
+			return config.Config{}, err
+		}
+		cfg, err := settings.Config(src.lookup, sel.overrides())
 		if c.name == "ls" && config.IsNoCluster(err) {
 			sel.clusters, err = true, nil // ls without a cluster lists the clusters
 		}
@@ -140,7 +153,7 @@ func newBrowsingCommand(ctx context.Context, c command, e *env) *cobra.Command {
 		}
 		return kf.apply(cfg, sel), nil
 	}
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+	cmd.RunE = func(_ *cobra.Command, args []string) error {
 		cfg, err := load()
 		if err != nil {
 			return err
@@ -155,6 +168,7 @@ func newBrowsingCommand(ctx context.Context, c command, e *env) *cobra.Command {
 func runParsed(ctx context.Context, name string, cfg config.Config, sel *selection, fl *commandFlags, args []string, stdout, stderr io.Writer) error {
 	now := time.Now()
 	var err error
+	sel.quiet = fl.quiet
 	if sel.atTime, err = parseTime(sel.at, now); err != nil {
 		return err
 	}
@@ -227,3 +241,39 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	return exitFatal
 }
+
+// storeSettings finds the store's settings after the flags: the
+// environment, the CLI config file's store, and, when neither names a
+// store, the chart's release in the cluster the kubeconfig reaches.
+func storeSettings(ctx context.Context, e *env, fs *pflag.FlagSet, kf *kubeFlags, kubeconfig, store, release string) (storeSources, error) {
+	file, err := storeFromFile(configFilePath(e.lookupEnv), store, e.stderr)
+	if err != nil {
+		return storeSources{}, err
+	}
+	src := storeSources{env: e.lookupEnv, file: file}
+	_, endpoint := src.lookup("MINIO_ENDPOINT")
+	_, dir := src.lookup("BACKUP_DIR")
+	if endpoint || dir || fs.Lookup("backup-dir").Changed {
+		return src, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	found, from, err := fromRelease(ctx, kf.apply(config.Config{Kubeconfig: kubeconfig}, &selection{}), release)
+	var usage usageError
+	switch {
+	case found == nil && release == "" && fs.Lookup("minio-endpoint").Changed:
+		return src, nil // the flag names the store; the release would only have added to it
+	case errors.As(err, &usage):
+		return src, err
+	case err != nil:
+		return src, usageError{errNoStore.Error() + "; reading the release: " + err.Error()}
+	case found == nil:
+		return src, errNoStore
+	}
+	fmt.Fprintf(e.stderr, "store settings from the chart's release %s\n", from)
+	src.release = found
+	return src, nil
+}
+
+// releaseTimeout bounds finding the chart's release.
+const releaseTimeout = 30 * time.Second

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/creack/pty"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -166,6 +170,20 @@ func TestKubectlConventions(t *testing.T) {
 		t.Errorf("completion bash: no completion function in %.200q", out)
 	}
 
+	// A progress bar on a terminal, none on a pipe or under --quiet.
+	env := map[string]string{"KUBECONFIG": merged, "CLUSTER_NAME": cluster}
+	for _, args := range [][]string{{"verify", "-n", ns}, {"diff", "-n", ns, "--context", "prod"}, {"restore", "-n", ns, "--context", "prod"}, {"ls", "-A"}} {
+		if out := onTerminal(t, env, args...); !strings.Contains(out, args[0]) || !strings.Contains(out, "objects/") {
+			t.Errorf("%s on a terminal shows no progress bar:\n%q", args[0], out)
+		}
+		if out := onTerminal(t, env, append(args, "--quiet")...); strings.Contains(out, "objects/") {
+			t.Errorf("%s --quiet on a terminal shows a progress bar:\n%q", args[0], out)
+		}
+		if _, stderr, _ := cliWith(t, e2e.minio, env, args...); strings.Contains(stderr, "objects/") || strings.Contains(stderr, "\r") {
+			t.Errorf("%s on a pipe shows a progress bar:\n%q", args[0], stderr)
+		}
+	}
+
 	// The plugin: kubectl finds kubectl-backup on the PATH and runs it.
 	kubectl, err := testenv.Binary("kubectl")
 	if err != nil {
@@ -197,4 +215,26 @@ func TestKubectlConventions(t *testing.T) {
 	if out := plugin("backup", "ls", "--help"); !strings.Contains(out, "kubectl backup ls") {
 		t.Errorf("kubectl backup ls --help does not say kubectl backup:\n%s", out)
 	}
+}
+
+// onTerminal runs one command with its standard streams on a
+// pseudo-terminal and returns what the terminal showed.
+func onTerminal(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(e2e.bin, args...)
+	vars := storeEnv(e2e.minio)
+	vars["HOME"] = t.TempDir()
+	maps.Copy(vars, env)
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out bytes.Buffer
+	_, _ = io.Copy(&out, tty) // ends with EIO once the command exits
+	_ = cmd.Wait()
+	return out.String()
 }

@@ -53,6 +53,13 @@ func cliWith(t *testing.T, srv *testenv.MinIO, env map[string]string, args ...st
 	vars := storeEnv(srv)
 	vars["HOME"] = t.TempDir()
 	maps.Copy(vars, env)
+	return cliIn(t, vars, []string{srv.AccessKey, srv.SecretKey}, args...)
+}
+
+// cliIn runs one command with exactly the environment vars; neither
+// output may show any of secrets.
+func cliIn(t *testing.T, vars map[string]string, secrets []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(e2e.bin, args...)
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -67,9 +74,9 @@ func cliWith(t *testing.T, srv *testenv.MinIO, env map[string]string, args ...st
 	case err != nil:
 		t.Fatal(err)
 	}
-	for _, secret := range []string{srv.AccessKey, srv.SecretKey} {
+	for _, secret := range secrets {
 		if strings.Contains(out.String()+errOut.String(), secret) {
-			t.Errorf("%v: the output shows a credential of the store", args)
+			t.Errorf("%v: the output shows a credential", args)
 		}
 	}
 	return out.String(), errOut.String(), code

@@ -153,32 +153,14 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 			return err
 		}
 	}
-	progress := newBatchedWriter(stderr, 100*time.Millisecond)
-	defer progress.Close()
-	opts.Progress = func(r restore.Result) {
-		where := r.Resource + "/" + r.Name
-		if r.Namespace != "" {
-			where = r.Resource + "/" + r.Namespace + "/" + r.Name
-		}
-		if r.Reason != "" {
-			fmt.Fprintf(progress, "%-10s %s: %s\n", r.Outcome, where, r.Reason)
-		} else {
-			fmt.Fprintf(progress, "%-10s %s\n", r.Outcome, where)
-		}
-	}
-	lowest := fl.parallel
-	opts.Concurrency = func(limit int) {
-		if limit < lowest {
-			lowest = limit
-			fmt.Fprintf(progress, "restore: the API server pushes back: %d writes in flight\n", limit)
-		}
-	}
+	lowest, done := watchRestore(stderr, sel.quiet, len(items), fl.parallel, &opts)
+	defer done()
 	results := restore.Restore(ctx, target, reader, items, opts)
 	took := time.Since(start)
-	progress.Close()
+	done()
 	fmt.Fprintf(stderr, "restore: %s\n", restore.Summary(results, took))
 	if fl.report != "" {
-		if err := writeReport(fl.report, cfg, sel, fl, results, took, lowest); err != nil {
+		if err := writeReport(fl.report, cfg, sel, fl, results, took, *lowest); err != nil {
 			return err
 		}
 	}
@@ -186,6 +168,38 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 		return partialError{failed: c[restore.Failed] + c[restore.Unknown]}
 	}
 	return nil
+}
+
+// watchRestore shows a restore as it goes: a progress bar on a terminal,
+// and above it a line per object and each time the API server makes the
+// restore slow down (lowest is the fewest writes it let through). done
+// ends both; it may be called more than once.
+func watchRestore(stderr io.Writer, quiet bool, total, parallel int, opts *restore.Options) (lowest *int, done func()) {
+	bar := newProgress(stderr, total, "restore", quiet)
+	lines := newBatchedWriter(bar, 100*time.Millisecond)
+	opts.Progress = func(r restore.Result) {
+		bar.Add(1)
+		where := r.Resource + "/" + r.Name
+		if r.Namespace != "" {
+			where = r.Resource + "/" + r.Namespace + "/" + r.Name
+		}
+		if r.Reason != "" {
+			fmt.Fprintf(lines, "%-10s %s: %s\n", r.Outcome, where, r.Reason)
+		} else {
+			fmt.Fprintf(lines, "%-10s %s\n", r.Outcome, where)
+		}
+	}
+	least := parallel
+	opts.Concurrency = func(limit int) {
+		if limit < least {
+			least = limit
+			fmt.Fprintf(lines, "restore: the API server pushes back: %d writes in flight\n", limit)
+		}
+	}
+	return &least, func() {
+		lines.Close()
+		bar.Done()
+	}
 }
 
 // readThroughPack puts the cluster's restore pack in front of reader when
@@ -429,6 +443,9 @@ func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, 
 	backup []restore.Item, opts restore.Options, stdout, stderr io.Writer) error {
 	var diffs []restore.Difference
 	var failed []restore.Result
+	bar := newProgress(stderr, len(backup), "diff", sel.quiet)
+	opts.Tick = func() { bar.Add(1) }
+	defer bar.Done()
 	if fl.againstTime != "" {
 		t2, err := parseTime(fl.againstTime, time.Now())
 		if err != nil {
@@ -445,6 +462,7 @@ func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, 
 		}
 		diffs, failed = restore.DiffLive(ctx, target, reader, backup, fl.parallel, opts)
 	}
+	bar.Done()
 	for _, d := range diffs {
 		where := d.Resource + "/" + d.Name
 		if d.Namespace != "" {

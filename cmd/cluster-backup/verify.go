@@ -41,19 +41,24 @@ func runVerify(ctx context.Context, cfg config.Config, sel *selection, args []st
 	reader, readFrom := readThroughPack(ctx, "verify", base, layout, known, sel.viewTime(), cfg.Signer, stderr)
 	reader = sel.signed(reader, cfg, "verify", stderr)
 	failed := 0
+	bar := newProgress(stderr, len(known), "verify", sel.quiet)
+	defer bar.Done()
+	listing := bar.Above(stdout)
 	for batch := range slices.Chunk(known, verifyBatch) {
 		for _, f := range restore.Fetch(ctx, reader, batch, 16) {
+			bar.Add(1)
 			err := f.Err
 			if err == nil {
 				err = filed(layout, f.Version.Key, f.Body)
 			}
 			if err != nil {
 				failed++
-				fmt.Fprintf(stdout, "%-10s %s: %v\n", verdict(err), f.Version.Key, err)
+				fmt.Fprintf(listing, "%-10s %s: %v\n", verdict(err), f.Version.Key, err)
 			}
 		}
 	}
 	readFrom()
+	bar.Done()
 	if err := verifyIndex(ctx, base, cfg.Signer, layout.IndexKey()); err != nil {
 		failed++
 		fmt.Fprintf(stdout, "%-10s %s: %v\n", verdict(err), layout.IndexKey(), err)
