@@ -51,7 +51,9 @@ type Config struct {
 	Kubeconfig string
 	// Kube are kubectl's overrides of the kubeconfig (--context, --cluster,
 	// --user, --as, --as-group, --request-timeout, -n), set by the commands.
-	Kube             clientcmd.ConfigOverrides
+	Kube clientcmd.ConfigOverrides
+	// Git are the settings of git-sync.
+	Git              GitSettings
 	LogLevel         zapcore.Level
 	MetricsAddr      string
 	BatchSize        int
@@ -111,6 +113,12 @@ type Config struct {
 	Rules filter.Rules
 	// ConfigData is the ConfigMap content the rules came from.
 	ConfigData map[string]string
+}
+
+// GitSettings are git-sync's GIT_* settings.
+type GitSettings struct {
+	Repository, Branch, SSHKeyFile, CredentialsFile, Author, Workdir string
+	Window                                                           time.Duration
 }
 
 // Error is a configuration error caused by the user. It names the key and,
@@ -255,6 +263,37 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 		}},
 		{env: "KUBECONFIG", usage: "kubeconfig file, or a list merged as kubectl merges KUBECONFIG; unset: ~/.kube/config, then the in-cluster service account", apply: func(c *Config, v string) error {
 			c.Kubeconfig = v
+			return nil
+		}},
+		{env: "GIT_REPOSITORY", usage: "git-sync: the repository to push the history to (https://, ssh:// or file:// URL)", apply: func(c *Config, v string) error {
+			c.Git.Repository = v
+			return nil
+		}},
+		{env: "GIT_BRANCH", def: "main", usage: "git-sync: the branch", apply: func(c *Config, v string) error {
+			c.Git.Branch = v
+			return nil
+		}},
+		{env: "GIT_SSH_KEY_FILE", usage: "git-sync: private key file for an ssh:// repository", apply: func(c *Config, v string) error {
+			c.Git.SSHKeyFile = v
+			return nil
+		}},
+		{env: "GIT_CREDENTIALS_FILE", usage: "git-sync: git-credentials file (https://USER:TOKEN@HOST lines) for an https:// repository", apply: func(c *Config, v string) error {
+			c.Git.CredentialsFile = v
+			return nil
+		}},
+		{env: "GIT_COMMIT_WINDOW", def: "10s", usage: "git-sync: the changes of one window become one commit", apply: func(c *Config, v string) (err error) {
+			c.Git.Window, err = parseDuration(v)
+			return err
+		}},
+		{env: "GIT_AUTHOR", def: "cluster-backup <cluster-backup@localhost>", usage: "git-sync: the commits' author, as NAME <EMAIL>", apply: func(c *Config, v string) error {
+			if !strings.Contains(v, "<") || !strings.HasSuffix(v, ">") {
+				return errors.New("want NAME <EMAIL>")
+			}
+			c.Git.Author = v
+			return nil
+		}},
+		{env: "GIT_WORKDIR", usage: "git-sync: a persistent clone (optional; default a temporary shallow clone)", apply: func(c *Config, v string) error {
+			c.Git.Workdir = v
 			return nil
 		}},
 		{env: "LOG_LEVEL", def: "info", usage: "debug, info, warn or error", apply: func(c *Config, v string) (err error) {

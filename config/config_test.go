@@ -52,6 +52,7 @@ func TestDefaults(t *testing.T) {
 		RequireVersioning:   true,
 		MaxPruneFraction:    0.1,
 		ObjectLockDays:      30,
+		Git:                 GitSettings{Branch: "main", Window: 10 * time.Second, Author: "cluster-backup <cluster-backup@localhost>"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)

@@ -106,6 +106,7 @@ Run "` + e.binary + ` run --help" for every setting and its environment variable
 	root.AddCommand(
 		newServiceCommand(ctx, "run", "always-on: watch every selected resource, write each change, reconcile periodically", e),
 		newServiceCommand(ctx, "snapshot", "one full pass (list, write, prune), then exit", e),
+		newServiceCommand(ctx, "git-sync", "the bucket's versions as Git commits, pushed to GIT_REPOSITORY (reads the bucket only)", e),
 	)
 	for _, c := range browsingCommands {
 		root.AddCommand(newBrowsingCommand(ctx, c, e))
@@ -141,6 +142,9 @@ func newServiceCommand(ctx context.Context, name, short string, e *env) *cobra.C
 		cfg, err := settings.Config(e.lookupEnv, nil)
 		if err != nil {
 			return err
+		}
+		if name == "git-sync" {
+			return runGitSync(ctx, cfg, e)
 		}
 		svc, err := service.New(ctx, cfg, service.Options{Version: version, Stdout: e.stdout, Stderr: e.stderr, Progress: isTerminal(e.stderr)})
 		if err != nil {

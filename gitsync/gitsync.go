@@ -1,0 +1,426 @@
+// Package gitsync turns the bucket's versions into Git commits and pushes
+// them: a derived view of the backup, never its system of record. It reads
+// the bucket only (never the cluster), so it can serve a cluster that is
+// gone.
+//
+// Each window of changes (GIT_COMMIT_WINDOW) becomes one commit dated at
+// its last change, with one line per object changed and a trailer that
+// records how far the history is synced; a restart (with or without its
+// clone) resumes from that trailer on the remote branch. Paths are the
+// bucket's keys below the prefix. A Secret goes in only when its values
+// are encrypted. Pushes are fast-forward only: a push the remote rejects
+// is fetched, our commits rebased on top (our paths are ours) and pushed
+// again, with backoff.
+package gitsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cluster-backup/cluster-backup/encrypt"
+	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/restore"
+)
+
+// SyncedTrailer is the commit trailer that records the time of the newest
+// version a commit holds: where a restart resumes.
+const SyncedTrailer = "Cluster-Backup-Synced-Through"
+
+// settle is how old a version must be before it is committed: a PUT in
+// flight when the bucket is listed must not be skipped by the next poll.
+const settle = 3 * time.Second
+
+// Options configure a Syncer.
+type Options struct {
+	Repository      string        // GIT_REPOSITORY
+	Branch          string        // GIT_BRANCH
+	Window          time.Duration // GIT_COMMIT_WINDOW
+	Author          string        // GIT_AUTHOR: "name <email>"
+	Workdir         string        // GIT_WORKDIR; empty: a temporary clone
+	SSHKeyFile      string        // GIT_SSH_KEY_FILE
+	CredentialsFile string        // GIT_CREDENTIALS_FILE
+	Poll            time.Duration // how often the bucket is listed
+	// IncludePlaintextSecrets puts Secrets stored in the clear into the
+	// repository; off, only encrypted ones go in.
+	IncludePlaintextSecrets bool
+	Layout                  object.Layout
+	Log                     *zap.Logger
+	// Pushed, when set, is called after each successful push; Failed
+	// after each failed sync or push.
+	Pushed func(time.Time)
+	Failed func(error)
+}
+
+// Syncer keeps one branch in step with one cluster's prefix.
+type Syncer struct {
+	opts   Options
+	reader restore.Reader
+	git    *git
+	dir    string
+	synced time.Time // newest version time committed
+}
+
+// New prepares the working clone: shallow (depth 1) from the remote
+// branch, or a new repository when the branch does not exist yet. A
+// persistent Workdir is reset to the remote branch, whose last trailer
+// says where to resume.
+func New(ctx context.Context, reader restore.Reader, opts Options) (*Syncer, error) {
+	if opts.Branch == "" {
+		opts.Branch = "main"
+	}
+	if opts.Window <= 0 {
+		opts.Window = 10 * time.Second
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 5 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	dir := opts.Workdir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "cluster-backup-git-")
+		if err != nil {
+			return nil, err
+		}
+		dir = tmp
+	}
+	s := &Syncer{opts: opts, reader: reader, dir: dir, git: newGit(dir, opts)}
+	if err := s.prepare(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Syncer) prepare(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(s.dir, ".git")); err != nil {
+		if err := os.MkdirAll(s.dir, 0o700); err != nil {
+			return err
+		}
+		if _, err := s.git.run(ctx, time.Time{}, "init", "-q", "-b", s.opts.Branch); err != nil {
+			return err
+		}
+		if _, err := s.git.run(ctx, time.Time{}, "remote", "add", "origin", s.opts.Repository); err != nil {
+			return err
+		}
+	}
+	name, email := splitAuthor(s.opts.Author)
+	for _, kv := range [][2]string{{"user.name", name}, {"user.email", email}, {"commit.gpgsign", "false"}} {
+		if _, err := s.git.run(ctx, time.Time{}, "config", kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	exists, err := s.fetch(ctx, true)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		s.opts.Log.Info("Git branch does not exist yet: the whole history is backfilled",
+			zap.String("branch", s.opts.Branch))
+		return nil
+	}
+	if _, err := s.git.run(ctx, time.Time{}, "reset", "-q", "--hard", "origin/"+s.opts.Branch); err != nil {
+		return err
+	}
+	s.synced, err = s.resumePoint(ctx)
+	if err != nil {
+		return err
+	}
+	s.opts.Log.Info("Git history resumes", zap.String("branch", s.opts.Branch), zap.Time("synced_through", s.synced))
+	return nil
+}
+
+// fetch fetches the remote branch, at depth 1 when shallow, else what the
+// clone lacks down to the commits it has (what a rebase needs); exists is
+// false when the remote has no such branch yet.
+func (s *Syncer) fetch(ctx context.Context, shallow bool) (exists bool, err error) {
+	args := append(credentialArgs(s.opts), "ls-remote", "--heads", "origin", s.opts.Branch)
+	out, err := s.git.run(ctx, time.Time{}, args...)
+	if err != nil {
+		return false, err
+	}
+	if strings.TrimSpace(out) == "" {
+		return false, nil
+	}
+	args = append(credentialArgs(s.opts), "fetch", "-q")
+	if shallow {
+		args = append(args, "--depth", "1")
+	}
+	args = append(args, "origin", "+refs/heads/"+s.opts.Branch+":refs/remotes/origin/"+s.opts.Branch)
+	_, err = s.git.run(ctx, time.Time{}, args...)
+	return err == nil, err
+}
+
+// resumePoint is the newest synced-through trailer on the branch, looked
+// for in a deepening history when commits of others sit on top.
+func (s *Syncer) resumePoint(ctx context.Context) (time.Time, error) {
+	for depth := 1; ; depth *= 8 {
+		out, err := s.git.run(ctx, time.Time{}, "log", "--format=%(trailers:key="+SyncedTrailer+",valueonly)", "origin/"+s.opts.Branch)
+		if err != nil {
+			return time.Time{}, err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if line = strings.TrimSpace(line); line != "" {
+				return time.Parse(time.RFC3339Nano, line)
+			}
+		}
+		shallow, _ := s.git.run(ctx, time.Time{}, "rev-parse", "--is-shallow-repository")
+		if strings.TrimSpace(shallow) != "true" || depth > 4096 {
+			return time.Time{}, nil // no commit of ours: backfill everything
+		}
+		args := append(credentialArgs(s.opts), "fetch", "-q", fmt.Sprintf("--deepen=%d", depth*8), "origin", s.opts.Branch)
+		if _, err := s.git.run(ctx, time.Time{}, args...); err != nil {
+			return time.Time{}, err
+		}
+	}
+}
+
+// Run syncs until ctx ends: a sync, then one each Poll.
+func (s *Syncer) Run(ctx context.Context) error {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		if _, err := s.SyncOnce(ctx); err != nil && ctx.Err() == nil {
+			s.opts.Log.Error("Git sync failed; retrying at the next poll", zap.Error(err))
+			if s.opts.Failed != nil {
+				s.opts.Failed(err)
+			}
+		}
+	}, s.opts.Poll)
+	return nil
+}
+
+// change is one version to commit.
+type change struct {
+	version object.Version
+	key     object.Key
+	path    string // below the cluster's root
+}
+
+// SyncOnce commits every settled version newer than the last one synced,
+// a commit per window, and pushes; it returns the commits made.
+func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
+	changes, err := s.pending(ctx)
+	if err != nil || len(changes) == 0 {
+		return 0, err
+	}
+	commits := 0
+	for _, window := range windows(changes, s.opts.Window) {
+		made, err := s.commit(ctx, window)
+		if err != nil {
+			return commits, err
+		}
+		if made {
+			commits++
+		}
+		s.synced = window[len(window)-1].version.Time
+	}
+	if commits > 0 {
+		if err := s.push(ctx); err != nil {
+			return commits, err
+		}
+	}
+	return commits, nil
+}
+
+// pending lists the cluster's versions newer than the last synced and old
+// enough to have settled, oldest first.
+func (s *Syncer) pending(ctx context.Context) ([]change, error) {
+	versions, err := s.reader.Versions(ctx, s.opts.Layout.Root())
+	if err != nil {
+		return nil, err
+	}
+	horizon := time.Now().Add(-settle)
+	var out []change
+	for _, v := range versions {
+		k, ok := s.opts.Layout.Parse(v.Key)
+		if !ok || !v.Time.After(s.synced) || v.Time.After(horizon) {
+			continue
+		}
+		out = append(out, change{version: v, key: k, path: strings.TrimPrefix(v.Key, s.opts.Layout.Root())})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].version.Time.Before(out[j].version.Time) })
+	return out, nil
+}
+
+// windows groups changes (oldest first) into windows of at most width
+// from their first change; versions taken at the same instant are never
+// split.
+func windows(changes []change, width time.Duration) [][]change {
+	var out [][]change
+	start := 0
+	for i := 1; i <= len(changes); i++ {
+		if i == len(changes) || (changes[i].version.Time.Sub(changes[start].version.Time) >= width &&
+			!changes[i].version.Time.Equal(changes[i-1].version.Time)) {
+			out = append(out, changes[start:i])
+			start = i
+		}
+	}
+	return out
+}
+
+// commit writes one window's versions into the working tree and commits
+// them dated at the window's last change; made is false when the tree did
+// not change.
+func (s *Syncer) commit(ctx context.Context, window []change) (made bool, err error) {
+	var lines []string
+	for _, c := range window {
+		line, err := s.apply(ctx, c)
+		if err != nil {
+			return false, err
+		}
+		if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	if _, err := s.git.run(ctx, time.Time{}, "add", "-A"); err != nil {
+		return false, err
+	}
+	if out, err := s.git.run(ctx, time.Time{}, "status", "--porcelain"); err != nil || strings.TrimSpace(out) == "" || len(lines) == 0 {
+		return false, err
+	}
+	last := window[len(window)-1].version.Time
+	// One change is its own subject; several are counted in the subject
+	// and listed in the body.
+	msg := lines[0] + "\n\n"
+	if len(lines) > 1 {
+		msg = fmt.Sprintf("%d changes in %s\n\n%s\n\n", len(lines), s.opts.Layout.Cluster, strings.Join(lines, "\n"))
+	}
+	msg += SyncedTrailer + ": " + last.UTC().Format(time.RFC3339Nano) + "\n"
+	msgFile := filepath.Join(s.dir, ".git", "CLUSTER_BACKUP_MSG")
+	if err := os.WriteFile(msgFile, []byte(msg), 0o600); err != nil {
+		return false, err
+	}
+	if _, err := s.git.run(ctx, last, "commit", "-q", "--no-verify", "-F", msgFile); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// apply puts one version into the working tree and returns its line of
+// the commit message: A, M or D, the type, the object, its
+// resourceVersion and the bucket's version ID.
+func (s *Syncer) apply(ctx context.Context, c change) (string, error) {
+	file := filepath.Join(s.dir, filepath.FromSlash(c.path))
+	previous, _ := os.ReadFile(file)
+	where := c.key.Name
+	if c.key.Namespace != "" {
+		where = c.key.Namespace + "/" + c.key.Name
+	}
+	remove := func(reason string) (string, error) {
+		if previous == nil {
+			return "", nil
+		}
+		if err := os.Remove(file); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("D %s %s%s", typeOf(previous, c.key.Segment), where, reason), nil
+	}
+	if c.version.DeleteMarker {
+		return remove(" version=" + c.version.ID)
+	}
+	body, meta, err := s.reader.Get(ctx, c.version.Key, c.version.ID)
+	if errors.Is(err, object.ErrForged) {
+		s.opts.Log.Error("A document fails its integrity check; left out of Git", zap.String("key", c.version.Key),
+			zap.String("version_id", c.version.ID), zap.Error(err))
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s (version %s): %w", c.version.Key, c.version.ID, err)
+	}
+	if !s.opts.IncludePlaintextSecrets && plaintextSecret(body) {
+		return remove(" (a Secret stored in the clear: left out of Git)")
+	}
+	op := "M"
+	if previous == nil {
+		op = "A"
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(file, body, 0o644); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s %s %s rv=%s version=%s", op, typeOf(body, c.key.Segment), where, meta.ResourceVersion, c.version.ID), nil
+}
+
+// typeOf is a document's group/Kind (v1/ConfigMap for the core group);
+// the layout's resource segment when the document cannot say.
+func typeOf(body []byte, segment string) string {
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if yaml.Unmarshal(body, &head) != nil || head.Kind == "" {
+		return segment
+	}
+	group := path.Dir(head.APIVersion)
+	if group == "." {
+		group = head.APIVersion
+	}
+	return group + "/" + head.Kind
+}
+
+// plaintextSecret reports whether body is a Secret whose values are
+// stored in the clear.
+func plaintextSecret(body []byte) bool {
+	var obj map[string]any
+	if yaml.Unmarshal(body, &obj) != nil {
+		return false
+	}
+	apiVersion, _ := obj["apiVersion"].(string)
+	kind, _ := obj["kind"].(string)
+	return encrypt.Applies(apiVersion, kind) && !encrypt.Encrypted(obj)
+}
+
+// push pushes the branch, fast-forward only. A rejection (commits made on
+// the remote since) fetches them, rebases ours on top and tries again,
+// with backoff.
+func (s *Syncer) push(ctx context.Context) error {
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.2, Steps: 5, Cap: 30 * time.Second}
+	var last error
+	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+		args := append(credentialArgs(s.opts), "push", "-q", "origin", "HEAD:refs/heads/"+s.opts.Branch)
+		if _, last = s.git.run(ctx, time.Time{}, args...); last == nil {
+			if s.opts.Pushed != nil {
+				s.opts.Pushed(time.Now())
+			}
+			return true, nil
+		}
+		s.opts.Log.Warn("Git push rejected; rebasing on the remote branch", zap.Error(last))
+		if s.opts.Failed != nil {
+			s.opts.Failed(last)
+		}
+		if _, err := s.fetch(ctx, false); err != nil {
+			last = err
+			return false, nil
+		}
+		if _, err := s.git.run(ctx, time.Time{}, "rebase", "-q", "--committer-date-is-author-date", "-X", "theirs", "origin/"+s.opts.Branch); err != nil {
+			_, _ = s.git.run(ctx, time.Time{}, "rebase", "--abort")
+			last = err
+		}
+		return false, nil
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("push to %s: %w", s.opts.Branch, last)
+	}
+	return err
+}
+
+// splitAuthor reads "name <email>".
+func splitAuthor(author string) (name, email string) {
+	name, email, ok := strings.Cut(author, "<")
+	if !ok {
+		return strings.TrimSpace(author), "cluster-backup@localhost"
+	}
+	return strings.TrimSpace(name), strings.TrimSuffix(strings.TrimSpace(email), ">")
+}
