@@ -46,7 +46,20 @@ func (g *git) run(ctx context.Context, at time.Time, args ...string) (string, er
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("git %s: %w: %s", args[0], err, strings.TrimSpace(errOut.String()))
+		return out.String(), fmt.Errorf("git %s: %w: %s", subcommand(args), err, strings.TrimSpace(errOut.String()))
 	}
 	return out.String(), nil
+}
+
+// subcommand is git's command among args, past the -c options.
+func subcommand(args []string) string {
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == "-c":
+			i++
+		case !strings.HasPrefix(args[i], "-"):
+			return args[i]
+		}
+	}
+	return ""
 }

@@ -69,13 +69,13 @@ type Syncer struct {
 	git    *git
 	dir    string
 	synced time.Time // newest version time committed
+	// unpushed: commits made that no push has taken yet.
+	unpushed bool
 }
 
-// New prepares the working clone: shallow (depth 1) from the remote
-// branch, or a new repository when the branch does not exist yet. A
-// persistent Workdir is reset to the remote branch, whose last trailer
-// says where to resume.
-func New(ctx context.Context, reader restore.Reader, opts Options) (*Syncer, error) {
+// New returns a Syncer of the cluster prefix opts.Layout names, read
+// through reader.
+func New(reader restore.Reader, opts Options) (*Syncer, error) {
 	if opts.Branch == "" {
 		opts.Branch = "main"
 	}
@@ -96,13 +96,13 @@ func New(ctx context.Context, reader restore.Reader, opts Options) (*Syncer, err
 		}
 		dir = tmp
 	}
-	s := &Syncer{opts: opts, reader: reader, dir: dir, git: newGit(dir, opts)}
-	if err := s.prepare(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return &Syncer{opts: opts, reader: reader, dir: dir, git: newGit(dir, opts)}, nil
 }
 
+// prepare makes the working clone: shallow (depth 1) from the remote
+// branch, or a new repository when the branch does not exist yet. A
+// persistent Workdir is reset to the remote branch, whose last trailer
+// says where to resume.
 func (s *Syncer) prepare(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(s.dir, ".git")); err != nil {
 		if err := os.MkdirAll(s.dir, 0o700); err != nil {
@@ -186,10 +186,23 @@ func (s *Syncer) resumePoint(ctx context.Context) (time.Time, error) {
 	}
 }
 
-// Run syncs until ctx ends: a sync, then one each Poll.
+// Run syncs until ctx ends: the clone prepared, then a sync each Poll.
+// Nothing stops it: a remote that cannot be reached or refuses the
+// credentials is logged, counted (Failed) and tried again at the next
+// poll.
 func (s *Syncer) Run(ctx context.Context) error {
+	prepared := false
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		if _, err := s.SyncOnce(ctx); err != nil && ctx.Err() == nil {
+		var err error
+		if !prepared {
+			if err = s.prepare(ctx); err == nil {
+				prepared = true
+			}
+		}
+		if prepared {
+			_, err = s.SyncOnce(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
 			s.opts.Log.Error("Git sync failed; retrying at the next poll", zap.Error(err))
 			if s.opts.Failed != nil {
 				s.opts.Failed(err)
@@ -210,8 +223,14 @@ type change struct {
 // a commit per window, and pushes; it returns the commits made.
 func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	changes, err := s.pending(ctx)
-	if err != nil || len(changes) == 0 {
+	if err != nil {
 		return 0, err
+	}
+	if len(changes) == 0 {
+		if s.unpushed {
+			return 0, s.push(ctx) // commits an earlier push left behind
+		}
+		return 0, nil
 	}
 	commits := 0
 	for _, window := range windows(changes, s.opts.Window) {
@@ -221,10 +240,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 		}
 		if made {
 			commits++
+			s.unpushed = true
 		}
 		s.synced = window[len(window)-1].version.Time
 	}
-	if commits > 0 {
+	if s.unpushed {
 		if err := s.push(ctx); err != nil {
 			return commits, err
 		}
@@ -391,6 +411,7 @@ func (s *Syncer) push(ctx context.Context) error {
 	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
 		args := append(credentialArgs(s.opts), "push", "-q", "origin", "HEAD:refs/heads/"+s.opts.Branch)
 		if _, last = s.git.run(ctx, time.Time{}, args...); last == nil {
+			s.unpushed = false
 			if s.opts.Pushed != nil {
 				s.opts.Pushed(time.Now())
 			}

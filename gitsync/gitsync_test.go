@@ -1,6 +1,7 @@
 package gitsync
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +62,17 @@ func TestTypeAndSecrets(t *testing.T) {
 func TestSplitAuthor(t *testing.T) {
 	if n, e := splitAuthor("cluster-backup <cb@example.com>"); n != "cluster-backup" || e != "cb@example.com" {
 		t.Errorf("%q %q", n, e)
+	}
+}
+
+func TestSubcommand(t *testing.T) {
+	for args, want := range map[string]string{
+		"-c credential.helper= -c credential.helper=store push -q origin": "push",
+		"fetch -q --depth 1": "fetch",
+		"-c":                 "",
+	} {
+		if got := subcommand(strings.Fields(args)); got != want {
+			t.Errorf("subcommand(%q) = %q, want %q", args, got, want)
+		}
 	}
 }

@@ -264,7 +264,9 @@ func openBrowser(ctx context.Context, cfg config.Config, sel *selection, name st
 	}
 	b := &browser{cfg: cfg, dec: dec, reader: store, layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, stdout: stdout, stderr: progressOut}
 	if kube, err := service.RestConfig(cfg, version); err == nil {
-		kube.Timeout = 5 * time.Second
+		if cfg.Kube.Timeout == "" { // else --request-timeout's
+			kube.Timeout = 5 * time.Second
+		}
 		if _, err := discovery.NewDiscoveryClientForConfigOrDie(kube).ServerVersion(); err == nil {
 			b.res = newResolver(kube)
 		}

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
 // gitOut runs git and returns its output.
@@ -267,4 +272,79 @@ func TestGitSyncHistory(t *testing.T) {
 	if all := gitOut(t, remote, "log", "--all", "-p"); strings.Contains(all, secretValue) || strings.Contains(all, "cGxhaW50ZXh0LXNlY3JldC12YWx1ZS00NzEx") {
 		t.Error("a plaintext Secret value is in the repository's history")
 	}
+}
+
+// TestGitSyncOverHTTP pushes to a real smart-HTTP git server (git
+// http-backend) that asks for basic auth: the credentials come from
+// GIT_CREDENTIALS_FILE and never show in a log or a metric; with a wrong
+// token every failed sync is counted and nothing stops: the right token
+// in the same file later gets the history pushed.
+func TestGitSyncOverHTTP(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-gitsync-http", "gitsync-http"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "app", map[string]string{"v": "1"}, nil, nil)
+	svc := startService(t, cluster, serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
+	svc.waitReady()
+	svc.waitPass(1)
+
+	dir := t.TempDir()
+	gitOut(t, dir, "init", "-q", "--bare", "-b", "main", filepath.Join(dir, "history.git"))
+	const user, token = "ops", "s3cr3t-token-0815"
+	backend := &cgi.Handler{Path: "/usr/lib/git-core/git-http-backend",
+		Env: []string{"GIT_PROJECT_ROOT=" + dir, "GIT_HTTP_EXPORT_ALL=1", "REMOTE_USER=" + user}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != user || p != token {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	creds := filepath.Join(dir, "credentials")
+	writeCreds := func(secret string) {
+		t.Helper()
+		line := strings.Replace(srv.URL, "http://", "http://"+user+":"+secret+"@", 1) + "\n"
+		if err := os.WriteFile(creds, []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCreds("wrong-token")
+	gs := startService(t, cluster, serviceOptions{args: []string{"git-sync"}, secrets: []string{token, "wrong-token"}, env: map[string]string{
+		"GIT_REPOSITORY": srv.URL + "/history.git", "GIT_CREDENTIALS_FILE": creds, "PATH": os.Getenv("PATH"),
+	}})
+	scraped := func(name string) float64 {
+		v, err := testenv.SumMetric(strings.NewReader(gs.scrape()), name, nil)
+		if err != nil {
+			return 0 // not serving yet
+		}
+		return v
+	}
+	eventually(t, 60*time.Second, "a failed sync counted", func() bool {
+		return scraped("cluster_backup_git_sync_errors_total") > 0
+	})
+	writeCreds(token)
+	eventually(t, 90*time.Second, "the history pushed with the right token", func() bool {
+		out, err := exec.Command("git", "--git-dir", filepath.Join(dir, "history.git"), "log", "--format=%B", "main").Output()
+		return err == nil && strings.Contains(string(out), "A v1/ConfigMap "+ns+"/app")
+	})
+	eventually(t, 30*time.Second, "the push time exported", func() bool {
+		return scraped("cluster_backup_git_sync_last_push_timestamp_seconds") > 0
+	})
+
+	// The token revoked: a change is committed, its pushes fail and are
+	// counted, sync after sync; the token restored, the commit left
+	// behind is pushed without another change.
+	writeCreds("wrong-token")
+	failed := scraped("cluster_backup_git_sync_errors_total")
+	createConfigMap(t, ns, "later", map[string]string{"v": "1"}, nil, nil)
+	eventually(t, 2*time.Minute, "the pushes of a later sync failing too", func() bool {
+		return scraped("cluster_backup_git_sync_errors_total") >= failed+7 // five tries, the sync, a later sync
+	})
+	writeCreds(token)
+	eventually(t, 90*time.Second, "the commit left behind pushed", func() bool {
+		out, err := exec.Command("git", "--git-dir", filepath.Join(dir, "history.git"), "log", "--format=%B", "main").Output()
+		return err == nil && strings.Contains(string(out), "A v1/ConfigMap "+ns+"/later")
+	})
 }

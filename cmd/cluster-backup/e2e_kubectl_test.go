@@ -123,6 +123,11 @@ func TestKubectlConventions(t *testing.T) {
 		t.Errorf("diff --context prod with a KUBECONFIG list: exit %d\n%s", code, stderr)
 	}
 
+	// --request-timeout bounds each API request, as kubectl's does.
+	if _, stderr, code := as(merged, "diff", "-n", ns, "--context", "prod", "--request-timeout", "1ns"); code == exitOK || code == exitDifferent {
+		t.Errorf("diff --request-timeout 1ns: exit %d, want a failure of the requests\n%s", code, stderr)
+	}
+
 	// The context's namespace is show's default, as it is kubectl get's.
 	if out, stderr, code := as(merged, "show", "configmaps/settings", "--context", "prod"); code != exitOK || !strings.Contains(out, "namespace: "+ns) {
 		t.Errorf("show without -n in a context of namespace %s: exit %d\n%s%s", ns, code, out, stderr)

@@ -51,7 +51,7 @@ func runGitSync(ctx context.Context, cfg config.Config, e *env) error {
 		log.Warn("INTEGRITY_KEY is not set: git-sync cannot tell documents the service wrote from forged ones")
 	}
 	reader := restore.Signed{Reader: store, Signer: cfg.Signer, AcceptUnsigned: true}
-	s, err := gitsync.New(ctx, reader, gitsync.Options{
+	s, err := gitsync.New(reader, gitsync.Options{
 		Repository: cfg.Git.Repository, Branch: cfg.Git.Branch, Window: cfg.Git.Window, Author: cfg.Git.Author,
 		Workdir: cfg.Git.Workdir, SSHKeyFile: cfg.Git.SSHKeyFile, CredentialsFile: cfg.Git.CredentialsFile,
 		Layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, Log: log,

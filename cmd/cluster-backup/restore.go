@@ -244,7 +244,9 @@ func connectTarget(cfg config.Config, qps float64) (restore.Target, resolver, er
 		// they never exceed --qps.
 		kube.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(float32(qps), max(1, int(qps)))
 	}
-	kube.Timeout = time.Minute
+	if cfg.Kube.Timeout == "" { // else --request-timeout's
+		kube.Timeout = time.Minute
+	}
 	dc, err := discovery.NewDiscoveryClientForConfig(kube)
 	if err != nil {
 		return restore.Target{}, resolver{}, fatalError{err}
