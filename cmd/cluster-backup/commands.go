@@ -258,7 +258,7 @@ func storeSettings(ctx context.Context, e *env, fs *pflag.FlagSet, kf *kubeFlags
 	}
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
-	found, from, err := fromRelease(ctx, kf.apply(config.Config{Kubeconfig: kubeconfig}, &selection{}), release)
+	found, from, err := fromRelease(ctx, config.Config{Kubeconfig: kubeconfig, Kube: kf.overrides()}, release)
 	var usage usageError
 	switch {
 	case found == nil && release == "" && fs.Lookup("minio-endpoint").Changed:

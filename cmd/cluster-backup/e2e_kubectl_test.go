@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,10 +200,7 @@ func TestKubectlConventions(t *testing.T) {
 	plugin := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(kubectl, args...)
-		cmd.Env = []string{"PATH=" + bin, "HOME=" + t.TempDir(), "KUBECONFIG=" + merged}
-		for k, v := range storeEnv(e2e.minio) {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
+		cmd.Env = environ(cliVars(t, e2e.minio, map[string]string{"PATH": bin, "KUBECONFIG": merged}))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -227,12 +223,7 @@ func TestKubectlConventions(t *testing.T) {
 func onTerminal(t *testing.T, env map[string]string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(e2e.bin, args...)
-	vars := storeEnv(e2e.minio)
-	vars["HOME"] = t.TempDir()
-	maps.Copy(vars, env)
-	for k, v := range vars {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = environ(cliVars(t, e2e.minio, env))
 	tty, err := pty.Start(cmd)
 	if err != nil {
 		t.Fatal(err)

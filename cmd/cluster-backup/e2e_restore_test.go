@@ -50,10 +50,25 @@ func cliOn(t *testing.T, kubeconfig, cluster string, args ...string) (stdout, st
 // defaults. Neither output may show the store's credentials.
 func cliWith(t *testing.T, srv *testenv.MinIO, env map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return cliIn(t, cliVars(t, srv, env), []string{srv.AccessKey, srv.SecretKey}, args...)
+}
+
+// cliVars is the environment of one command against the store srv: the
+// store, the shared cluster, a HOME of its own, and env on top.
+func cliVars(t *testing.T, srv *testenv.MinIO, env map[string]string) map[string]string {
 	vars := storeEnv(srv)
 	vars["HOME"] = t.TempDir()
 	maps.Copy(vars, env)
-	return cliIn(t, vars, []string{srv.AccessKey, srv.SecretKey}, args...)
+	return vars
+}
+
+// environ is vars as exec.Cmd.Env.
+func environ(vars map[string]string) []string {
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	return out
 }
 
 // cliIn runs one command with exactly the environment vars; neither
@@ -61,9 +76,7 @@ func cliWith(t *testing.T, srv *testenv.MinIO, env map[string]string, args ...st
 func cliIn(t *testing.T, vars map[string]string, secrets []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(e2e.bin, args...)
-	for k, v := range vars {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd.Env = environ(vars)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

@@ -45,15 +45,20 @@ func (k *kubeFlags) legacyCluster(path string, sel *selection, stderr io.Writer)
 	sel.cluster, k.cluster = k.cluster, ""
 }
 
-// apply puts the overrides into cfg and reads from the kubeconfig what the
-// selection needs: the context's namespace.
-func (k *kubeFlags) apply(cfg config.Config, sel *selection) config.Config {
-	cfg.Kube = clientcmd.ConfigOverrides{
+// overrides are the flags as clientcmd's overrides of the kubeconfig.
+func (k *kubeFlags) overrides() clientcmd.ConfigOverrides {
+	return clientcmd.ConfigOverrides{
 		CurrentContext: k.context,
 		Timeout:        k.requestTimeout,
 		Context:        clientcmdapi.Context{Cluster: k.cluster, AuthInfo: k.user},
 		AuthInfo:       clientcmdapi.AuthInfo{Impersonate: k.as, ImpersonateGroups: k.asGroups},
 	}
+}
+
+// apply puts the overrides into cfg and reads from the kubeconfig what the
+// selection needs: the context's namespace.
+func (k *kubeFlags) apply(cfg config.Config, sel *selection) config.Config {
+	cfg.Kube = k.overrides()
 	if len(sel.namespaces) == 0 {
 		if ns, _, err := service.ClientConfig(cfg).Namespace(); err == nil && ns != "" {
 			sel.contextNamespace = ns
