@@ -49,8 +49,11 @@ func (e *emitter) mapping(m map[string]any, indent int, inline bool) bool {
 		keys = append(keys, k)
 	}
 	// The algorithm yaml.v2 sorts with, for the same order whatever the
-	// map's.
+	// map's, where its comparison is an order over these keys.
 	sort.Sort(keys)
+	if !keys.ordered() {
+		return false
+	}
 	for i, k := range keys {
 		if i > 0 || !inline {
 			e.indent(indent)
@@ -408,6 +411,39 @@ type keyList []string
 func (l keyList) Len() int           { return len(l) }
 func (l keyList) Swap(i, j int)      { l[i], l[j] = l[j], l[i] }
 func (l keyList) Less(i, j int) bool { return keyLess(l[i], l[j]) }
+
+// maxCheckedKeys bounds the keys whose order ordered checks pair by pair;
+// a map with more keys that needs the check is left to yaml.v2.
+const maxCheckedKeys = 256
+
+// ordered reports whether sorted keys are in an order yaml.v2's
+// comparison agrees with pair by pair. Runs of digits with leading zeros
+// can make that comparison intransitive ("02A", "007", "0B0"): sorting
+// then depends on the map's iteration order, in yaml.v2 as here, and no
+// byte-equal answer exists. Only keys holding a '0' can do that.
+func (l keyList) ordered() bool {
+	zero := false
+	for _, k := range l {
+		if strings.IndexByte(k, '0') >= 0 {
+			zero = true
+			break
+		}
+	}
+	if !zero {
+		return true
+	}
+	if len(l) > maxCheckedKeys {
+		return false
+	}
+	for i := range l {
+		for j := i + 1; j < len(l); j++ {
+			if keyLess(l[j], l[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // keyLess is yaml.v2's keyList.Less for two strings of ASCII.
 func keyLess(a, b string) bool {
