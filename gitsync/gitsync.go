@@ -3,8 +3,17 @@
 // the bucket only (never the cluster), so it can serve a cluster that is
 // gone.
 //
+// It follows the change journal the service writes beside the backup
+// (package journal): each poll lists the journal from where the last one
+// stopped and the versions of the keys it names, so a poll costs what
+// changed, not what is kept. At start and every Options.Repair it lists
+// every version instead, commits what the journal did not name (a service
+// without a journal, entries lost in a crash) and brings any file that
+// differs from the bucket back in line.
+//
 // Each window of changes (GIT_COMMIT_WINDOW) becomes one commit dated at
-// its last change, with one line per object changed and a trailer that
+// its last change and authored by the field manager that made it, with
+// one line per object changed and a trailer that
 // records how far the history is synced; a restart (with or without its
 // clone) resumes from that trailer on the remote branch. Paths are the
 // bucket's keys below the prefix. A Secret goes in only when its values
@@ -14,9 +23,11 @@
 package gitsync
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -29,6 +40,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cluster-backup/cluster-backup/encrypt"
+	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
 )
@@ -55,7 +67,16 @@ type Options struct {
 	// repository; off, only encrypted ones go in.
 	IncludePlaintextSecrets bool
 	Layout                  object.Layout
-	Log                     *zap.Logger
+	// Journal is where the change journal is read (nil: a store without
+	// one, listed in full at every poll); Signer and AcceptUnsigned check
+	// its objects.
+	Journal        journal.Source
+	Signer         *object.Signer
+	AcceptUnsigned bool
+	// Repair is how often every version is listed and the tree compared
+	// with the bucket (0: every 10 minutes).
+	Repair time.Duration
+	Log    *zap.Logger
 	// Pushed, when set, is called after each successful push; Failed
 	// after each failed sync or push.
 	Pushed func(time.Time)
@@ -71,6 +92,17 @@ type Syncer struct {
 	synced time.Time // newest version time committed
 	// unpushed: commits made that no push has taken yet.
 	unpushed bool
+
+	// Following the journal: the last journal object read, the newest
+	// through time of those read, the keys named whose versions are not
+	// all committed yet, and when every version was last listed.
+	after    string
+	through  time.Time
+	dirty    map[string]bool
+	lastFull time.Time
+	// plainSecrets are keys whose current version (by ETag) is a Secret
+	// in the clear, left out: a repair does not read them again.
+	plainSecrets map[string]string
 }
 
 // New returns a Syncer of the cluster prefix opts.Layout names, read
@@ -85,6 +117,9 @@ func New(reader restore.Reader, opts Options) (*Syncer, error) {
 	if opts.Poll <= 0 {
 		opts.Poll = 5 * time.Second
 	}
+	if opts.Repair <= 0 {
+		opts.Repair = 10 * time.Minute
+	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
@@ -96,7 +131,7 @@ func New(reader restore.Reader, opts Options) (*Syncer, error) {
 		}
 		dir = tmp
 	}
-	return &Syncer{opts: opts, reader: reader, dir: dir, git: newGit(dir, opts)}, nil
+	return &Syncer{opts: opts, reader: reader, dir: dir, git: newGit(dir, opts), dirty: map[string]bool{}, plainSecrets: map[string]string{}}, nil
 }
 
 // prepare makes the working clone: shallow (depth 1) from the remote
@@ -220,17 +255,23 @@ type change struct {
 }
 
 // SyncOnce commits every settled version newer than the last one synced,
-// a commit per window, and pushes; it returns the commits made.
+// a commit per window, and pushes; it returns the commits made. It lists
+// every version at its first call and every Repair (or always, without a
+// journal), else follows the journal.
 func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
-	changes, err := s.pending(ctx)
+	full := s.opts.Journal == nil || s.lastFull.IsZero() || time.Since(s.lastFull) >= s.opts.Repair
+	var (
+		changes []change
+		current []object.Version
+		err     error
+	)
+	if full {
+		changes, current, err = s.listAll(ctx)
+	} else {
+		changes, err = s.follow(ctx)
+	}
 	if err != nil {
 		return 0, err
-	}
-	if len(changes) == 0 {
-		if s.unpushed {
-			return 0, s.push(ctx) // commits an earlier push left behind
-		}
-		return 0, nil
 	}
 	commits := 0
 	for _, window := range windows(changes, s.opts.Window) {
@@ -244,7 +285,18 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 		}
 		s.synced = window[len(window)-1].version.Time
 	}
+	if full {
+		made, err := s.repair(ctx, current)
+		if err != nil {
+			return commits, err
+		}
+		if made {
+			commits++
+			s.unpushed = true
+		}
+	}
 	if s.unpushed {
+		// New commits, or commits an earlier push left behind.
 		if err := s.push(ctx); err != nil {
 			return commits, err
 		}
@@ -252,14 +304,39 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	return commits, nil
 }
 
-// pending lists the cluster's versions newer than the last synced and old
-// enough to have settled, oldest first.
-func (s *Syncer) pending(ctx context.Context) ([]change, error) {
+// listAll lists every version of the cluster: the changes newer than the
+// last synced and old enough to have settled, oldest first, and each key's
+// newest version at or before the last synced (what a repair compares the
+// tree with). The journal is then followed from a minute before the
+// listing, so nothing stored meanwhile is missed.
+func (s *Syncer) listAll(ctx context.Context) ([]change, []object.Version, error) {
+	start := time.Now()
 	versions, err := s.reader.Versions(ctx, s.opts.Layout.Root())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	horizon := time.Now().Add(-settle)
+	horizon := start.Add(-settle)
+	out := s.newer(versions, horizon)
+	var current []object.Version
+	seen := map[string]bool{}
+	for _, v := range versions { // each key's newest first
+		if seen[v.Key] || v.Time.After(horizon) {
+			continue
+		}
+		seen[v.Key] = true
+		current = append(current, v)
+	}
+	if s.opts.Journal != nil {
+		s.after, s.through = journal.Since(s.opts.Layout, start.Add(-time.Minute)), time.Time{}
+		clear(s.dirty)
+	}
+	s.lastFull = start
+	return out, current, nil
+}
+
+// newer picks the versions of the layout newer than the last synced and
+// not after horizon, oldest first.
+func (s *Syncer) newer(versions []object.Version, horizon time.Time) []change {
 	var out []change
 	for _, v := range versions {
 		k, ok := s.opts.Layout.Parse(v.Key)
@@ -269,7 +346,63 @@ func (s *Syncer) pending(ctx context.Context) ([]change, error) {
 		out = append(out, change{version: v, key: k, path: strings.TrimPrefix(v.Key, s.opts.Layout.Root())})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].version.Time.Before(out[j].version.Time) })
-	return out, nil
+	return out
+}
+
+// follow reads the journal objects written since the last poll and lists
+// the versions of the keys they name: the changes newer than the last
+// synced, up to the newest through time read (every write stored before
+// it is named) and old enough to have settled. A key with a version past
+// that stays named for the next poll.
+func (s *Syncer) follow(ctx context.Context) ([]change, error) {
+	err := journal.Read(ctx, s.opts.Journal, s.opts.Layout, s.after, s.opts.Signer, s.opts.AcceptUnsigned, func(key string, o journal.Object, err error) error {
+		s.after = key
+		if err != nil {
+			// A forged or damaged journal object names nothing; the next
+			// repair finds what it should have named.
+			s.opts.Log.Error("A change journal object fails its check; skipped until the next full listing", zap.String("key", key), zap.Error(err))
+			return nil
+		}
+		for _, e := range o.Entries {
+			s.dirty[e.Key] = true
+		}
+		if o.Through.After(s.through) {
+			s.through = o.Through
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	horizon := time.Now().Add(-settle)
+	if s.through.Before(horizon) {
+		horizon = s.through
+	}
+	keys := make([]string, 0, len(s.dirty))
+	for k := range s.dirty {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var versions []object.Version
+	for _, k := range keys {
+		key := s.opts.Layout.Root() + k
+		all, err := s.reader.Versions(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		pending := false
+		for _, v := range all {
+			if v.Key != key { // a longer key the prefix also matched
+				continue
+			}
+			versions = append(versions, v)
+			pending = pending || v.Time.After(horizon)
+		}
+		if !pending {
+			delete(s.dirty, k)
+		}
+	}
+	return s.newer(versions, horizon), nil
 }
 
 // windows groups changes (oldest first) into windows of at most width
@@ -289,61 +422,101 @@ func windows(changes []change, width time.Duration) [][]change {
 }
 
 // commit writes one window's versions into the working tree and commits
-// them dated at the window's last change; made is false when the tree did
-// not change.
+// them dated at the window's last change, authored by the field manager of
+// its last change that names one (else GIT_AUTHOR); made is false when the
+// tree did not change.
 func (s *Syncer) commit(ctx context.Context, window []change) (made bool, err error) {
 	var lines []string
+	author := ""
 	for _, c := range window {
-		line, err := s.apply(ctx, c)
+		line, manager, err := s.apply(ctx, c)
 		if err != nil {
 			return false, err
 		}
 		if line != "" {
 			lines = append(lines, line)
+			if manager != "" {
+				author = manager
+			}
 		}
 	}
+	last := window[len(window)-1].version.Time
+	// One change is its own subject; several are counted in the subject
+	// and listed in the body.
+	subject := ""
+	if len(lines) > 1 {
+		subject = fmt.Sprintf("%d changes in %s", len(lines), s.opts.Layout.Cluster)
+	}
+	return s.record(ctx, subject, lines, author, last, last)
+}
+
+// record commits the working tree with a message of subject (or the one
+// line when there is no subject), lines and the synced-through trailer
+// through, dated at, by author (a field manager; "" for GIT_AUTHOR); made
+// is false when nothing changed.
+func (s *Syncer) record(ctx context.Context, subject string, lines []string, author string, at, through time.Time) (made bool, err error) {
 	if _, err := s.git.run(ctx, time.Time{}, "add", "-A"); err != nil {
 		return false, err
 	}
 	if out, err := s.git.run(ctx, time.Time{}, "status", "--porcelain"); err != nil || strings.TrimSpace(out) == "" || len(lines) == 0 {
 		return false, err
 	}
-	last := window[len(window)-1].version.Time
-	// One change is its own subject; several are counted in the subject
-	// and listed in the body.
 	msg := lines[0] + "\n\n"
-	if len(lines) > 1 {
-		msg = fmt.Sprintf("%d changes in %s\n\n%s\n\n", len(lines), s.opts.Layout.Cluster, strings.Join(lines, "\n"))
+	if subject != "" {
+		msg = subject + "\n\n" + strings.Join(lines, "\n") + "\n\n"
 	}
-	msg += SyncedTrailer + ": " + last.UTC().Format(time.RFC3339Nano) + "\n"
+	msg += SyncedTrailer + ": " + through.UTC().Format(time.RFC3339Nano) + "\n"
 	msgFile := filepath.Join(s.dir, ".git", "CLUSTER_BACKUP_MSG")
 	if err := os.WriteFile(msgFile, []byte(msg), 0o600); err != nil {
 		return false, err
 	}
-	if _, err := s.git.run(ctx, last, "commit", "-q", "--no-verify", "-F", msgFile); err != nil {
+	args := []string{"commit", "-q", "--no-verify", "-F", msgFile}
+	if author != "" {
+		args = append(args, "--author", managerAuthor(author))
+	}
+	if _, err := s.git.run(ctx, at, args...); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
+// managerAuthor is the commit author of a field manager: its name, at a
+// domain that cannot exist (RFC 2606), so no mail goes anywhere.
+func managerAuthor(manager string) string {
+	name := strings.Map(func(r rune) rune {
+		if r == '<' || r == '>' || r < 0x20 {
+			return -1
+		}
+		return r
+	}, manager)
+	local := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' {
+			return r
+		}
+		return '-'
+	}, name)
+	return fmt.Sprintf("%s <%s@field-manager.invalid>", name, local)
+}
+
 // apply puts one version into the working tree and returns its line of
-// the commit message: A, M or D, the type, the object, its
-// resourceVersion and the bucket's version ID.
-func (s *Syncer) apply(ctx context.Context, c change) (string, error) {
+// the commit message (A, M or D, the type, the object, its
+// resourceVersion, the bucket's version ID and the field manager) and the
+// field manager; no line when the tree already holds it.
+func (s *Syncer) apply(ctx context.Context, c change) (line, manager string, err error) {
 	file := filepath.Join(s.dir, filepath.FromSlash(c.path))
 	previous, _ := os.ReadFile(file)
 	where := c.key.Name
 	if c.key.Namespace != "" {
 		where = c.key.Namespace + "/" + c.key.Name
 	}
-	remove := func(reason string) (string, error) {
+	remove := func(reason string) (string, string, error) {
 		if previous == nil {
-			return "", nil
+			return "", "", nil
 		}
 		if err := os.Remove(file); err != nil {
-			return "", err
+			return "", "", err
 		}
-		return fmt.Sprintf("D %s %s%s", typeOf(previous, c.key.Segment), where, reason), nil
+		return fmt.Sprintf("D %s %s%s", typeOf(previous, c.key.Segment), where, reason), "", nil
 	}
 	if c.version.DeleteMarker {
 		return remove(" version=" + c.version.ID)
@@ -352,25 +525,97 @@ func (s *Syncer) apply(ctx context.Context, c change) (string, error) {
 	if errors.Is(err, object.ErrForged) {
 		s.opts.Log.Error("A document fails its integrity check; left out of Git", zap.String("key", c.version.Key),
 			zap.String("version_id", c.version.ID), zap.Error(err))
-		return "", nil
+		return "", "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read %s (version %s): %w", c.version.Key, c.version.ID, err)
+		return "", "", fmt.Errorf("read %s (version %s): %w", c.version.Key, c.version.ID, err)
 	}
 	if !s.opts.IncludePlaintextSecrets && plaintextSecret(body) {
+		s.plainSecrets[c.version.Key] = c.version.ETag
 		return remove(" (a Secret stored in the clear: left out of Git)")
+	}
+	delete(s.plainSecrets, c.version.Key)
+	if bytes.Equal(previous, body) {
+		return "", "", nil
 	}
 	op := "M"
 	if previous == nil {
 		op = "A"
 	}
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := os.WriteFile(file, body, 0o644); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return fmt.Sprintf("%s %s %s rv=%s version=%s", op, typeOf(body, c.key.Segment), where, meta.ResourceVersion, c.version.ID), nil
+	line = fmt.Sprintf("%s %s %s rv=%s version=%s", op, typeOf(body, c.key.Segment), where, meta.ResourceVersion, c.version.ID)
+	if meta.Manager != "" {
+		line += " by=" + meta.Manager
+	}
+	return line, meta.Manager, nil
+}
+
+// repair brings the tree in line with current, each key's newest version
+// at or before the last synced: a file that differs from its version (by
+// the MD5 the listing reports), one that is missing, and one whose key has
+// no version (expired) or is deleted. Normally there is nothing to do; a
+// journal that missed a write, or a commit of someone else on our paths,
+// is repaired in one commit dated now.
+func (s *Syncer) repair(ctx context.Context, current []object.Version) (made bool, err error) {
+	var lines []string
+	want := map[string]bool{}
+	for _, v := range current {
+		k, ok := s.opts.Layout.Parse(v.Key)
+		if !ok || v.Time.After(s.synced) {
+			continue
+		}
+		rel := strings.TrimPrefix(v.Key, s.opts.Layout.Root())
+		if !v.DeleteMarker {
+			want[rel] = true
+		}
+		body, err := os.ReadFile(filepath.Join(s.dir, filepath.FromSlash(rel)))
+		switch {
+		case v.DeleteMarker && err != nil:
+			continue // deleted, and not in the tree
+		case !v.DeleteMarker && err == nil && object.ETag(body) == v.ETag:
+			continue // the tree holds it
+		case !v.DeleteMarker && err != nil && s.plainSecrets[v.Key] == v.ETag:
+			continue // a Secret in the clear, left out
+		}
+		line, _, err := s.apply(ctx, change{version: v, key: k, path: rel})
+		if err != nil {
+			return false, err
+		}
+		if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	// Files of the layout whose key holds nothing any more.
+	err = filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == ".git" {
+			return filepath.SkipDir
+		}
+		rel, _ := filepath.Rel(s.dir, p)
+		rel = filepath.ToSlash(rel)
+		if _, ok := s.opts.Layout.Parse(s.opts.Layout.Root() + rel); d.IsDir() || !ok || want[rel] {
+			return nil
+		}
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+		lines = append(lines, "D "+rel+" (no version of it is kept)")
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if len(lines) > 0 {
+		s.opts.Log.Warn("The repository differed from the bucket; repaired", zap.Int("objects", len(lines)))
+	}
+	return s.record(ctx, fmt.Sprintf("Repair: %d objects brought in line with the bucket", len(lines)), lines, "", time.Now(), s.synced)
 }
 
 // typeOf is a document's group/Kind (v1/ConfigMap for the core group);

@@ -123,8 +123,13 @@ func (k signingKey) tag(msg []byte) string {
 }
 
 // documentMessage is what a document's tag authenticates: its key and
-// every stored metadata field, each length-prefixed.
+// every stored metadata field, each length-prefixed. A document that
+// records its field manager is of the second form, so that the tags of
+// documents written before it was recorded still check.
 func documentMessage(key string, m Meta) []byte {
+	if m.Manager != "" {
+		return fields("cluster-backup document 2", key, m.ResourceVersion, m.UID, m.APIVersion, m.SHA256, m.HMAC, m.ClusterUID, m.Manager)
+	}
 	return fields("cluster-backup document 1", key, m.ResourceVersion, m.UID, m.APIVersion, m.SHA256, m.HMAC, m.ClusterUID)
 }
 

@@ -6,6 +6,28 @@ import (
 	"testing"
 )
 
+func TestSignerAuthenticatesTheFieldManager(t *testing.T) {
+	key := "clusterbackup/east/shop/configmaps/web.yaml"
+	s := NewSigner([]byte("0123456789abcdef-current"))
+	m := Meta{ResourceVersion: "7", UID: "u", APIVersion: "v1", SHA256: Digest([]byte("data: {}\n")), Manager: "helm"}
+	m.Integrity = s.Sign(key, m)
+	if err := s.Check(key, m); err != nil {
+		t.Fatalf("a signed document with its manager: %v", err)
+	}
+	for _, forged := range []string{"kubectl-edit", ""} {
+		m2 := m
+		m2.Manager = forged
+		if err := s.Check(key, m2); !errors.Is(err, ErrForged) {
+			t.Errorf("manager %q in place of helm: %v, want ErrForged", forged, err)
+		}
+	}
+	// A tag of a document without a manager is the one it always was.
+	plain := Meta{ResourceVersion: "7", UID: "u", APIVersion: "v1", SHA256: m.SHA256}
+	if string(documentMessage(key, plain)) == string(documentMessage(key, m)) || !strings.Contains(string(documentMessage(key, plain)), "document 1") {
+		t.Error("a document without a manager must keep the first form of the message")
+	}
+}
+
 func TestSignerAuthenticatesKeyMetadataAndBytes(t *testing.T) {
 	key := "clusterbackup/east/shop/configmaps/web.yaml"
 	m := Meta{ResourceVersion: "7", UID: "u", APIVersion: "v1", SHA256: Digest([]byte("data: {}\n")), ClusterUID: "c1"}
@@ -26,6 +48,7 @@ func TestSignerAuthenticatesKeyMetadataAndBytes(t *testing.T) {
 		"bytes":            func(m *Meta, _ *string) { m.SHA256 = Digest([]byte("data: {a: b}\n")) },
 		"hmac":             func(m *Meta, _ *string) { m.HMAC = "00" },
 		"cluster-uid":      func(m *Meta, _ *string) { m.ClusterUID = "c2" },
+		"manager added":    func(m *Meta, _ *string) { m.Manager = "kubectl-edit" },
 		"tag":              func(m *Meta, _ *string) { m.Integrity = m.Integrity[:len(m.Integrity)-1] + "0" },
 	} {
 		m2, k2 := m, key

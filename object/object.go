@@ -33,6 +33,12 @@ type Meta struct {
 	// another cluster of the same CLUSTER_NAME stored. Empty on objects
 	// written before it was recorded.
 	ClusterUID string
+	// Manager is the field manager that made the change the document
+	// records (kubectl-edit, helm, argocd-controller), read from the
+	// object's managedFields before they are stripped: the entry updated
+	// last, status aside. Empty where the object had none, and on
+	// documents written before it was recorded.
+	Manager string
 	// Integrity authenticates the document: the HMAC-SHA256, under the
 	// installation's integrity key, of its key, the fields above and so
 	// its bytes (see Signer). Empty on documents written without a key.
@@ -48,6 +54,7 @@ const (
 	MetaClusterUID      = "cluster-uid"
 	MetaHMAC            = "hmac-sha256"
 	MetaIntegrity       = "integrity"
+	MetaManager         = "manager"
 )
 
 // Map returns m as store user metadata.
@@ -63,6 +70,9 @@ func (m Meta) Map() map[string]string {
 	}
 	if m.HMAC != "" {
 		out[MetaHMAC] = m.HMAC
+	}
+	if m.Manager != "" {
+		out[MetaManager] = m.Manager
 	}
 	if m.Integrity != "" {
 		out[MetaIntegrity] = m.Integrity
@@ -93,6 +103,8 @@ func MetaFromMap(md map[string]string) Meta {
 			m.HMAC = v
 		case MetaIntegrity:
 			m.Integrity = v
+		case MetaManager:
+			m.Manager = v
 		}
 	}
 	return m

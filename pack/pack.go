@@ -8,17 +8,18 @@
 // written, an altered file, a damaged pack, a store whose ETags are not
 // MD5s) is read from its own key as before.
 //
-// Format: the line "cluster-backup pack 3", then records of ten fields,
+// Format: the line "cluster-backup pack 4", then records of eleven fields,
 // each a uvarint length and the bytes. A document's record holds its key,
-// the seven fields of its stored metadata (object.Meta), the number of the
+// the eight fields of its stored metadata (object.Meta), the number of the
 // dictionary its frame was compressed against (empty for none) and the
 // frame (see Frame). A record with an empty key defines the next
 // dictionary, numbered from 1, in its last field; its other fields are
 // empty. It comes before the first frame that uses it. The documents are
 // in key order (bytewise, the order of an S3 listing), so that a reader
 // going through the keys in that order holds a few entries at a time.
-// Packs of the second format ("cluster-backup pack 2": records without
-// the integrity field, in any order) and of the first ("cluster-backup pack 1": eight fields,
+// Packs of the third format ("cluster-backup pack 3": records without the
+// field manager), of the second ("cluster-backup pack 2": records without
+// the integrity field either, in any order) and of the first ("cluster-backup pack 1": eight fields,
 // no dictionaries, each frame one zstd frame) are still read, for
 // restores to a time they were written at.
 package pack
@@ -43,7 +44,8 @@ import (
 )
 
 const (
-	magic   = "cluster-backup pack 3\n"
+	magic   = "cluster-backup pack 4\n"
+	magicV3 = "cluster-backup pack 3\n"
 	magicV2 = "cluster-backup pack 2\n"
 	magicV1 = "cluster-backup pack 1\n"
 )
@@ -148,7 +150,7 @@ func (p *Writer) Close() error {
 
 // metaFields are the stored metadata in record order, after the key.
 func metaFields(m object.Meta) []string {
-	return []string{m.ResourceVersion, m.UID, m.APIVersion, m.SHA256, m.HMAC, m.ClusterUID, m.Integrity}
+	return []string{m.ResourceVersion, m.UID, m.APIVersion, m.SHA256, m.HMAC, m.ClusterUID, m.Integrity, m.Manager}
 }
 
 // Load reads a pack, keeping the entries of the keys want accepts. A pack
@@ -178,7 +180,8 @@ func Load(r io.Reader, want func(key string) bool) (map[string]Entry, error) {
 type Reader struct {
 	br      *bufio.Reader
 	v1      bool
-	sorted  bool // format 3: in key order
+	sorted  bool // formats 3 and 4: in key order
+	metas   int  // metadata fields per record
 	last    string
 	dicts   []*Dict
 	records int
@@ -189,10 +192,16 @@ type Reader struct {
 func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head := make([]byte, len(magic))
-	if _, err := io.ReadFull(br, head); err != nil || (string(head) != magic && string(head) != magicV2 && string(head) != magicV1) {
+	if _, err := io.ReadFull(br, head); err != nil {
 		return nil, fmt.Errorf("%w: it does not start with %q", ErrDamaged, strings.TrimSpace(magic))
 	}
-	return &Reader{br: br, v1: string(head) == magicV1, sorted: string(head) == magic}, nil
+	// The metadata fields of each format: the field manager is the
+	// fourth's, the integrity tag the third's.
+	metas := map[string]int{magic: 8, magicV3: 7, magicV2: 6, magicV1: 6}[string(head)]
+	if metas == 0 {
+		return nil, fmt.Errorf("%w: it does not start with %q", ErrDamaged, strings.TrimSpace(magic))
+	}
+	return &Reader{br: br, v1: string(head) == magicV1, sorted: metas >= 7, metas: metas}, nil
 }
 
 // Sorted says whether the pack's documents are in key order.
@@ -203,14 +212,10 @@ func (p *Reader) Sorted() bool { return p.sorted }
 // early or breaks the format.
 func (p *Reader) Next() (string, Entry, error) {
 	// key, the metadata fields, the dictionary (from the second format
-	// on), the frame; the seventh metadata field (Integrity) is the third
-	// format's.
-	metas := 7
-	if !p.sorted {
-		metas = 6
-	}
+	// on), the frame.
+	metas := p.metas
 	for {
-		var f [10][]byte
+		var f [11][]byte
 		fields := f[:1+metas+1+1]
 		if p.v1 {
 			fields = f[:1+metas+1]
@@ -253,8 +258,11 @@ func (p *Reader) Next() (string, Entry, error) {
 			ResourceVersion: string(f[1]), UID: string(f[2]), APIVersion: string(f[3]),
 			SHA256: string(f[4]), HMAC: string(f[5]), ClusterUID: string(f[6]),
 		}
-		if metas == 7 {
+		if metas >= 7 {
 			meta.Integrity = string(f[7])
+		}
+		if metas >= 8 {
+			meta.Manager = string(f[8])
 		}
 		return key, Entry{Meta: meta, frame: frame, zstd: p.v1}, nil
 	}

@@ -34,7 +34,7 @@ func docs(n int) []doc {
 		out[i] = doc{
 			key:  fmt.Sprintf("clusterbackup/c/ns/configmaps/cm-%d.yaml", i),
 			body: body,
-			meta: object.Meta{ResourceVersion: fmt.Sprint(100 + i), UID: fmt.Sprintf("uid-%d", i), APIVersion: "v1", SHA256: object.Digest(body), ClusterUID: "cluster-uid", Integrity: fmt.Sprintf("k1.%064x", i)},
+			meta: object.Meta{ResourceVersion: fmt.Sprint(100 + i), UID: fmt.Sprintf("uid-%d", i), APIVersion: "v1", SHA256: object.Digest(body), ClusterUID: "cluster-uid", Integrity: fmt.Sprintf("k1.%064x", i), Manager: fmt.Sprintf("manager-%d", i%3)},
 		}
 	}
 	slices.SortFunc(out, func(a, b doc) int { return strings.Compare(a.key, b.key) })
@@ -62,23 +62,28 @@ func write(t *testing.T, ds []doc) []byte {
 // writeV1 writes a pack of the first format: eight fields per record, each
 // frame one zstd frame.
 func writeV1(ds []doc) []byte {
-	return writeOld(magicV1, ds, func(body []byte) [][]byte { return [][]byte{encoder.EncodeAll(body, nil)} })
+	return writeOld(magicV1, 6, ds, func(body []byte) [][]byte { return [][]byte{encoder.EncodeAll(body, nil)} })
 }
 
 // writeV2 writes a pack of the second format: no integrity field, any
 // order.
 func writeV2(ds []doc) []byte {
-	return writeOld(magicV2, ds, func(body []byte) [][]byte { return [][]byte{nil, Compress(nil, body, nil).Bytes} })
+	return writeOld(magicV2, 6, ds, func(body []byte) [][]byte { return [][]byte{nil, Compress(nil, body, nil).Bytes} })
 }
 
-// writeOld writes the records of ds in their order, each its key, the six
-// metadata fields of the older formats and the fields last makes of its
-// body.
-func writeOld(magic string, ds []doc, last func(body []byte) [][]byte) []byte {
+// writeV3 writes a pack of the third format: no field manager.
+func writeV3(ds []doc) []byte {
+	return writeOld(magicV3, 7, ds, func(body []byte) [][]byte { return [][]byte{nil, Compress(nil, body, nil).Bytes} })
+}
+
+// writeOld writes the records of ds in their order, each its key, the
+// first metas metadata fields (those of an older format) and the fields
+// last makes of its body.
+func writeOld(magic string, metas int, ds []doc, last func(body []byte) [][]byte) []byte {
 	var buf bytes.Buffer
 	buf.WriteString(magic)
 	for _, d := range ds {
-		fields := append([]string{d.key}, metaFields(d.meta)[:6]...) // no integrity field
+		fields := append([]string{d.key}, metaFields(d.meta)[:metas]...)
 		for _, f := range fields {
 			buf.Write(binary.AppendUvarint(nil, uint64(len(f))))
 			buf.WriteString(f)
@@ -127,7 +132,27 @@ func TestFirstFormatIsRead(t *testing.T) {
 	for _, d := range ds {
 		body, err := entries[d.key].Body(version(d))
 		want := d.meta
-		want.Integrity = "" // a field of the third format
+		want.Integrity, want.Manager = "", "" // fields of the third and fourth formats
+		if err != nil || !bytes.Equal(body, d.body) || entries[d.key].Meta != want {
+			t.Errorf("%s: Body = %q, %v, meta %+v; want the stored bytes and %+v", d.key, body, err, entries[d.key].Meta, want)
+		}
+	}
+}
+
+func TestThirdFormatIsRead(t *testing.T) {
+	ds := docs(20)
+	r, err := NewReader(bytes.NewReader(writeV3(ds)))
+	if err != nil || !r.Sorted() {
+		t.Fatalf("a pack of the third format: sorted %v, %v", r != nil && r.Sorted(), err)
+	}
+	entries, err := Load(bytes.NewReader(writeV3(ds)), all)
+	if err != nil || len(entries) != len(ds) {
+		t.Fatalf("loaded %d entries, %v; want %d", len(entries), err, len(ds))
+	}
+	for _, d := range ds {
+		body, err := entries[d.key].Body(version(d))
+		want := d.meta
+		want.Manager = "" // a field of the fourth format
 		if err != nil || !bytes.Equal(body, d.body) || entries[d.key].Meta != want {
 			t.Errorf("%s: Body = %q, %v, meta %+v; want the stored bytes and %+v", d.key, body, err, entries[d.key].Meta, want)
 		}
@@ -137,7 +162,7 @@ func TestFirstFormatIsRead(t *testing.T) {
 func TestEachDictionaryIsWrittenOnce(t *testing.T) {
 	ds := docs(30)
 	packed := write(t, ds)
-	// A dictionary record is an empty key followed by six empty fields
+	// A dictionary record is an empty key followed by eight empty fields
 	// and an empty dictionary number.
 	if n := bytes.Count(packed, []byte{0, 0, 0, 0, 0, 0, 0, 0}); n != 2 {
 		t.Errorf("%d dictionary records, want 2", n)
@@ -159,7 +184,7 @@ func TestUndefinedDictionaryIsDamage(t *testing.T) {
 	_ = w.Close()
 	// The same record, naming dictionary 1, which no record defines.
 	rec := buf.Bytes()[len(magic):]
-	i := bytes.LastIndex(rec, []byte(ds[0].meta.Integrity)) + len(ds[0].meta.Integrity)
+	i := bytes.LastIndex(rec, []byte(ds[0].meta.Manager)) + len(ds[0].meta.Manager)
 	bad := append([]byte(magic), rec[:i]...)
 	bad = append(bad, 1, '1')
 	bad = append(bad, rec[i+1:]...)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/filter"
+	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -67,6 +68,7 @@ type pipeline struct {
 	// settings are the reloadable settings the writer and the pass read.
 	settings *object.Settings
 	pass     *snapshot.Pass
+	journal  *journal.Recorder // nil on a directory store
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	// pack is the restore pack last written or found: whether one is
@@ -116,7 +118,13 @@ func (s *Service) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline
 	m.ConfigHash.Set(float64(config.Hash(s.cfg.ConfigData)))
 	m.ConfigReloadTime.SetToCurrentTime()
 
+	// The change journal goes where the restore pack goes: to S3 stores.
+	var rec *journal.Recorder
+	if _, ok := s.store.(pack.Streamer); ok {
+		rec = journal.NewRecorder(store, s.layout(), s.cfg.Signer, s.log.With(logging.Component("sink")), m)
+	}
 	writer := sink.NewWriter(store, sink.WriterOptions{
+		Journal:       rec,
 		Layout:        s.layout(),
 		Debounce:      s.cfg.Debounce,
 		Workers:       s.cfg.BatchSize,
@@ -147,7 +155,7 @@ func (s *Service) build(reg *prometheus.Registry, m *metrics.Metrics) (*pipeline
 	if reader, ok := s.store.(snapshot.Reader); ok && s.cfg.VerifyInterval > 0 {
 		pass.Verify = &snapshot.Verify{Reader: reader, Interval: s.cfg.VerifyInterval, Period: s.cfg.SnapshotInterval}
 	}
-	return &pipeline{manager: manager, writer: writer, ledger: writer.Ledger(), health: health, store: store, holds: holds, settings: settings, pass: pass, reg: reg, metrics: m}, nil
+	return &pipeline{manager: manager, writer: writer, ledger: writer.Ledger(), health: health, store: store, holds: holds, settings: settings, pass: pass, journal: rec, reg: reg, metrics: m}, nil
 }
 
 // checkSecrets exports whether Secrets are encrypted and warns when they
@@ -415,11 +423,18 @@ func (s *Service) start(ctx context.Context, p *pipeline) (stop func(), err erro
 		p.writer.Run(writeCtx, p.manager, flushTimeout)
 		close(writerDone)
 	}()
+	journalDone := make(chan struct{})
+	go func() {
+		p.journal.Run(writeCtx, max(s.cfg.Debounce, time.Second))
+		close(journalDone)
+	}()
 	stop = func() {
 		stopWatching()
 		<-managerDone
 		stopWriting()
 		<-writerDone
+		<-journalDone
+		s.saveJournal(p, shutdownIndexTimeout)
 		s.saveIndex(p, shutdownIndexTimeout)
 	}
 	if err := p.manager.WaitForSync(ctx, s.cfg.SyncTimeout); err != nil {
@@ -793,6 +808,18 @@ func (s *Service) savePack(ctx context.Context, p *pipeline) {
 	}
 	p.pack.stored, p.pack.at, p.pack.seq = true, time.Now(), seq
 	log.Info("Restore pack written", logging.Data(map[string]any{"key": layout.PackKey(), "documents": st.Documents, "bytes": st.Bytes}))
+}
+
+// saveJournal writes what the change journal holds at shutdown, within
+// timeout; what it cannot write is left for readers to repair from a full
+// listing.
+func (s *Service) saveJournal(p *pipeline, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := p.journal.Flush(ctx); err != nil {
+		s.log.Warn("Cannot write the change journal at shutdown; git-sync and the web view repair what it misses from a full listing",
+			logging.Component("sink"), zap.Error(err), logging.Data(map[string]any{"entries": p.journal.Pending()}))
+	}
 }
 
 // saveIndex writes the change index of a store whose listings carry no

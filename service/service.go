@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/sink"
@@ -176,6 +178,7 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (sink.St
 	// The writer's workers plus a pass's listing.
 	opts.Connections = cfg.BatchSize + 1
 	opts.NoncurrentDays, opts.NoncurrentNewer = cfg.NoncurrentRetention.Days, cfg.NoncurrentRetention.Newer
+	opts.JournalPrefix = path.Join(cfg.BackupPrefix, journal.Dir) + "/"
 	opts.ObjectLock, opts.ObjectLockDays = cfg.ObjectLock, cfg.ObjectLockDays
 	// One layer retries each call: the writer's queue its writes,
 	// sink.WithRetry the rest (RETRY_ATTEMPTS), never minio-go as well.

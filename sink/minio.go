@@ -55,6 +55,10 @@ type MinIOOptions struct {
 	// NoncurrentDays, keeping the NoncurrentNewer newest (NONCURRENT_RETENTION).
 	NoncurrentDays  int
 	NoncurrentNewer int
+	// JournalPrefix, when set, gets a rule of its own in that lifecycle:
+	// the change journal's objects expire after NoncurrentDays (30 when
+	// the retention is a count), as the versions they point at do.
+	JournalPrefix string
 	// ReadOnly opens an existing bucket and never creates one (the
 	// browsing and restore commands).
 	ReadOnly bool
@@ -168,7 +172,7 @@ func connect(ctx context.Context, opts MinIOOptions) (*MinIO, string, error) {
 			}
 		}
 		if opts.NoncurrentDays > 0 || opts.NoncurrentNewer > 0 {
-			switch err := m.client.SetBucketLifecycle(ctx, m.bucket, retention(opts.NoncurrentDays, opts.NoncurrentNewer)); {
+			switch err := m.client.SetBucketLifecycle(ctx, m.bucket, retention(opts.NoncurrentDays, opts.NoncurrentNewer, opts.JournalPrefix)); {
 			case notImplemented(err):
 				m.lifecycle = "unsupported"
 			case err != nil:
@@ -284,7 +288,11 @@ func bucketEncryption(spec string) *sse.Configuration {
 // grow without bound (MinIO refuses writes past 10,000 versions of a key).
 // S3 needs a number of days; a count alone expires the older versions after
 // one day.
-func retention(days, newer int) *lifecycle.Configuration {
+func retention(days, newer int, journal string) *lifecycle.Configuration {
+	journalDays := days
+	if journalDays == 0 {
+		journalDays = 30
+	}
 	if days == 0 {
 		days = 1
 	}
@@ -297,6 +305,14 @@ func retention(days, newer int) *lifecycle.Configuration {
 			NewerNoncurrentVersions: newer,
 		},
 	}}
+	if journal != "" {
+		cfg.Rules = append(cfg.Rules, lifecycle.Rule{
+			ID:         "cluster-backup-journal-retention",
+			Status:     "Enabled",
+			RuleFilter: lifecycle.Filter{Prefix: journal},
+			Expiration: lifecycle.Expiration{Days: lifecycle.ExpirationDays(journalDays)},
+		})
+	}
 	return cfg
 }
 
@@ -419,6 +435,27 @@ func (m *MinIO) Walk(ctx context.Context, prefix string, visit func(object.Store
 		}
 		s := object.Stored{Key: info.Key, Meta: object.MetaFromMap(info.UserMetadata), ETag: strings.Trim(info.ETag, `"`), Size: info.Size}
 		if err := visit(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WalkAfter visits the keys under prefix that sort after after, in key
+// order, without their metadata: a listing that starts where the caller
+// stopped (the change journal).
+func (m *MinIO) WalkAfter(ctx context.Context, prefix, after string, visit func(object.Stored) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for info := range m.client.ListObjects(ctx, m.bucket, minio.ListObjectsOptions{
+		Prefix:     prefix,
+		Recursive:  true,
+		StartAfter: after,
+	}) {
+		if info.Err != nil {
+			return m.wrap("list "+prefix, info.Err)
+		}
+		if err := visit(object.Stored{Key: info.Key, ETag: strings.Trim(info.ETag, `"`), Size: info.Size}); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/cluster-backup/cluster-backup/encode"
+	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -70,6 +72,9 @@ type WriterOptions struct {
 	// document whose tag it does not accept (unsigned, forged) counts as
 	// unknown: the next pass writes it again.
 	Signer *object.Signer
+	// Journal, when set, records every write and delete the store took
+	// (the change journal).
+	Journal *journal.Recorder
 }
 
 // Writer is the debounced sink: it writes a first change at once and
@@ -494,7 +499,7 @@ func (w *Writer) remove(ctx context.Context, log func() *zap.Logger, ref object.
 		return object.Kept, nil
 	}
 	start := w.clock.Now()
-	if err := w.call(ctx, func(ctx context.Context) error { return w.direct.Delete(ctx, key) }); errors.Is(err, ErrLocked) {
+	if err := w.journaled(ctx, journal.Delete, key, object.Meta{}, func(ctx context.Context) error { return w.direct.Delete(ctx, key) }); errors.Is(err, ErrLocked) {
 		// A lock or legal hold keeps it: retried by no one, kept.
 		w.metrics.Error(logging.OpObjectDelete)
 		log().Warn("The store's Object Lock keeps the object; it stays", logging.Op(logging.OpObjectDelete), zap.Error(err), logging.Data(map[string]any{"key": key}))
@@ -517,7 +522,7 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 	start := w.clock.Now()
 	doc.Meta.ClusterUID = w.ledger.ClusterUID()
 	doc.Meta.Integrity = w.opts.Signer.Sign(key, doc.Meta)
-	if err := w.call(ctx, func(ctx context.Context) error { return w.direct.Put(ctx, key, doc.Body, doc.Meta) }); errors.Is(err, ErrUnstorable) {
+	if err := w.journaled(ctx, journal.Put, key, doc.Meta, func(ctx context.Context) error { return w.direct.Put(ctx, key, doc.Body, doc.Meta) }); errors.Is(err, ErrUnstorable) {
 		w.ledger.markUnstorable(key)
 		w.metrics.Error(logging.OpObjectWrite)
 		w.metrics.Resources.WithLabelValues(resource, metrics.Skipped).Inc()
@@ -535,6 +540,19 @@ func (w *Writer) put(ctx context.Context, log func() *zap.Logger, ref object.Ref
 			logging.Duration(w.clock.Since(start)), logging.Data(map[string]any{"key": key, "bytes": len(doc.Body)}))
 	}
 	return object.Written, nil
+}
+
+// journaled makes the store call f of key (call), and records it in the
+// change journal when the store took it.
+func (w *Writer) journaled(ctx context.Context, op, key string, meta object.Meta, f func(context.Context) error) error {
+	token := w.opts.Journal.Begin()
+	err := w.call(ctx, f)
+	var e *journal.Entry
+	if err == nil {
+		e = &journal.Entry{Op: op, Key: strings.TrimPrefix(key, w.opts.Layout.Root()), ResourceVersion: meta.ResourceVersion, Manager: meta.Manager}
+	}
+	w.opts.Journal.End(token, e)
+	return err
 }
 
 // call makes one store call, bounded by CallTimeout.

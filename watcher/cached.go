@@ -87,6 +87,7 @@ func (c *cached) metaOf(apiVersion string, body []byte) object.Meta {
 		UID:             string(c.uid),
 		APIVersion:      apiVersion,
 		SHA256:          c.sumHex(),
+		Manager:         c.manager.Value(),
 	}
 	if c.keyed {
 		meta.SHA256, meta.HMAC = object.Digest(body), c.sumHex()
@@ -159,6 +160,7 @@ func compact(rules filter.Rules, annotationKeys []string, enc *encrypt.Encrypter
 			resourceVersion: u.GetResourceVersion(),
 			owners:          u.GetOwnerReferences(),
 			saToken:         u.GetKind() == "Secret" && filter.SecretType(u) == filter.ServiceAccountTokenType,
+			manager:         lastManager(u.GetManagedFields()),
 		}}
 		if keepLabels {
 			c.labels = u.GetLabels()

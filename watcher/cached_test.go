@@ -3,6 +3,7 @@ package watcher
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -61,7 +62,7 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	if string(doc.Body) != string(want) {
 		t.Errorf("document:\n%s\nwant:\n%s", doc.Body, want)
 	}
-	if doc.Meta != (object.Meta{ResourceVersion: "42", UID: "u-1", APIVersion: "apps/v1", SHA256: object.Digest(want)}) {
+	if doc.Meta != (object.Meta{ResourceVersion: "42", UID: "u-1", APIVersion: "apps/v1", SHA256: object.Digest(want), Manager: "kubectl"}) {
 		t.Errorf("meta %+v", doc.Meta)
 	}
 	if c.GetLabels() != nil || len(c.GetAnnotations()) != 1 || c.GetAnnotations()["backup.io/skip"] != "false" {
@@ -95,6 +96,46 @@ func TestCompactKeepsWhatIsStoredAndWhatFiltersRead(t *testing.T) {
 	}
 }
 
+func TestTheLastFieldManagerIsRecorded(t *testing.T) {
+	at := func(sec int64) *metav1.Time { t := metav1.Unix(sec, 0); return &t }
+	for name, tc := range map[string]struct {
+		fields []metav1.ManagedFieldsEntry
+		want   string
+	}{
+		"none": {nil, ""},
+		"the latest": {[]metav1.ManagedFieldsEntry{
+			{Manager: "helm", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(200)},
+			{Manager: "kubectl-edit", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(300)},
+			{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationApply, Time: at(100)},
+		}, "kubectl-edit"},
+		"status aside": {[]metav1.ManagedFieldsEntry{
+			{Manager: "helm", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(200)},
+			{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(900), Subresource: "status"},
+		}, "helm"},
+		"a tie goes to the last listed": {[]metav1.ManagedFieldsEntry{
+			{Manager: "a", Time: at(5)}, {Manager: "b", Time: at(5)},
+		}, "b"},
+		"no time counts as oldest": {[]metav1.ManagedFieldsEntry{
+			{Manager: "timed", Time: at(5)}, {Manager: "untimed"},
+		}, "timed"},
+		"escaped": {[]metav1.ManagedFieldsEntry{{Manager: "ctl\nwith newline é", Time: at(5)}}, "ctl%0Awith%20newline%20%C3%A9"},
+	} {
+		if got := lastManager(tc.fields).Value(); got != tc.want {
+			t.Errorf("%s: lastManager = %q, want %q", name, got, tc.want)
+		}
+	}
+	u := deployment()
+	u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "helm", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(10)}})
+	out, err := compact(filter.DefaultRules(), nil, nil, nil)(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := out.(*cached).document("apps/v1")
+	if err != nil || doc.Meta.Manager != "helm" || strings.Contains(string(doc.Body), "managedFields") {
+		t.Errorf("document of an object helm changed: manager %q, %v; body:\n%s", doc.Meta.Manager, err, doc.Body)
+	}
+}
+
 func TestCachedMetaIsWhatInformersRead(t *testing.T) {
 	controller := true
 	u := deployment()
@@ -122,7 +163,7 @@ func TestCachedMetaIsWhatInformersRead(t *testing.T) {
 		t.Error("DeepCopyObject shares owner references")
 	}
 	// The caches hold one of these for every object of the cluster.
-	if size := unsafe.Sizeof(cached{}); size > 208 {
+	if size := unsafe.Sizeof(cached{}); size > 216 {
 		t.Errorf("a cached object takes %d bytes before its document", size)
 	}
 }

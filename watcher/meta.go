@@ -2,6 +2,9 @@ package watcher
 
 import (
 	"maps"
+	"net/url"
+	"time"
+	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,6 +26,10 @@ type cachedMeta struct {
 	// saToken marks a Secret of type kubernetes.io/service-account-token,
 	// which the filters read (SecretType).
 	saToken bool
+	// manager is the field manager of the object's last change
+	// (lastManager), interned: a cluster has few of them, and a handle
+	// costs each object 8 bytes.
+	manager unique.Handle[string]
 }
 
 var _ metav1.Object = (*cachedMeta)(nil)
@@ -83,3 +90,40 @@ func (m *cachedMeta) GetFinalizers() []string                       { return nil
 func (m *cachedMeta) SetFinalizers([]string)                        {}
 func (m *cachedMeta) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
 func (m *cachedMeta) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
+
+// lastManager is the field manager that changed the object last: the
+// managedFields entry with the latest time, changes through a subresource
+// (status, scale) aside, since they are not what the document records; of
+// entries with the same time, the last listed. "" when the object has none.
+// A name that is not printable ASCII is escaped, as store metadata must be.
+func lastManager(fields []metav1.ManagedFieldsEntry) unique.Handle[string] {
+	best := -1
+	for i, f := range fields {
+		if f.Subresource != "" || f.Manager == "" {
+			continue
+		}
+		if best < 0 || !changedAt(f).Before(changedAt(fields[best])) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return unique.Make("")
+	}
+	name := fields[best].Manager
+	for _, r := range name {
+		if r < 0x20 || r > 0x7e {
+			name = url.PathEscape(name)
+			break
+		}
+	}
+	return unique.Make(name)
+}
+
+// changedAt is when a managedFields entry was last updated; the zero time
+// when it does not say.
+func changedAt(f metav1.ManagedFieldsEntry) time.Time {
+	if f.Time == nil {
+		return time.Time{}
+	}
+	return f.Time.Time
+}

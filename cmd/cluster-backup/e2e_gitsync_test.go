@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -113,7 +114,7 @@ func TestGitSyncHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		cm.Data["v"] = v
-		if _, err := cms.Update(bg, cm, metav1.UpdateOptions{}); err != nil {
+		if _, err := cms.Update(bg, cm, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
 			t.Fatal(err)
 		}
 		stored(name, versions)
@@ -219,6 +220,27 @@ func TestGitSyncHistory(t *testing.T) {
 	for _, want := range []string{"A v1/ConfigMap " + ns + "/app", "M v1/ConfigMap " + ns + "/app", "D v1/ConfigMap " + ns + "/doomed", "A v1/ConfigMap " + ns + "/doomed"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("no commit line %q in\n%s", want, msg)
+		}
+	}
+	// The author is the field manager that made the change, as the
+	// service recorded it; the committer is git-sync.
+	authors := gitOut(t, remote, "log", "-F", "--grep", "M v1/ConfigMap "+ns+"/app rv=", "--format=%an <%ae>|%cn|%B", "main")
+	if !strings.HasPrefix(authors, "kubectl-edit <kubectl-edit@field-manager.invalid>|cluster-backup|") || !strings.Contains(authors, "by=kubectl-edit") {
+		t.Errorf("the update by kubectl-edit is committed as\n%s", authors)
+	}
+	// The service journals each write beside the backup, with its manager.
+	journaled := ""
+	for o := range e2e.bucket.ListObjects(bg, bucketName, minio.ListObjectsOptions{Prefix: "clusterbackup/_journal/" + cluster + "/", Recursive: true}) {
+		obj, err := e2e.bucket.GetObject(bg, bucketName, o.Key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(obj)
+		journaled += string(body)
+	}
+	for _, want := range []string{"\tput\t" + ns + "/configmaps/app.yaml\t", "\tkubectl-edit\n", "\tdelete\t" + ns + "/configmaps/doomed.yaml\t"} {
+		if !strings.Contains(journaled, want) {
+			t.Errorf("the change journal holds no %q:\n%s", want, journaled)
 		}
 	}
 

@@ -755,11 +755,15 @@ func TestNewBucketGetsVersioningAndRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lc.Rules) != 1 {
+	if len(lc.Rules) != 2 {
 		t.Fatalf("lifecycle rules %+v", lc.Rules)
 	}
 	exp := lc.Rules[0].NoncurrentVersionExpiration
 	if exp.NoncurrentDays != 30 || exp.NewerNoncurrentVersions != 10 {
 		t.Errorf("noncurrent expiration %+v, want 30 days keeping 10", exp)
+	}
+	// The change journal expires with the versions it points at.
+	if j := lc.Rules[1]; j.RuleFilter.Prefix != "clusterbackup/_journal/" || j.Expiration.Days != 30 {
+		t.Errorf("journal rule %+v, want objects under clusterbackup/_journal/ expiring after 30 days", j)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/gitsync"
+	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
@@ -51,7 +52,11 @@ func runGitSync(ctx context.Context, cfg config.Config, e *env) error {
 		log.Warn("INTEGRITY_KEY is not set: git-sync cannot tell documents the service wrote from forged ones")
 	}
 	reader := restore.Signed{Reader: store, Signer: cfg.Signer, AcceptUnsigned: true}
+	// The change journal is on S3 stores; a directory store is listed in
+	// full at every poll.
+	journalSource, _ := store.(journal.Source)
 	s, err := gitsync.New(reader, gitsync.Options{
+		Journal: journalSource, Signer: cfg.Signer, AcceptUnsigned: true,
 		Repository: cfg.Git.Repository, Branch: cfg.Git.Branch, Window: cfg.Git.Window, Author: cfg.Git.Author,
 		Workdir: cfg.Git.Workdir, SSHKeyFile: cfg.Git.SSHKeyFile, CredentialsFile: cfg.Git.CredentialsFile,
 		Layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, Log: log,
