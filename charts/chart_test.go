@@ -76,9 +76,16 @@ func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstru
 	return out
 }
 
+// one is the service's one object of kind (git-sync's, labelled with its
+// component, aside).
 func one(t *testing.T, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
 	t.Helper()
-	found := find(objs, kind)
+	var found []*unstructured.Unstructured
+	for _, o := range find(objs, kind) {
+		if o.GetLabels()[gitSyncLabel] != "git-sync" {
+			found = append(found, o)
+		}
+	}
 	if len(found) != 1 {
 		t.Fatalf("want one %s, got %d", kind, len(found))
 	}
@@ -116,6 +123,107 @@ func container(t *testing.T, spec map[string]any) map[string]any {
 		t.Fatalf("%d containers", len(cs))
 	}
 	return cs[0].(map[string]any)
+}
+
+const gitSyncLabel = "app.kubernetes.io/component"
+
+// TestGitSync renders git-sync's Deployment: it reads the bucket only (no
+// service account token), runs as the service does (UID 1001, read-only
+// root), writes only to its volumes, gets the store's and the integrity
+// key's settings and the git credentials file, has labels no selector of
+// the service takes for its own, and is alerted on.
+func TestGitSync(t *testing.T) {
+	objs := render(t, full)
+	var deps []*unstructured.Unstructured
+	for _, o := range find(objs, "Deployment") {
+		if o.GetLabels()[gitSyncLabel] == "git-sync" {
+			deps = append(deps, o)
+		}
+	}
+	if len(deps) != 1 {
+		t.Fatalf("%d git-sync Deployments, want 1", len(deps))
+	}
+	spec := podSpec(t, deps[0])
+	c := container(t, spec)
+	for path, want := range map[string]any{
+		"automountServiceAccountToken":             false,
+		"securityContext.runAsUser":                int64(1001),
+		"c.securityContext.readOnlyRootFilesystem": true,
+		"c.args.0":                     "git-sync",
+		"c.image":                      "ghcr.io/cluster-backup/cluster-backup-git:0.1.0",
+		"volumes.2.secret.secretName":  "git-credentials",
+		"volumes.2.secret.defaultMode": int64(0o400),
+	} {
+		root, p := spec, path
+		if strings.HasPrefix(path, "c.") {
+			root, p = c, path[2:]
+		}
+		if got := walk(root, strings.Split(p, ".")); !equal(got, want) {
+			t.Errorf("%s = %#v, want %#v", path, got, want)
+		}
+	}
+	env := envOf(t, deps[0])
+	for name, want := range map[string]string{
+		"GIT_REPOSITORY": "https://git.example.com/ops/cluster-history.git", "GIT_BRANCH": "main", "GIT_COMMIT_WINDOW": "10s",
+		"GIT_CREDENTIALS_FILE": "/etc/cluster-backup/git/credentials", "GIT_WORKDIR": "/var/lib/git-sync/clone",
+		"CLUSTER_NAME": "production-east", "MINIO_ENDPOINT": "minio.backup-system.svc:9000", "MINIO_CA_FILE": "/etc/cluster-backup/ca/ca.crt",
+	} {
+		if got := env[name]["value"]; got != want {
+			t.Errorf("%s = %v, want %q", name, got, want)
+		}
+	}
+	for _, name := range []string{"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "INTEGRITY_KEY"} {
+		if env[name]["valueFrom"] == nil {
+			t.Errorf("%s is not read from a Secret: %v", name, env[name])
+		}
+	}
+	// Every writable path is a volume.
+	mounts := map[string]bool{}
+	for _, m := range c["volumeMounts"].([]any) {
+		mounts[m.(map[string]any)["mountPath"].(string)] = true
+	}
+	for _, p := range []string{"/var/lib/git-sync", "/tmp", "/etc/cluster-backup/git"} {
+		if !mounts[p] {
+			t.Errorf("no volume at %s: %v", p, mounts)
+		}
+	}
+	// The service's selectors and ServiceMonitor never match git-sync's
+	// objects.
+	main := one(t, objs, "Deployment")
+	selector, _, _ := unstructured.NestedStringMap(main.Object, "spec", "selector", "matchLabels")
+	for _, o := range objs {
+		if o.GetLabels()[gitSyncLabel] != "git-sync" {
+			continue
+		}
+		matches := true
+		for k, v := range selector {
+			matches = matches && o.GetLabels()[k] == v
+		}
+		if matches {
+			t.Errorf("%s %s carries the service's selector labels %v", o.GetKind(), o.GetName(), selector)
+		}
+	}
+	pod, _, _ := unstructured.NestedStringMap(deps[0].Object, "spec", "template", "metadata", "labels")
+	matches := true
+	for k, v := range selector {
+		matches = matches && pod[k] == v
+	}
+	if matches {
+		t.Errorf("git-sync's pods %v are selected by the service's Deployment", pod)
+	}
+	rules, _ := json.Marshal(one(t, objs, "PrometheusRule").Object)
+	if !strings.Contains(string(rules), "ClusterBackupGitSyncFailing") || !strings.Contains(string(rules), `cluster_backup_git_sync_errors_total{job=\"release-cluster-backup-git-sync\"}`) {
+		t.Errorf("no ClusterBackupGitSyncFailing alert on git-sync's job:\n%s", rules)
+	}
+	// Off by default, and refused without a repository.
+	for _, o := range render(t, defaults) {
+		if o.GetLabels()[gitSyncLabel] == "git-sync" {
+			t.Errorf("%s %s rendered by default", o.GetKind(), o.GetName())
+		}
+	}
+	if out, err := helm(t, "template", "release", chart, "-f", defaults[0], "--set", "gitSync.enabled=true"); err == nil || !strings.Contains(out+err.Error(), "gitSync.repository is required") {
+		t.Errorf("gitSync without a repository: %v\n%s", err, out)
+	}
 }
 
 func TestSecurityAndResources(t *testing.T) {
@@ -386,7 +494,7 @@ func TestOptionalObjects(t *testing.T) {
 		}
 	}
 	slices.Sort(alerts)
-	if want := []string{"ClusterBackupChangeLatencyHigh", "ClusterBackupErrors", "ClusterBackupPrefixHeld", "ClusterBackupPruneGuardTripped", "ClusterBackupSnapshotStale", "ClusterBackupStoreUnreachable", "ClusterBackupTypesIncomplete"}; !slices.Equal(alerts, want) {
+	if want := []string{"ClusterBackupChangeLatencyHigh", "ClusterBackupErrors", "ClusterBackupGitSyncFailing", "ClusterBackupPrefixHeld", "ClusterBackupPruneGuardTripped", "ClusterBackupSnapshotStale", "ClusterBackupStoreUnreachable", "ClusterBackupTypesIncomplete"}; !slices.Equal(alerts, want) {
 		t.Errorf("alerts %v, want %v", alerts, want)
 	}
 	var dashboard *unstructured.Unstructured

@@ -56,6 +56,87 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ end }}
 {{- end }}
 
+{{/* The store's and the integrity key's environment: the service's and git-sync's. */}}
+{{- define "cluster-backup.storeEnv" -}}
+{{- if .Values.minio.endpoint }}
+- name: MINIO_ENDPOINT
+  value: {{ .Values.minio.endpoint | quote }}
+- name: MINIO_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cluster-backup.secretName" . }}
+      key: access-key
+- name: MINIO_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cluster-backup.secretName" . }}
+      key: secret-key
+{{- end }}
+- name: MINIO_BUCKET
+  value: {{ .Values.minio.bucket | quote }}
+- name: MINIO_USE_SSL
+  value: {{ .Values.minio.useSSL | quote }}
+- name: MINIO_REGION
+  value: {{ .Values.minio.region | quote }}
+{{- if .Values.minio.caSecret }}
+- name: MINIO_CA_FILE
+  value: /etc/cluster-backup/ca/ca.crt
+{{- end }}
+{{- if .Values.minio.clientCertSecret }}
+- name: MINIO_CLIENT_CERT
+  value: /etc/cluster-backup/client/tls.crt
+- name: MINIO_CLIENT_KEY
+  value: /etc/cluster-backup/client/tls.key
+{{- end }}
+{{- with .Values.minio.sse }}
+- name: MINIO_SSE
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.integrity.enabled }}
+- name: INTEGRITY_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cluster-backup.integritySecretName" . }}
+      key: integrity-key
+{{- if .Values.integrity.oldKeysSecret }}
+- name: INTEGRITY_KEYS_OLD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.integrity.oldKeysSecret }}
+      key: integrity-keys-old
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts of the store's CA and client certificate. */}}
+{{- define "cluster-backup.storeMounts" -}}
+{{- if .Values.minio.caSecret }}
+- name: ca
+  mountPath: /etc/cluster-backup/ca
+  readOnly: true
+{{- end }}
+{{- if .Values.minio.clientCertSecret }}
+- name: client-cert
+  mountPath: /etc/cluster-backup/client
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the store's CA and client certificate. */}}
+{{- define "cluster-backup.storeVolumes" -}}
+{{- if .Values.minio.caSecret }}
+- name: ca
+  secret:
+    secretName: {{ .Values.minio.caSecret }}
+{{- end }}
+{{- if .Values.minio.clientCertSecret }}
+- name: client-cert
+  secret:
+    secretName: {{ .Values.minio.clientCertSecret }}
+    defaultMode: 0400
+{{- end }}
+{{- end }}
+
 {{/* The pod spec shared by the Deployment and the CronJob. */}}
 {{- define "cluster-backup.podSpec" -}}
 serviceAccountName: {{ include "cluster-backup.serviceAccountName" . }}
@@ -92,40 +173,7 @@ containers:
         value: {{ include "cluster-backup.clusterName" . | quote }}
       - name: CLUSTER_DOMAIN
         value: {{ .Values.clusterDomain | quote }}
-      {{- if .Values.minio.endpoint }}
-      - name: MINIO_ENDPOINT
-        value: {{ .Values.minio.endpoint | quote }}
-      - name: MINIO_ACCESS_KEY
-        valueFrom:
-          secretKeyRef:
-            name: {{ include "cluster-backup.secretName" . }}
-            key: access-key
-      - name: MINIO_SECRET_KEY
-        valueFrom:
-          secretKeyRef:
-            name: {{ include "cluster-backup.secretName" . }}
-            key: secret-key
-      {{- end }}
-      - name: MINIO_BUCKET
-        value: {{ .Values.minio.bucket | quote }}
-      - name: MINIO_USE_SSL
-        value: {{ .Values.minio.useSSL | quote }}
-      - name: MINIO_REGION
-        value: {{ .Values.minio.region | quote }}
-      {{- if .Values.minio.caSecret }}
-      - name: MINIO_CA_FILE
-        value: /etc/cluster-backup/ca/ca.crt
-      {{- end }}
-      {{- if .Values.minio.clientCertSecret }}
-      - name: MINIO_CLIENT_CERT
-        value: /etc/cluster-backup/client/tls.crt
-      - name: MINIO_CLIENT_KEY
-        value: /etc/cluster-backup/client/tls.key
-      {{- end }}
-      {{- with .Values.minio.sse }}
-      - name: MINIO_SSE
-        value: {{ . | quote }}
-      {{- end }}
+      {{- include "cluster-backup.storeEnv" . | trim | nindent 6 }}
       {{- if .Values.secretEncryption.recipients }}
       - name: SECRET_ENCRYPTION
         value: {{ join "," .Values.secretEncryption.recipients | quote }}
@@ -134,20 +182,6 @@ containers:
           secretKeyRef:
             name: {{ include "cluster-backup.hmacSecretName" . }}
             key: hmac-key
-      {{- end }}
-      {{- if .Values.integrity.enabled }}
-      - name: INTEGRITY_KEY
-        valueFrom:
-          secretKeyRef:
-            name: {{ include "cluster-backup.integritySecretName" . }}
-            key: integrity-key
-      {{- if .Values.integrity.oldKeysSecret }}
-      - name: INTEGRITY_KEYS_OLD
-        valueFrom:
-          secretKeyRef:
-            name: {{ .Values.integrity.oldKeysSecret }}
-            key: integrity-keys-old
-      {{- end }}
       {{- end }}
       - name: VERIFY_INTERVAL
         value: {{ .Values.verifyInterval | quote }}
@@ -229,16 +263,7 @@ containers:
       - name: config
         mountPath: /etc/cluster-backup/config
         readOnly: true
-      {{- if .Values.minio.caSecret }}
-      - name: ca
-        mountPath: /etc/cluster-backup/ca
-        readOnly: true
-      {{- end }}
-      {{- if .Values.minio.clientCertSecret }}
-      - name: client-cert
-        mountPath: /etc/cluster-backup/client
-        readOnly: true
-      {{- end }}
+      {{- with include "cluster-backup.storeMounts" . | trim }}{{ . | nindent 6 }}{{ end }}
       {{- if not .Values.minio.endpoint }}
       - name: backup
         mountPath: {{ .Values.backupDir }}
@@ -247,17 +272,7 @@ volumes:
   - name: config
     configMap:
       name: {{ include "cluster-backup.fullname" . }}
-  {{- if .Values.minio.caSecret }}
-  - name: ca
-    secret:
-      secretName: {{ .Values.minio.caSecret }}
-  {{- end }}
-  {{- if .Values.minio.clientCertSecret }}
-  - name: client-cert
-    secret:
-      secretName: {{ .Values.minio.clientCertSecret }}
-      defaultMode: 0400
-  {{- end }}
+  {{- with include "cluster-backup.storeVolumes" . | trim }}{{ . | nindent 2 }}{{ end }}
   {{- if not .Values.minio.endpoint }}
   - name: backup
     {{- if .Values.persistence.existingClaim }}
