@@ -117,6 +117,9 @@ func New(reader restore.Reader, opts Options) (*Syncer, error) {
 	if opts.Poll <= 0 {
 		opts.Poll = 5 * time.Second
 	}
+	if opts.Author == "" {
+		opts.Author = "cluster-backup <cluster-backup@localhost>"
+	}
 	if opts.Repair <= 0 {
 		opts.Repair = 10 * time.Minute
 	}
