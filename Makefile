@@ -15,7 +15,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 export CLUSTER_BACKUP_ASSETS := $(shell hack/provision.sh --print-dir)
 GOLANGCI_LINT := $(CLUSTER_BACKUP_ASSETS)/golangci-lint
-TEST_SERVERS  := etcd kube-apiserver kube-controller-manager kubectl minio mc age weed helm
+TEST_SERVERS  := etcd kube-apiserver kube-controller-manager kubectl minio mc age weed helm chromium
 FUZZTIME ?= 30s
 
 .PHONY: all build test unit lint provision fuzz demo image bench bench-stores clean

@@ -56,6 +56,7 @@ type Config struct {
 	Git              GitSettings
 	LogLevel         zapcore.Level
 	MetricsAddr      string
+	UIAddr           string // UI_ADDR: the web view, loopback only
 	BatchSize        int
 	RetryAttempts    int
 	RetryDelay       time.Duration
@@ -305,6 +306,17 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 				return errors.New("want host:port or :port")
 			}
 			c.MetricsAddr = v
+			return nil
+		}},
+		{env: "UI_ADDR", def: "127.0.0.1:8081", usage: "cluster-backup ui: the web view's address, on loopback (in a cluster, reach it with kubectl port-forward)", apply: func(c *Config, v string) error {
+			host, _, err := net.SplitHostPort(v)
+			if err != nil {
+				return errors.New("want host:port")
+			}
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				return errors.New("the web view serves loopback addresses only (127.0.0.1, ::1, localhost): it has no login of its own")
+			}
+			c.UIAddr = v
 			return nil
 		}},
 		{env: "BATCH_SIZE", def: "50", usage: "objects written concurrently and per snapshot batch", apply: func(c *Config, v string) (err error) {

@@ -6,6 +6,7 @@
 # Usage: hack/provision.sh [--print-dir] [tool...]
 #   tools: etcd kube-apiserver kube-controller-manager kubectl minio mc age
 #          weed helm staticcheck golangci-lint govulncheck vulndb dockerfilelint
+#          chromium (Debian's package, for the web view's browser tests)
 #          (default: the test servers
 #          and mc)
 #   --print-dir  print the directory holding the binaries and exit
@@ -30,6 +31,8 @@ GOVULNCHECK_VERSION=v1.9.0
 # files (the module proxy serves it; vuln.go.dev need not be reachable).
 VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
 DOCKERFILELINT_VERSION=1.8.0
+# The browser tests drive Debian's Chromium, installed with apt.
+CHROMIUM_VERSION=debian
 
 cache_root=${CLUSTER_BACKUP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cluster-backup}
 platform="$(go env GOVERSION)-$(go env GOOS)-$(go env GOARCH)"
@@ -73,6 +76,7 @@ version_of() {
 	govulncheck) echo "$GOVULNCHECK_VERSION" ;;
 	vulndb) echo "$VULNDB_VERSION" ;;
 	dockerfilelint) echo "$DOCKERFILELINT_VERSION" ;;
+	chromium) echo "$CHROMIUM_VERSION" ;;
 	*)
 		log "unknown tool $1"
 		exit 2
@@ -205,6 +209,16 @@ for tool in "${tools[@]}"; do
 		npm install --silent --no-audit --no-fund --prefix "$prefix" "dockerfilelint@$DOCKERFILELINT_VERSION" >&2
 		ln -sfn "npm-dockerfilelint-$DOCKERFILELINT_VERSION/node_modules/.bin/dockerfilelint" "$assets/dockerfilelint-$DOCKERFILELINT_VERSION"
 		ln -sfn "dockerfilelint-$DOCKERFILELINT_VERSION" "$assets/dockerfilelint"
+		;;
+	chromium)
+		# Debian's package; apt needs root (CI runs as root).
+		if ! command -v chromium >/dev/null; then
+			export DEBIAN_FRONTEND=noninteractive
+			apt-get install -y --no-install-recommends chromium >&2 ||
+				{ apt-get update >&2 && apt-get install -y --no-install-recommends chromium >&2; }
+		fi
+		ln -sfn "$(command -v chromium)" "$assets/chromium-$CHROMIUM_VERSION"
+		ln -sfn "chromium-$CHROMIUM_VERSION" "$assets/chromium"
 		;;
 	*) version_of "$tool" >/dev/null ;;
 	esac

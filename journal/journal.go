@@ -180,20 +180,30 @@ func Read(ctx context.Context, src Source, l object.Layout, after string, signer
 		if _, ok := TakenAt(s.Key); !ok {
 			return nil
 		}
-		body, meta, err := src.Get(ctx, s.Key, "")
+		o, err := ReadObject(ctx, src, s.Key, signer, acceptUnsigned)
 		if errors.Is(err, object.ErrNotFound) {
 			return nil // expired between the listing and the read
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, object.ErrForged) && !errors.Is(err, object.ErrUnsigned) && !errors.Is(err, ErrFormat) {
 			return err
 		}
-		if object.Digest(body) != meta.SHA256 {
-			return visit(s.Key, Object{}, fmt.Errorf("%w: its bytes are not those of its sha256", object.ErrForged))
-		}
-		if err := signer.CheckBytes(s.Key, body, meta.Integrity); err != nil && (!acceptUnsigned || !errors.Is(err, object.ErrUnsigned)) {
-			return visit(s.Key, Object{}, err)
-		}
-		o, err := Decode(body)
 		return visit(s.Key, o, err)
 	})
+}
+
+// ReadObject reads and checks the journal object key: its SHA-256, and its
+// tag under signer unless unsigned ones are accepted. What fails a check
+// is an error wrapping object.ErrForged, object.ErrUnsigned or ErrFormat.
+func ReadObject(ctx context.Context, src Source, key string, signer *object.Signer, acceptUnsigned bool) (Object, error) {
+	body, meta, err := src.Get(ctx, key, "")
+	if err != nil {
+		return Object{}, err
+	}
+	if object.Digest(body) != meta.SHA256 {
+		return Object{}, fmt.Errorf("%w: its bytes are not those of its sha256", object.ErrForged)
+	}
+	if err := signer.CheckBytes(key, body, meta.Integrity); err != nil && (!acceptUnsigned || !errors.Is(err, object.ErrUnsigned)) {
+		return Object{}, err
+	}
+	return Decode(body)
 }

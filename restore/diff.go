@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"sort"
@@ -268,10 +269,50 @@ func render(obj *unstructured.Unstructured, preserveNodePorts bool) string {
 	return string(out)
 }
 
+// MaskedTexts are two stored documents as a person may see them (older
+// may be nil, for a first version): as stored, unless they are a Secret,
+// whose values are then masked as MaskSecrets masks them. A document that
+// does not parse is left as it is, unless it says it is a Secret: then it
+// is withheld.
+func MaskedTexts(older, newer []byte) (string, string) {
+	if !bytes.Contains(older, []byte("Secret")) && !bytes.Contains(newer, []byte("Secret")) {
+		return string(older), string(newer)
+	}
+	decode := func(body []byte) (*unstructured.Unstructured, bool) {
+		if len(body) == 0 {
+			return nil, true
+		}
+		obj, err := Decode(body)
+		return obj, err == nil
+	}
+	oo, okOld := decode(older)
+	no, okNew := decode(newer)
+	MaskSecrets(no, oo)
+	text := func(obj *unstructured.Unstructured, ok bool, raw []byte) string {
+		switch {
+		case !ok && bytes.Contains(raw, []byte("kind: Secret")):
+			return "# a Secret that does not parse: withheld\n"
+		case !ok:
+			return string(raw)
+		case obj == nil:
+			return ""
+		}
+		out, err := yaml.Marshal(obj.Object)
+		if err != nil {
+			return "# cannot be shown: " + err.Error() + "\n"
+		}
+		return string(out)
+	}
+	return text(oo, okOld, older), text(no, okNew, newer)
+}
+
 // MaskSecrets masks the values of two versions of a Secret (see
 // maskSecrets); objects of any other kind are left as they are. b may be
 // nil.
 func MaskSecrets(a, b *unstructured.Unstructured) {
+	if a == nil {
+		a, b = b, nil
+	}
 	if a != nil && a.GetKind() == "Secret" {
 		maskSecrets(a, b)
 	} else if b != nil && b.GetKind() == "Secret" {

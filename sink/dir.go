@@ -128,6 +128,24 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 	return nil
 }
 
+// Folders lists the folders directly under prefix.
+func (d *Dir) Folders(_ context.Context, prefix string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(d.root, filepath.FromSlash(prefix)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, classify(err))
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != metaDir {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
 // Versions lists the documents under prefix, one version each (a
 // directory keeps no history), timed by their modification time.
 func (d *Dir) Versions(ctx context.Context, prefix string) ([]object.Version, error) {

@@ -462,6 +462,21 @@ func (m *MinIO) WalkAfter(ctx context.Context, prefix, after string, visit func(
 	return nil
 }
 
+// Folders lists the folders directly under prefix (a listing with a
+// delimiter: one request, whatever they hold), without the trailing slash.
+func (m *MinIO) Folders(ctx context.Context, prefix string) ([]string, error) {
+	var out []string
+	for info := range m.client.ListObjects(ctx, m.bucket, minio.ListObjectsOptions{Prefix: prefix}) {
+		if info.Err != nil {
+			return nil, m.wrap("list "+prefix, info.Err)
+		}
+		if name, ok := strings.CutSuffix(strings.TrimPrefix(info.Key, prefix), "/"); ok && name != "" {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
 // Versions lists every version of every key under prefix, each key's
 // newest first: one request per 1,000 versions.
 func (m *MinIO) Versions(ctx context.Context, prefix string) ([]object.Version, error) {

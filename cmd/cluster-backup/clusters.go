@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cluster-backup/cluster-backup/config"
+	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/object"
 )
 
@@ -38,8 +39,8 @@ func bucketClusters(ctx context.Context, cfg config.Config) ([]clusterEntry, err
 	current := map[string]bool{}
 	for _, v := range versions {
 		name, _, ok := strings.Cut(strings.TrimPrefix(v.Key, root), "/")
-		if !ok || name == "" {
-			continue
+		if !ok || name == "" || name == journal.Dir {
+			continue // the change journal: no cluster can be called _journal
 		}
 		c := byName[name]
 		if c == nil {

@@ -24,6 +24,8 @@ type commandFlags struct {
 	yes          bool
 	plaintext    bool
 	quiet        bool
+	open         bool
+	binary       string // how the commands the web view shows are spelled
 	restore      restoreFlags
 }
 
@@ -72,17 +74,19 @@ var browsingCommands = []command{
 			fs.StringVar(&fl.until, "until", "", "only versions taken at or before this time")
 			fs.BoolVarP(&fl.patch, "patch", "p", false, "show what each version changed")
 		}},
-	{name: "diff", use: "diff (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details] [--resource-modifiers FILE]",
+	{name: "diff", use: "diff [RESOURCE/NAME...] (-n NS | -A) [--at TIME] [--against live | --against-time T2] [--details] [--resource-modifiers FILE]",
 		short: "the backup against the live cluster, or against itself at another time",
 		example: `  # what a restore of shop would change in the live cluster
   {bin} diff -n shop --details
   # what changed in the backup between yesterday and now
   {bin} diff -A --at 1d --against-time 0s`,
 		flags: func(fs *pflag.FlagSet, fl *commandFlags) { fl.restore.register(fs, "diff"); registerQuiet(fs, fl) }},
-	{name: "restore", use: "restore (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server]",
+	{name: "restore", use: "restore [RESOURCE/NAME...] (-n NS | -A) [--at TIME] [--namespace-mapping OLD:NEW] [--existing apply|skip|replace] [--prune] [--dry-run client|server]",
 		short: "bring objects back as they were (at --at)",
 		example: `  # namespace shop as it was an hour ago, into the current context
   {bin} restore -n shop --at 1h
+  # one object as it was at a time
+  {bin} restore configmap/settings -n shop --at 2026-12-07T10:00:00Z
   # a lost cluster into a new control plane
   {bin} restore -A --context new-cluster --report restore.json
   # shop as shop-copy, images from a mirror
@@ -100,6 +104,15 @@ var browsingCommands = []command{
 			fs.BoolVar(&fl.plaintext, "plaintext-secrets", false, "the versions of Secrets stored in the clear, and the restore packs holding one")
 			fs.BoolVar(&fl.yes, "yes", false, "delete them (without it, only list them)")
 		}},
+	{name: "ui", use: "ui [--open]",
+		short: "a read-only web view of the backup: timelines, versions, diffs, restore commands",
+		example: `  # serve it on UI_ADDR (127.0.0.1:8081) and open it in the browser
+  {bin} ui --open
+  # in a cluster: the chart's release's store settings, through a port-forward
+  {bin} ui --release backup-system/backup`,
+		flags: func(fs *pflag.FlagSet, fl *commandFlags) {
+			fs.BoolVar(&fl.open, "open", false, "open the view in the default browser")
+		}},
 	{name: "adopt", use: "adopt [--yes]",
 		short:   "a rebuilt cluster takes its backup prefix over from the one it replaces",
 		example: `  {bin} adopt --context rebuilt`,
@@ -113,7 +126,7 @@ var browsingCommands = []command{
 // (hidden from --help, listed by run --help).
 func newBrowsingCommand(ctx context.Context, c command, e *env) *cobra.Command {
 	sel := &selection{}
-	fl := &commandFlags{}
+	fl := &commandFlags{binary: e.binary}
 	kf := &kubeFlags{}
 	cmd := &cobra.Command{
 		Use:     c.use,
@@ -145,8 +158,8 @@ func newBrowsingCommand(ctx context.Context, c command, e *env) *cobra.Command {
 			return config.Config{}, err
 		}
 		cfg, err := settings.Config(src.lookup, sel.overrides())
-		if c.name == "ls" && config.IsNoCluster(err) {
-			sel.clusters, err = true, nil // ls without a cluster lists the clusters
+		if (c.name == "ls" || c.name == "ui") && config.IsNoCluster(err) {
+			sel.clusters, err = true, nil // ls without a cluster lists the clusters; ui shows them
 		}
 		if err != nil {
 			return cfg, err
@@ -181,6 +194,11 @@ func runParsed(ctx context.Context, name string, cfg config.Config, sel *selecti
 		return runVerify(ctx, cfg, sel, args, stdout, stderr)
 	case "purge":
 		return runPurge(ctx, cfg, fl.plaintext, fl.yes, args, stdout, stderr)
+	case "ui":
+		if len(args) > 0 {
+			return usagef("ui takes no arguments, got %q", strings.Join(args, " "))
+		}
+		return runUI(ctx, cfg, sel, fl.open, fl.binary, stdout, stderr)
 	}
 	if name == "ls" && sel.clusters {
 		return listClusters(ctx, cfg, sel, args, stdout)

@@ -108,8 +108,8 @@ type report struct {
 }
 
 func runRestore(ctx context.Context, name string, cfg config.Config, sel *selection, fl *restoreFlags, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		return usagef("%s takes no arguments, got %q (select with -n, -A, --include-resources)", name, strings.Join(args, " "))
+	if len(args) > 0 && fl.prune {
+		return usagef("%s --prune works on namespaces and types, not on named objects (%s)", name, strings.Join(args, " "))
 	}
 	if len(sel.namespaces) == 0 && !sel.allNamespaces {
 		return usagef("%s needs -n NAMESPACE (repeatable) or -A", name)
@@ -137,6 +137,11 @@ func runRestore(ctx context.Context, name string, cfg config.Config, sel *select
 	items, err := selectItems(ctx, reader, layout, sel, res, sel.viewTime())
 	if err != nil {
 		return err
+	}
+	if len(args) > 0 {
+		if items, err = onlyNamed(items, args, res); err != nil {
+			return err
+		}
 	}
 	if n := len(items) - len(restore.Known(items)); n > 0 {
 		fmt.Fprintf(stderr, "%s: warning: the store cannot say what %d objects were at %s: it keeps one version per key, or their older versions expired; they are reported unknown, never restored or pruned\n",
@@ -439,6 +444,41 @@ func selectItems(ctx context.Context, reader restore.Reader, layout object.Layou
 		selected = append(selected, it)
 	}
 	return selected, nil
+}
+
+// onlyNamed keeps the items args name (RESOURCE/NAME, as kubectl spells
+// them), and the Namespaces they are in, which a restore creates first
+// when they are missing. A name the selection does not hold is an error.
+func onlyNamed(items []restore.Item, args []string, res resolver) ([]restore.Item, error) {
+	type named struct{ segment, name string }
+	want := map[named]bool{}
+	for _, a := range args {
+		r, n, ok := strings.Cut(a, "/")
+		if !ok || r == "" || n == "" {
+			return nil, usagef("want RESOURCE/NAME, got %q", a)
+		}
+		want[named{res.segment(r), n}] = false
+	}
+	namespaces := map[string]bool{}
+	var out []restore.Item
+	for _, it := range items {
+		if _, ok := want[named{it.Segment, it.Name}]; ok {
+			want[named{it.Segment, it.Name}] = true
+			out = append(out, it)
+			namespaces[it.Namespace] = true
+		}
+	}
+	for _, it := range items {
+		if it.Namespace == "" && it.Segment == "namespaces" && namespaces[it.Name] {
+			out = append(out, it)
+		}
+	}
+	for n, found := range want {
+		if !found {
+			return nil, fmt.Errorf("%s/%s: %w in the selected namespaces at that time", n.segment, n.name, errNotFound)
+		}
+	}
+	return out, nil
 }
 
 func runDiff(ctx context.Context, target restore.Target, reader restore.Reader, layout object.Layout, sel *selection, res resolver, fl *restoreFlags,

@@ -1,0 +1,291 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cluster-backup/cluster-backup/journal"
+	"github.com/cluster-backup/cluster-backup/object"
+)
+
+// store is an in-memory versioned bucket.
+type store struct {
+	versions map[string][]object.Version // newest first
+	bodies   map[string][]byte
+	metas    map[string]object.Meta
+	journal  map[string][]byte
+	n        int
+}
+
+func newStore() *store {
+	return &store{versions: map[string][]object.Version{}, bodies: map[string][]byte{}, metas: map[string]object.Meta{}, journal: map[string][]byte{}}
+}
+
+func (s *store) put(key, body, manager string, at time.Time) {
+	s.n++
+	id := fmt.Sprintf("version-%03d", s.n)
+	s.bodies[id], s.metas[id] = []byte(body), object.Meta{Manager: manager, ResourceVersion: fmt.Sprint(s.n)}
+	s.versions[key] = append([]object.Version{{Key: key, ID: id, Time: at}}, s.versions[key]...)
+}
+
+func (s *store) del(key string, at time.Time) {
+	s.n++
+	s.versions[key] = append([]object.Version{{Key: key, ID: fmt.Sprintf("version-%03d", s.n), Time: at, DeleteMarker: true}}, s.versions[key]...)
+}
+
+func (s *store) Versions(_ context.Context, prefix string) ([]object.Version, error) {
+	var keys []string
+	for k := range s.versions {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var out []object.Version
+	for _, k := range keys {
+		out = append(out, s.versions[k]...)
+	}
+	return out, nil
+}
+
+func (s *store) Get(_ context.Context, key, id string) ([]byte, object.Meta, error) {
+	if b, ok := s.journal[key]; ok {
+		return b, object.Meta{SHA256: object.Digest(b)}, nil
+	}
+	b, ok := s.bodies[id]
+	if !ok {
+		return nil, object.Meta{}, object.ErrNotFound
+	}
+	return b, s.metas[id], nil
+}
+
+func (s *store) Walk(_ context.Context, prefix string, visit func(object.Stored) error) error {
+	for k, vs := range s.versions {
+		if strings.HasPrefix(k, prefix) && !vs[0].DeleteMarker {
+			if err := visit(object.Stored{Key: k}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *store) Folders(_ context.Context, prefix string) ([]string, error) {
+	seen := map[string]bool{}
+	for k := range s.versions {
+		if rest, ok := strings.CutPrefix(k, prefix); ok {
+			name, _, _ := strings.Cut(rest, "/")
+			seen[name] = true
+		}
+	}
+	seen["_journal"] = true
+	var out []string
+	for n := range seen {
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (s *store) WalkAfter(_ context.Context, prefix, after string, visit func(object.Stored) error) error {
+	var keys []string
+	for k := range s.journal {
+		if strings.HasPrefix(k, prefix) && k > after {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := visit(object.Stored{Key: k}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const secretValue = "c3VwZXItc2VjcmV0LXZhbHVl" // base64 of super-secret-value
+
+func secret(v string) string {
+	return "apiVersion: v1\ndata:\n  password: " + v + "\nkind: Secret\nmetadata:\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: '{\"data\":{\"password\":\"" + v + "\"}}'\n  name: creds\n  namespace: shop\ntype: Opaque\n"
+}
+
+func cm(v string) string {
+	return "apiVersion: v1\ndata:\n  level: " + v + "\n  other: same\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\n"
+}
+
+func fixture(t *testing.T, withJournal bool) (*httptest.Server, *store, time.Time) {
+	t.Helper()
+	s := newStore()
+	now := time.Date(2026, 12, 7, 12, 30, 0, 0, time.UTC)
+	root := "clusterbackup/east/"
+	s.put(root+"shop/configmaps/settings.yaml", cm("debug"), "helm", now.Add(-50*time.Minute))
+	s.put(root+"shop/configmaps/settings.yaml", cm("info"), "kubectl-edit", now.Add(-30*time.Minute))
+	s.put(root+"shop/configmaps/settings.yaml", cm("warn"), "kubectl-edit", now.Add(-10*time.Minute))
+	s.put(root+"shop/secrets/creds.yaml", secret("b2xkLXZhbHVl"), "helm", now.Add(-40*time.Minute))
+	s.put(root+"shop/secrets/creds.yaml", secret(secretValue), "helm", now.Add(-20*time.Minute))
+	s.put(root+"_cluster/namespaces/shop.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n", "", now.Add(-55*time.Minute))
+	s.put(root+"shop/configmaps/gone.yaml", cm("x"), "", now.Add(-45*time.Minute))
+	s.del(root+"shop/configmaps/gone.yaml", now.Add(-5*time.Minute))
+	layout := object.Layout{Prefix: "clusterbackup", Cluster: "east"}
+	if withJournal {
+		body := journal.Encode(journal.Object{Through: now.Add(-10 * time.Minute), Entries: []journal.Entry{
+			{Time: now.Add(-10 * time.Minute), Op: journal.Put, Key: "shop/configmaps/settings.yaml", Manager: "kubectl-edit"},
+			{Time: now.Add(-5 * time.Minute), Op: journal.Delete, Key: "shop/configmaps/gone.yaml"},
+		}})
+		s.journal[journal.Name(layout, now.Add(-5*time.Minute), "00000000")] = body
+	}
+	srv, err := New(Options{Reader: s, Lister: s, Folders: s, Journal: s, AcceptUnsigned: true, Prefix: "clusterbackup",
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !withJournal {
+		srv.opts.Journal = nil
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return hs, s, now
+}
+
+func get(t *testing.T, url string) (string, http.Header) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d\n%s", url, resp.StatusCode, body)
+	}
+	return string(body), resp.Header
+}
+
+func TestPages(t *testing.T) {
+	hs, s, _ := fixture(t, true)
+	home, h := get(t, hs.URL+"/")
+	if !strings.Contains(home, `href="/c/east/"`) || strings.Contains(home, "_journal") {
+		t.Errorf("home page:\n%s", home)
+	}
+	if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") || h.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("security headers %v", h)
+	}
+	cluster, _ := get(t, hs.URL+"/c/east/")
+	for _, want := range []string{`href="/c/east/ns/shop/"`, "<td>2</td>", "namespaces"} {
+		if !strings.Contains(cluster, want) {
+			t.Errorf("cluster page without %q:\n%s", want, cluster)
+		}
+	}
+	found, _ := get(t, hs.URL+"/c/east/?q=sett")
+	if !strings.Contains(found, `href="/c/east/o/shop/configmaps/settings"`) || strings.Contains(found, "creds</a>") {
+		t.Errorf("search for sett:\n%s", found)
+	}
+	ns, _ := get(t, hs.URL+"/c/east/ns/shop/")
+	if !strings.Contains(ns, "restore -n shop --backup-cluster east --at 2026-12-07T12:30:00Z") || strings.Contains(ns, ">gone<") {
+		t.Errorf("namespace page:\n%s", ns)
+	}
+	obj, _ := get(t, hs.URL+"/c/east/o/shop/configmaps/settings")
+	if n := strings.Count(obj, `<tr class="version`); n != 3 {
+		t.Errorf("%d version rows, want 3", n)
+	}
+	for _, want := range []string{
+		`<span class="mark">-</span>  level: info`, `<span class="mark">+</span>  level: warn`, "by kubectl-edit",
+		"cluster-backup restore configmaps/settings -n shop --backup-cluster east --at 2026-12-07T12:20:00Z",
+		"1 lines added, 1 removed",
+	} {
+		if !strings.Contains(obj, want) {
+			t.Errorf("object page without %q:\n%s", want, obj)
+		}
+	}
+	// An older pair, side by side.
+	first := s.versions["clusterbackup/east/shop/configmaps/settings.yaml"][2].ID
+	second := s.versions["clusterbackup/east/shop/configmaps/settings.yaml"][1].ID
+	split, _ := get(t, hs.URL+"/c/east/o/shop/configmaps/settings?a="+first+"&b="+second+"&view=split")
+	if !strings.Contains(split, `<td class="del">  level: debug</td>`) || !strings.Contains(split, `<td class="add">  level: info</td>`) {
+		t.Errorf("side by side:\n%s", split)
+	}
+	// Read-only.
+	resp, err := http.Post(hs.URL+"/c/east/", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d, want 405", resp.StatusCode)
+	}
+	for _, bad := range []string{"/c/east/o/shop/configmaps/nothing", "/c/east/timeline?scope=../x", "/c/../o/a/b/c"} {
+		resp, err := http.Get(hs.URL + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("GET %s: 200", bad)
+		}
+	}
+}
+
+func TestSecretValuesNeverShown(t *testing.T) {
+	hs, _, _ := fixture(t, true)
+	for _, path := range []string{"/c/east/o/shop/secrets/creds", "/c/east/o/shop/secrets/creds?view=split", "/c/east/ns/shop/", "/c/east/?q=creds"} {
+		page, _ := get(t, hs.URL+path)
+		for _, v := range []string{secretValue, "b2xkLXZhbHVl", "super-secret-value"} {
+			if strings.Contains(page, v) {
+				t.Errorf("%s shows a Secret value %q", path, v)
+			}
+		}
+		if strings.Contains(path, "secrets/creds") && !strings.Contains(page, "*** (after)") {
+			t.Errorf("%s does not show that the value changed:\n%s", path, page)
+		}
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	for _, withJournal := range []bool{true, false} {
+		hs, _, now := fixture(t, withJournal)
+		page, _ := get(t, hs.URL+"/c/east/timeline?scope=shop/&range=1h")
+		source := "change journal"
+		if !withJournal {
+			source = "bucket's versions"
+		}
+		if !strings.Contains(page, "from the "+source) {
+			t.Errorf("journal %v: timeline not from the %s:\n%s", withJournal, source, page)
+		}
+		// The minute of the last update of settings has a bar, and its
+		// changes are listed behind it.
+		minute := now.Add(-10 * time.Minute).Unix()
+		href := fmt.Sprintf("bucket=%d", minute)
+		if !strings.Contains(page, href) {
+			t.Errorf("journal %v: no bar for the minute %d:\n%s", withJournal, minute, page)
+		}
+		changes, _ := get(t, hs.URL+"/c/east/timeline?scope=shop/&range=1h&"+href)
+		if !strings.Contains(changes, `href="/c/east/o/shop/configmaps/settings"`) || strings.Contains(changes, "creds") {
+			t.Errorf("journal %v: changes of the minute:\n%s", withJournal, changes)
+		}
+	}
+}
+
+func TestDiffTexts(t *testing.T) {
+	a := "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n"
+	b := "a\nb\nc\nd\nE\nf\ng\nh\ni\nj\nk\n"
+	d := diffTexts(a, b)
+	if d.Added != 2 || d.Removed != 1 {
+		t.Errorf("added %d removed %d", d.Added, d.Removed)
+	}
+	var kinds []string
+	for _, l := range d.Unified {
+		kinds = append(kinds, l.Kind)
+	}
+	if got := strings.Join(kinds, ","); got != "gap,ctx,ctx,ctx,del,add,ctx,ctx,ctx,ctx,ctx,add" {
+		t.Errorf("unified kinds %s", got)
+	}
+	if d := diffTexts("", "x\n"); d.Added != 1 || len(d.Split) != 1 || d.Split[0].Right.Text != "x" {
+		t.Errorf("a first version: %+v", d)
+	}
+}
