@@ -196,6 +196,13 @@ func (e *env) scenarios(ctx context.Context, res *results) error {
 		}
 		res.Foreign = &r
 	}
+	if e.cfg.scenarios["ui"] {
+		r, err := e.uiScenario(ctx)
+		if err != nil {
+			return fmt.Errorf("web view: %w", err)
+		}
+		res.UI = &r
+	}
 	if e.cfg.scenarios["latency"] || e.cfg.scenarios["amplification"] {
 		if err := e.seed(ctx, max(e.seeded, e.cfg.latencyObjects)); err != nil {
 			return err

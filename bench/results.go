@@ -108,6 +108,7 @@ type results struct {
 	Amplification *amplification  `json:"amplification,omitempty"`
 	Restore       *restoreResult  `json:"restore,omitempty"`
 	Foreign       *foreignResult  `json:"foreign,omitempty"`
+	UI            *uiResult       `json:"ui,omitempty"`
 }
 
 func (c config) describe() string {
@@ -217,6 +218,9 @@ func (r *results) markdown() string {
 	if f := r.Foreign; f != nil {
 		fmt.Fprintf(&b, "| start-up and %d passes with %d foreign keys under the prefix (%d own objects) | under the chart's %s limit, nothing foreign deleted | peak RSS %s (%s without them, %.0f B per foreign key), first pass after %.1f s (%.1f s without), %d of a sample of 100 deleted | %s |\n",
 			f.Passes, f.ForeignKeys, f.Objects, mib(f.MemoryLimit), mib(f.PeakRSS), mib(f.BaselineRSS), f.BytesPerKey, f.FirstPass, f.BaselineFirst, f.ForeignDeleted, verdict(f.PeakRSS < f.MemoryLimit && f.ForeignDeleted == 0))
+	}
+	if r.UI != nil {
+		r.UI.rows(&b)
 	}
 	if len(r.Initial) >= 2 {
 		first, last := r.Initial[0], r.Initial[len(r.Initial)-1]

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -81,36 +82,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		href := base + "?" + url.Values{"b": {v.ID}}.Encode()
 		d.Versions = append(d.Versions, versionRow{Version: v, Href: href, Current: i == newIdx || (!live && i == oldIdx)})
 	}
-	ctx := r.Context()
-	read := func(label string, v object.Version) (side, string, error) {
-		sd := side{Label: label, Version: v, Missing: v.DeleteMarker}
-		if v.DeleteMarker {
-			return sd, "", nil
-		}
-		body, meta, err := s.opts.Reader.Get(ctx, v.Key, v.ID)
-		sd.Meta = meta
-		return sd, string(body), err
-	}
-	var oldText, newText string
-	d.New, newText, err = read("version", versions[newIdx])
-	if err == nil {
-		switch {
-		case live:
-			body, ok, lerr := s.opts.Live(ctx, cluster, k)
-			d.Old = side{Label: "live", Live: true, Missing: !ok}
-			oldText, err = string(body), lerr
-		case oldIdx < len(versions):
-			d.Old, oldText, err = read("version", versions[oldIdx])
-		default:
-			d.Old = side{Label: "nothing before", Missing: true}
-		}
-	}
-	if err != nil {
-		d.Error = err.Error()
-	} else {
-		oldText, newText = restore.MaskedTexts([]byte(oldText), []byte(newText))
-		d.Diff = diffTexts(oldText, newText)
-	}
+	s.compare(r.Context(), &d, versions, newIdx, oldIdx, live)
 	if s.opts.Live != nil {
 		d.LiveHref = base + "?" + url.Values{"b": {versions[newIdx].ID}, "live": {"1"}}.Encode()
 	}
@@ -121,7 +93,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 	at := versions[newIdx].Time.UTC().Format(time.RFC3339Nano)
 	d.Restore = fmt.Sprintf("%s restore %s/%s %s --backup-cluster %s --at %s", s.opts.Command, seg, name, scope, cluster, at)
 	d.DiffCmd = fmt.Sprintf("%s diff %s/%s %s --backup-cluster %s --at %s --details", s.opts.Command, seg, name, scope, cluster, at)
-	if d.Timeline, err = s.timelineOf(ctx, cluster, ns+"/"+seg+"/"+name+".yaml", q.Get("range"), base); err != nil {
+	if d.Timeline, err = s.timelineOf(r.Context(), cluster, ns+"/"+seg+"/"+name+".yaml", q.Get("range"), base); err != nil {
 		s.fail(w, http.StatusBadGateway, err)
 		return
 	}
@@ -131,4 +103,39 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 	}
 	crumbs = append(crumbs, crumb{seg + "/" + name, ""})
 	s.render(w, "object", page{Title: seg + "/" + name, Crumbs: crumbs, Data: d})
+}
+
+// compare reads the two sides of the diff (versions[newIdx] against
+// versions[oldIdx], or against the live object) into d, masked.
+func (s *Server) compare(ctx context.Context, d *objectData, versions []object.Version, newIdx, oldIdx int, live bool) {
+	read := func(label string, v object.Version) (side, string, error) {
+		sd := side{Label: label, Version: v, Missing: v.DeleteMarker}
+		if v.DeleteMarker {
+			return sd, "", nil
+		}
+		body, meta, err := s.opts.Reader.Get(ctx, v.Key, v.ID)
+		sd.Meta = meta
+		return sd, string(body), err
+	}
+	var oldText, newText string
+	var err error
+	d.New, newText, err = read("version", versions[newIdx])
+	if err == nil {
+		switch {
+		case live:
+			body, ok, lerr := s.opts.Live(ctx, d.Cluster, d.Key)
+			d.Old = side{Label: "live", Live: true, Missing: !ok}
+			oldText, err = string(body), lerr
+		case oldIdx < len(versions):
+			d.Old, oldText, err = read("version", versions[oldIdx])
+		default:
+			d.Old = side{Label: "nothing before", Missing: true}
+		}
+	}
+	if err != nil {
+		d.Error = err.Error()
+		return
+	}
+	oldText, newText = restore.MaskedTexts([]byte(oldText), []byte(newText))
+	d.Diff = diffTexts(oldText, newText)
 }

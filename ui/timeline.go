@@ -197,7 +197,7 @@ func (s *Server) changes(ctx context.Context, cluster, scope string, from, to ti
 		if !ok || t.Before(from) || !t.Before(to) {
 			return changeRow{}, false
 		}
-		if scope != "" && !(strings.HasSuffix(scope, "/") && strings.HasPrefix(rel, scope) || rel == scope) {
+		if !inScope(rel, scope) {
 			return changeRow{}, false
 		}
 		return changeRow{Time: t, Op: op, Key: k, Manager: manager, Href: objectPath(cluster, k)}, true
@@ -233,6 +233,15 @@ func (s *Server) changes(ctx context.Context, cluster, scope string, from, to ti
 		}
 	}
 	return out, "versions", nil
+}
+
+// inScope says whether the key rel (below the cluster's root) is in scope:
+// the cluster (""), a namespace ("ns/") or one key.
+func inScope(rel, scope string) bool {
+	if strings.HasSuffix(scope, "/") {
+		return strings.HasPrefix(rel, scope)
+	}
+	return scope == "" || rel == scope
 }
 
 // errPast ends a journal listing past the range read.
