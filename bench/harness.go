@@ -203,6 +203,13 @@ func (e *env) scenarios(ctx context.Context, res *results) error {
 		}
 		res.UI = &r
 	}
+	if e.cfg.scenarios["git"] {
+		r, err := e.gitScenario(ctx, e.cfg.scenarios["ui"])
+		if err != nil {
+			return fmt.Errorf("git-sync: %w", err)
+		}
+		res.Git = &r
+	}
 	if e.cfg.scenarios["latency"] || e.cfg.scenarios["amplification"] {
 		if err := e.seed(ctx, max(e.seeded, e.cfg.latencyObjects)); err != nil {
 			return err

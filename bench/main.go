@@ -23,7 +23,7 @@ import (
 func main() {
 	cfg := defaultConfig()
 	sizes := flag.String("sizes", "1000,10000,50000", "numbers of ConfigMaps for the initial-backup, memory and scaling scenarios")
-	scenarios := flag.String("scenarios", "initial,restore,latency,amplification", "scenarios to run (restore restores the largest initial backup; foreign floods the prefix with -foreign-keys keys; ui times the web view at 50,000 objects)")
+	scenarios := flag.String("scenarios", "initial,restore,latency,amplification", "scenarios to run (restore restores the largest initial backup; foreign floods the prefix with -foreign-keys keys; ui times the web view at 50,000 objects; git backfills them with git-sync and counts a poll's requests)")
 	flag.IntVar(&cfg.latencyRate, "latency-rate", cfg.latencyRate, "updates per second in the latency scenario")
 	flag.DurationVar(&cfg.latencyDuration, "latency-duration", cfg.latencyDuration, "length of the latency scenario")
 	flag.IntVar(&cfg.latencyObjects, "latency-objects", cfg.latencyObjects, "objects the latency updates spread over")

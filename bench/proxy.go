@@ -21,6 +21,7 @@ type proxy struct {
 	puts    atomic.Int64
 	deletes atomic.Int64
 	lists   atomic.Int64
+	gets    atomic.Int64 // object reads
 
 	mu     sync.Mutex
 	onPut  func(put landedPut)
@@ -85,8 +86,10 @@ func (p *proxy) count(r *http.Request, code int, began time.Time) {
 		p.deletes.Add(1)
 	case r.Method == http.MethodPost && r.URL.Query().Has("delete"):
 		p.deletes.Add(1)
-	case r.Method == http.MethodGet && key == "" && (r.URL.Query().Has("list-type") || r.URL.Query().Has("prefix")):
+	case r.Method == http.MethodGet && key == "" && (r.URL.Query().Has("list-type") || r.URL.Query().Has("prefix") || r.URL.Query().Has("versions")):
 		p.lists.Add(1)
+	case r.Method == http.MethodGet && key != "":
+		p.gets.Add(1)
 	}
 }
 

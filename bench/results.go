@@ -109,6 +109,7 @@ type results struct {
 	Restore       *restoreResult  `json:"restore,omitempty"`
 	Foreign       *foreignResult  `json:"foreign,omitempty"`
 	UI            *uiResult       `json:"ui,omitempty"`
+	Git           *gitResult      `json:"git,omitempty"`
 }
 
 func (c config) describe() string {
@@ -221,6 +222,9 @@ func (r *results) markdown() string {
 	}
 	if r.UI != nil {
 		r.UI.rows(&b)
+	}
+	if r.Git != nil {
+		r.Git.rows(&b)
 	}
 	if len(r.Initial) >= 2 {
 		first, last := r.Initial[0], r.Initial[len(r.Initial)-1]

@@ -33,9 +33,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
@@ -52,6 +54,14 @@ const SyncedTrailer = "Cluster-Backup-Synced-Through"
 // settle is how old a version must be before it is committed: a PUT in
 // flight when the bucket is listed must not be skipped by the next poll.
 const settle = 3 * time.Second
+
+// journalOverlap is how far before a full listing the journal is read
+// again: settle, the service's flush interval (DEBOUNCE, a second or a
+// few) and a margin for the clocks of the service and the store.
+const journalOverlap = 15 * time.Second
+
+// keyListers bounds the version listings of changed keys made at once.
+const keyListers = 8
 
 // Options configure a Syncer.
 type Options struct {
@@ -136,6 +146,10 @@ func New(reader restore.Reader, opts Options) (*Syncer, error) {
 	}
 	return &Syncer{opts: opts, reader: reader, dir: dir, git: newGit(dir, opts), dirty: map[string]bool{}, plainSecrets: map[string]string{}}, nil
 }
+
+// Prepare makes the working clone (Run does it first, retried each poll
+// until it succeeds): see prepare.
+func (s *Syncer) Prepare(ctx context.Context) error { return s.prepare(ctx) }
 
 // prepare makes the working clone: shallow (depth 1) from the remote
 // branch, or a new repository when the branch does not exist yet. A
@@ -310,8 +324,9 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 // listAll lists every version of the cluster: the changes newer than the
 // last synced and old enough to have settled, oldest first, and each key's
 // newest version at or before the last synced (what a repair compares the
-// tree with). The journal is then followed from a minute before the
-// listing, so nothing stored meanwhile is missed.
+// tree with). The journal is then followed from journalOverlap before the
+// listing: a write the listing may not show (stored after it began, or
+// stored before and not settled) is in a journal object taken after that.
 func (s *Syncer) listAll(ctx context.Context) ([]change, []object.Version, error) {
 	start := time.Now()
 	versions, err := s.reader.Versions(ctx, s.opts.Layout.Root())
@@ -330,7 +345,7 @@ func (s *Syncer) listAll(ctx context.Context) ([]change, []object.Version, error
 		current = append(current, v)
 	}
 	if s.opts.Journal != nil {
-		s.after, s.through = journal.Since(s.opts.Layout, start.Add(-time.Minute)), time.Time{}
+		s.after, s.through = journal.Since(s.opts.Layout, start.Add(-journalOverlap)), time.Time{}
 		clear(s.dirty)
 	}
 	s.lastFull = start
@@ -348,7 +363,10 @@ func (s *Syncer) newer(versions []object.Version, horizon time.Time) []change {
 		}
 		out = append(out, change{version: v, key: k, path: strings.TrimPrefix(v.Key, s.opts.Layout.Root())})
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].version.Time.Before(out[j].version.Time) })
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].version, out[j].version
+		return a.Time.Before(b.Time) || a.Time.Equal(b.Time) && a.Key < b.Key
+	})
 	return out
 }
 
@@ -386,26 +404,53 @@ func (s *Syncer) follow(ctx context.Context) ([]change, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var versions []object.Version
-	for _, k := range keys {
-		key := s.opts.Layout.Root() + k
-		all, err := s.reader.Versions(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		pending := false
-		for _, v := range all {
-			if v.Key != key { // a longer key the prefix also matched
-				continue
-			}
-			versions = append(versions, v)
-			pending = pending || v.Time.After(horizon)
-		}
-		if !pending {
-			delete(s.dirty, k)
-		}
+	versions, err := s.versionsOf(ctx, keys, horizon)
+	if err != nil {
+		return nil, err
 	}
 	return s.newer(versions, horizon), nil
+}
+
+// versionsOf lists the versions of keys (below the cluster's root),
+// keyListers at a time; a key with none after horizon is no longer dirty.
+func (s *Syncer) versionsOf(ctx context.Context, keys []string, horizon time.Time) ([]object.Version, error) {
+	var (
+		mu       sync.Mutex
+		versions []object.Version
+		clean    []string
+	)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(keyListers)
+	for _, k := range keys {
+		g.Go(func() error {
+			key := s.opts.Layout.Root() + k
+			all, err := s.reader.Versions(ctx, key)
+			if err != nil {
+				return err
+			}
+			pending := false
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range all {
+				if v.Key != key { // a longer key the prefix also matched
+					continue
+				}
+				versions = append(versions, v)
+				pending = pending || v.Time.After(horizon)
+			}
+			if !pending {
+				clean = append(clean, k)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for _, k := range clean {
+		delete(s.dirty, k)
+	}
+	return versions, nil
 }
 
 // windows groups changes (oldest first) into windows of at most width

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -123,6 +124,28 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 	for dir := filepath.Dir(p); dir != d.root && strings.HasPrefix(dir, d.root); dir = filepath.Dir(dir) {
 		if os.Remove(dir) != nil {
 			break // not empty, or gone
+		}
+	}
+	return nil
+}
+
+// WalkAfter visits the keys under prefix that sort after after, in key
+// order (a directory store lists them all and keeps those).
+func (d *Dir) WalkAfter(ctx context.Context, prefix, after string, visit func(object.Stored) error) error {
+	var keys []object.Stored
+	err := d.Walk(ctx, prefix, func(s object.Stored) error {
+		if s.Key > after {
+			keys = append(keys, s)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
+	for _, k := range keys {
+		if err := visit(k); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -53,7 +53,7 @@ func (s *Server) index(ctx context.Context, cluster string) (*index, error) {
 func (s *Server) list(ctx context.Context, cluster string) (*index, error) {
 	layout := s.layout(cluster)
 	idx := &index{built: s.opts.Now()}
-	err := s.opts.Lister.Walk(ctx, layout.Root(), func(st object.Stored) error {
+	err := s.opts.Lister.WalkAfter(ctx, layout.Root(), "", func(st object.Stored) error {
 		if k, ok := layout.Parse(st.Key); ok {
 			idx.keys = append(idx.keys, k)
 		}

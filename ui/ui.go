@@ -40,9 +40,10 @@ var templateFiles embed.FS
 //go:embed static
 var staticFiles embed.FS
 
-// Lister lists the current keys under a prefix (sink.Store's Walk).
+// Lister lists the current keys under a prefix that sort after a key, in
+// order, without their metadata (sink.MinIO, sink.Dir).
 type Lister interface {
-	Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error
+	WalkAfter(ctx context.Context, prefix, after string, visit func(object.Stored) error) error
 }
 
 // Folders lists the folders directly under a prefix (sink.MinIO, sink.Dir):

@@ -66,9 +66,12 @@ func (s *store) Get(_ context.Context, key, id string) ([]byte, object.Meta, err
 	return b, s.metas[id], nil
 }
 
-func (s *store) Walk(_ context.Context, prefix string, visit func(object.Stored) error) error {
+func (s *store) WalkAfter(_ context.Context, prefix, after string, visit func(object.Stored) error) error {
+	if strings.HasPrefix(prefix, "clusterbackup/_journal/") {
+		return s.walkJournal(prefix, after, visit)
+	}
 	for k, vs := range s.versions {
-		if strings.HasPrefix(k, prefix) && !vs[0].DeleteMarker {
+		if strings.HasPrefix(k, prefix) && k > after && !vs[0].DeleteMarker {
 			if err := visit(object.Stored{Key: k}); err != nil {
 				return err
 			}
@@ -93,7 +96,7 @@ func (s *store) Folders(_ context.Context, prefix string) ([]string, error) {
 	return out, nil
 }
 
-func (s *store) WalkAfter(_ context.Context, prefix, after string, visit func(object.Stored) error) error {
+func (s *store) walkJournal(prefix, after string, visit func(object.Stored) error) error {
 	var keys []string
 	for k := range s.journal {
 		if strings.HasPrefix(k, prefix) && k > after {

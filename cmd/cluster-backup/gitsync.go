@@ -16,6 +16,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
+	"github.com/cluster-backup/cluster-backup/sink"
 )
 
 // runGitSync is git-sync: the bucket's versions as commits, pushed, until
@@ -52,9 +53,12 @@ func runGitSync(ctx context.Context, cfg config.Config, e *env) error {
 		log.Warn("INTEGRITY_KEY is not set: git-sync cannot tell documents the service wrote from forged ones")
 	}
 	reader := restore.Signed{Reader: store, Signer: cfg.Signer, AcceptUnsigned: true}
-	// The change journal is on S3 stores; a directory store is listed in
-	// full at every poll.
-	journalSource, _ := store.(journal.Source)
+	// The service writes the change journal to S3 stores only; a directory
+	// store is listed in full at every poll.
+	var journalSource journal.Source
+	if m, ok := store.(*sink.MinIO); ok {
+		journalSource = m
+	}
 	s, err := gitsync.New(reader, gitsync.Options{
 		Journal: journalSource, Signer: cfg.Signer, AcceptUnsigned: true,
 		Repository: cfg.Git.Repository, Branch: cfg.Git.Branch, Window: cfg.Git.Window, Author: cfg.Git.Author,

@@ -25,6 +25,7 @@ import (
 	"github.com/cluster-backup/cluster-backup/logging"
 	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/service"
+	"github.com/cluster-backup/cluster-backup/sink"
 	"github.com/cluster-backup/cluster-backup/ui"
 )
 
@@ -40,7 +41,10 @@ func runUI(ctx context.Context, cfg config.Config, sel *selection, open bool, bi
 		return fatalError{errors.New("this store cannot list its keys")}
 	}
 	folders, _ := store.(ui.Folders)
-	source, _ := store.(journal.Source)
+	var source journal.Source // the service writes the journal to S3 stores only
+	if m, ok := store.(*sink.MinIO); ok {
+		source = m
+	}
 	log := logging.New(stderr, cfg.LogLevel).With(logging.Component("ui"))
 	srv, err := ui.New(ui.Options{
 		Reader: sel.signed(store, cfg, "ui", stderr), Lister: lister, Folders: folders,
