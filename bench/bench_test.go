@@ -17,8 +17,9 @@ func TestSmoke(t *testing.T) {
 	testenv.Require(t, "etcd", "kube-apiserver", "minio")
 	cfg := defaultConfig()
 	cfg.sizes = []int{500}
-	cfg.scenarios = map[string]bool{"initial": true, "restore": true, "latency": true, "amplification": true, "foreign": true}
+	cfg.scenarios = map[string]bool{"initial": true, "restore": true, "latency": true, "amplification": true, "foreign": true, "ui": true, "git": true}
 	cfg.viewKeys, cfg.foreignKeys = 200, 2000
+	cfg.historyObjects, cfg.historyChanged = 300, 100
 	cfg.latencyRate, cfg.latencyDuration, cfg.latencyObjects, cfg.latencyRuns = 20, 3*time.Second, 100, 1
 	cfg.statusObjects, cfg.burstObjects = 50, 3
 	cfg.repeats = 2
@@ -70,6 +71,15 @@ func TestSmoke(t *testing.T) {
 	}
 	if f := res.Foreign; f == nil || f.PeakRSS <= 0 || f.BaselineRSS <= 0 || f.ForeignDeleted != 0 || f.Passes != 2 {
 		t.Errorf("foreign-key figures: %+v", f)
+	}
+	// The web view and git-sync: every page served, a change committed by
+	// a poll that lists the journal and the key, and an idle poll that
+	// lists the journal alone.
+	if u := res.UI; u == nil || u.JournalEntries != 300+4*100 || u.FirstWarm <= 0 || u.HistoryCold <= 0 || u.TimelineCold <= 0 {
+		t.Errorf("web view figures: %+v", u)
+	}
+	if g := res.Git; g == nil || g.Commits < 1 || g.ChangeLists < 1 || g.ChangeLists > 3 || g.IdleLists != 1 || g.IdleGets != 0 {
+		t.Errorf("git-sync figures: %+v", g)
 	}
 	if md := res.markdown(); !strings.Contains(md, "status-only") || !strings.Contains(md, "ConfigMaps") {
 		t.Errorf("report:\n%s", md)

@@ -57,6 +57,8 @@ type config struct {
 	namespaces      int
 	seeders         int
 	viewKeys        int // keys of the point-in-time view scenario, five versions each
+	historyObjects  int // objects of the ui and git scenarios' cluster
+	historyChanged  int // of those, the ones with five versions
 	foreignKeys     int // keys not the service's own under its prefix, in the foreign scenario
 	out             string
 }
@@ -79,6 +81,8 @@ func defaultConfig() config {
 		namespaces:      10,
 		seeders:         16,
 		viewKeys:        10000,
+		historyObjects:  50000,
+		historyChanged:  10000,
 		foreignKeys:     1000000,
 		out:             "bench/results",
 	}

@@ -29,6 +29,8 @@ func main() {
 	flag.IntVar(&cfg.latencyObjects, "latency-objects", cfg.latencyObjects, "objects the latency updates spread over")
 	flag.IntVar(&cfg.latencyRuns, "latency-runs", cfg.latencyRuns, "runs of the latency scenario (all reported, the median judged)")
 	flag.IntVar(&cfg.statusObjects, "status-objects", cfg.statusObjects, "objects of the status-only scenario")
+	flag.IntVar(&cfg.historyObjects, "history-objects", cfg.historyObjects, "objects of the cluster of the ui and git scenarios")
+	flag.IntVar(&cfg.historyChanged, "history-changed", cfg.historyChanged, "of those, the ones with five versions")
 	flag.IntVar(&cfg.viewKeys, "view-keys", cfg.viewKeys, "keys (five versions each) of the point-in-time view in the restore scenario")
 	flag.IntVar(&cfg.foreignKeys, "foreign-keys", cfg.foreignKeys, "keys not the service's own under its prefix in the foreign scenario")
 	flag.IntVar(&cfg.repeats, "repeats", cfg.repeats, "service/ceiling pairs of the initial backup for sizes up to -repeat-up-to (medians are reported)")

@@ -220,12 +220,7 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&b, "| start-up and %d passes with %d foreign keys under the prefix (%d own objects) | under the chart's %s limit, nothing foreign deleted | peak RSS %s (%s without them, %.0f B per foreign key), first pass after %.1f s (%.1f s without), %d of a sample of 100 deleted | %s |\n",
 			f.Passes, f.ForeignKeys, f.Objects, mib(f.MemoryLimit), mib(f.PeakRSS), mib(f.BaselineRSS), f.BytesPerKey, f.FirstPass, f.BaselineFirst, f.ForeignDeleted, verdict(f.PeakRSS < f.MemoryLimit && f.ForeignDeleted == 0))
 	}
-	if r.UI != nil {
-		r.UI.rows(&b)
-	}
-	if r.Git != nil {
-		r.Git.rows(&b)
-	}
+	r.historyRows(&b)
 	if len(r.Initial) >= 2 {
 		first, last := r.Initial[0], r.Initial[len(r.Initial)-1]
 		for _, i := range r.Initial {
@@ -267,4 +262,14 @@ func latencyTarget(l *latencyResult) (target, verdictOf string) {
 		return "p50 <= 0.4 s, p99 <= 1.2 s, the service's share p99 <= 0.3 s", verdict(l.P50 <= 0.4 && l.P99 <= 1.2 && l.OwnP99 <= 0.3)
 	}
 	return "none (measured)", "measured"
+}
+
+// historyRows are the lines of the web view and git-sync scenarios.
+func (r *results) historyRows(b *strings.Builder) {
+	if r.UI != nil {
+		r.UI.rows(b)
+	}
+	if r.Git != nil {
+		r.Git.rows(b)
+	}
 }

@@ -20,8 +20,9 @@ import (
 	"github.com/cluster-backup/cluster-backup/ui"
 )
 
-// uiResult is the web view at scale: a cluster of uiObjects objects, of
-// which uiVersioned have five versions, each change in the change journal.
+// uiResult is the web view at scale: a cluster of historyObjects objects,
+// historyChanged of which have five versions, each change in the change
+// journal.
 type uiResult struct {
 	Objects        int `json:"objects"`
 	VersionedKeys  int `json:"versioned_keys"`
@@ -41,9 +42,7 @@ type uiResult struct {
 }
 
 const (
-	uiObjects   = 50000
-	uiVersioned = 10000
-	uiVersions  = 5
+	uiVersions = 5
 	// uiJournalEntries is how many entries one journal object holds here:
 	// the service writes one a second, a few hundred entries each under
 	// load.
@@ -53,7 +52,7 @@ const (
 // uiScenario stores the cluster, then times the view's pages served by an
 // in-process server reading the store.
 func (e *env) uiScenario(ctx context.Context) (uiResult, error) {
-	r := uiResult{Objects: uiObjects, VersionedKeys: uiVersioned, Versions: uiVersions}
+	r := uiResult{Objects: e.cfg.historyObjects, VersionedKeys: e.cfg.historyChanged, Versions: uiVersions}
 	layout := object.Layout{Prefix: "clusterbackup", Cluster: "webview"}
 	var err error
 	if r.JournalObjects, r.JournalEntries, err = e.storeHistory(ctx, layout); err != nil {
@@ -105,20 +104,20 @@ func (e *env) uiScenario(ctx context.Context) (uiResult, error) {
 		return nil
 	}
 	object := "/c/webview/o/" + e.cmNamespace(7) + "/configmaps/" + cmName(7)
-	if err := firstOf(firstOf(pair("/c/webview/", fmt.Sprintf("%d objects", uiObjects), &r.FirstCold, &r.FirstWarm),
+	if err := firstOf(firstOf(pair("/c/webview/", fmt.Sprintf("%d objects", e.cfg.historyObjects), &r.FirstCold, &r.FirstWarm),
 		pair(object, `<tr class="version`, &r.HistoryCold, &r.HistoryWarm)),
 		pair("/c/webview/timeline?range=1h", fmt.Sprintf("%d changes", r.JournalEntries), &r.TimelineCold, &r.TimelineWarm)); err != nil {
 		return r, err
 	}
 	r.TimelineCount = r.JournalEntries
 	e.log("web view at %d objects (listing them: %.2fs for %d keys): first page %.3fs cold, %.3fs warm; history of a key of %d versions %.3fs, %.3fs; timeline of %d changes %.3fs cold, %.3fs warm",
-		uiObjects, r.ListSeconds, listed, r.FirstCold, r.FirstWarm, uiVersions, r.HistoryCold, r.HistoryWarm, r.JournalEntries, r.TimelineCold, r.TimelineWarm)
+		e.cfg.historyObjects, r.ListSeconds, listed, r.FirstCold, r.FirstWarm, uiVersions, r.HistoryCold, r.HistoryWarm, r.JournalEntries, r.TimelineCold, r.TimelineWarm)
 	return r, nil
 }
 
 // storeHistory stores the cluster of the web view and git-sync scenarios
-// straight into the bucket, with its change journal: uiObjects objects,
-// uiVersioned of them with uiVersions versions.
+// straight into the bucket, with its change journal: historyObjects
+// objects, historyChanged of them with uiVersions versions.
 func (e *env) storeHistory(ctx context.Context, layout object.Layout) (journalObjects, journalEntries int, err error) {
 	key := func(i int) string {
 		return layout.Key(object.Ref{Resource: "configmaps", Namespace: e.cmNamespace(i), Name: cmName(i)})
@@ -127,12 +126,12 @@ func (e *env) storeHistory(ctx context.Context, layout object.Layout) (journalOb
 		return fmt.Appendf(nil, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: %s\ndata:\n  version: %q\n", cmName(i), e.cmNamespace(i), fmt.Sprint(v))
 	}
 	start := time.Now()
-	if err := e.putAll(ctx, uiObjects, func(i int) (string, []byte) { return key(i), body(i, 0) }); err != nil {
+	if err := e.putAll(ctx, e.cfg.historyObjects, func(i int) (string, []byte) { return key(i), body(i, 0) }); err != nil {
 		return 0, 0, err
 	}
 	var entries []journal.Entry
 	now := time.Now().UTC()
-	for i := range uiObjects {
+	for i := range e.cfg.historyObjects {
 		entries = append(entries, journal.Entry{Time: now, Op: journal.Put, Key: key(i)[len(layout.Root()):], Manager: "bench"})
 	}
 	flush := func() error {
@@ -153,18 +152,18 @@ func (e *env) storeHistory(ctx context.Context, layout object.Layout) (journalOb
 		return 0, 0, err
 	}
 	for v := 1; v < uiVersions; v++ {
-		if err := e.putAll(ctx, uiVersioned, func(i int) (string, []byte) { return key(i), body(i, v) }); err != nil {
+		if err := e.putAll(ctx, e.cfg.historyChanged, func(i int) (string, []byte) { return key(i), body(i, v) }); err != nil {
 			return 0, 0, err
 		}
 		now = time.Now().UTC()
-		for i := range uiVersioned {
+		for i := range e.cfg.historyChanged {
 			entries = append(entries, journal.Entry{Time: now, Op: journal.Put, Key: key(i)[len(layout.Root()):], Manager: "bench"})
 		}
 		if err := flush(); err != nil {
 			return 0, 0, err
 		}
 	}
-	e.log("stored %d objects, %d of them with %d versions, and %d journal objects in %.0fs", uiObjects, uiVersioned, uiVersions, journalObjects, time.Since(start).Seconds())
+	e.log("stored %d objects, %d of them with %d versions, and %d journal objects in %.0fs", e.cfg.historyObjects, e.cfg.historyChanged, uiVersions, journalObjects, time.Since(start).Seconds())
 	return journalObjects, journalEntries, nil
 }
 
