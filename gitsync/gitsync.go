@@ -570,7 +570,7 @@ func (s *Syncer) apply(ctx context.Context, c change) (line, manager string, err
 		return remove(" version=" + c.version.ID)
 	}
 	body, meta, err := s.reader.Get(ctx, c.version.Key, c.version.ID)
-	if errors.Is(err, object.ErrForged) {
+	if errors.Is(err, object.ErrForged) || errors.Is(err, object.ErrUnsigned) {
 		s.opts.Log.Error("A document fails its integrity check; left out of Git", zap.String("key", c.version.Key),
 			zap.String("version_id", c.version.ID), zap.Error(err))
 		return "", "", nil

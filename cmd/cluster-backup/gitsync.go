@@ -52,7 +52,9 @@ func runGitSync(ctx context.Context, cfg config.Config, e *env) error {
 	if cfg.Signer == nil {
 		log.Warn("INTEGRITY_KEY is not set: git-sync cannot tell documents the service wrote from forged ones")
 	}
-	reader := restore.Signed{Reader: store, Signer: cfg.Signer, AcceptUnsigned: true}
+	// With a key, a document or journal object without a valid tag is left
+	// out of Git and logged; without one, nothing is checked.
+	reader := restore.Signed{Reader: store, Signer: cfg.Signer}
 	// The service writes the change journal to S3 stores only; a directory
 	// store is listed in full at every poll.
 	var journalSource journal.Source
@@ -60,7 +62,7 @@ func runGitSync(ctx context.Context, cfg config.Config, e *env) error {
 		journalSource = m
 	}
 	s, err := gitsync.New(reader, gitsync.Options{
-		Journal: journalSource, Signer: cfg.Signer, AcceptUnsigned: true,
+		Journal: journalSource, Signer: cfg.Signer,
 		Repository: cfg.Git.Repository, Branch: cfg.Git.Branch, Window: cfg.Git.Window, Author: cfg.Git.Author,
 		Workdir: cfg.Git.Workdir, SSHKeyFile: cfg.Git.SSHKeyFile, CredentialsFile: cfg.Git.CredentialsFile,
 		Layout: object.Layout{Prefix: cfg.BackupPrefix, Cluster: cfg.ClusterName}, Log: log,
