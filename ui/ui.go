@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/object"
@@ -268,15 +269,18 @@ type typeRow struct {
 
 // clusterData is the cluster overview.
 type clusterData struct {
-	Cluster    string
-	Namespaces []namespaceRow
-	Scoped     []typeRow // cluster-scoped types
-	Objects    int
-	Listed     time.Time
-	Query      string
-	Found      []object.Key
-	Truncated  bool
-	Timeline   *timelineData
+	Cluster     string
+	Namespaces  []namespaceRow
+	Scoped      []typeRow // cluster-scoped types
+	Objects     int
+	Listed      time.Time
+	Query       string
+	Selector    string
+	SelectorErr string
+	Searched    bool
+	Found       []object.Key
+	Truncated   bool
+	Timeline    *timelineData
 }
 
 // maxFound bounds a search's answer.
@@ -293,21 +297,35 @@ func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadGateway, err)
 		return
 	}
-	d := clusterData{Cluster: cluster, Objects: len(idx.keys), Listed: idx.built, Query: strings.TrimSpace(r.URL.Query().Get("q"))}
+	q := r.URL.Query()
+	d := clusterData{Cluster: cluster, Objects: len(idx.keys), Listed: idx.built,
+		Query: strings.TrimSpace(q.Get("q")), Selector: strings.TrimSpace(q.Get("l"))}
+	d.Searched = d.Query != "" || d.Selector != ""
+	var selector labels.Selector
+	var keyLabels []labels.Set
+	if d.Selector != "" {
+		if selector, err = labels.Parse(d.Selector); err != nil {
+			d.SelectorErr, d.Searched = err.Error(), false
+		} else if keyLabels, err = s.labelsOf(r.Context(), cluster, idx); err != nil {
+			s.fail(w, http.StatusBadGateway, err)
+			return
+		}
+	}
 	byNS := map[string]int{}
 	byType := map[string]int{}
-	for _, k := range idx.keys {
+	for i, k := range idx.keys {
 		if k.Namespace == "" {
 			byType[k.Segment]++
 		} else {
 			byNS[k.Namespace]++
 		}
-		if d.Query != "" && strings.Contains(k.Name, d.Query) {
-			if len(d.Found) == maxFound {
-				d.Truncated = true
-			} else {
-				d.Found = append(d.Found, k)
-			}
+		if !d.Searched || (d.Query != "" && !strings.Contains(k.Name, d.Query)) || (selector != nil && !selector.Matches(keyLabels[i])) {
+			continue
+		}
+		if len(d.Found) == maxFound {
+			d.Truncated = true
+		} else {
+			d.Found = append(d.Found, k)
 		}
 	}
 	for ns, n := range byNS {

@@ -59,6 +59,9 @@ func (s *store) Get(_ context.Context, key, id string) ([]byte, object.Meta, err
 	if b, ok := s.journal[key]; ok {
 		return b, object.Meta{SHA256: object.Digest(b)}, nil
 	}
+	if id == "" && len(s.versions[key]) > 0 && !s.versions[key][0].DeleteMarker {
+		id = s.versions[key][0].ID
+	}
 	b, ok := s.bodies[id]
 	if !ok {
 		return nil, object.Meta{}, object.ErrNotFound
@@ -119,7 +122,7 @@ func secret(v string) string {
 }
 
 func cm(v string) string {
-	return "apiVersion: v1\ndata:\n  level: " + v + "\n  other: same\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\n"
+	return "apiVersion: v1\ndata:\n  level: " + v + "\n  other: same\nkind: ConfigMap\nmetadata:\n  labels:\n    app: web\n    tier: config\n  name: settings\n  namespace: shop\n"
 }
 
 func fixture(t *testing.T, withJournal bool) (*httptest.Server, *store, time.Time) {
@@ -188,6 +191,18 @@ func TestPages(t *testing.T) {
 	found, _ := get(t, hs.URL+"/c/east/?q=sett")
 	if !strings.Contains(found, `href="/c/east/o/shop/configmaps/settings"`) || strings.Contains(found, "creds</a>") {
 		t.Errorf("search for sett:\n%s", found)
+	}
+	byLabel, _ := get(t, hs.URL+"/c/east/?l=app%3Dweb,tier!%3Dcache")
+	if !strings.Contains(byLabel, `href="/c/east/o/shop/configmaps/settings"`) || strings.Contains(byLabel, "/o/shop/secrets/creds") || strings.Contains(byLabel, "/o/_cluster/namespaces/shop") {
+		t.Errorf("search by label:\n%s", byLabel)
+	}
+	both, _ := get(t, hs.URL+"/c/east/?q=cred&l=app%3Dweb")
+	if strings.Contains(both, `/o/shop/configmaps/settings"`) || strings.Contains(both, `/o/shop/secrets/creds"`) {
+		t.Errorf("name and label together select nothing here:\n%s", both)
+	}
+	bad, _ := get(t, hs.URL+"/c/east/?l=app+in+(x")
+	if !strings.Contains(bad, `role="alert">Label selector:`) {
+		t.Errorf("a bad selector is not reported:\n%s", bad)
 	}
 	ns, _ := get(t, hs.URL+"/c/east/ns/shop/")
 	if !strings.Contains(ns, "restore -n shop --backup-cluster east --at 2026-12-07T12:30:00Z") || strings.Contains(ns, ">gone<") {

@@ -52,10 +52,13 @@ func TestWebView(t *testing.T) {
 	ctx := headlessChromium(t)
 	ns, cluster := "e2e-ui", "webview"
 	createNamespace(t, ns)
+	// In the restore pack the first pass writes: its labels are read from
+	// there; settings' from its own key.
+	createConfigMap(t, ns, "early", map[string]string{"k": "v"}, map[string]string{"tier": "cache"}, nil)
 	svc := startService(t, cluster, serviceOptions{configMap: map[string]string{"include-namespaces": ns}})
 	svc.waitReady()
 	svc.waitPass(1)
-	createConfigMap(t, ns, "settings", map[string]string{"level": "debug"}, nil, nil)
+	createConfigMap(t, ns, "settings", map[string]string{"level": "debug"}, map[string]string{"tier": "config"}, nil)
 	key := svc.key(ns, "configmaps", "settings")
 	eventually(t, 30*time.Second, "the first version", func() bool { return svc.versions(key) >= 1 })
 	cms := e2e.cs.CoreV1().ConfigMaps(ns)
@@ -152,6 +155,13 @@ func TestWebView(t *testing.T) {
 	page("clusters")
 	step("open the cluster", chromedp.Steps(chromedp.Click(`a[href="/c/`+cluster+`/"]`), chromedp.WaitVisible(`a[href="/c/`+cluster+`/ns/`+ns+`/"]`)))
 	page("cluster")
+	// Search by label: the form's selector field.
+	step("search by label", chromedp.Steps(chromedp.SendKeys(`#l`, "tier in (cache,config)"), chromedp.Submit(`#l`), chromedp.WaitVisible(`#found-title`)))
+	found, err := chromedp.Run(ctx, chromedp.Text(`section[aria-labelledby="found-title"]`))
+	if err != nil || !strings.Contains(found, "configmaps/"+ns+"/early") || !strings.Contains(found, "configmaps/"+ns+"/settings") || strings.Contains(found, "secrets") {
+		t.Errorf("objects labelled tier in (cache,config) (%v):\n%s", err, found)
+	}
+	step("back to the cluster", chromedp.Steps(chromedp.Navigate(base+"/c/"+cluster+"/"), chromedp.WaitVisible(`a[href="/c/`+cluster+`/ns/`+ns+`/"]`)))
 	step("open the namespace", chromedp.Steps(chromedp.Click(`a[href="/c/`+cluster+`/ns/`+ns+`/"]`),
 		chromedp.WaitVisible(`a[href="/c/`+cluster+`/o/`+ns+`/configmaps/settings"]`)))
 	page("namespace")
