@@ -76,13 +76,13 @@ func find(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstru
 	return out
 }
 
-// one is the service's one object of kind (git-sync's, labelled with its
-// component, aside).
+// one is the service's one object of kind (git-sync's and the web view's,
+// labelled with their component, aside).
 func one(t *testing.T, objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
 	t.Helper()
 	var found []*unstructured.Unstructured
 	for _, o := range find(objs, kind) {
-		if o.GetLabels()[gitSyncLabel] != "git-sync" {
+		if o.GetLabels()[gitSyncLabel] == "" {
 			found = append(found, o)
 		}
 	}
@@ -223,6 +223,66 @@ func TestGitSync(t *testing.T) {
 	}
 	if out, err := helm(t, "template", "release", chart, "-f", defaults[0], "--set", "gitSync.enabled=true"); err == nil || !strings.Contains(out+err.Error(), "gitSync.repository is required") {
 		t.Errorf("gitSync without a repository: %v\n%s", err, out)
+	}
+}
+
+// TestWebView renders the web view's objects (ui.enabled): a Deployment
+// that checks every request with the cluster's RBAC, an identity that may
+// only ask who a token is and what it may do, the viewer role of the docs
+// bound to the subjects given, and labels no selector of the service takes.
+func TestWebView(t *testing.T) {
+	objs := render(t, full)
+	var mine []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetLabels()[gitSyncLabel] == "ui" {
+			mine = append(mine, o)
+		}
+	}
+	kinds := map[string]int{}
+	for _, o := range mine {
+		kinds[o.GetKind()]++
+	}
+	if kinds["Deployment"] != 1 || kinds["Service"] != 1 || kinds["ServiceAccount"] != 1 || kinds["ClusterRoleBinding"] != 2 || kinds["ClusterRole"] != 1 {
+		t.Fatalf("web view objects %v", kinds)
+	}
+	for _, o := range mine {
+		switch o.GetKind() {
+		case "Deployment":
+			spec := podSpec(t, o)
+			env := envOf(t, o)
+			if env["UI_AUTH"]["value"] != "kubernetes" || env["UI_ADDR"]["value"] != ":8081" || spec["serviceAccountName"] != "release-cluster-backup-ui" ||
+				!equal(walk(spec, []string{"securityContext", "runAsUser"}), 1001) || !equal(walk(container(t, spec), []string{"securityContext", "readOnlyRootFilesystem"}), true) {
+				t.Errorf("web view Deployment: env %v, spec %v", env, spec)
+			}
+		case "ClusterRole":
+			rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+			if !equal(rules, []any{map[string]any{"nonResourceURLs": []any{"/cluster-backup/ui"}, "verbs": []any{"get"}}}) {
+				t.Errorf("viewer role rules %v", rules)
+			}
+		case "ClusterRoleBinding":
+			role, _, _ := unstructured.NestedString(o.Object, "roleRef", "name")
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			switch role {
+			case "system:auth-delegator":
+				if !equal(subjects, []any{map[string]any{"kind": "ServiceAccount", "name": "release-cluster-backup-ui", "namespace": "backup-system"}}) {
+					t.Errorf("auth-delegator bound to %v", subjects)
+				}
+			case "release-cluster-backup-ui-viewer":
+				if !equal(subjects, []any{map[string]any{"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}}) {
+					t.Errorf("viewer role bound to %v", subjects)
+				}
+			default:
+				t.Errorf("a binding to %s", role)
+			}
+		}
+		if o.GetLabels()["app.kubernetes.io/name"] == "cluster-backup" {
+			t.Errorf("%s %s carries the service's name label", o.GetKind(), o.GetName())
+		}
+	}
+	for _, o := range render(t, defaults) {
+		if o.GetLabels()[gitSyncLabel] == "ui" {
+			t.Errorf("%s %s rendered by default", o.GetKind(), o.GetName())
+		}
 	}
 }
 

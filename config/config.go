@@ -56,7 +56,8 @@ type Config struct {
 	Git              GitSettings
 	LogLevel         zapcore.Level
 	MetricsAddr      string
-	UIAddr           string // UI_ADDR: the web view, loopback only
+	UIAddr           string // UI_ADDR: the web view, loopback only unless UIAuth
+	UIAuth           string // UI_AUTH: "none" or "kubernetes"
 	BatchSize        int
 	RetryAttempts    int
 	RetryDelay       time.Duration
@@ -308,15 +309,18 @@ func settings() []setting { //nolint:funlen // one table literal, an entry per s
 			c.MetricsAddr = v
 			return nil
 		}},
-		{env: "UI_ADDR", def: "127.0.0.1:8081", usage: "cluster-backup ui: the web view's address, on loopback (in a cluster, reach it with kubectl port-forward)", apply: func(c *Config, v string) error {
-			host, _, err := net.SplitHostPort(v)
-			if err != nil {
+		{env: "UI_ADDR", def: "127.0.0.1:8081", usage: "cluster-backup ui: the web view's address; loopback only unless UI_AUTH=kubernetes", apply: func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
 				return errors.New("want host:port")
 			}
-			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-				return errors.New("the web view serves loopback addresses only (127.0.0.1, ::1, localhost): it has no login of its own")
-			}
 			c.UIAddr = v
+			return nil
+		}},
+		{env: "UI_AUTH", def: "none", usage: "cluster-backup ui: none (loopback only) or kubernetes (every request carries a bearer token the API server authenticates, TokenReview, and authorizes for get on /cluster-backup/ui, SubjectAccessReview)", apply: func(c *Config, v string) error {
+			if v != "none" && v != "kubernetes" {
+				return errors.New("want none or kubernetes")
+			}
+			c.UIAuth = v
 			return nil
 		}},
 		{env: "BATCH_SIZE", def: "50", usage: "objects written concurrently and per snapshot batch", apply: func(c *Config, v string) (err error) {
@@ -614,6 +618,12 @@ func apply(table []setting, values []*rawValue, lookupEnv func(string) (string, 
 	}
 	if (c.MinIOClientCert == "") != (c.MinIOClientKey == "") {
 		return Config{}, &Error{Key: "MINIO_CLIENT_CERT", Value: c.MinIOClientCert, Reason: "MINIO_CLIENT_CERT and MINIO_CLIENT_KEY must be set together"}
+	}
+	if host, _, _ := net.SplitHostPort(c.UIAddr); c.UIAuth != "kubernetes" && host != "localhost" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			return Config{}, &Error{Key: "UI_ADDR", Value: c.UIAddr,
+				Reason: "the web view serves loopback addresses only (127.0.0.1, ::1, localhost) unless UI_AUTH=kubernetes checks every request with the cluster's RBAC"}
+		}
 	}
 	if err := c.buildEncrypter(); err != nil {
 		return Config{}, err

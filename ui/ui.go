@@ -74,6 +74,10 @@ type Options struct {
 	// service would store it; ok is false when the view cannot reach that
 	// cluster, or the object does not exist there.
 	Live func(ctx context.Context, cluster string, k object.Key) (body []byte, ok bool, err error)
+	// Auth, when set, checks every request's bearer token
+	// (UI_AUTH=kubernetes); nil serves anyone who reaches the address,
+	// which must then be a loopback one.
+	Auth Authorizer
 	// IndexTTL is how long a cluster's list of objects is served before it
 	// is listed again in the background (0: 15 s).
 	IndexTTL time.Duration
@@ -172,7 +176,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /c/{cluster}/o/{ns}/{segment}/{name}", s.object)
 	mux.HandleFunc("GET /c/{cluster}/timeline", s.timeline)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	return secure(mux)
+	if s.opts.Auth == nil {
+		return secure(mux)
+	}
+	mux.HandleFunc("/login", s.login)
+	return secure(s.authenticate(mux))
 }
 
 // csp allows the view's own stylesheet, script and images, and nothing
@@ -190,7 +198,7 @@ func secure(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && (r.Method != http.MethodPost || r.URL.Path != "/login") {
 			h.Set("Allow", "GET, HEAD")
 			http.Error(w, "the view is read-only", http.StatusMethodNotAllowed)
 			return
@@ -211,8 +219,13 @@ type page struct {
 }
 
 func (s *Server) render(w http.ResponseWriter, name string, p page) {
-	p.Command = s.opts.Command
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	s.renderBody(w, name, p)
+}
+
+// renderBody executes a page's template, the header written.
+func (s *Server) renderBody(w http.ResponseWriter, name string, p page) {
+	p.Command = s.opts.Command
 	if err := s.pages[name].Execute(w, p); err != nil {
 		s.opts.Log.Error("Cannot render a page", zap.String("page", name), zap.Error(err))
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/cluster-backup/cluster-backup/config"
 	"github.com/cluster-backup/cluster-backup/encode"
@@ -46,11 +47,27 @@ func runUI(ctx context.Context, cfg config.Config, sel *selection, open bool, bi
 		source = m
 	}
 	log := logging.New(stderr, cfg.LogLevel).With(logging.Component("ui"))
-	srv, err := ui.New(ui.Options{
+	opts := ui.Options{
 		Reader: sel.signed(store, cfg, "ui", stderr), Lister: lister, Folders: folders,
 		Journal: source, Signer: cfg.Signer, AcceptUnsigned: sel.acceptUnsigned,
-		Prefix: cfg.BackupPrefix, Command: binary, Live: liveReader(cfg), Log: log,
-	})
+		Prefix: cfg.BackupPrefix, Command: binary, Log: log,
+	}
+	if cfg.UIAuth == "kubernetes" {
+		// Every request is checked with the cluster's RBAC; the view's
+		// own identity reads nothing of the cluster for its users.
+		kube, err := service.RestConfig(cfg, version)
+		if err != nil {
+			return fatalError{fmt.Errorf("UI_AUTH=kubernetes needs the cluster: %w", err)}
+		}
+		client, err := kubernetes.NewForConfig(kube)
+		if err != nil {
+			return fatalError{err}
+		}
+		opts.Auth = &ui.KubernetesAuth{Client: client}
+	} else {
+		opts.Live = liveReader(cfg)
+	}
+	srv, err := ui.New(opts)
 	if err != nil {
 		return fatalError{err}
 	}
