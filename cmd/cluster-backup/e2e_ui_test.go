@@ -179,6 +179,13 @@ func TestWebView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Against the live object: the cluster holds the newest version.
+	step("against the live object", chromedp.Steps(chromedp.Click(`a[href*="live=1"]`), chromedp.WaitVisible(`p.sides`)))
+	sides, err := chromedp.Run(ctx, chromedp.Text(`section[aria-labelledby="diff-title"]`))
+	if err != nil || !strings.Contains(sides, "− live object") || !strings.Contains(sides, "0 lines added, 0 removed") {
+		t.Errorf("the newest version against the live object (%v):\n%s", err, sides)
+	}
+	step("back to the object", chromedp.Steps(chromedp.Navigate(base+"/c/"+cluster+"/o/"+ns+"/configmaps/settings"), chromedp.WaitVisible(`table.diff`)))
 
 	// The timeline of the last hour has a bar at the minute of the last
 	// change; behind it, the change.
