@@ -72,7 +72,9 @@ func TestWebViewAuth(t *testing.T) {
 		return err == nil && resp.StatusCode == http.StatusOK
 	})
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	do := func(method, path, bearer, cookie string, form url.Values, header map[string]string) (int, string, *http.Response) {
+	// do makes one request; it returns the status, the body, the headers
+	// and the cookies set.
+	do := func(method, path, bearer, cookie string, form url.Values, header map[string]string) (int, string, http.Header, []*http.Cookie) {
 		t.Helper()
 		var body io.Reader
 		if form != nil {
@@ -100,7 +102,7 @@ func TestWebViewAuth(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), resp
+		return resp.StatusCode, string(b), resp.Header, resp.Cookies()
 	}
 	page := "/c/" + cluster + "/ns/" + ns + "/"
 	object := `href="/c/` + cluster + `/o/` + ns + `/configmaps/app"`
@@ -114,7 +116,7 @@ func TestWebViewAuth(t *testing.T) {
 		"a token RBAC denies": {stranger, http.StatusForbidden, "system:serviceaccount:" + ns + ":stranger"},
 		"the viewer's token":  {viewer, http.StatusOK, object},
 	} {
-		code, body, _ := do(http.MethodGet, page, tc.bearer, "", nil, nil)
+		code, body, _, _ := do(http.MethodGet, page, tc.bearer, "", nil, nil)
 		if code != tc.code || !strings.Contains(body, tc.want) {
 			t.Errorf("%s: %d, want %d and %q:\n%s", name, code, tc.code, tc.want, body)
 		}
@@ -124,24 +126,24 @@ func TestWebViewAuth(t *testing.T) {
 	}
 	// The sign-in page: the viewer's token becomes an HttpOnly, SameSite
 	// cookie; from another origin it is refused.
-	code, _, resp := do(http.MethodPost, "/login", "", "", url.Values{"token": {viewer}, "next": {page}}, nil)
+	code, _, header, cookies := do(http.MethodPost, "/login", "", "", url.Values{"token": {viewer}, "next": {page}}, nil)
 	var cookie *http.Cookie
-	for _, c := range resp.Cookies() {
+	for _, c := range cookies {
 		cookie = c
 	}
-	if code != http.StatusSeeOther || resp.Header.Get("Location") != page || cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode {
-		t.Fatalf("sign-in: %d to %q, cookie %+v", code, resp.Header.Get("Location"), cookie)
+	if code != http.StatusSeeOther || header.Get("Location") != page || cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("sign-in: %d to %q, cookie %+v", code, header.Get("Location"), cookie)
 	}
-	if code, body, _ := do(http.MethodGet, page, "", cookie.Name+"="+cookie.Value, nil, nil); code != http.StatusOK || !strings.Contains(body, object) {
+	if code, body, _, _ := do(http.MethodGet, page, "", cookie.Name+"="+cookie.Value, nil, nil); code != http.StatusOK || !strings.Contains(body, object) {
 		t.Errorf("with the sign-in cookie: %d\n%s", code, body)
 	}
-	if code, _, _ := do(http.MethodPost, "/login", "", "", url.Values{"token": {viewer}}, map[string]string{"Origin": "https://elsewhere.example"}); code != http.StatusForbidden {
+	if code, _, _, _ := do(http.MethodPost, "/login", "", "", url.Values{"token": {viewer}}, map[string]string{"Origin": "https://elsewhere.example"}); code != http.StatusForbidden {
 		t.Errorf("a sign-in from another origin: %d, want 403", code)
 	}
-	if code, _, _ := do(http.MethodPost, "/login", "", "", url.Values{"token": {stranger}}, nil); code != http.StatusUnauthorized {
+	if code, _, _, _ := do(http.MethodPost, "/login", "", "", url.Values{"token": {stranger}}, nil); code != http.StatusUnauthorized {
 		t.Errorf("a sign-in with a token RBAC denies: %d, want 401", code)
 	}
-	if code, _, _ := do(http.MethodPost, page, viewer, "", url.Values{"x": {"y"}}, nil); code != http.StatusMethodNotAllowed {
+	if code, _, _, _ := do(http.MethodPost, page, viewer, "", url.Values{"x": {"y"}}, nil); code != http.StatusMethodNotAllowed {
 		t.Errorf("a POST to a page: %d, want 405", code)
 	}
 }
