@@ -76,6 +76,9 @@ type timelineData struct {
 	Source                    string // "journal" or "versions"
 	Selected                  *bar
 	Changes                   []changeRow
+	// Restore and Diff are the commands that bring a namespace (or a type
+	// of it) back as it was at the end of the chosen bar.
+	Restore, Diff string
 	More                      int // changes of the selected bar not listed
 	Href                      string
 }
@@ -126,6 +129,22 @@ func (s *Server) timelineOf(ctx context.Context, cluster, scope, rng, _ string) 
 		})
 	}
 	return d, nil
+}
+
+// commandsAt are the restore and diff commands of a namespace scope ("ns/"
+// or "ns/type/") as it was at t; none for other scopes.
+func (s *Server) commandsAt(cluster, scope string, t time.Time) (restore, diff string) {
+	ns, rest, ok := strings.Cut(scope, "/")
+	if !ok || ns == "" || ns == object.ClusterScope || strings.Count(rest, "/") > 1 || (rest != "" && !strings.HasSuffix(rest, "/")) {
+		return "", ""
+	}
+	sel := "-n " + ns
+	if typ := strings.TrimSuffix(rest, "/"); typ != "" {
+		sel += " --include-resources " + typ
+	}
+	at := t.UTC().Format(time.RFC3339)
+	return fmt.Sprintf("%s restore %s --backup-cluster %s --at %s", s.opts.Command, sel, cluster, at),
+		fmt.Sprintf("%s diff %s --backup-cluster %s --at %s --details", s.opts.Command, sel, cluster, at)
 }
 
 func changesCount(n int) string {
@@ -183,6 +202,7 @@ func (s *Server) timeline(w http.ResponseWriter, r *http.Request) {
 			d.More, changes = len(changes)-maxListed, changes[:maxListed]
 		}
 		d.Changes = changes
+		d.Restore, d.Diff = s.commandsAt(cluster, scope, start.Add(d.Span.Step))
 	}
 	s.render(w, "timeline", page{Title: "Timeline of " + d.ScopeName, Crumbs: []crumb{{"Clusters", "/"}, {cluster, "/c/" + cluster + "/"}, {"timeline", ""}}, Data: d})
 }

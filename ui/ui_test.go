@@ -286,6 +286,16 @@ func TestTimeline(t *testing.T) {
 		if !strings.Contains(changes, `href="/c/east/o/shop/configmaps/settings"`) || strings.Contains(changes, "creds") {
 			t.Errorf("journal %v: changes of the minute:\n%s", withJournal, changes)
 		}
+		// The namespace as it was at the end of that minute.
+		if at := now.Add(-9 * time.Minute).Truncate(time.Minute).Format(time.RFC3339); !strings.Contains(changes, "cluster-backup restore -n shop --backup-cluster east --at "+at) {
+			t.Errorf("journal %v: no restore command at %s:\n%s", withJournal, at, changes)
+		}
+		// One type of the namespace: the Secret's change, not the ConfigMaps'.
+		secrets, _ := get(t, hs.URL+fmt.Sprintf("/c/east/timeline?scope=shop/secrets/&range=1h&bucket=%d", now.Add(-20*time.Minute).Unix()))
+		if !strings.Contains(secrets, `href="/c/east/o/shop/secrets/creds"`) || strings.Contains(secrets, "configmaps/settings") ||
+			!strings.Contains(secrets, "restore -n shop --include-resources secrets --backup-cluster east") {
+			t.Errorf("journal %v: the Secrets of shop:\n%s", withJournal, secrets)
+		}
 	}
 }
 
