@@ -79,8 +79,8 @@ type timelineData struct {
 	// Restore and Diff are the commands that bring a namespace (or a type
 	// of it) back as it was at the end of the chosen bar.
 	Restore, Diff string
-	More                      int // changes of the selected bar not listed
-	Href                      string
+	More          int // changes of the selected bar not listed
+	Href          string
 }
 
 // barWidth and chartHeight are the SVG's units.
