@@ -15,6 +15,7 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
 // bucket is an in-memory versioned bucket with a change journal that
@@ -111,9 +112,14 @@ func (b *bucket) WalkAfter(_ context.Context, prefix, after string, visit func(o
 	return nil
 }
 
+// requireGit skips without the git binary on a developer's machine; under
+// CI=true a missing git is a failure.
 func requireGit(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
+		if testenv.InCI() {
+			t.Fatalf("CI=true and git is missing: %v", err)
+		}
 		t.Skip("git is not installed")
 	}
 }
