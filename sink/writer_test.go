@@ -619,19 +619,22 @@ func TestOfferWritesAtOnceWithinAWindow(t *testing.T) {
 	store.setFail(nil)
 	// A key in flight is not pending: one whose attempt failed against the
 	// store that was down is out of the queue until it is retried.
-	eventually(t, 10*time.Second, "the accepted keys written", func() bool {
+	// The ledger learns of a write after the store's PUT returns, so wait
+	// for both.
+	var listed []object.Stored
+	eventually(t, 10*time.Second, "the accepted keys written and in the ledger", func() bool {
 		p, _ := store.counts()
-		return p >= accepted+1 && h.w.Pending() == 0
+		if p < accepted+1 || h.w.Pending() != 0 {
+			return false
+		}
+		var err error
+		listed, err = List(context.Background(), h.w.Ledger(), "clusterbackup/c/")
+		return err == nil && len(listed) >= accepted+1
 	})
 	if p, _ := store.counts(); p != accepted+1 {
 		t.Errorf("%d puts, want %d", p, accepted+1)
 	}
-
 	// List reports what the writer knows the store holds.
-	listed, err := List(context.Background(), h.w.Ledger(), "clusterbackup/c/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(listed) != accepted+1 {
 		t.Errorf("List has %d keys, want %d", len(listed), accepted+1)
 	}
