@@ -79,9 +79,11 @@ bench-stores:
 	done
 
 # The runtime image for linux/amd64 and linux/arm64 as an OCI layout, and its
-# SPDX SBOM, in bin/image (no Docker engine: go-containerregistry).
+# SPDX SBOM, in bin/image (no Docker engine: go-containerregistry); git-sync's
+# image, with Debian's git and ssh client fetched by apt, in bin/image-git.
 image:
 	go run ./hack/image -out bin/image -version $(VERSION) -commit $(COMMIT)
+	go run ./hack/image -git-sync -out bin/image-git -version $(VERSION) -commit $(COMMIT)
 
 clean:
 	rm -rf bin backup

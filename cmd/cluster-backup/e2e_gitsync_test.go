@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/cgi"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -313,16 +310,7 @@ func TestGitSyncOverHTTP(t *testing.T) {
 	dir := t.TempDir()
 	gitOut(t, dir, "init", "-q", "--bare", "-b", "main", filepath.Join(dir, "history.git"))
 	const user, token = "ops", "s3cr3t-token-0815"
-	backend := &cgi.Handler{Path: "/usr/lib/git-core/git-http-backend",
-		Env: []string{"GIT_PROJECT_ROOT=" + dir, "GIT_HTTP_EXPORT_ALL=1", "REMOTE_USER=" + user}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != user || p != token {
-			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		backend.ServeHTTP(w, r)
-	}))
+	srv := testenv.StartGitHTTP(dir, user, token)
 	defer srv.Close()
 	creds := filepath.Join(dir, "credentials")
 	writeCreds := func(secret string) {

@@ -6,7 +6,13 @@
 // skopeo or podman can push ("skopeo copy oci:DIR:REF docker://REF"). Beside
 // it, an SPDX 2.3 SBOM of the modules linked into the binary.
 //
-// Usage: go run ./hack/image -out DIR -ref REPOSITORY:TAG -version V -commit C
+// With -git-sync it builds git-sync's image instead (the Dockerfile's
+// git-sync target): the same layer on top of one of Debian's git,
+// openssh-client and what they depend on, fetched with the host's apt for
+// each platform and unpacked without maintainer scripts; the SBOM then
+// lists the Debian packages too.
+//
+// Usage: go run ./hack/image [-git-sync] -out DIR -ref REPOSITORY:TAG -version V -commit C
 package main
 
 import (
@@ -17,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,27 +47,62 @@ const (
 	caBundle   = "/etc/ssl/certs/ca-certificates.crt"
 )
 
+// kind is what sets one image apart from the other.
+type kind struct {
+	title, description string
+	cmd                []string
+	path               string
+	// debian are the Debian packages (with what they depend on) below the
+	// binary's layer; none for the runtime image.
+	debian []string
+	// values is where the chart names the image's repository.
+	values []string
+}
+
+var (
+	runtimeImage = kind{
+		title:       "cluster-backup",
+		description: "Always-on backup of a Kubernetes cluster: one YAML file per object in S3-compatible storage",
+		cmd:         []string{"run"},
+		path:        "/usr/local/bin",
+		values:      []string{"image"},
+	}
+	gitSyncImage = kind{
+		title:       "cluster-backup-git",
+		description: "cluster-backup git-sync: the backup's versions as Git commits, with Debian's git and ssh client",
+		cmd:         []string{"git-sync"},
+		path:        "/usr/local/bin:/usr/bin:/bin",
+		debian:      []string{"git", "openssh-client", "dash", "base-files", "netbase"},
+		values:      []string{"gitSync", "image"},
+	}
+)
+
 func main() {
 	out := flag.String("out", "bin/image", "directory of the OCI layout (oci/) and the SBOM")
 	ref := flag.String("ref", "", "the image reference recorded in the layout (default: the chart's image.repository:appVersion)")
 	version := flag.String("version", "dev", "version stamped into the binary and the labels")
 	commit := flag.String("commit", "unknown", "commit stamped into the binary and the labels")
 	platforms := flag.String("platforms", "linux/amd64,linux/arm64", "comma-separated OS/ARCH")
+	gitSync := flag.Bool("git-sync", false, "build git-sync's image (with Debian's git) rather than the runtime image")
 	flag.Parse()
+	k := runtimeImage
+	if *gitSync {
+		k = gitSyncImage
+	}
 	if *ref == "" {
 		var err error
-		if *ref, err = chartRef("charts/cluster-backup"); err != nil {
+		if *ref, err = chartRef("charts/cluster-backup", k); err != nil {
 			fmt.Fprintln(os.Stderr, "image:", err)
 			os.Exit(1)
 		}
 	}
-	if err := build(*out, *ref, *version, *commit, strings.Split(*platforms, ",")); err != nil {
+	if err := build(*out, *ref, *version, *commit, strings.Split(*platforms, ","), k); err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
 		os.Exit(1)
 	}
 }
 
-func build(out, ref, version, commit string, platforms []string) error {
+func build(out, ref, version, commit string, platforms []string, k kind) error {
 	created := time.Unix(0, 0).UTC()
 	if epoch := os.Getenv("SOURCE_DATE_EPOCH"); epoch != "" {
 		var s int64
@@ -78,7 +120,8 @@ func build(out, ref, version, commit string, platforms []string) error {
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	var sbomFrom string
-	for _, platform := range platforms {
+	var sbomDebian []debPackage
+	for i, platform := range platforms {
 		goos, goarch, ok := strings.Cut(strings.TrimSpace(platform), "/")
 		if !ok {
 			return fmt.Errorf("platform %q: want OS/ARCH", platform)
@@ -90,7 +133,17 @@ func build(out, ref, version, commit string, platforms []string) error {
 		if sbomFrom == "" {
 			sbomFrom = bin
 		}
-		img, err := image(bin, ca, goos, goarch, version, commit, created)
+		var base []byte
+		if len(k.debian) > 0 {
+			var pkgs []debPackage
+			if base, pkgs, err = debian(out, goarch, k.debian, created); err != nil {
+				return err
+			}
+			if i == 0 {
+				sbomDebian = pkgs
+			}
+		}
+		img, err := image(k, bin, ca, base, goos, goarch, version, commit, created)
 		if err != nil {
 			return err
 		}
@@ -111,7 +164,7 @@ func build(out, ref, version, commit string, platforms []string) error {
 	if err != nil {
 		return err
 	}
-	sbom, err := spdx(sbomFrom, ref, version, created)
+	sbom, err := spdx(sbomFrom, ref, version, created, sbomDebian)
 	if err != nil {
 		return err
 	}
@@ -123,15 +176,11 @@ func build(out, ref, version, commit string, platforms []string) error {
 	return nil
 }
 
-// chartRef is the image the chart runs by default: image.repository of
-// its values and, the tag being empty there, its appVersion.
-func chartRef(chart string) (string, error) {
-	var values struct {
-		Image struct {
-			Repository string `json:"repository"`
-			Tag        string `json:"tag"`
-		} `json:"image"`
-	}
+// chartRef is the image the chart runs by default: the repository of the
+// kind's image in its values and, the tag being empty there, its
+// appVersion.
+func chartRef(chart string, k kind) (string, error) {
+	var values map[string]any
 	var meta struct {
 		AppVersion string `json:"appVersion"`
 	}
@@ -144,14 +193,33 @@ func chartRef(chart string) (string, error) {
 			return "", fmt.Errorf("%s: %w", file, err)
 		}
 	}
-	tag := values.Image.Tag
+	for _, key := range k.values {
+		values, _ = values[key].(map[string]any)
+	}
+	repository, _ := values["repository"].(string)
+	tag, _ := values["tag"].(string)
 	if tag == "" {
 		tag = meta.AppVersion
 	}
-	if values.Image.Repository == "" || tag == "" {
-		return "", fmt.Errorf("%s: no image.repository or appVersion", chart)
+	if repository == "" || tag == "" {
+		return "", fmt.Errorf("%s: no %s.repository or appVersion", chart, strings.Join(k.values, "."))
 	}
-	return values.Image.Repository + ":" + tag, nil
+	return repository + ":" + tag, nil
+}
+
+// debian is the layer of the kind's Debian packages for one architecture,
+// and the packages in it.
+func debian(out, arch string, names []string, created time.Time) ([]byte, []debPackage, error) {
+	dir, err := os.MkdirTemp(out, "apt-"+arch+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	debs, err := fetchDebian(dir, arch, names)
+	if err != nil {
+		return nil, nil, err
+	}
+	return debianLayer(debs, created)
 }
 
 // compile builds the static binary for one platform, as the Dockerfile does.
@@ -167,8 +235,9 @@ func compile(bin, goos, goarch, version, commit string) error {
 	return nil
 }
 
-// image is one platform's image: one layer, UID 1001, the labels.
-func image(bin string, ca []byte, goos, goarch, version, commit string, created time.Time) (v1.Image, error) {
+// image is one platform's image: the binary's layer (on top of base, when
+// there is one), UID 1001, the labels.
+func image(k kind, bin string, ca, base []byte, goos, goarch, version, commit string, created time.Time) (v1.Image, error) {
 	binary, err := os.ReadFile(bin)
 	if err != nil {
 		return nil, err
@@ -177,19 +246,28 @@ func image(bin string, ca []byte, goos, goarch, version, commit string, created 
 	if err != nil {
 		return nil, err
 	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, err
-	}
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{
-		Created: v1.Time{Time: created}, CreatedBy: "hack/image: " + binaryPath + ", CA certificates, UID 1001",
-	}})
-	if err != nil {
-		return nil, err
+	layers := []struct {
+		tar []byte
+		by  string
+	}{{base, "hack/image: Debian " + strings.Join(k.debian, ", ") + " and what they depend on"},
+		{layerTar, "hack/image: " + binaryPath + ", CA certificates, UID 1001"}}
+	for _, l := range layers {
+		if l.tar == nil {
+			continue
+		}
+		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(l.tar)), nil
+		}, tarball.WithMediaType(types.OCILayer))
+		if err != nil {
+			return nil, err
+		}
+		if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{
+			Created: v1.Time{Time: created}, CreatedBy: l.by,
+		}}); err != nil {
+			return nil, err
+		}
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
@@ -200,12 +278,12 @@ func image(bin string, ca []byte, goos, goarch, version, commit string, created 
 	cf.Config = v1.Config{
 		User:         user,
 		Entrypoint:   []string{binaryPath},
-		Cmd:          []string{"run"},
+		Cmd:          k.cmd,
 		ExposedPorts: map[string]struct{}{"8080/tcp": {}},
-		Env:          []string{"PATH=/usr/local/bin", "SSL_CERT_FILE=" + caBundle},
+		Env:          []string{"PATH=" + k.path, "SSL_CERT_FILE=" + caBundle},
 		Labels: map[string]string{
-			"org.opencontainers.image.title":       "cluster-backup",
-			"org.opencontainers.image.description": "Always-on backup of a Kubernetes cluster: one YAML file per object in S3-compatible storage",
+			"org.opencontainers.image.title":       k.title,
+			"org.opencontainers.image.description": k.description,
 			"org.opencontainers.image.source":      source,
 			"org.opencontainers.image.url":         source,
 			"org.opencontainers.image.version":     version,
@@ -256,8 +334,9 @@ func rootfs(binary, ca []byte, mtime time.Time) ([]byte, error) {
 
 // spdx is an SPDX 2.3 document of what the binary links: the main module,
 // every dependency module at the version built, and the Go standard
-// library, each with its package URL.
-func spdx(bin, ref, version string, created time.Time) ([]byte, error) {
+// library, each with its package URL; and of the Debian packages under
+// it, if any.
+func spdx(bin, ref, version string, created time.Time, debs []debPackage) ([]byte, error) {
 	info, err := buildinfo.ReadFile(bin)
 	if err != nil {
 		return nil, fmt.Errorf("SBOM: %w", err)
@@ -299,6 +378,13 @@ func spdx(bin, ref, version string, created time.Time) ([]byte, error) {
 			d = d.Replace
 		}
 		add(i+1, d.Path, d.Version)
+	}
+	for i, d := range debs {
+		id := fmt.Sprintf("SPDXRef-Package-deb-%d", i)
+		pkgs = append(pkgs, pkg{Name: d.Name, SPDXID: id, Version: d.Version, DownloadLocation: "NOASSERTION",
+			ExternalRefs: []externalRef{{Category: "PACKAGE-MANAGER", Type: "purl",
+				Locator: "pkg:deb/debian/" + d.Name + "@" + url.PathEscape(d.Version) + "?arch=" + d.Arch}}})
+		rels = append(rels, relationship{Element: "SPDXRef-DOCUMENT", Type: "DESCRIBES", Related: id})
 	}
 	doc := map[string]any{
 		"spdxVersion":       "SPDX-2.3",
