@@ -38,6 +38,7 @@ func main() {
 	flag.StringVar(&cfg.store, "store", cfg.store, "the store: minio, minio-tmpfs (its drive in memory), minio-distributed (4 servers) or seaweedfs")
 	flag.BoolVar(&cfg.direct, "direct", cfg.direct, "reach the store without the counting proxy (PUTs counted by MinIO; initial scenario, minio stores only)")
 	flag.StringVar(&cfg.out, "out", cfg.out, "directory for results.md and results.json")
+	flag.IntVar(&cfg.concurrency, "batch-size", cfg.concurrency, "the service's BATCH_SIZE (and the concurrency of the baselines)")
 	flag.Parse()
 
 	for _, s := range strings.Split(*sizes, ",") {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -15,26 +14,20 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/sink/sinktest"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
-// bucket is an in-memory versioned bucket with a change journal that
-// counts the requests git-sync makes of it.
+// bucket is an in-memory versioned bucket with a change journal, whose
+// requests git-sync makes are counted.
 type bucket struct {
-	versions map[string][]object.Version // newest first
-	bodies   map[string][]byte           // by version ID
-	metas    map[string]object.Meta      // by version ID
-	journal  map[string][]byte           // journal objects by key
-	next     int
-
-	fullListings, keyListings, journalListings, journalReads, reads int
+	*sinktest.Bucket
+	next int
 }
 
 var testLayout = object.Layout{Prefix: "clusterbackup", Cluster: "east"}
 
-func newBucket() *bucket {
-	return &bucket{versions: map[string][]object.Version{}, bodies: map[string][]byte{}, metas: map[string]object.Meta{}, journal: map[string][]byte{}}
-}
+func newBucket() *bucket { return &bucket{Bucket: sinktest.New()} }
 
 func cmBody(name, value string) []byte {
 	return fmt.Appendf(nil, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: shop\ndata:\n  v: %q\n", name, value)
@@ -44,11 +37,8 @@ func cmBody(name, value string) []byte {
 func (b *bucket) put(name, value, manager string, at time.Time) string {
 	b.next++
 	key := testLayout.Root() + "shop/configmaps/" + name + ".yaml"
-	id := fmt.Sprintf("v%d", b.next)
 	body := cmBody(name, value)
-	b.bodies[id] = body
-	b.metas[id] = object.Meta{ResourceVersion: fmt.Sprint(b.next), APIVersion: "v1", SHA256: object.Digest(body), Manager: manager}
-	b.versions[key] = append([]object.Version{{Key: key, ID: id, Time: at, Size: int64(len(body)), ETag: object.ETag(body)}}, b.versions[key]...)
+	b.PutAt(key, body, object.Meta{ResourceVersion: fmt.Sprint(b.next), APIVersion: "v1", SHA256: object.Digest(body), Manager: manager}, at)
 	return key
 }
 
@@ -59,57 +49,29 @@ func (b *bucket) record(through time.Time, keys ...string) {
 		entries = append(entries, journal.Entry{Time: through, Op: journal.Put, Key: strings.TrimPrefix(k, testLayout.Root())})
 	}
 	body := journal.Encode(journal.Object{Through: through, Entries: entries})
-	b.journal[journal.Name(testLayout, through, "00000000")] = body
+	b.PutAt(journal.Name(testLayout, through, "00000000"), body, object.Meta{SHA256: object.Digest(body)}, through)
 }
 
-func (b *bucket) Versions(_ context.Context, prefix string) ([]object.Version, error) {
-	if prefix == testLayout.Root() {
-		b.fullListings++
-	} else {
-		b.keyListings++
-	}
-	var keys []string
-	for k := range b.versions {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
+// cost counts the requests made after the first skip: listings of every
+// version, of one key's versions, of the journal; reads of journal
+// objects and of versions.
+func (b *bucket) cost(skip int) (full, keys, journalLists, journalReads, reads int) {
+	for _, r := range b.Requests()[skip:] {
+		inJournal := strings.HasPrefix(r.Key, journal.Prefix(testLayout))
+		switch {
+		case r.Op == "versions" && r.Key == testLayout.Root():
+			full++
+		case r.Op == "versions":
+			keys++
+		case r.Op == "walk":
+			journalLists++
+		case r.Op == "get" && inJournal:
+			journalReads++
+		case r.Op == "get":
+			reads++
 		}
 	}
-	sort.Strings(keys)
-	var out []object.Version
-	for _, k := range keys {
-		out = append(out, b.versions[k]...)
-	}
-	return out, nil
-}
-
-func (b *bucket) Get(_ context.Context, key, id string) ([]byte, object.Meta, error) {
-	if body, ok := b.journal[key]; ok {
-		b.journalReads++
-		return body, object.Meta{SHA256: object.Digest(body)}, nil
-	}
-	b.reads++
-	body, ok := b.bodies[id]
-	if !ok {
-		return nil, object.Meta{}, object.ErrNotFound
-	}
-	return body, b.metas[id], nil
-}
-
-func (b *bucket) WalkAfter(_ context.Context, prefix, after string, visit func(object.Stored) error) error {
-	b.journalListings++
-	var keys []string
-	for k := range b.journal {
-		if strings.HasPrefix(k, prefix) && k > after {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := visit(object.Stored{Key: k}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return
 }
 
 // requireGit skips without the git binary on a developer's machine; under
@@ -164,10 +126,10 @@ func pollCost(t *testing.T, objects int) (full, keys, journalLists, journalReads
 	if _, err := s.SyncOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if b.fullListings != 1 {
-		t.Fatalf("the first sync listed every version %d times, want once", b.fullListings)
+	if full, _, _, _, _ := b.cost(0); full != 1 {
+		t.Fatalf("the first sync listed every version %d times, want once", full)
 	}
-	*b = bucket{versions: b.versions, bodies: b.bodies, metas: b.metas, journal: b.journal, next: b.next}
+	backfill := len(b.Requests())
 	at := time.Now().Add(-5 * time.Second)
 	key := b.put("cm-00007", "2", "kubectl-edit", at)
 	b.record(at.Add(time.Millisecond), key)
@@ -179,7 +141,7 @@ func pollCost(t *testing.T, objects int) (full, keys, journalLists, journalReads
 	if !strings.HasPrefix(head, "kubectl-edit|M v1/ConfigMap shop/cm-00007 rv=") || !strings.Contains(head, "by=kubectl-edit") {
 		t.Errorf("the change is committed as %q", head)
 	}
-	return b.fullListings, b.keyListings, b.journalListings, b.journalReads, b.reads
+	return b.cost(backfill)
 }
 
 // TestFollowCostDoesNotGrowWithObjects: after the backfill, a poll that

@@ -12,52 +12,10 @@ import (
 
 	"github.com/cluster-backup/cluster-backup/metrics"
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/sink/sinktest"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// memStore holds objects in memory; fail makes Put fail.
-type memStore struct {
-	objects map[string][]byte
-	metas   map[string]object.Meta
-	fail    bool
-}
-
-func newMemStore() *memStore {
-	return &memStore{objects: map[string][]byte{}, metas: map[string]object.Meta{}}
-}
-
-func (m *memStore) Put(_ context.Context, key string, body []byte, meta object.Meta) error {
-	if m.fail {
-		return errors.New("store down")
-	}
-	m.objects[key], m.metas[key] = append([]byte(nil), body...), meta
-	return nil
-}
-
-func (m *memStore) WalkAfter(_ context.Context, prefix, after string, visit func(object.Stored) error) error {
-	var keys []string
-	for k := range m.objects {
-		if strings.HasPrefix(k, prefix) && k > after {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := visit(object.Stored{Key: k}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *memStore) Get(_ context.Context, key, _ string) ([]byte, object.Meta, error) {
-	b, ok := m.objects[key]
-	if !ok {
-		return nil, object.Meta{}, object.ErrNotFound
-	}
-	return b, m.metas[key], nil
-}
 
 var layout = object.Layout{Prefix: "clusterbackup", Cluster: "east"}
 
@@ -118,7 +76,7 @@ func TestNamesSortInTimeOrder(t *testing.T) {
 }
 
 func TestRecorderFlushesInOrderAndKeepsWhatFails(t *testing.T) {
-	store := newMemStore()
+	store := sinktest.New()
 	signer := object.NewSigner([]byte("0123456789abcdef-journal"))
 	r := NewRecorder(store, layout, signer, zap.NewNop(), metrics.New(prometheus.NewRegistry()))
 	clock := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
@@ -135,16 +93,16 @@ func TestRecorderFlushesInOrderAndKeepsWhatFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.End(slow, &Entry{Op: Delete, Key: "shop/configmaps/b.yaml"})
-	store.fail = true
+	store.SetFail(errors.New("store down"))
 	if err := r.Flush(context.Background()); err == nil || r.Pending() != 1 {
 		t.Fatalf("a failed flush: %v, %d pending; want an error and the entry kept", err, r.Pending())
 	}
-	store.fail = false
+	store.SetFail(nil)
 	if err := r.Flush(context.Background()); err != nil || r.Pending() != 0 {
 		t.Fatalf("flush after the store is back: %v, %d pending", err, r.Pending())
 	}
-	if err := r.Flush(context.Background()); err != nil || len(store.objects) != 2 {
-		t.Fatalf("an empty flush wrote something: %d objects, %v", len(store.objects), err)
+	if err := r.Flush(context.Background()); err != nil || len(store.Current("")) != 2 {
+		t.Fatalf("an empty flush wrote something: %d objects, %v", len(store.Current("")), err)
 	}
 
 	var got []Object
@@ -189,9 +147,9 @@ func TestRecorderFlushesInOrderAndKeepsWhatFails(t *testing.T) {
 	// refused by name.
 	forgedKey := Name(layout, clock.Add(time.Hour), "attacker")
 	body := Encode(Object{Through: clock, Entries: []Entry{{Time: clock, Op: Delete, Key: "shop/configmaps/a.yaml"}}})
-	store.objects[forgedKey], store.metas[forgedKey] = body, object.Meta{SHA256: object.Digest(body), Integrity: object.NewSigner([]byte("another key of 16 bytes")).SignBytes(forgedKey, body)}
+	store.PutAt(forgedKey, body, object.Meta{SHA256: object.Digest(body), Integrity: object.NewSigner([]byte("another key of 16 bytes")).SignBytes(forgedKey, body)}, clock)
 	unsignedKey := Name(layout, clock.Add(2*time.Hour), "attacker")
-	store.objects[unsignedKey], store.metas[unsignedKey] = body, object.Meta{SHA256: object.Digest(body)}
+	store.PutAt(unsignedKey, body, object.Meta{SHA256: object.Digest(body)}, clock)
 	verdicts := map[string]error{}
 	_ = Read(context.Background(), store, layout, first, signer, false, func(key string, o Object, err error) error {
 		verdicts[key] = err
@@ -216,8 +174,8 @@ func TestRecorderFlushesInOrderAndKeepsWhatFails(t *testing.T) {
 }
 
 func TestRecorderBoundsWhatItHolds(t *testing.T) {
-	store := newMemStore()
-	store.fail = true
+	store := sinktest.New()
+	store.SetFail(errors.New("store down"))
 	r := NewRecorder(store, layout, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry()))
 	for i := 0; i < MaxBuffered+10; i++ {
 		r.End(r.Begin(), &Entry{Op: Put, Key: "k"})
@@ -225,9 +183,9 @@ func TestRecorderBoundsWhatItHolds(t *testing.T) {
 	if r.Pending() != MaxBuffered {
 		t.Errorf("%d pending, want at most %d", r.Pending(), MaxBuffered)
 	}
-	store.fail = false
-	if err := r.Flush(context.Background()); err != nil || len(store.objects) != 1 {
-		t.Errorf("flush: %v, %d objects", err, len(store.objects))
+	store.SetFail(nil)
+	if err := r.Flush(context.Background()); err != nil || len(store.Current("")) != 1 {
+		t.Errorf("flush: %v, %d objects", err, len(store.Current("")))
 	}
 	var nilRecorder *Recorder
 	nilRecorder.End(nilRecorder.Begin(), &Entry{})

@@ -3,6 +3,8 @@ package sink
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -95,6 +97,28 @@ func TestStoreContract(t *testing.T) {
 				// What the change index relies on (index.go).
 				if st.ETag != "" && (st.ETag != object.ETag(bodies[k]) || st.Size != int64(len(bodies[k]))) {
 					t.Errorf("%.60s: listed ETag %s size %d, want %s %d", k, st.ETag, st.Size, object.ETag(bodies[k]), len(bodies[k]))
+				}
+			}
+			// Listing keys in order from a position, where the store can.
+			if w, ok := s.(interface {
+				WalkAfter(ctx context.Context, prefix, after string, visit func(object.Stored) error) error
+			}); ok {
+				walked := func(prefix, after string) []string {
+					var out []string
+					if err := w.WalkAfter(ctx, prefix, after, func(st object.Stored) error { out = append(out, st.Key); return nil }); err != nil {
+						t.Fatal(err)
+					}
+					return out
+				}
+				sorted := slices.Sorted(maps.Keys(want))
+				if got := walked(prefix, sorted[0]); !slices.Equal(got, sorted[1:]) {
+					t.Errorf("WalkAfter(%s, the first key): %.80q, want %.80q", prefix, got, sorted[1:])
+				}
+				if got := walked(prefix+"default/configmaps/", ""); len(got) != 2 || !strings.HasPrefix(got[0], prefix+"default/configmaps/") {
+					t.Errorf("WalkAfter of one folder: %.80q", got)
+				}
+				if got := walked(prefix+"nothing-here/", ""); len(got) != 0 {
+					t.Errorf("WalkAfter of an empty folder: %q", got)
 				}
 			}
 			for _, key := range keys {

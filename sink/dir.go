@@ -132,19 +132,19 @@ func (d *Dir) Delete(_ context.Context, key string) error {
 // WalkAfter visits the keys under prefix that sort after after, in key
 // order (a directory store lists them all and keeps those).
 func (d *Dir) WalkAfter(ctx context.Context, prefix, after string, visit func(object.Stored) error) error {
-	var keys []object.Stored
-	err := d.Walk(ctx, prefix, func(s object.Stored) error {
-		if s.Key > after {
-			keys = append(keys, s)
+	var keys []string
+	err := d.keys(ctx, prefix, func(key, _ string) error {
+		if key > after {
+			keys = append(keys, key)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].Key < keys[j].Key })
+	sort.Strings(keys)
 	for _, k := range keys {
-		if err := visit(k); err != nil {
+		if err := visit(object.Stored{Key: k}); err != nil {
 			return err
 		}
 	}
@@ -217,7 +217,33 @@ func (d *Dir) Get(_ context.Context, key, id string) ([]byte, object.Meta, error
 
 // Walk visits the documents under prefix.
 func (d *Dir) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
-	err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
+	return d.keys(ctx, prefix, func(key, p string) error {
+		body, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var md map[string]string
+		if b, err := os.ReadFile(metaPath(p)); err == nil {
+			_ = json.Unmarshal(b, &md) // a damaged sidecar only loses metadata
+		}
+		meta := object.MetaFromMap(md)
+		if sum := object.Digest(body); sum != meta.SHA256 {
+			// Edited by hand: a keyed digest from the sidecar no longer
+			// describes it, so it is rewritten whatever it holds.
+			meta.SHA256, meta.HMAC = sum, ""
+		}
+		return visit(object.Stored{Key: key, Meta: meta})
+	})
+}
+
+// keys calls visit with the key and path of every document under prefix,
+// walking only the folder the prefix names, without reading a file.
+func (d *Dir) keys(ctx context.Context, prefix string, visit func(key, path string) error) error {
+	start := d.root
+	if i := strings.LastIndex(prefix, "/"); i > 0 {
+		start = filepath.Join(d.root, filepath.FromSlash(prefix[:i]))
+	}
+	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -244,21 +270,7 @@ func (d *Dir) Walk(ctx context.Context, prefix string, visit func(object.Stored)
 		if !strings.HasPrefix(key, prefix) {
 			return nil
 		}
-		body, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		var md map[string]string
-		if b, err := os.ReadFile(metaPath(p)); err == nil {
-			_ = json.Unmarshal(b, &md) // a damaged sidecar only loses metadata
-		}
-		meta := object.MetaFromMap(md)
-		if sum := object.Digest(body); sum != meta.SHA256 {
-			// Edited by hand: a keyed digest from the sidecar no longer
-			// describes it, so it is rewritten whatever it holds.
-			meta.SHA256, meta.HMAC = sum, ""
-		}
-		return visit(object.Stored{Key: key, Meta: meta})
+		return visit(key, p)
 	})
 	if err != nil {
 		return fmt.Errorf("list %s: %w", prefix, err)

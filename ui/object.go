@@ -82,7 +82,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		href := base + "?" + url.Values{"b": {v.ID}}.Encode()
 		d.Versions = append(d.Versions, versionRow{Version: v, Href: href, Current: i == newIdx || (!live && i == oldIdx)})
 	}
-	s.compare(r.Context(), &d, versions, newIdx, oldIdx, live)
+	unread := s.compare(r.Context(), &d, versions, newIdx, oldIdx, live)
 	if s.opts.Live != nil {
 		d.LiveHref = base + "?" + url.Values{"b": {versions[newIdx].ID}, "live": {"1"}}.Encode()
 	}
@@ -93,6 +93,11 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 	at := versions[newIdx].Time.UTC().Format(time.RFC3339Nano)
 	d.Restore = fmt.Sprintf("%s restore %s/%s %s --backup-cluster %s --at %s", s.opts.Command, seg, name, scope, cluster, at)
 	d.DiffCmd = fmt.Sprintf("%s diff %s/%s %s --backup-cluster %s --at %s --details", s.opts.Command, seg, name, scope, cluster, at)
+	if unread {
+		// A version that cannot be read, or fails its integrity check, is
+		// never offered to restore.
+		d.Restore, d.DiffCmd = "", ""
+	}
 	if d.Timeline, err = s.timelineOf(r.Context(), cluster, ns+"/"+seg+"/"+name+".yaml", q.Get("range"), base); err != nil {
 		s.fail(w, http.StatusBadGateway, err)
 		return
@@ -106,8 +111,10 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 }
 
 // compare reads the two sides of the diff (versions[newIdx] against
-// versions[oldIdx], or against the live object) into d, masked.
-func (s *Server) compare(ctx context.Context, d *objectData, versions []object.Version, newIdx, oldIdx int, live bool) {
+// versions[oldIdx], or against the live object) into d, masked. It
+// reports whether versions[newIdx] could not be read: a store error, or a
+// document that fails its integrity check.
+func (s *Server) compare(ctx context.Context, d *objectData, versions []object.Version, newIdx, oldIdx int, live bool) (unread bool) {
 	read := func(label string, v object.Version) (side, string, error) {
 		sd := side{Label: label, Version: v, Missing: v.DeleteMarker}
 		if v.DeleteMarker {
@@ -120,6 +127,7 @@ func (s *Server) compare(ctx context.Context, d *objectData, versions []object.V
 	var oldText, newText string
 	var err error
 	d.New, newText, err = read("version", versions[newIdx])
+	unread = err != nil
 	if err == nil {
 		switch {
 		case live:
@@ -134,8 +142,9 @@ func (s *Server) compare(ctx context.Context, d *objectData, versions []object.V
 	}
 	if err != nil {
 		d.Error = err.Error()
-		return
+		return unread
 	}
 	oldText, newText = restore.MaskedTexts([]byte(oldText), []byte(newText))
 	d.Diff = diffTexts(oldText, newText)
+	return false
 }

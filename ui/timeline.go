@@ -73,7 +73,7 @@ type timelineData struct {
 	Bars                      []bar
 	Total                     int
 	Width                     int
-	Source                    string // "journal" or "versions"
+	Source                    string // "journal", "versions", or "journal and versions"
 	Selected                  *bar
 	Changes                   []changeRow
 	// Restore and Diff are the commands that bring a namespace (or a type
@@ -223,20 +223,35 @@ func (s *Server) changes(ctx context.Context, cluster, scope string, from, to ti
 		return changeRow{Time: t, Op: op, Key: k, Manager: manager, Href: objectPath(cluster, k)}, true
 	}
 	var out []changeRow
+	source := "versions"
+	// The journal holds the changes from its oldest object on (older ones
+	// expire); what the range holds before that comes from the versions.
+	until := to
 	if s.opts.Journal != nil {
-		objs, err := s.journalBetween(ctx, layout, from, to)
+		start, ok, err := s.journalStart(ctx, layout)
 		if err != nil {
 			return nil, "", err
 		}
-		if len(objs) > 0 {
+		if ok && start.Before(to) {
+			lo := from
+			if start.After(lo) {
+				lo = start
+			}
+			objs, err := s.journalBetween(ctx, layout, lo, to)
+			if err != nil {
+				return nil, "", err
+			}
 			for _, o := range objs {
 				for _, e := range o.Entries {
-					if c, ok := row(e.Key, e.Time, e.Op, e.Manager); ok {
+					if c, ok := row(e.Key, e.Time, e.Op, e.Manager); ok && !e.Time.Before(start) {
 						out = append(out, c)
 					}
 				}
 			}
-			return out, "journal", nil
+			if !from.Before(start) {
+				return out, "journal", nil
+			}
+			until, source = start, "journal and versions"
 		}
 	}
 	versions, err := s.opts.Reader.Versions(ctx, layout.Root()+strings.TrimSuffix(scope, ".yaml"))
@@ -248,11 +263,45 @@ func (s *Server) changes(ctx context.Context, cluster, scope string, from, to ti
 		if v.DeleteMarker {
 			op = journal.Delete
 		}
-		if c, ok := row(strings.TrimPrefix(v.Key, layout.Root()), v.Time, op, ""); ok {
+		if c, ok := row(strings.TrimPrefix(v.Key, layout.Root()), v.Time, op, ""); ok && v.Time.Before(until) {
 			out = append(out, c)
 		}
 	}
-	return out, "versions", nil
+	return out, source, nil
+}
+
+// journalStart is the time from which the cluster's journal names every
+// change: the first entry of its oldest object (or the time it was taken,
+// if empty); ok is false without a journal.
+func (s *Server) journalStart(ctx context.Context, layout object.Layout) (time.Time, bool, error) {
+	var first string
+	err := s.opts.Journal.WalkAfter(ctx, journal.Prefix(layout), "", func(st object.Stored) error {
+		if _, ok := journal.TakenAt(st.Key); !ok {
+			return nil
+		}
+		first = st.Key
+		return errPast
+	})
+	if err != nil && !errors.Is(err, errPast) {
+		return time.Time{}, false, err
+	}
+	if first == "" {
+		return time.Time{}, false, nil
+	}
+	taken, _ := journal.TakenAt(first)
+	objs, err := s.journalBetween(ctx, layout, taken, taken)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	start := taken
+	for _, o := range objs {
+		for _, e := range o.Entries {
+			if e.Time.Before(start) {
+				start = e.Time
+			}
+		}
+	}
+	return start, true, nil
 }
 
 // inScope says whether the key rel (below the cluster's root) is in scope:
@@ -278,26 +327,55 @@ type journalCache struct {
 const maxCachedEntries = 500_000
 
 // journalBetween reads the journal objects that may hold entries of
-// [from, to): those taken from from on, until one taken a minute after to.
+// [from, to): an entry is in an object taken at or after its time, so
+// those taken from from on, until one whose through time is at or after
+// to (every write stored before that is in it or an earlier one). The
+// objects taken up to a minute after to are read first, the usual flush
+// delay; if none of them is through to (the service could not flush for
+// a while), further ones, a batch at a time.
 func (s *Server) journalBetween(ctx context.Context, layout object.Layout, from, to time.Time) ([]journal.Object, error) {
 	var out []journal.Object
-	var keys []string
-	// The listing names the objects; those already read come from the
-	// cache, the rest are read (and checked) once.
-	err := s.opts.Journal.WalkAfter(ctx, journal.Prefix(layout), journal.Since(layout, from), func(st object.Stored) error {
-		taken, ok := journal.TakenAt(st.Key)
-		if !ok {
+	after := journal.Since(layout, from)
+	for {
+		var keys []string
+		past := 0
+		walked := s.opts.Journal.WalkAfter(ctx, journal.Prefix(layout), after, func(st object.Stored) error {
+			taken, ok := journal.TakenAt(st.Key)
+			if !ok {
+				return nil
+			}
+			if taken.After(to.Add(time.Minute)) {
+				if past++; past > 16 {
+					return errPast
+				}
+			}
+			keys = append(keys, st.Key)
 			return nil
+		})
+		if walked != nil && !errors.Is(walked, errPast) {
+			return nil, walked
 		}
-		if taken.After(to.Add(time.Minute)) {
-			return errPast
+		objs, err := s.readJournal(ctx, keys)
+		if err != nil {
+			return nil, err
 		}
-		keys = append(keys, st.Key)
-		return nil
-	})
-	if err != nil && !errors.Is(err, errPast) {
-		return nil, err
+		out = append(out, objs...)
+		if walked == nil || len(keys) == 0 {
+			return out, nil
+		}
+		for _, o := range objs {
+			if !o.Through.Before(to) {
+				return out, nil
+			}
+		}
+		after = keys[len(keys)-1]
 	}
+}
+
+// readJournal reads the journal objects named, each checked once and
+// then kept.
+func (s *Server) readJournal(ctx context.Context, keys []string) ([]journal.Object, error) {
+	var out []journal.Object
 	var missing []string
 	s.cache.mu.Lock()
 	for _, k := range keys {

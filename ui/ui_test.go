@@ -6,113 +6,34 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cluster-backup/cluster-backup/journal"
 	"github.com/cluster-backup/cluster-backup/object"
+	"github.com/cluster-backup/cluster-backup/sink/sinktest"
 )
 
 // store is an in-memory versioned bucket.
 type store struct {
-	versions map[string][]object.Version // newest first
-	bodies   map[string][]byte
-	metas    map[string]object.Meta
-	journal  map[string][]byte
-	n        int
+	*sinktest.Bucket
+	n int
 }
 
-func newStore() *store {
-	return &store{versions: map[string][]object.Version{}, bodies: map[string][]byte{}, metas: map[string]object.Meta{}, journal: map[string][]byte{}}
-}
+func newStore() *store { return &store{Bucket: sinktest.New()} }
 
 func (s *store) put(key, body, manager string, at time.Time) {
 	s.n++
-	id := fmt.Sprintf("version-%03d", s.n)
-	s.bodies[id], s.metas[id] = []byte(body), object.Meta{Manager: manager, ResourceVersion: fmt.Sprint(s.n)}
-	s.versions[key] = append([]object.Version{{Key: key, ID: id, Time: at}}, s.versions[key]...)
+	s.PutAt(key, []byte(body), object.Meta{Manager: manager, ResourceVersion: fmt.Sprint(s.n)}, at)
 }
 
-func (s *store) del(key string, at time.Time) {
-	s.n++
-	s.versions[key] = append([]object.Version{{Key: key, ID: fmt.Sprintf("version-%03d", s.n), Time: at, DeleteMarker: true}}, s.versions[key]...)
-}
+func (s *store) del(key string, at time.Time) { s.DeleteAt(key, at) }
 
-func (s *store) Versions(_ context.Context, prefix string) ([]object.Version, error) {
-	var keys []string
-	for k := range s.versions {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	var out []object.Version
-	for _, k := range keys {
-		out = append(out, s.versions[k]...)
-	}
-	return out, nil
-}
-
-func (s *store) Get(_ context.Context, key, id string) ([]byte, object.Meta, error) {
-	if b, ok := s.journal[key]; ok {
-		return b, object.Meta{SHA256: object.Digest(b)}, nil
-	}
-	if id == "" && len(s.versions[key]) > 0 && !s.versions[key][0].DeleteMarker {
-		id = s.versions[key][0].ID
-	}
-	b, ok := s.bodies[id]
-	if !ok {
-		return nil, object.Meta{}, object.ErrNotFound
-	}
-	return b, s.metas[id], nil
-}
-
-func (s *store) WalkAfter(_ context.Context, prefix, after string, visit func(object.Stored) error) error {
-	if strings.HasPrefix(prefix, "clusterbackup/_journal/") {
-		return s.walkJournal(prefix, after, visit)
-	}
-	for k, vs := range s.versions {
-		if strings.HasPrefix(k, prefix) && k > after && !vs[0].DeleteMarker {
-			if err := visit(object.Stored{Key: k}); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func (s *store) Folders(_ context.Context, prefix string) ([]string, error) {
-	seen := map[string]bool{}
-	for k := range s.versions {
-		if rest, ok := strings.CutPrefix(k, prefix); ok {
-			name, _, _ := strings.Cut(rest, "/")
-			seen[name] = true
-		}
-	}
-	seen["_journal"] = true
-	var out []string
-	for n := range seen {
-		out = append(out, n)
-	}
-	return out, nil
-}
-
-func (s *store) walkJournal(prefix, after string, visit func(object.Stored) error) error {
-	var keys []string
-	for k := range s.journal {
-		if strings.HasPrefix(k, prefix) && k > after {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := visit(object.Stored{Key: k}); err != nil {
-			return err
-		}
-	}
-	return nil
+// versions are key's versions, newest first.
+func (s *store) versions(key string) []object.Version {
+	vs, _ := s.Versions(context.Background(), key)
+	return vs
 }
 
 const secretValue = "c3VwZXItc2VjcmV0LXZhbHVl" // base64 of super-secret-value
@@ -144,7 +65,7 @@ func fixture(t *testing.T, withJournal bool) (*httptest.Server, *store, time.Tim
 			{Time: now.Add(-10 * time.Minute), Op: journal.Put, Key: "shop/configmaps/settings.yaml", Manager: "kubectl-edit"},
 			{Time: now.Add(-5 * time.Minute), Op: journal.Delete, Key: "shop/configmaps/gone.yaml"},
 		}})
-		s.journal[journal.Name(layout, now.Add(-5*time.Minute), "00000000")] = body
+		s.PutAt(journal.Name(layout, now.Add(-5*time.Minute), "00000000"), body, object.Meta{SHA256: object.Digest(body)}, now.Add(-5*time.Minute))
 	}
 	srv, err := New(Options{Reader: s, Lister: s, Folders: s, Journal: s, AcceptUnsigned: true, Prefix: "clusterbackup",
 		Now: func() time.Time { return now }})
@@ -222,8 +143,8 @@ func TestPages(t *testing.T) {
 		}
 	}
 	// An older pair, side by side.
-	first := s.versions["clusterbackup/east/shop/configmaps/settings.yaml"][2].ID
-	second := s.versions["clusterbackup/east/shop/configmaps/settings.yaml"][1].ID
+	first := s.versions("clusterbackup/east/shop/configmaps/settings.yaml")[2].ID
+	second := s.versions("clusterbackup/east/shop/configmaps/settings.yaml")[1].ID
 	split, _ := get(t, hs.URL+"/c/east/o/shop/configmaps/settings?a="+first+"&b="+second+"&view=split")
 	if !strings.Contains(split, `<td class="del">  level: debug</td>`) || !strings.Contains(split, `<td class="add">  level: info</td>`) {
 		t.Errorf("side by side:\n%s", split)
@@ -268,12 +189,17 @@ func TestTimeline(t *testing.T) {
 	for _, withJournal := range []bool{true, false} {
 		hs, _, now := fixture(t, withJournal)
 		page, _ := get(t, hs.URL+"/c/east/timeline?scope=shop/&range=1h")
-		source := "change journal"
+		// The journal begins 10 minutes ago: what the hour holds before
+		// that comes from the versions.
+		source := "bucket's versions, then the change journal"
 		if !withJournal {
 			source = "bucket's versions"
 		}
-		if !strings.Contains(page, "from the "+source) {
+		if !strings.Contains(page, "from the "+source+")") {
 			t.Errorf("journal %v: timeline not from the %s:\n%s", withJournal, source, page)
+		}
+		if early := fmt.Sprintf("bucket=%d", now.Add(-50*time.Minute).Unix()); !strings.Contains(page, early) {
+			t.Errorf("journal %v: no bar for the change of 50 minutes ago, before the journal began:\n%s", withJournal, page)
 		}
 		// The minute of the last update of settings has a bar, and its
 		// changes are listed behind it.

@@ -531,21 +531,25 @@ func (b *browser) patchTexts(older, newer []byte) (string, string) {
 		return obj
 	}
 	oo, no := decode(o), decode(n)
-	if no == nil {
-		return string(o), "" // unreadable: shown as such by the version line
-	}
 	restore.MaskSecrets(no, oo)
-	encode := func(obj *unstructured.Unstructured) string {
-		if obj == nil {
+	show := func(obj *unstructured.Unstructured, raw []byte) string {
+		switch {
+		case obj != nil:
+			enc, err := encode.Options{IncludeManagedFields: true, IncludeStatus: true}.Encode(obj)
+			if err != nil {
+				return err.Error()
+			}
+			return string(enc.Body)
+		case len(raw) == 0:
 			return ""
+		case bytes.Contains(raw, []byte("kind: Secret")):
+			// Unreadable (shown as such by the version line), and never
+			// shown in the clear.
+			return "# a Secret that does not parse: withheld\n"
 		}
-		enc, err := encode.Options{IncludeManagedFields: true, IncludeStatus: true}.Encode(obj)
-		if err != nil {
-			return err.Error()
-		}
-		return string(enc.Body)
+		return string(raw)
 	}
-	return encode(oo), encode(no)
+	return show(oo, o), show(no, n)
 }
 
 // history prints every version of one object, newest first, and with

@@ -451,3 +451,15 @@ func testenvMinIO(t *testing.T) (*testenv.MinIO, error) {
 	t.Cleanup(srv.Stop)
 	return srv, nil
 }
+
+// forgeVersion writes a version of key into the bucket as someone with the
+// store's credentials and without the integrity key would: body, its
+// digest (so only the tag can give it away), and the metadata given.
+func forgeVersion(t *testing.T, key, body string, meta map[string]string) {
+	t.Helper()
+	md := map[string]string{object.MetaSHA256: object.Digest([]byte(body))}
+	maps.Copy(md, meta)
+	if _, err := e2e.bucket.PutObject(bg, bucketName, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{UserMetadata: md}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/minio/minio-go/v7"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -18,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cluster-backup/cluster-backup/encrypt"
-	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/restore"
 )
 
@@ -199,11 +197,7 @@ func TestRestoreBelievesOnlyWhatTheServiceWrote(t *testing.T) {
 	}
 	forge := func(key, body string) {
 		t.Helper()
-		if _, err := e2e.bucket.PutObject(bg, bucketName, key, strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{
-			UserMetadata: map[string]string{object.MetaSHA256: object.Digest([]byte(body))},
-		}); err != nil {
-			t.Fatal(err)
-		}
+		forgeVersion(t, key, body, nil)
 	}
 	forge(s.key(ns, "configmaps", "settings"), "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: e2e-forged-admin\n"+
 		"roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: Group\n  name: system:authenticated\n")

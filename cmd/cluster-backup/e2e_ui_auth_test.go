@@ -3,17 +3,20 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/cluster-backup/cluster-backup/object"
 	"github.com/cluster-backup/cluster-backup/testenv"
 )
 
@@ -145,5 +148,78 @@ func TestWebViewAuth(t *testing.T) {
 	}
 	if code, _, _, _ := do(http.MethodPost, page, viewer, "", url.Values{"x": {"y"}}, nil); code != http.StatusMethodNotAllowed {
 		t.Errorf("a POST to a page: %d, want 405", code)
+	}
+}
+
+// TestWebViewForgedDocuments: with INTEGRITY_KEY, a version written into
+// the bucket by someone other than the service (a replayed tag, or none)
+// is shown as failing its check: none of its content reaches the page,
+// and the page offers no command to restore it; the genuine version
+// before it is shown as it was stored, with its restore command.
+func TestWebViewForgedDocuments(t *testing.T) {
+	requireServers(t)
+	ns, cluster := "e2e-ui-forged", "webview-forged"
+	const key = "web-view-integrity-key-0123456789"
+	createNamespace(t, ns)
+	createConfigMap(t, ns, "settings", map[string]string{"mode": "genuine-4711"}, nil, nil)
+	createConfigMap(t, ns, "plain", map[string]string{"a": "genuine-4712"}, nil, nil)
+	svc := startService(t, cluster, serviceOptions{secrets: []string{key},
+		env: map[string]string{"INTEGRITY_KEY": key}, configMap: map[string]string{"include-namespaces": ns}})
+	svc.waitPass(1)
+	settingsKey, plainKey := svc.key(ns, "configmaps", "settings"), svc.key(ns, "configmaps", "plain")
+	eventually(t, 30*time.Second, "both stored", func() bool { return svc.versions(settingsKey) == 1 && svc.versions(plainKey) == 1 })
+	genuine, err := e2e.bucket.StatObject(bg, bucketName, settingsKey, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.stop() // so that no pass rewrites the forgeries
+	forge := func(key, body string, meta map[string]string) {
+		t.Helper()
+		md := map[string]string{object.MetaAPIVersion: "v1"}
+		maps.Copy(md, meta)
+		forgeVersion(t, key, body, md)
+	}
+	gm := object.MetaFromMap(genuine.UserMetadata)
+	forge(settingsKey, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: "+ns+"\ndata:\n  mode: forged-0666\n",
+		map[string]string{object.MetaIntegrity: gm.Integrity, object.MetaClusterUID: gm.ClusterUID})
+	forge(plainKey, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n  namespace: "+ns+"\ndata:\n  a: forged-0667\n", nil)
+
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	startService(t, cluster, serviceOptions{args: []string{"ui"}, secrets: []string{key},
+		env: map[string]string{"UI_ADDR": fmt.Sprintf("127.0.0.1:%d", port), "INTEGRITY_KEY": key}})
+	get := func(path string) string {
+		t.Helper()
+		var body []byte
+		eventually(t, 30*time.Second, "the web view answering "+path, func() bool {
+			resp, err := http.Get(base + path)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			body, err = io.ReadAll(resp.Body)
+			return err == nil && resp.StatusCode == http.StatusOK
+		})
+		return string(body)
+	}
+	for name, forged := range map[string]string{"settings": "forged-0666", "plain": "forged-0667"} {
+		page := get("/c/" + cluster + "/o/" + ns + "/configmaps/" + name)
+		if strings.Contains(page, forged) {
+			t.Errorf("%s: the forged content is on the page", name)
+		}
+		if !strings.Contains(page, "integrity") || !strings.Contains(page, `role="alert"`) {
+			t.Errorf("%s: the page does not say the version fails its integrity check:\n%s", name, page)
+		}
+		if strings.Contains(page, "restore-command") || strings.Contains(page, " restore configmaps/"+name) {
+			t.Errorf("%s: the page offers to restore the forged version", name)
+		}
+	}
+	// The genuine version, by its ID: shown, with its restore command.
+	page := get("/c/" + cluster + "/o/" + ns + "/configmaps/settings?b=" + genuine.VersionID)
+	if !strings.Contains(page, "genuine-4711") || !strings.Contains(page, "restore configmaps/settings -n "+ns) {
+		t.Errorf("the genuine version is not shown with its restore command:\n%s", page)
 	}
 }
