@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -11,20 +10,19 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
@@ -61,9 +59,7 @@ func TestGitSyncImage(t *testing.T) {
 	if !strings.HasPrefix(ref, "ghcr.io/cluster-backup/cluster-backup-git:") {
 		t.Errorf("the chart's git-sync image %q", ref)
 	}
-	if err := build(out, ref, "v9.8.7", "0123abc", []string{"linux/amd64", "linux/arm64"}, gitSyncImage); err != nil {
-		t.Fatal(err)
-	}
+	buildImage(t, out, ref, "-git-sync")
 	images := imagesOf(t, filepath.Join(out, "oci"), ref)
 	for arch, img := range images {
 		cf, err := img.ConfigFile()
@@ -74,25 +70,25 @@ func TestGitSyncImage(t *testing.T) {
 			cf.Config.Labels["org.opencontainers.image.title"] != "cluster-backup-git" {
 			t.Errorf("%s: user %q, cmd %q, labels %v", arch, cf.Config.User, cf.Config.Cmd, cf.Config.Labels)
 		}
-		files := filesOf(t, img)
+		root := filepath.Join(out, "rootfs-"+arch)
+		unpackImage(t, out, img, root)
 		for _, name := range []string{"usr/bin/git", "usr/bin/ssh", "bin/dash", "etc/os-release", "var/lib/dpkg/status.d/git",
 			"usr/share/doc/git/copyright", "usr/local/bin/cluster-backup", "etc/passwd"} {
-			if _, ok := files[name]; !ok {
-				t.Errorf("%s: no %s in the image", arch, name)
+			if _, err := os.Lstat(filepath.Join(root, name)); err != nil {
+				t.Errorf("%s: %v", arch, err)
 			}
 		}
-		for name := range files {
-			if strings.HasPrefix(name, "usr/share/man/") || strings.HasPrefix(name, "usr/share/locale/") {
-				t.Errorf("%s: the image holds %s", arch, name)
-				break
+		for _, dir := range []string{"usr/share/man", "usr/share/locale"} {
+			if _, err := os.Stat(filepath.Join(root, dir)); err == nil {
+				t.Errorf("%s: the image holds %s", arch, dir)
 			}
 		}
-		if !strings.Contains(string(files["var/lib/dpkg/status.d/git"]), "Status: install ok installed") {
-			t.Errorf("%s: status.d/git: %q", arch, files["var/lib/dpkg/status.d/git"])
+		if status, _ := os.ReadFile(filepath.Join(root, "var/lib/dpkg/status.d/git")); !strings.Contains(string(status), "Status: install ok installed") {
+			t.Errorf("%s: status.d/git: %q", arch, status)
 		}
 		want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[arch]
 		for _, name := range []string{"usr/bin/git", "usr/bin/ssh", "usr/local/bin/cluster-backup"} {
-			f, err := elf.NewFile(strings.NewReader(string(files[name])))
+			f, err := elf.Open(filepath.Join(root, name))
 			if err != nil {
 				t.Errorf("%s: %s: %v", arch, name, err)
 				continue
@@ -100,6 +96,7 @@ func TestGitSyncImage(t *testing.T) {
 			if f.Machine != want {
 				t.Errorf("%s: %s is built for %v", arch, name, f.Machine)
 			}
+			_ = f.Close()
 		}
 	}
 	var sbom struct {
@@ -142,8 +139,7 @@ func TestGitSyncImage(t *testing.T) {
 		}
 		t.Skip("skipping the run: it needs root (a mount namespace and chroot)")
 	}
-	root := filepath.Join(out, "rootfs")
-	unpackImage(t, img, root)
+	root := filepath.Join(out, "rootfs-"+runtime.GOARCH)
 	for _, d := range []string{"tmp", "dev", "proc"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -212,7 +208,7 @@ func TestGitSyncImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func(repository string, env ...string) *strings.Builder {
+	start := func(repository string, env ...string) *syncBuffer {
 		port, err := testenv.FreePort()
 		if err != nil {
 			t.Fatal(err)
@@ -222,7 +218,7 @@ func TestGitSyncImage(t *testing.T) {
 			"CLUSTER_NAME=demo", "MINIO_ENDPOINT="+srv.Endpoint, "MINIO_ACCESS_KEY="+srv.AccessKey, "MINIO_SECRET_KEY="+srv.SecretKey,
 			"MINIO_USE_SSL=false", "GIT_REPOSITORY="+repository, "GIT_WORKDIR=/tmp/"+filepath.Base(repository),
 			"GIT_COMMIT_WINDOW=1s", fmt.Sprintf("METRICS_ADDR=127.0.0.1:%d", port)), env...)
-		logs := &strings.Builder{}
+		logs := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -266,7 +262,7 @@ func TestGitSyncImage(t *testing.T) {
 		}
 		return logs
 	}
-	for _, logs := range []*strings.Builder{
+	for _, logs := range []*syncBuffer{
 		start(gitServer.URL+"/http.git", "GIT_CREDENTIALS_FILE=/tmp/credentials"),
 		start("ssh://git@"+sshAddr+"/ssh.git", "GIT_SSH_KEY_FILE=/tmp/ssh-key"),
 	} {
@@ -274,6 +270,24 @@ func TestGitSyncImage(t *testing.T) {
 			t.Error("a credential is in git-sync's log")
 		}
 	}
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // writeSSHKey writes a new ed25519 private key in OpenSSH's format to
@@ -444,56 +458,27 @@ func imagesOf(t *testing.T, dir, ref string) map[string]v1.Image {
 	return images
 }
 
-// unpackImage writes an image's file system, its layers applied, under
-// root, as a container runtime would.
-func unpackImage(t *testing.T, img v1.Image, root string) {
+// unpackImage applies an image's layers, from the OCI layout in out, under
+// root, as a container runtime would (the layers hold no whiteouts).
+func unpackImage(t *testing.T, out string, img v1.Image, root string) {
 	t.Helper()
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return
-		}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		d, err := l.Digest()
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := filepath.Join(root, filepath.Clean("/"+h.Name))
-		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			err = os.MkdirAll(name, os.FileMode(h.Mode).Perm())
-			if err == nil {
-				err = os.Chmod(name, os.FileMode(h.Mode).Perm()|stickyOf(h.Mode))
-			}
-		case tar.TypeReg:
-			var f *os.File
-			if f, err = os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode).Perm()); err == nil {
-				_, err = io.Copy(f, tr)
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-			}
-		case tar.TypeSymlink:
-			err = os.Symlink(h.Linkname, name)
-		case tar.TypeLink:
-			err = os.Link(filepath.Join(root, filepath.Clean("/"+h.Linkname)), name)
-		}
-		if err != nil {
-			t.Fatal(err)
+		blob := filepath.Join(out, "oci", "blobs", d.Algorithm, d.Hex)
+		if got, err := exec.Command("tar", "-xzf", blob, "-C", root).CombinedOutput(); err != nil {
+			t.Fatalf("unpacking layer %s: %v\n%s", d, err, got)
 		}
 	}
-}
-
-// stickyOf is the sticky bit of a tar mode as Go's file mode.
-func stickyOf(mode int64) os.FileMode {
-	if mode&0o1000 != 0 {
-		return os.ModeSticky
-	}
-	return 0
 }
 
 // git runs git in dir.
