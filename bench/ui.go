@@ -126,14 +126,22 @@ func (e *env) storeHistory(ctx context.Context, layout object.Layout) (journalOb
 		return fmt.Appendf(nil, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: %s\ndata:\n  version: %q\n", cmName(i), e.cmNamespace(i), fmt.Sprint(v))
 	}
 	start := time.Now()
-	if err := e.putAll(ctx, e.cfg.historyObjects, func(i int) (string, []byte) { return key(i), body(i, 0) }); err != nil {
+	// Each entry is timed as the service times it: at its write.
+	written := make([]time.Time, e.cfg.historyObjects)
+	put := func(n, v int) error {
+		return e.putAll(ctx, n, func(i int) (string, []byte) { written[i] = time.Now().UTC(); return key(i), body(i, v) })
+	}
+	journaled := func(n int) []journal.Entry {
+		var out []journal.Entry
+		for i := range n {
+			out = append(out, journal.Entry{Time: written[i], Op: journal.Put, Key: key(i)[len(layout.Root()):], Manager: "bench"})
+		}
+		return out
+	}
+	if err := put(e.cfg.historyObjects, 0); err != nil {
 		return 0, 0, err
 	}
-	var entries []journal.Entry
-	now := time.Now().UTC()
-	for i := range e.cfg.historyObjects {
-		entries = append(entries, journal.Entry{Time: now, Op: journal.Put, Key: key(i)[len(layout.Root()):], Manager: "bench"})
-	}
+	entries := journaled(e.cfg.historyObjects)
 	flush := func() error {
 		for len(entries) > 0 {
 			n := min(len(entries), uiJournalEntries)
@@ -152,13 +160,10 @@ func (e *env) storeHistory(ctx context.Context, layout object.Layout) (journalOb
 		return 0, 0, err
 	}
 	for v := 1; v < uiVersions; v++ {
-		if err := e.putAll(ctx, e.cfg.historyChanged, func(i int) (string, []byte) { return key(i), body(i, v) }); err != nil {
+		if err := put(e.cfg.historyChanged, v); err != nil {
 			return 0, 0, err
 		}
-		now = time.Now().UTC()
-		for i := range e.cfg.historyChanged {
-			entries = append(entries, journal.Entry{Time: now, Op: journal.Put, Key: key(i)[len(layout.Root()):], Manager: "bench"})
-		}
+		entries = append(entries, journaled(e.cfg.historyChanged)...)
 		if err := flush(); err != nil {
 			return 0, 0, err
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -227,6 +228,10 @@ func (s *Server) changes(ctx context.Context, cluster, scope string, from, to ti
 	// The journal holds the changes from its oldest object on (older ones
 	// expire); what the range holds before that comes from the versions.
 	until := to
+	// The journal's first entries, by key: a version stored just before
+	// the journal began may be one of them (an entry is timed when the
+	// store answered), and is then counted once.
+	early := map[string][]time.Time{}
 	if s.opts.Journal != nil {
 		start, ok, err := s.journalStart(ctx, layout)
 		if err != nil {
@@ -245,6 +250,9 @@ func (s *Server) changes(ctx context.Context, cluster, scope string, from, to ti
 				for _, e := range o.Entries {
 					if c, ok := row(e.Key, e.Time, e.Op, e.Manager); ok && !e.Time.Before(start) {
 						out = append(out, c)
+						if e.Time.Before(start.Add(journalSkew)) {
+							early[e.Key] = append(early[e.Key], e.Time)
+						}
 					}
 				}
 			}
@@ -263,12 +271,20 @@ func (s *Server) changes(ctx context.Context, cluster, scope string, from, to ti
 		if v.DeleteMarker {
 			op = journal.Delete
 		}
-		if c, ok := row(strings.TrimPrefix(v.Key, layout.Root()), v.Time, op, ""); ok && v.Time.Before(until) {
+		rel := strings.TrimPrefix(v.Key, layout.Root())
+		if !v.Time.Before(until) || slices.ContainsFunc(early[rel], func(t time.Time) bool { return t.Sub(v.Time).Abs() < journalSkew }) {
+			continue
+		}
+		if c, ok := row(rel, v.Time, op, ""); ok {
 			out = append(out, c)
 		}
 	}
 	return out, source, nil
 }
+
+// journalSkew bounds how far a journal entry's time may be from its
+// version's: the entry is timed when the store answered the write.
+const journalSkew = 2 * time.Second
 
 // journalStart is the time from which the cluster's journal names every
 // change: the first entry of its oldest object (or the time it was taken,

@@ -243,3 +243,34 @@ func TestDiffTexts(t *testing.T) {
 		t.Errorf("a first version: %+v", d)
 	}
 }
+
+// TestTimelineCountsEachChangeOnce: where the journal begins, a change is
+// both a version (timed by the store) and the journal's first entry
+// (timed when the store answered, a moment later): it is counted once;
+// the changes before it, from the versions, and after it, from the
+// journal, each once too.
+func TestTimelineCountsEachChangeOnce(t *testing.T) {
+	s := newStore()
+	now := time.Date(2026, 12, 7, 12, 30, 0, 0, time.UTC)
+	root, layout := "clusterbackup/east/", object.Layout{Prefix: "clusterbackup", Cluster: "east"}
+	s.put(root+"shop/configmaps/a.yaml", cm("1"), "", now.Add(-40*time.Minute)) // before the journal
+	began := now.Add(-20 * time.Minute)
+	s.put(root+"shop/configmaps/a.yaml", cm("2"), "", began.Add(-300*time.Millisecond))
+	s.put(root+"shop/configmaps/b.yaml", cm("1"), "", now.Add(-10*time.Minute))
+	body := journal.Encode(journal.Object{Through: now.Add(-10 * time.Minute), Entries: []journal.Entry{
+		{Time: began, Op: journal.Put, Key: "shop/configmaps/a.yaml"},
+		{Time: now.Add(-10 * time.Minute), Op: journal.Put, Key: "shop/configmaps/b.yaml"},
+	}})
+	s.PutAt(journal.Name(layout, now.Add(-10*time.Minute), "00000000"), body, object.Meta{SHA256: object.Digest(body)}, now.Add(-10*time.Minute))
+	srv, err := New(Options{Reader: s, Lister: s, Folders: s, Journal: s, AcceptUnsigned: true, Prefix: "clusterbackup",
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	page, _ := get(t, hs.URL+"/c/east/timeline?scope=shop/&range=1h")
+	if !strings.Contains(page, "3 changes from") {
+		t.Errorf("the hour counts other than 3 changes:\n%s", page)
+	}
+}
