@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -39,7 +40,18 @@ type caches struct {
 	// type without an informer is one the rules in force leave out.
 	segments     object.Segments
 	failedGroups []string // groups whose discovery failed last round
+
+	// awaiting are the objects left out because an owner they name is
+	// not in its type's cache yet, by that owner's UID: an owner and its
+	// dependents come on different watches, in any order. When the owner
+	// arrives they are judged again (follow-owner-references).
+	awaitMu  sync.Mutex
+	awaiting map[types.UID]map[object.Ref]struct{}
 }
+
+// maxAwaiting bounds the owners awaited; beyond it they are forgotten,
+// and the next snapshot pass judges their dependents again.
+const maxAwaiting = 100_000
 
 // Synced reports whether every informer has synced or was denied.
 func (c *caches) Synced() bool {
@@ -198,9 +210,14 @@ func (c *caches) Check(ref object.Ref, doc object.Document) error {
 	return EncodeOptions(rules, nil).Check(doc.Body, doc.Shape, doc.Emitted, doc.Meta.APIVersion, kind, ref.Name)
 }
 
-// keep applies the object filters.
+// keep applies the object filters. An object left out while an owner it
+// names is not cached yet awaits that owner.
 func (c *caches) keep(rules filter.Rules, inf *informer, obj *cached) bool {
-	keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), c)
+	probe := ownerProbe{caches: c}
+	keep, reason := rules.KeepObject(inf.res, obj, inf.selected.Load(), &probe)
+	if !keep && len(probe.missing) > 0 {
+		c.await(probe.missing, object.Ref{Group: inf.res.Group, Resource: inf.res.Resource, Namespace: obj.GetNamespace(), Name: obj.GetName()})
+	}
 	if !keep && inf.selected.Load() {
 		c.log.Debug("Object filtered out by configuration", logging.Op(logging.OpResourceFilter),
 			logging.Namespace(obj.GetNamespace()), logging.Resource(inf.res.Segment()),
@@ -211,25 +228,79 @@ func (c *caches) keep(rules filter.Rules, inf *informer, obj *cached) bool {
 
 // Owner finds an owner in the caches (filter.Owners).
 func (c *caches) Owner(namespace string, ref metav1.OwnerReference) (metav1.Object, bool, bool) {
+	owner, selected, _, ok := c.owner(namespace, ref)
+	return owner, selected, ok
+}
+
+// owner finds an owner in the caches; watched says whether its type has
+// an informer, so that an owner not found may still arrive.
+func (c *caches) owner(namespace string, ref metav1.OwnerReference) (owner metav1.Object, selected, watched, ok bool) {
 	gv, err := schema.ParseGroupVersion(ref.APIVersion)
 	if err != nil {
-		return nil, false, false
+		return nil, false, false, false
 	}
 	c.mu.RLock()
-	gr, ok := c.kinds[schema.GroupKind{Group: gv.Group, Kind: ref.Kind}]
+	gr, known := c.kinds[schema.GroupKind{Group: gv.Group, Kind: ref.Kind}]
 	inf := c.informers[gr]
 	c.mu.RUnlock()
-	if !ok || inf == nil {
-		return nil, false, false
+	if !known || inf == nil {
+		return nil, false, false, false
 	}
 	if !inf.res.Namespaced {
 		namespace = ""
 	}
-	owner, ok := inf.get(cache.NewObjectName(namespace, ref.Name).String())
+	found, ok := inf.get(cache.NewObjectName(namespace, ref.Name).String())
 	if !ok {
-		return nil, false, false
+		return nil, false, true, false
 	}
-	return owner, inf.selected.Load(), true
+	return found, inf.selected.Load(), true, true
+}
+
+// ownerProbe finds owners in the caches (filter.Owners) and notes those
+// of a watched type that are not cached (yet).
+type ownerProbe struct {
+	*caches
+	missing []types.UID
+}
+
+func (p *ownerProbe) Owner(namespace string, ref metav1.OwnerReference) (metav1.Object, bool, bool) {
+	owner, selected, watched, ok := p.owner(namespace, ref)
+	if !ok && watched && ref.UID != "" {
+		p.missing = append(p.missing, ref.UID)
+	}
+	return owner, selected, ok
+}
+
+// await records ref as a dependent of the owners not cached yet.
+func (c *caches) await(owners []types.UID, ref object.Ref) {
+	c.awaitMu.Lock()
+	defer c.awaitMu.Unlock()
+	if c.awaiting == nil || len(c.awaiting) >= maxAwaiting {
+		c.awaiting = map[types.UID]map[object.Ref]struct{}{}
+	}
+	for _, uid := range owners {
+		if c.awaiting[uid] == nil {
+			c.awaiting[uid] = map[object.Ref]struct{}{}
+		}
+		c.awaiting[uid][ref] = struct{}{}
+	}
+}
+
+// arrived returns, and forgets, the dependents that awaited the owner of
+// uid.
+func (c *caches) arrived(uid types.UID) []object.Ref {
+	c.awaitMu.Lock()
+	defer c.awaitMu.Unlock()
+	deps := c.awaiting[uid]
+	if deps == nil {
+		return nil
+	}
+	delete(c.awaiting, uid)
+	out := make([]object.Ref, 0, len(deps))
+	for ref := range deps {
+		out = append(out, ref)
+	}
+	return out
 }
 
 // Each visits every cached object of every watched type whose cache is

@@ -440,6 +440,15 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 		}
 		m.queue.Enqueue(object.Ref{Group: w.res.Group, Resource: w.res.Resource, Namespace: o.GetNamespace(), Name: o.GetName()})
 	}
+	// present is an object now in the cache: the dependents that awaited
+	// it as their owner are judged again.
+	present := func(obj any) {
+		if o, err := metaAccessor(obj); err == nil {
+			for _, ref := range m.arrived(o.GetUID()) {
+				m.queue.Enqueue(ref)
+			}
+		}
+	}
 	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(obj any, isInInitialList bool) {
 			// The first list is backed up by the snapshot pass that
@@ -448,8 +457,9 @@ func (m *Manager) startInformer(ctx context.Context, w *informer, rules filter.R
 			if !isInInitialList {
 				enqueue(obj)
 			}
+			present(obj)
 		},
-		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		UpdateFunc: func(_, obj any) { enqueue(obj); present(obj) },
 		DeleteFunc: enqueue,
 	})
 	ictx, cancel := context.WithCancel(ctx)

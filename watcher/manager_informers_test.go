@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -247,6 +248,35 @@ func TestManagerInformers(t *testing.T) {
 			if _, state, _ := om.Document(ref); state != want {
 				t.Errorf("ReplicaSet %s is %v, want %v", name, state, want)
 			}
+		}
+
+		// An owner and its dependents come on different watches: a
+		// ReplicaSet judged while its Deployment is not cached yet is left
+		// out, and judged again when the Deployment arrives.
+		deployments := informerOf(om, "apps", "deployments")
+		item, exists, err := deployments.inf.GetStore().GetByKey("m/web")
+		if err != nil || !exists {
+			t.Fatalf("the Deployment is not cached: %v", err)
+		}
+		if err := deployments.inf.GetStore().Delete(item); err != nil {
+			t.Fatal(err)
+		}
+		rs := object.Ref{Group: "apps", Resource: "replicasets", Namespace: "m", Name: "web-owned"}
+		if _, state, _ := om.Document(rs); state != object.Absent {
+			t.Fatalf("with its owner not cached the ReplicaSet is %v, want Absent", state)
+		}
+		queue := om.queue.(*recorder)
+		queue.mu.Lock()
+		before := queue.refs[rs]
+		queue.mu.Unlock()
+		must(cs.AppsV1().Deployments("m").Patch(ctx, "web", types.MergePatchType, []byte(`{"metadata":{"annotations":{"touched":"1"}}}`), metav1.PatchOptions{}))
+		poll(t, 30*time.Second, "the ReplicaSet queued again when its owner arrives", func() bool {
+			queue.mu.Lock()
+			defer queue.mu.Unlock()
+			return queue.refs[rs] > before
+		})
+		if _, state, _ := om.Document(rs); state != object.Present {
+			t.Errorf("with its owner back the ReplicaSet is %v, want Present", state)
 		}
 	})
 }

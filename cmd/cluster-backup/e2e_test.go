@@ -332,7 +332,7 @@ func TestFollowOwnerReferences(t *testing.T) {
 	if _, err := e2e.cs.AppsV1().Deployments(ns).Create(bg, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the Deployment's ReplicaSet and Pod in the bucket", func() bool {
+	eventually(t, 60*time.Second, "the Deployment's ReplicaSet and Pod in the bucket", func() bool {
 		rs, pods := 0, 0
 		for k := range s.stored() {
 			rs += strings.Count(k, "/replicasets/")
