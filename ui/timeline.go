@@ -305,7 +305,7 @@ func (s *Server) journalStart(ctx context.Context, layout object.Layout) (time.T
 		return time.Time{}, false, nil
 	}
 	taken, _ := journal.TakenAt(first)
-	objs, err := s.journalBetween(ctx, layout, taken, taken)
+	objs, err := s.readJournal(ctx, []string{first})
 	if err != nil {
 		return time.Time{}, false, err
 	}

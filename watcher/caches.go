@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cluster-backup/cluster-backup/filter"
 	"github.com/cluster-backup/cluster-backup/logging"
@@ -47,6 +48,8 @@ type caches struct {
 	// arrives they are judged again (follow-owner-references).
 	awaitMu  sync.Mutex
 	awaiting map[types.UID]map[object.Ref]struct{}
+	// awaited is len(awaiting), read without the lock on every event.
+	awaited atomic.Int64
 }
 
 // maxAwaiting bounds the owners awaited; beyond it they are forgotten,
@@ -284,11 +287,15 @@ func (c *caches) await(owners []types.UID, ref object.Ref) {
 		}
 		c.awaiting[uid][ref] = struct{}{}
 	}
+	c.awaited.Store(int64(len(c.awaiting)))
 }
 
 // arrived returns, and forgets, the dependents that awaited the owner of
 // uid.
 func (c *caches) arrived(uid types.UID) []object.Ref {
+	if c.awaited.Load() == 0 {
+		return nil // the common case, without follow-owner-references
+	}
 	c.awaitMu.Lock()
 	defer c.awaitMu.Unlock()
 	deps := c.awaiting[uid]
@@ -296,6 +303,7 @@ func (c *caches) arrived(uid types.UID) []object.Ref {
 		return nil
 	}
 	delete(c.awaiting, uid)
+	c.awaited.Store(int64(len(c.awaiting)))
 	out := make([]object.Ref, 0, len(deps))
 	for ref := range deps {
 		out = append(out, ref)
