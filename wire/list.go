@@ -197,14 +197,13 @@ func (l *listReader) item(raw []byte) error {
 	return l.hand(m)
 }
 
-// hand completes a decoded item with the list's type when it carries none,
-// and hands it over.
+// hand completes a decoded item with the list's type when it carries
+// neither kind nor apiVersion (as the stock decoder does: an item with one
+// of them is left as it is), and hands it over.
 func (l *listReader) hand(m map[string]any) error {
 	u := &unstructured.Unstructured{Object: m}
-	if u.GetKind() == "" {
+	if u.GetKind() == "" && u.GetAPIVersion() == "" {
 		u.SetKind(l.kind)
-	}
-	if u.GetAPIVersion() == "" {
 		u.SetAPIVersion(l.apiVersion)
 	}
 	return l.each(u)
