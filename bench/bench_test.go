@@ -43,7 +43,7 @@ func TestSmoke(t *testing.T) {
 	if i.APIRequests["GET configmaps"] != 0 {
 		t.Errorf("per-object GETs at start: %v", i.APIRequests)
 	}
-	if l := res.Latency; l == nil || l.Landed != l.Updates || l.Updates == 0 || l.P99 <= 0 || l.WriteP50 <= 0 || l.Split == 0 || l.OwnP99 <= 0 || len(l.Runs) != 1 {
+	if l := res.Latency; l == nil || l.Landed != l.Updates || l.Updates == 0 || l.P99 <= 0 || l.WriteP50 <= 0 || l.Split == 0 || l.OwnP99 <= 0 || len(l.Runs) != 1 || l.Held <= 0 || l.ServiceCores <= 0 || l.NeedCores <= 0 {
 		t.Errorf("latency figures: %+v", l)
 	}
 	a := res.Amplification
@@ -147,5 +147,27 @@ func TestParseStat(t *testing.T) {
 	}
 	if _, _, _, ok := parseStat("garbage"); ok {
 		t.Error("parseStat accepted garbage")
+	}
+}
+
+func TestLatencyVerdictNamesASaturatedMachine(t *testing.T) {
+	cpu := cpuTimes{"kube-apiserver": 36, "minio": 21, "etcd": 5.5, "bench": 9, serviceProcess: 6.5}
+	rest, own := cpu.coresAt(serviceProcess, 12000, 500)
+	if rest < 2.97 || rest > 2.99 || own < 0.27 || own > 0.28 {
+		t.Fatalf("coresAt: rest %.3f, own %.3f; want 2.98 and 0.27", rest, own)
+	}
+	l := &latencyResult{Rate: 500, P50: 3, P99: 12, OwnP99: 8, Cores: 2, NeedCores: rest, ServiceCores: own}
+	if _, v := latencyTarget(l); !strings.HasPrefix(v, "**not met**: the machine is saturated") || !strings.Contains(v, "need 3.0 cores and the service 0.3, of 2") {
+		t.Errorf("saturated verdict: %q", v)
+	}
+	// A machine with cores to spare: a miss is the service's own.
+	l.NeedCores, l.ServiceCores = 0.8, 0.1
+	if _, v := latencyTarget(l); v != "**not met**" {
+		t.Errorf("verdict with cores to spare: %q", v)
+	}
+	l.P50, l.P99, l.OwnP99 = 0.01, 0.1, 0.09
+	l.NeedCores = 3
+	if _, v := latencyTarget(l); v != "met" {
+		t.Errorf("a met target on a saturated machine: %q", v)
 	}
 }

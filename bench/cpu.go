@@ -81,3 +81,26 @@ func (c cpuTimes) String() string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// serviceProcess is the service's name in /proc.
+const serviceProcess = "cluster-backup"
+
+// coresAt is the cores the processes would need to carry rate updates a
+// second, from the CPU c they used for updates: the service's (own) and
+// all the others' (rest: the API server, etcd, the store and the bench's
+// load). When they add up to the machine's cores, every queue grows and no
+// latency figure says anything about the service.
+func (c cpuTimes) coresAt(service string, updates, rate int) (rest, own float64) {
+	if updates == 0 {
+		return 0, 0
+	}
+	for k, v := range c {
+		need := v / float64(updates) * float64(rate)
+		if k == service {
+			own += need
+		} else {
+			rest += need
+		}
+	}
+	return rest, own
+}

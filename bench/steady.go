@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -224,7 +226,7 @@ func (e *env) latency(ctx context.Context, p *process) (latencyResult, error) {
 	slices.SortFunc(sorted, func(a, b latencyResult) int { return cmp.Compare(a.P99, b.P99) })
 	median := sorted[len(sorted)/2]
 	for _, r := range runs {
-		median.Runs = append(median.Runs, latencyRun{P50: r.P50, P99: r.P99, OwnP99: r.OwnP99, DeliveryP99: r.DeliveryP99, Updates: r.Updates, Puts: r.Puts})
+		median.Runs = append(median.Runs, latencyRun{P50: r.P50, P99: r.P99, OwnP99: r.OwnP99, DeliveryP99: r.DeliveryP99, Updates: r.Updates, Puts: r.Puts, Held: r.Held, NeedCores: r.NeedCores + r.ServiceCores})
 	}
 	return median, nil
 }
@@ -251,7 +253,8 @@ func (e *env) latencyOnce(ctx context.Context, p *process) (latencyResult, error
 		return latencyResult{}, err
 	}
 	puts0 := e.proxy.puts.Load()
-	if err := e.generate(ctx, t); err != nil {
+	held, cpu, err := e.generate(ctx, t)
+	if err != nil {
 		return latencyResult{}, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -289,7 +292,9 @@ func (e *env) latencyOnce(ctx context.Context, p *process) (latencyResult, error
 		WriteP50: quantile(writes, 0.50), WriteP99: quantile(writes, 0.99),
 		DeliveryP50: quantile(delivery, 0.50), DeliveryP99: quantile(delivery, 0.99),
 		OwnP50: quantile(own, 0.50), OwnP99: quantile(own, 0.99), Split: len(own), Puts: int(puts),
+		Held: held, CPU: cpu, Cores: runtime.NumCPU(),
 	}
+	r.NeedCores, r.ServiceCores = cpu.coresAt(serviceProcess, t.sent, e.cfg.latencyRate)
 	e.log("change latency over %d updates (%d landed, %d PUTs): p50 %.3fs p95 %.3fs p99 %.3fs; the service's histogram: p50 %.3fs p99 %.3fs",
 		r.Updates, r.Landed, r.Puts, r.P50, r.P95, r.P99, r.ServiceP50, r.ServiceP99)
 	e.log("whose time: the API server's delivery p50 %.3fs p99 %.3fs; the service's own (event to stored) p50 %.3fs p99 %.3fs, over %d updates; the write alone p50 %.3fs p99 %.3fs",
@@ -329,17 +334,22 @@ func (e *env) watchDeliveries(ctx context.Context, t *landings) (stop func(), er
 	return func() { w.Stop(); <-done }, nil
 }
 
-// generate patches one ConfigMap latencyRate times a second, round robin
+// generate updates one ConfigMap latencyRate times a second, round robin
 // over latencyObjects, for latencyDuration, and records each answer in t.
-// The updates are paced by the clock (every 10 ms, those due since the
+// It writes as controllers do: whole objects in protobuf. The updates are paced by the clock (every 10 ms, those due since the
 // start), carried by a pool of workers spread over several clients, each
 // with a connection of its own (one HTTP/2 connection caps the streams in
 // flight), and retried with backoff when the API server fails one: the
-// rate holds at 1,000 updates a second on two cores.
-func (e *env) generate(ctx context.Context, t *landings) error {
+// rate holds at 1,000 updates a second on two cores. It returns the rate
+// held and the CPU each process used meanwhile.
+func (e *env) generate(ctx context.Context, t *landings) (held float64, cpu cpuTimes, err error) {
 	clients, err := e.loadClients(generatorClients)
 	if err != nil {
-		return err
+		return 0, nil, err
+	}
+	objects := make([]*corev1.ConfigMap, e.cfg.latencyObjects)
+	for i := range objects {
+		objects[i] = e.configMap(i)
 	}
 	due := make(chan int, e.cfg.latencyRate) // a second of backlog at most
 	var wg sync.WaitGroup
@@ -349,7 +359,7 @@ func (e *env) generate(ctx context.Context, t *landings) error {
 		cs := clients[w%len(clients)]
 		wg.Go(func() {
 			for seq := range due {
-				if err := e.update(ctx, cs, t, seq); err != nil {
+				if err := e.update(ctx, cs, t, objects, seq); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
 				}
@@ -358,7 +368,7 @@ func (e *env) generate(ctx context.Context, t *landings) error {
 	}
 	cpuBefore, err := serverCPU()
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	start, sent, late := time.Now(), 0, 0
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -378,14 +388,16 @@ func (e *env) generate(ctx context.Context, t *landings) error {
 	took := time.Since(start)
 	cpuAfter, err := serverCPU()
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	e.log("load: %d updates in %.1fs (%.0f/s asked, %.0f/s held), %d queued behind a full second, %d failed after retries; CPU %v",
-		sent, took.Seconds(), float64(e.cfg.latencyRate), float64(sent)/took.Seconds(), late, failed.Load(), cpuAfter.since(cpuBefore))
+	held, cpu = float64(sent)/took.Seconds(), cpuAfter.since(cpuBefore)
+	need, own := cpu.coresAt(serviceProcess, sent, e.cfg.latencyRate)
+	e.log("load: %d updates in %.1fs (%.0f/s asked, %.0f/s held), %d queued behind a full second, %d failed after retries; CPU %v; at %d/s the rest need %.2f cores and the service %.2f, of %d",
+		sent, took.Seconds(), float64(e.cfg.latencyRate), held, late, failed.Load(), cpu, e.cfg.latencyRate, need, own, runtime.NumCPU())
 	if err, _ := firstErr.Load().(error); err != nil {
-		return fmt.Errorf("%d updates failed: %w", failed.Load(), err)
+		return 0, nil, fmt.Errorf("%d updates failed: %w", failed.Load(), err)
 	}
-	return nil
+	return held, cpu, nil
 }
 
 const (
@@ -393,13 +405,16 @@ const (
 	generatorWorkers = 128 // updates in flight at most
 )
 
-// loadClients are n clients of the API server, each with a connection of
-// its own: a Dial function keeps client-go from sharing one transport.
+// loadClients are n clients of the API server that speak protobuf, each
+// with a connection of its own: a Dial function keeps client-go from
+// sharing one transport.
 func (e *env) loadClients(n int) ([]kubernetes.Interface, error) {
 	out := make([]kubernetes.Interface, n)
 	for i := range out {
 		cfg := rest.CopyConfig(e.kube.Config)
 		cfg.QPS, cfg.Burst = -1, 0
+		cfg.ContentType = kruntime.ContentTypeProtobuf
+		cfg.AcceptContentTypes = kruntime.ContentTypeProtobuf + "," + kruntime.ContentTypeJSON
 		cfg.Dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
@@ -410,16 +425,18 @@ func (e *env) loadClients(n int) ([]kubernetes.Interface, error) {
 	return out, nil
 }
 
-// update makes update seq of the latency scenario and records the API
-// server's answer, retrying with backoff while the server fails it.
-func (e *env) update(ctx context.Context, cs kubernetes.Interface, t *landings, seq int) error {
+// update makes update seq of the latency scenario, an unconditional update
+// of the seeded object with a new stamp, and records the API server's
+// answer, retrying with backoff while the server fails it.
+func (e *env) update(ctx context.Context, cs kubernetes.Interface, t *landings, objects []*corev1.ConfigMap, seq int) error {
 	obj := seq % e.cfg.latencyObjects
-	patch := fmt.Appendf(nil, `{"data":{"stamp":"%d"}}`, seq)
+	next := objects[obj].DeepCopy()
+	next.Data["stamp"] = strconv.Itoa(seq)
 	var cm *corev1.ConfigMap
 	err := retry.OnError(wait.Backoff{Duration: 50 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 6},
 		func(error) bool { return ctx.Err() == nil },
 		func() (err error) {
-			cm, err = cs.CoreV1().ConfigMaps(e.cmNamespace(obj)).Patch(ctx, cmName(obj), types.MergePatchType, patch, metav1PatchOptions())
+			cm, err = cs.CoreV1().ConfigMaps(e.cmNamespace(obj)).Update(ctx, next, metav1.UpdateOptions{FieldManager: "bench"})
 			return err
 		})
 	if err != nil {
