@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cluster-backup/cluster-backup/encode"
 	"github.com/cluster-backup/cluster-backup/encrypt"
 )
 
@@ -271,9 +272,10 @@ func render(obj *unstructured.Unstructured, preserveNodePorts bool) string {
 
 // MaskedTexts are two stored documents as a person may see them (older
 // may be nil, for a first version): as stored, unless they are a Secret,
-// whose values are then masked as MaskSecrets masks them. A document that
-// does not parse is left as it is, unless it says it is a Secret: then it
-// is withheld.
+// whose values are then masked as MaskSecrets masks them and which are
+// written out again as the service writes documents. A document that does
+// not parse is left as it is, unless it says it is a Secret: then it is
+// withheld.
 func MaskedTexts(older, newer []byte) (string, string) {
 	if !bytes.Contains(older, []byte("Secret")) && !bytes.Contains(newer, []byte("Secret")) {
 		return string(older), string(newer)
@@ -287,7 +289,7 @@ func MaskedTexts(older, newer []byte) (string, string) {
 	}
 	oo, okOld := decode(older)
 	no, okNew := decode(newer)
-	MaskSecrets(no, oo)
+	MaskSecrets(oo, no)
 	text := func(obj *unstructured.Unstructured, ok bool, raw []byte) string {
 		switch {
 		case !ok && bytes.Contains(raw, []byte("kind: Secret")):
@@ -297,11 +299,11 @@ func MaskedTexts(older, newer []byte) (string, string) {
 		case obj == nil:
 			return ""
 		}
-		out, err := yaml.Marshal(obj.Object)
+		enc, err := encode.Options{IncludeManagedFields: true, IncludeStatus: true}.Encode(obj)
 		if err != nil {
 			return "# cannot be shown: " + err.Error() + "\n"
 		}
-		return string(out)
+		return string(enc.Body)
 	}
 	return text(oo, okOld, older), text(no, okNew, newer)
 }

@@ -134,3 +134,38 @@ func TestDiffLive(t *testing.T) {
 type resettable struct{ meta.RESTMapper }
 
 func (resettable) Reset() {}
+
+// TestMaskedTextsWriteSecretsAsStored: a Secret's two versions come back
+// masked and in the layout the service stores documents in; any other
+// document is as stored, and a Secret that does not parse is withheld.
+func TestMaskedTextsWriteSecretsAsStored(t *testing.T) {
+	older := []byte("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: app\ndata:\n  password: b2xk\n  user: dXNlcg==\ntype: Opaque\n")
+	newer := []byte("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: app\ndata:\n  password: bmV3\n  user: dXNlcg==\ntype: Opaque\n")
+	o, n := MaskedTexts(older, newer)
+	for _, text := range []string{o, n} {
+		if strings.Contains(text, "b2xk") || strings.Contains(text, "bmV3") || strings.Contains(text, "dXNlcg==") {
+			t.Fatalf("a value in the clear:\n%s", text)
+		}
+		// Line for line the service's document, but for the values.
+		want := strings.Split("apiVersion: v1\ndata:\n  password: *\n  user: *\nkind: Secret\nmetadata:\n  name: db\n  namespace: app\ntype: Opaque\n", "\n")
+		got := strings.Split(text, "\n")
+		if len(got) != len(want) {
+			t.Fatalf("not in the stored layout:\n%s", text)
+		}
+		for i := range got {
+			if prefix, ok := strings.CutSuffix(want[i], "*"); !strings.HasPrefix(got[i], prefix) || (!ok && got[i] != want[i]) {
+				t.Errorf("line %d is %q, want %q", i+1, got[i], want[i])
+			}
+		}
+	}
+	if !strings.Contains(o, "password: '*** (before)'") || !strings.Contains(n, "password: '*** (after)'") || !strings.Contains(n, "user: '***'") {
+		t.Errorf("masks:\n%s\n%s", o, n)
+	}
+	cm := []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  z: \"1\"\n  a: \"2\"\n")
+	if o, n := MaskedTexts(nil, cm); o != "" || n != string(cm) {
+		t.Errorf("a ConfigMap is not as stored: %q %q", o, n)
+	}
+	if _, n := MaskedTexts(older, []byte("kind: Secret\ndata: [unclosed")); strings.Contains(n, "unclosed") || !strings.Contains(n, "withheld") {
+		t.Errorf("an unparseable Secret: %q", n)
+	}
+}

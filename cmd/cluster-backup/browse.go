@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -516,40 +515,7 @@ func (b *browser) patchTexts(older, newer []byte) (string, string) {
 		}
 		return body
 	}
-	o, n := text(older), text(newer)
-	if !bytes.Contains(o, []byte("kind: Secret")) && !bytes.Contains(n, []byte("kind: Secret")) {
-		return string(o), string(n)
-	}
-	decode := func(body []byte) *unstructured.Unstructured {
-		if len(body) == 0 {
-			return nil
-		}
-		obj, err := restore.Decode(body)
-		if err != nil {
-			return nil
-		}
-		return obj
-	}
-	oo, no := decode(o), decode(n)
-	restore.MaskSecrets(no, oo)
-	show := func(obj *unstructured.Unstructured, raw []byte) string {
-		switch {
-		case obj != nil:
-			enc, err := encode.Options{IncludeManagedFields: true, IncludeStatus: true}.Encode(obj)
-			if err != nil {
-				return err.Error()
-			}
-			return string(enc.Body)
-		case len(raw) == 0:
-			return ""
-		case bytes.Contains(raw, []byte("kind: Secret")):
-			// Unreadable (shown as such by the version line), and never
-			// shown in the clear.
-			return "# a Secret that does not parse: withheld\n"
-		}
-		return string(raw)
-	}
-	return show(oo, o), show(no, n)
+	return restore.MaskedTexts(text(older), text(newer))
 }
 
 // history prints every version of one object, newest first, and with
