@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/cluster-backup/cluster-backup/object"
 )
@@ -202,31 +203,52 @@ func (d *Dir) Get(_ context.Context, key, id string) ([]byte, object.Meta, error
 	if id != "" {
 		return nil, object.Meta{}, fmt.Errorf("get %s version %s: a directory keeps no versions: %w", key, id, ErrNotFound)
 	}
-	body, err := os.ReadFile(p)
+	body, meta, err := readDocument(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, ErrNotFound)
 	} else if err != nil {
 		return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, classify(err))
 	}
-	var md map[string]string
-	if b, err := os.ReadFile(metaPath(p)); err == nil {
-		_ = json.Unmarshal(b, &md)
-	}
-	return body, object.MetaFromMap(md), nil
+	return body, meta, nil
 }
 
-// Walk visits the documents under prefix.
-func (d *Dir) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
-	return d.keys(ctx, prefix, func(key, p string) error {
+// readDocument reads the document at p and its sidecar. Put replaces the
+// two files one after the other, so a read between the two renames (by this
+// process or another: cluster-backup adopt writing the identity marker the
+// service polls) finds one version's body beside the other's metadata. The
+// sidecar's digest of the body tells, and the pair is read again until it
+// agrees, for at most tornWait: a digest that still does not match is a
+// document edited by hand, returned as it is.
+func readDocument(p string) ([]byte, object.Meta, error) {
+	deadline := time.Now().Add(tornWait)
+	for {
 		body, err := os.ReadFile(p)
 		if err != nil {
-			return err
+			return nil, object.Meta{}, err
 		}
 		var md map[string]string
 		if b, err := os.ReadFile(metaPath(p)); err == nil {
 			_ = json.Unmarshal(b, &md) // a damaged sidecar only loses metadata
 		}
 		meta := object.MetaFromMap(md)
+		if meta.SHA256 == "" || meta.SHA256 == object.Digest(body) || time.Now().After(deadline) {
+			return body, meta, nil
+		}
+		time.Sleep(time.Millisecond) // a Put in flight ends in far less
+	}
+}
+
+// tornWait bounds the reads again of a document whose body and sidecar
+// disagree.
+const tornWait = 100 * time.Millisecond
+
+// Walk visits the documents under prefix.
+func (d *Dir) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
+	return d.keys(ctx, prefix, func(key, p string) error {
+		body, meta, err := readDocument(p)
+		if err != nil {
+			return err
+		}
 		if sum := object.Digest(body); sum != meta.SHA256 {
 			// Edited by hand: a keyed digest from the sidecar no longer
 			// describes it, so it is rewritten whatever it holds.

@@ -102,3 +102,68 @@ func TestDirStoreListsWhatItWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestDirReadsNoTornDocument: a read while Put replaces a document gets one
+// version's body and that version's metadata, never one beside the other.
+func TestDirReadsNoTornDocument(t *testing.T) {
+	d, err := NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := "clusterbackup/east/.cluster-backup/identity.yaml"
+	versions := [][]byte{[]byte("uid: uid-a\n"), []byte("uid: uid-b\nadopted:\n- uid-a\n")}
+	put := func(i int) error {
+		body := versions[i%2]
+		return d.Put(ctx, key, body, object.Meta{UID: string(body[5:10]), SHA256: object.Digest(body)})
+	}
+	if err := put(0); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := put(i); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	torn := 0
+	for range 3000 {
+		body, meta, err := d.Get(ctx, key, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if meta.SHA256 != object.Digest(body) || meta.UID != string(body[5:10]) {
+			torn++
+		}
+	}
+	walked := 0
+	for range 300 {
+		_ = d.Walk(ctx, "clusterbackup/east/.cluster-backup/", func(st object.Stored) error {
+			walked++
+			if want := object.Digest(versions[map[string]int{"uid-a": 0, "uid-b": 1}[st.Meta.UID]]); st.Meta.SHA256 != want {
+				torn++
+			}
+			return nil
+		})
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if torn > 0 {
+		t.Errorf("%d reads found one version's body beside another's metadata", torn)
+	}
+	if walked != 300 {
+		t.Errorf("the walks visited %d documents, want 300", walked)
+	}
+}
