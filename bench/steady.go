@@ -336,12 +336,12 @@ func (e *env) watchDeliveries(ctx context.Context, t *landings) (stop func(), er
 
 // generate updates one ConfigMap latencyRate times a second, round robin
 // over latencyObjects, for latencyDuration, and records each answer in t.
-// It writes as controllers do: whole objects in protobuf. The updates are paced by the clock (every 10 ms, those due since the
-// start), carried by a pool of workers spread over several clients, each
-// with a connection of its own (one HTTP/2 connection caps the streams in
-// flight), and retried with backoff when the API server fails one: the
-// rate holds at 1,000 updates a second on two cores. It returns the rate
-// held and the CPU each process used meanwhile.
+// It writes as controllers do: whole objects, in protobuf. The updates are
+// paced by the clock (every 10 ms, those due since the start), carried by a
+// pool of workers spread over several clients, each with a connection of
+// its own (one HTTP/2 connection caps the streams in flight), and retried
+// with backoff when the API server fails one. It returns the rate held and
+// the CPU each process used meanwhile.
 func (e *env) generate(ctx context.Context, t *landings) (held float64, cpu cpuTimes, err error) {
 	clients, err := e.loadClients(generatorClients)
 	if err != nil {
