@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -35,20 +36,7 @@ func StartSeaweedFS(ctx context.Context, workDir string) (*SeaweedFS, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Each service listens on a port and on port+10000 for gRPC: pick
-	// ports whose gRPC twin is free too.
-	ports := make([]int, 4)
-	for i := range ports {
-		if ports[i], err = freePortPair(); err != nil {
-			return nil, err
-		}
-	}
-	s := &SeaweedFS{
-		Endpoint:  fmt.Sprintf("127.0.0.1:%d", ports[3]),
-		AccessKey: testAccessKey,
-		SecretKey: testSecretKey,
-		dir:       dir,
-	}
+	s := &SeaweedFS{AccessKey: testAccessKey, SecretKey: testSecretKey, dir: dir}
 	config, err := json.Marshal(map[string]any{"identities": []any{map[string]any{
 		"name":        "cluster-backup",
 		"credentials": []any{map[string]any{"accessKey": s.AccessKey, "secretKey": s.SecretKey}},
@@ -61,26 +49,41 @@ func StartSeaweedFS(ctx context.Context, workDir string) (*SeaweedFS, error) {
 	if err := os.WriteFile(configFile, config, 0o600); err != nil {
 		return nil, err
 	}
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
-	}
-	s.proc, err = startProcess("weed", filepath.Join(dir, "weed.log"), nil, bin, "server",
-		"-dir="+data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-		"-master.port="+strconv.Itoa(ports[0]), "-volume.port="+strconv.Itoa(ports[1]),
-		"-filer", "-filer.port="+strconv.Itoa(ports[2]),
-		"-s3", "-s3.port="+strconv.Itoa(ports[3]), "-s3.config="+configFile,
-		"-volume.max=0", "-master.volumeSizeLimitMB=64")
-	if err != nil {
-		return nil, err
-	}
-	// The gateway answers (403 without credentials) once the filer is up.
-	anyAnswer := func(int) bool { return true }
-	if err := s.proc.waitAnswer(ctx, http.DefaultClient, "http://"+s.Endpoint+"/", 2*time.Minute, anyAnswer); err != nil {
+	// A port found free can be taken by another process before weed
+	// listens on it: weed then exits, and starts again on other ports,
+	// in a data directory of its own.
+	for attempt := 1; ; attempt++ {
+		ports, err := seaweedPorts(4)
+		if err != nil {
+			return nil, err
+		}
+		s.Endpoint = fmt.Sprintf("127.0.0.1:%d", ports[3])
+		data := filepath.Join(dir, fmt.Sprintf("data-%d", attempt))
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return nil, err
+		}
+		s.proc, err = startProcess("weed", filepath.Join(dir, "weed.log"), nil, bin, "server",
+			"-dir="+data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+			"-master.port="+strconv.Itoa(ports[0]), "-volume.port="+strconv.Itoa(ports[1]),
+			"-filer", "-filer.port="+strconv.Itoa(ports[2]),
+			"-s3", "-s3.port="+strconv.Itoa(ports[3]), "-s3.config="+configFile,
+			"-volume.max=0", "-master.volumeSizeLimitMB=64")
+		if err != nil {
+			return nil, err
+		}
+		// The gateway answers (403 without credentials) once the filer is up.
+		anyAnswer := func(int) bool { return true }
+		err = s.proc.waitAnswer(ctx, http.DefaultClient, "http://"+s.Endpoint+"/", 2*time.Minute, anyAnswer)
+		if err == nil {
+			return s, nil
+		}
+		s.proc.stop(5 * time.Second)
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			continue
+		}
 		s.Stop()
 		return nil, err
 	}
-	return s, nil
 }
 
 // Stop ends the server and removes its data.
@@ -89,21 +92,26 @@ func (s *SeaweedFS) Stop() {
 	_ = os.RemoveAll(s.dir)
 }
 
-// freePortPair is a free port whose gRPC twin (port+10000) is free too.
-func freePortPair() (int, error) {
-	for range 50 {
+// seaweedPorts are n free ports for weed's services. Each service also
+// listens on its port+10000 for gRPC: those must be free too, and no port
+// may be another's gRPC twin.
+func seaweedPorts(n int) ([]int, error) {
+	taken := map[int]bool{}
+	var ports []int
+	for range 200 {
 		p, err := FreePort()
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		if p+10000 > 65535 {
+		if p+10000 > 65535 || taken[p] || taken[p+10000] || !free(p+10000) {
 			continue
 		}
-		if free(p + 10000) {
-			return p, nil
+		taken[p], taken[p+10000] = true, true
+		if ports = append(ports, p); len(ports) == n {
+			return ports, nil
 		}
 	}
-	return 0, fmt.Errorf("no free port pair")
+	return nil, fmt.Errorf("no %d free port pairs", n)
 }
 
 // free reports whether port can be listened on at 127.0.0.1.

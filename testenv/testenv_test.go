@@ -100,3 +100,21 @@ func TestControlPlaneIsReal(t *testing.T) {
 		t.Fatalf("kube-controller-manager did not create a ReplicaSet: %v", err)
 	}
 }
+
+// TestSeaweedPortsNeverOverlap: no port weed is given is another's gRPC
+// twin (port+10000), the collision that made weed exit at start-up.
+func TestSeaweedPortsNeverOverlap(t *testing.T) {
+	for range 200 {
+		ports, err := seaweedPorts(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int]bool{}
+		for _, p := range ports {
+			if seen[p] || seen[p+10000] {
+				t.Fatalf("ports %v overlap", ports)
+			}
+			seen[p], seen[p+10000] = true, true
+		}
+	}
+}
