@@ -30,6 +30,31 @@ func (s *store) put(key, body, manager string, at time.Time) {
 
 func (s *store) del(key string, at time.Time) { s.DeleteAt(key, at) }
 
+// putJournal stores a journal object of east's, taken at, with entries
+// up to through.
+func (s *store) putJournal(at, through time.Time, entries ...journal.Entry) {
+	body := journal.Encode(journal.Object{Through: through, Entries: entries})
+	layout := object.Layout{Prefix: "clusterbackup", Cluster: "east"}
+	s.PutAt(journal.Name(layout, at, "00000000"), body, object.Meta{SHA256: object.Digest(body)}, at)
+}
+
+// serve starts the web view over s at now; without journal, it reads no
+// journal.
+func (s *store) serve(t *testing.T, now time.Time, withJournal bool) *httptest.Server {
+	t.Helper()
+	srv, err := New(Options{Reader: s, Lister: s, Folders: s, Journal: s, AcceptUnsigned: true, Prefix: "clusterbackup",
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !withJournal {
+		srv.opts.Journal = nil
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return hs
+}
+
 // versions are key's versions, newest first.
 func (s *store) versions(key string) []object.Version {
 	vs, _ := s.Versions(context.Background(), key)
@@ -59,24 +84,12 @@ func fixture(t *testing.T, withJournal bool) (*httptest.Server, *store, time.Tim
 	s.put(root+"_cluster/namespaces/shop.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n", "", now.Add(-55*time.Minute))
 	s.put(root+"shop/configmaps/gone.yaml", cm("x"), "", now.Add(-45*time.Minute))
 	s.del(root+"shop/configmaps/gone.yaml", now.Add(-5*time.Minute))
-	layout := object.Layout{Prefix: "clusterbackup", Cluster: "east"}
 	if withJournal {
-		body := journal.Encode(journal.Object{Through: now.Add(-10 * time.Minute), Entries: []journal.Entry{
-			{Time: now.Add(-10 * time.Minute), Op: journal.Put, Key: "shop/configmaps/settings.yaml", Manager: "kubectl-edit"},
-			{Time: now.Add(-5 * time.Minute), Op: journal.Delete, Key: "shop/configmaps/gone.yaml"},
-		}})
-		s.PutAt(journal.Name(layout, now.Add(-5*time.Minute), "00000000"), body, object.Meta{SHA256: object.Digest(body)}, now.Add(-5*time.Minute))
+		s.putJournal(now.Add(-5*time.Minute), now.Add(-10*time.Minute),
+			journal.Entry{Time: now.Add(-10 * time.Minute), Op: journal.Put, Key: "shop/configmaps/settings.yaml", Manager: "kubectl-edit"},
+			journal.Entry{Time: now.Add(-5 * time.Minute), Op: journal.Delete, Key: "shop/configmaps/gone.yaml"})
 	}
-	srv, err := New(Options{Reader: s, Lister: s, Folders: s, Journal: s, AcceptUnsigned: true, Prefix: "clusterbackup",
-		Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !withJournal {
-		srv.opts.Journal = nil
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	hs := s.serve(t, now, withJournal)
 	return hs, s, now
 }
 
@@ -252,23 +265,15 @@ func TestDiffTexts(t *testing.T) {
 func TestTimelineCountsEachChangeOnce(t *testing.T) {
 	s := newStore()
 	now := time.Date(2026, 12, 7, 12, 30, 0, 0, time.UTC)
-	root, layout := "clusterbackup/east/", object.Layout{Prefix: "clusterbackup", Cluster: "east"}
+	root := "clusterbackup/east/"
 	s.put(root+"shop/configmaps/a.yaml", cm("1"), "", now.Add(-40*time.Minute)) // before the journal
 	began := now.Add(-20 * time.Minute)
 	s.put(root+"shop/configmaps/a.yaml", cm("2"), "", began.Add(-300*time.Millisecond))
 	s.put(root+"shop/configmaps/b.yaml", cm("1"), "", now.Add(-10*time.Minute))
-	body := journal.Encode(journal.Object{Through: now.Add(-10 * time.Minute), Entries: []journal.Entry{
-		{Time: began, Op: journal.Put, Key: "shop/configmaps/a.yaml"},
-		{Time: now.Add(-10 * time.Minute), Op: journal.Put, Key: "shop/configmaps/b.yaml"},
-	}})
-	s.PutAt(journal.Name(layout, now.Add(-10*time.Minute), "00000000"), body, object.Meta{SHA256: object.Digest(body)}, now.Add(-10*time.Minute))
-	srv, err := New(Options{Reader: s, Lister: s, Folders: s, Journal: s, AcceptUnsigned: true, Prefix: "clusterbackup",
-		Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
+	s.putJournal(now.Add(-10*time.Minute), now.Add(-10*time.Minute),
+		journal.Entry{Time: began, Op: journal.Put, Key: "shop/configmaps/a.yaml"},
+		journal.Entry{Time: now.Add(-10 * time.Minute), Op: journal.Put, Key: "shop/configmaps/b.yaml"})
+	hs := s.serve(t, now, true)
 	page, _ := get(t, hs.URL+"/c/east/timeline?scope=shop/&range=1h")
 	if !strings.Contains(page, "3 changes from") {
 		t.Errorf("the hour counts other than 3 changes:\n%s", page)
