@@ -265,15 +265,17 @@ func apiOK(m map[string]int) bool {
 // 0.4 s, p99 <= 1.2 s and the service's share p99 <= 0.3 s; above that the
 // figure is measured, with no target.
 func latencyTarget(l *latencyResult) (target, verdictOf string) {
+	var ok bool
 	switch {
 	case l.Rate <= 100:
-		target, verdictOf = "p50 <= 0.2 s, p99 <= 0.6 s", verdict(l.P50 <= 0.2 && l.P99 <= 0.6)
+		target, ok = "p50 <= 0.2 s, p99 <= 0.6 s", l.P50 <= 0.2 && l.P99 <= 0.6
 	case l.Rate <= 500:
-		target, verdictOf = "p50 <= 0.4 s, p99 <= 1.2 s, the service's share p99 <= 0.3 s", verdict(l.P50 <= 0.4 && l.P99 <= 1.2 && l.OwnP99 <= 0.3)
+		target, ok = "p50 <= 0.4 s, p99 <= 1.2 s, the service's share p99 <= 0.3 s", l.P50 <= 0.4 && l.P99 <= 1.2 && l.OwnP99 <= 0.3
 	default:
 		return "none (measured)", "measured"
 	}
-	if saturated(l) && verdictOf != verdict(true) {
+	verdictOf = verdict(ok)
+	if !ok && saturated(l) {
 		verdictOf += fmt.Sprintf(": the machine is saturated (at %d/s the API server, etcd, the store and the load need %.1f cores and the service %.1f, of %d)",
 			l.Rate, l.NeedCores, l.ServiceCores, l.Cores)
 	}

@@ -203,7 +203,7 @@ func (d *Dir) Get(_ context.Context, key, id string) ([]byte, object.Meta, error
 	if id != "" {
 		return nil, object.Meta{}, fmt.Errorf("get %s version %s: a directory keeps no versions: %w", key, id, ErrNotFound)
 	}
-	body, meta, err := readDocument(p)
+	body, meta, _, err := readDocument(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, object.Meta{}, fmt.Errorf("get %s: %w", key, ErrNotFound)
 	} else if err != nil {
@@ -218,21 +218,21 @@ func (d *Dir) Get(_ context.Context, key, id string) ([]byte, object.Meta, error
 // service polls) finds one version's body beside the other's metadata. The
 // sidecar's digest of the body tells, and the pair is read again until it
 // agrees, for at most tornWait: a digest that still does not match is a
-// document edited by hand, returned as it is.
-func readDocument(p string) ([]byte, object.Meta, error) {
+// document edited by hand, returned as it is. sum is the body's digest.
+func readDocument(p string) ([]byte, object.Meta, string, error) {
 	deadline := time.Now().Add(tornWait)
 	for {
 		body, err := os.ReadFile(p)
 		if err != nil {
-			return nil, object.Meta{}, err
+			return nil, object.Meta{}, "", err
 		}
 		var md map[string]string
 		if b, err := os.ReadFile(metaPath(p)); err == nil {
 			_ = json.Unmarshal(b, &md) // a damaged sidecar only loses metadata
 		}
-		meta := object.MetaFromMap(md)
-		if meta.SHA256 == "" || meta.SHA256 == object.Digest(body) || time.Now().After(deadline) {
-			return body, meta, nil
+		meta, sum := object.MetaFromMap(md), object.Digest(body)
+		if meta.SHA256 == "" || meta.SHA256 == sum || time.Now().After(deadline) {
+			return body, meta, sum, nil
 		}
 		time.Sleep(time.Millisecond) // a Put in flight ends in far less
 	}
@@ -245,11 +245,11 @@ const tornWait = 100 * time.Millisecond
 // Walk visits the documents under prefix.
 func (d *Dir) Walk(ctx context.Context, prefix string, visit func(object.Stored) error) error {
 	return d.keys(ctx, prefix, func(key, p string) error {
-		body, meta, err := readDocument(p)
+		_, meta, sum, err := readDocument(p)
 		if err != nil {
 			return err
 		}
-		if sum := object.Digest(body); sum != meta.SHA256 {
+		if sum != meta.SHA256 {
 			// Edited by hand: a keyed digest from the sidecar no longer
 			// describes it, so it is rewritten whatever it holds.
 			meta.SHA256, meta.HMAC = sum, ""
